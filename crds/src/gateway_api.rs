@@ -19,6 +19,7 @@ pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "gateway.networking.k8s.io",
+    derive = "PartialEq",
     version = "v1",
     kind = "Gateway",
     namespaced,
@@ -146,6 +147,7 @@ pub struct ListenerStatus {
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "gateway.networking.k8s.io",
+    derive = "PartialEq",
     version = "v1",
     kind = "HTTPRoute",
     namespaced,

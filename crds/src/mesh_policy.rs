@@ -12,6 +12,7 @@ use crate::Duration;
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "weir.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "MeshPolicy",
     doc = "The mTLS mode of a namespace or of selected workloads, with optional automatic promotion from Permissive to Strict.",

@@ -19,6 +19,7 @@ pub const NODE_POOL_LABEL: &str = "weir.io/node-pool";
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "weir.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "NodePool",
     doc = "A group of identical nodes that the node autoscaler grows for pending pods and shrinks when idle.",

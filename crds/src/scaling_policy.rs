@@ -16,6 +16,7 @@ use crate::Quantity;
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "weir.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "ScalingPolicy",
     doc = "Scales a target (anything with a scale subresource) between minReplicas and maxReplicas on metrics, with HorizontalPodAutoscaler semantics.",

@@ -12,6 +12,7 @@ use crate::Duration;
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "weir.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "TrafficPolicy",
     doc = "Rate limits, retries and timeouts for traffic to a Service, an HTTPRoute or a Gateway.",
