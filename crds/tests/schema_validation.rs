@@ -6,7 +6,7 @@ use serde_json::Value;
 use weir_crds::{FieldError, SchemaValidator};
 
 fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap()
+    serde_yaml::from_str(text).expect("test YAML parses")
 }
 
 fn errors(validator: &SchemaValidator, text: &str) -> Vec<FieldError> {

@@ -150,6 +150,8 @@ impl DirectoryIndex {
                 severity: Severity::Warning,
             });
         }
+        // In file and document order, so output reads top to bottom like the manifests.
+        problems.sort_by(|a, b| a.origin.cmp(&b.origin));
         (state, problems)
     }
 }

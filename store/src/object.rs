@@ -22,7 +22,7 @@ use weir_crds::{
 use crate::store::Store;
 
 /// Identifies an object within its kind: namespace (for namespaced kinds) and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct ObjectKey {
     /// The namespace; `None` for cluster-scoped kinds.
     pub namespace: Option<String>,

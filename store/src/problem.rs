@@ -3,10 +3,13 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 use crate::ObjectKey;
 
 /// What a problem means for the object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The object (or file) was not applied; its last good version, if any, stays.
     Error,
@@ -15,7 +18,7 @@ pub enum Severity {
 }
 
 /// Where in the manifests a problem is.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Origin {
     /// The file, as given to the loader (relative to the config directory).
     pub file: String,
@@ -24,7 +27,7 @@ pub struct Origin {
 }
 
 /// The object a problem is about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ObjectId {
     /// The kind as written (`kind:`).
     pub kind: String,
@@ -33,7 +36,7 @@ pub struct ObjectId {
 }
 
 /// One problem.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Problem {
     /// Where it is.
     pub origin: Option<Origin>,

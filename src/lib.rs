@@ -1,0 +1,15 @@
+//! The `weir` binary's library: command-line arguments, the sources that feed the stores
+//! (a Kubernetes cluster or a directory of YAML), the admin endpoint, telemetry and the
+//! wiring of local mode (`weir up`).
+//!
+//! `main.rs` only parses arguments and calls in here, so the wiring is tested like any
+//! other code.
+
+pub mod admin;
+pub mod cli;
+pub mod local;
+pub mod metrics;
+pub mod shutdown;
+pub mod sources;
+pub mod telemetry;
+pub mod validate;

@@ -1,0 +1,285 @@
+//! The directory source of local mode: reads every manifest under a directory, applies
+//! what changed, and keeps watching.
+//!
+//! Change detection is inotify (through `notify`) with a polling pass as a safety net, so an
+//! edit shows within a second even where file events are lost. Each pass reads only files
+//! whose size or modification time changed and reloads only those whose content did. The
+//! [`DirectoryIndex`] decides what a bad edit keeps.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    hash::{DefaultHasher, Hash, Hasher},
+    io,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weir_store::{DirectoryIndex, Problem, Severity, StateWriter};
+
+use crate::metrics::{ReloadLabels, ReloadResult, SourceMetrics};
+
+/// The file endings read as manifests.
+const MANIFEST_EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
+
+/// Every manifest file under `root` (or `root` itself, if it is a file), as the name
+/// problems use (`root/sub/file.yaml`) and its path, in path order. Hidden files and
+/// directories and editor backups (`~`) are skipped.
+pub fn walk_manifests(root: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    if root.is_file() {
+        found.push((root.display().to_string(), root.to_path_buf()));
+        return Ok(found);
+    }
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.ends_with('~') {
+                continue;
+            }
+            let path = entry.path();
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                pending.push(path);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
+            {
+                found.push((path.display().to_string(), path));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// What a file looked like when last read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    modified: Option<SystemTime>,
+    len: u64,
+    content: u64,
+}
+
+/// What one pass over the directory did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Files loaded because their content changed (or they are new).
+    pub loaded: Vec<String>,
+    /// Files that disappeared.
+    pub removed: Vec<String>,
+}
+
+impl SyncReport {
+    /// Whether the pass changed anything.
+    pub fn changed(&self) -> bool {
+        !self.loaded.is_empty() || !self.removed.is_empty()
+    }
+}
+
+/// Loads a directory of manifests into the stores and keeps it in sync.
+#[derive(Debug)]
+pub struct DirectorySource {
+    root: PathBuf,
+    index: DirectoryIndex,
+    seen: BTreeMap<String, Seen>,
+    writer: Arc<StateWriter>,
+    metrics: SourceMetrics,
+    problems: watch::Sender<Vec<Problem>>,
+}
+
+impl DirectorySource {
+    /// A source for `root`, which must exist.
+    pub fn new(root: &Path, writer: Arc<StateWriter>, metrics: SourceMetrics) -> io::Result<Self> {
+        std::fs::metadata(root).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("config directory {}: {e}", root.display()),
+            )
+        })?;
+        Ok(DirectorySource {
+            root: root.to_path_buf(),
+            index: DirectoryIndex::default(),
+            seen: BTreeMap::new(),
+            writer,
+            metrics,
+            problems: watch::Sender::new(Vec::new()),
+        })
+    }
+
+    /// The current problems, updated after every pass that changes something.
+    pub fn problems(&self) -> watch::Receiver<Vec<Problem>> {
+        self.problems.subscribe()
+    }
+
+    /// One pass: loads what changed, publishes the new state, reports problems.
+    pub fn sync(&mut self) -> io::Result<SyncReport> {
+        let files = match walk_manifests(&self.root) {
+            Ok(files) => files,
+            Err(e) => {
+                // A vanished or unreadable directory is not an instruction to delete
+                // everything: keep the last state and say so.
+                warn!(dir = %self.root.display(), error = %e, "cannot read the config directory; keeping the last configuration");
+                return Err(e);
+            }
+        };
+        let mut report = SyncReport::default();
+        let present: BTreeSet<&String> = files.iter().map(|(name, _)| name).collect();
+        let gone: Vec<String> = self
+            .seen
+            .keys()
+            .filter(|name| !present.contains(name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.seen.remove(&name);
+            self.index.remove_file(&name);
+            info!(file = %name, "file removed; its objects are deleted");
+            report.removed.push(name);
+        }
+        for (name, path) in &files {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            let modified = meta.modified().ok();
+            if self
+                .seen
+                .get(name)
+                .is_some_and(|seen| seen.modified == modified && seen.len == meta.len())
+            {
+                continue;
+            }
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => {
+                    warn!(file = %name, error = %e, "cannot read file; keeping its last good objects");
+                    continue;
+                }
+            };
+            let content = content_hash(&text);
+            let changed = self
+                .seen
+                .get(name)
+                .is_none_or(|seen| seen.content != content);
+            self.seen.insert(
+                name.clone(),
+                Seen {
+                    modified,
+                    len: meta.len(),
+                    content,
+                },
+            );
+            if !changed {
+                continue;
+            }
+            let outcome = self.index.load_file(name, &text);
+            info!(
+                file = %name,
+                objects = outcome.objects,
+                problems = outcome.problems,
+                kept_last_good = outcome.kept_last_good,
+                "file loaded"
+            );
+            report.loaded.push(name.clone());
+        }
+        if report.changed() {
+            self.publish();
+        }
+        Ok(report)
+    }
+
+    fn publish(&mut self) {
+        let (state, problems) = self.index.state();
+        let objects: usize = weir_store::Kind::ALL.iter().map(|k| state.count(*k)).sum();
+        let changed_state = self.writer.replace(state);
+        let previous = self.problems.borrow().clone();
+        for problem in problems.iter().filter(|p| !previous.contains(p)) {
+            match problem.severity {
+                Severity::Error => warn!(problem = %problem, "configuration rejected"),
+                Severity::Warning => warn!(problem = %problem, "dangling reference"),
+            }
+        }
+        for problem in previous.iter().filter(|p| !problems.contains(p)) {
+            info!(problem = %problem, "problem resolved");
+        }
+        let result = if problems.is_empty() {
+            ReloadResult::clean
+        } else {
+            ReloadResult::with_problems
+        };
+        self.metrics
+            .reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+        self.metrics.last_reload.set(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default(),
+        );
+        self.metrics.observe_problems(&problems);
+        info!(
+            objects,
+            problems = problems.len(),
+            state_changed = changed_state,
+            "configuration applied"
+        );
+        self.problems.send_replace(problems);
+    }
+
+    /// Watches the directory until `shutdown`, applying changes as they come.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let (tx, mut events) = mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                // A full channel already holds a wake-up; dropping this one loses nothing.
+                let _ = tx.try_send(());
+            }
+        })
+        .and_then(|mut watcher| {
+            watcher
+                .watch(&self.root, RecursiveMode::Recursive)
+                .map(|()| watcher)
+        });
+        let poll_every = match &watcher {
+            Ok(_) => Duration::from_secs(2),
+            Err(e) => {
+                warn!(error = %e, "cannot watch the config directory for events; polling every 500ms");
+                Duration::from_millis(500)
+            }
+        };
+        let mut poll = tokio::time::interval(poll_every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(()) = events.recv() => {
+                    // Editors write in several steps; let a burst settle before reading.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while events.try_recv().is_ok() {}
+                }
+                _ = poll.tick() => {}
+            }
+            match self.sync() {
+                Ok(report) if report.changed() => debug!(?report, "config directory changed"),
+                Ok(_) | Err(_) => {}
+            }
+        }
+        drop(watcher);
+        debug!("directory source stopped");
+    }
+}
+
+fn content_hash(text: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
