@@ -5,7 +5,7 @@
 //! store in one step, so readers never see a half-listed kind. Errors back off and retry;
 //! they are logged, never fatal.
 
-use std::{fmt::Debug, sync::Arc};
+use std::{collections::BTreeSet, fmt::Debug, sync::Arc};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -29,12 +29,13 @@ use weir_crds::{
 };
 use weir_store::{Kind, Object, ObjectKey, StateWriter};
 
-/// Starts a watcher for every kind Weir reads. `synced` counts the kinds whose initial list
-/// has arrived; the source is ready when it equals `Kind::ALL.len()`.
+/// Starts a watcher for every kind Weir reads. `synced` collects the kinds whose initial
+/// list has arrived; the source is ready when it holds every kind. A kind whose API is not
+/// served (its CRD is not installed) never syncs, and its watcher logs why while retrying.
 pub fn spawn_reflectors(
     client: Client,
     writer: Arc<StateWriter>,
-    synced: watch::Sender<usize>,
+    synced: watch::Sender<BTreeSet<Kind>>,
     shutdown: CancellationToken,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
@@ -70,7 +71,7 @@ pub fn spawn_reflectors(
 type Ctx = (
     Client,
     Arc<StateWriter>,
-    Arc<watch::Sender<usize>>,
+    Arc<watch::Sender<BTreeSet<Kind>>>,
     CancellationToken,
 );
 
@@ -87,7 +88,6 @@ where
                 .default_backoff()
                 .boxed();
             let mut relist: Vec<Object> = Vec::new();
-            let mut listed_once = false;
             loop {
                 let event = tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -102,10 +102,7 @@ where
                         let count = relist.len();
                         writer.reset(kind, std::mem::take(&mut relist));
                         info!(objects = count, "listed");
-                        if !listed_once {
-                            listed_once = true;
-                            synced.send_modify(|n| *n += 1);
-                        }
+                        synced.send_if_modified(|kinds| kinds.insert(kind));
                     }
                     Some(Ok(watcher::Event::Apply(object))) => writer.apply(object.into()),
                     Some(Ok(watcher::Event::Delete(object))) => {

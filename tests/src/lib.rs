@@ -1,1 +1,236 @@
-//! placeholder
+//! Helpers for Weir's cross-component tests: the `weir` binary, free ports, a running
+//! `weir up` with its admin endpoint, and plain HTTP requests.
+//!
+//! Tests run the real binary as users do. It is built on first use through cargo (a no-op
+//! when up to date), so a test never runs a stale binary; `WEIR_BIN` points at another one
+//! (a release build, say) instead.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Prefixes of the variables cargo sets for one package's build or test run.
+const PER_PACKAGE_CARGO_VARS: &[&str] = &[
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
+/// The `weir` binary under test.
+pub fn weir_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("WEIR_BIN") {
+            return PathBuf::from(bin);
+        }
+        let mut build = escargot::CargoBuild::new()
+            .bin("weir")
+            .manifest_path(workspace_root().join("Cargo.toml"))
+            .target_dir(workspace_root().join("target"));
+        // Cargo gives this test process the variables of the weir-tests package
+        // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR...). Build scripts such as ring's rerun when
+        // those change, so passing them on would rebuild half the tree on every run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if PER_PACKAGE_CARGO_VARS
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+            {
+                build = build.env_remove(name.as_ref());
+            }
+        }
+        let built = build
+            .run()
+            .unwrap_or_else(|e| panic!("building the weir binary: {e}"));
+        built.path().to_path_buf()
+    })
+}
+
+/// A `weir` command.
+pub fn weir() -> Command {
+    Command::new(weir_bin())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("finding a free port: {e}"))
+}
+
+/// Copies a directory tree (the examples, into a scratch directory tests may edit).
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of one sample in OpenMetrics text, e.g. `weir_store_objects{kind="Service"}`.
+pub fn metric_value(metrics: &str, sample: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or gives up after `timeout`.
+pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `weir up`, killed when dropped.
+#[derive(Debug)]
+pub struct WeirUp {
+    child: Option<Child>,
+    /// The admin endpoint.
+    pub admin: SocketAddr,
+    log: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl WeirUp {
+    /// Starts `weir up --config <config> <extra args>` on a free admin port and waits until
+    /// it is ready.
+    pub fn start(config: &Path, extra: &[&str]) -> WeirUp {
+        let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let log = scratch.path().join("weir.log");
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = weir()
+            .arg("up")
+            .arg("--config")
+            .arg(config)
+            .arg("--admin-addr")
+            .arg(admin.to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting weir up: {e}"));
+        let mut up = WeirUp {
+            child: Some(child),
+            admin,
+            log,
+            _scratch: scratch,
+        };
+        let ready = eventually(Duration::from_secs(30), || {
+            matches!(up.get("/readyz"), Ok((200, _))).then_some(())
+        });
+        if ready.is_none() {
+            let exited = up.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            panic!(
+                "weir up did not become ready (exit: {exited:?}); log:\n{}",
+                up.log()
+            );
+        }
+        up
+    }
+
+    /// GET on the admin endpoint.
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.admin, path)
+    }
+
+    /// The admin endpoint's metrics text.
+    pub fn metrics(&self) -> String {
+        match self.get("/metrics") {
+            Ok((200, body)) => body,
+            other => panic!("GET /metrics: {other:?}"),
+        }
+    }
+
+    /// One metric sample's value.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        metric_value(&self.metrics(), sample)
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit (up to `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        // No signal crate needed: `kill` is on every machine these tests run on.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let status = eventually(timeout, || child.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+}
+
+impl Drop for WeirUp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
