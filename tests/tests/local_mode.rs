@@ -11,16 +11,16 @@ use weir_tests::{WeirUp, copy_dir, eventually, weir, workspace_root};
 
 /// A scratch copy of the quickstart that the test may edit.
 fn quickstart_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&workspace_root().join("examples/quickstart"), dir.path()).unwrap();
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    copy_dir(&workspace_root().join("examples/quickstart"), dir.path()).expect("copying the quickstart");
     dir
 }
 
 /// Replaces a file atomically, as editors and `kubectl`-style tools do.
 fn write_file(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp~");
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, path).unwrap();
+    fs::write(&tmp, text).expect("writing the new version");
+    fs::rename(&tmp, path).expect("replacing the file");
 }
 
 #[test]
