@@ -283,3 +283,122 @@ fn content_hash(text: &str) -> u64 {
     text.hash(&mut hasher);
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use weir_store::Kind;
+
+    use super::*;
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n";
+
+    fn source(dir: &Path) -> (DirectorySource, Arc<StateWriter>) {
+        let writer = Arc::new(StateWriter::default());
+        let source = DirectorySource::new(dir, writer.clone(), SourceMetrics::default()).unwrap();
+        (source, writer)
+    }
+
+    #[test]
+    fn reads_manifests_recursively_and_skips_hidden_backup_and_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::create_dir_all(root.join(".git")).unwrap();
+        for name in [
+            "a.yaml",
+            "sub/b.yml",
+            "c.json",
+            ".hidden.yaml",
+            "d.yaml~",
+            "notes.md",
+            ".git/x.yaml",
+        ] {
+            fs::write(root.join(name), SERVICE).unwrap();
+        }
+        let names: Vec<PathBuf> = walk_manifests(root)
+            .unwrap()
+            .into_iter()
+            .map(|(_, path)| path.strip_prefix(root).unwrap().to_path_buf())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                PathBuf::from("a.yaml"),
+                PathBuf::from("c.json"),
+                PathBuf::from("sub/b.yml")
+            ]
+        );
+    }
+
+    #[test]
+    fn reloads_a_file_only_when_its_content_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        fs::write(&file, SERVICE).unwrap();
+        let (mut source, writer) = source(dir.path());
+        assert_eq!(source.sync().unwrap().loaded.len(), 1);
+        assert!(!source.sync().unwrap().changed(), "nothing changed");
+
+        // Same content, new modification time: read, but not reloaded.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&file, SERVICE).unwrap();
+        assert!(!source.sync().unwrap().changed());
+
+        fs::write(&file, SERVICE.replace("web", "api")).unwrap();
+        assert_eq!(
+            source.sync().unwrap().loaded,
+            vec![file.display().to_string()]
+        );
+        let state = writer.current();
+        assert!(state.services.get_namespaced("shop", "api").is_some());
+        assert!(state.services.get_namespaced("shop", "web").is_none());
+    }
+
+    #[test]
+    fn a_deleted_file_deletes_its_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("svc.yaml"), SERVICE).unwrap();
+        let (mut source, writer) = source(dir.path());
+        source.sync().unwrap();
+        fs::remove_file(dir.path().join("svc.yaml")).unwrap();
+        assert_eq!(source.sync().unwrap().removed.len(), 1);
+        assert_eq!(writer.current().count(Kind::Service), 0);
+    }
+
+    #[test]
+    fn a_vanished_directory_keeps_the_last_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("config");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("svc.yaml"), SERVICE).unwrap();
+        let (mut source, writer) = source(&root);
+        source.sync().unwrap();
+        fs::remove_dir_all(&root).unwrap();
+        assert!(source.sync().is_err());
+        assert_eq!(
+            writer.current().count(Kind::Service),
+            1,
+            "nothing is deleted"
+        );
+    }
+
+    #[test]
+    fn problems_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("bad.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {}\n",
+        )
+        .unwrap();
+        let (mut source, _) = source(dir.path());
+        let problems = source.problems();
+        source.sync().unwrap();
+        let problems = problems.borrow().clone();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].to_string().ends_with(
+            "bad.yaml: document 1: metadata.name: required; every Service needs a name"
+        ));
+    }
+}

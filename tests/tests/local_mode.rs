@@ -12,7 +12,8 @@ use weir_tests::{WeirUp, copy_dir, eventually, weir, workspace_root};
 /// A scratch copy of the quickstart that the test may edit.
 fn quickstart_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a scratch directory");
-    copy_dir(&workspace_root().join("examples/quickstart"), dir.path()).expect("copying the quickstart");
+    copy_dir(&workspace_root().join("examples/quickstart"), dir.path())
+        .expect("copying the quickstart");
     dir
 }
 
