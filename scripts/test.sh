@@ -12,4 +12,21 @@ export PATH="$PWD/.venv/bin:$PATH"
 # The end-to-end tests run the release binary that setup just built.
 export WEIR_BIN="$PWD/target/release/weir"
 
-cargo test --workspace --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# One closing line over every test binary (cargo's own last line is often a doc-test run
+# with nothing in it).
+awk '/^test result:/ {
+       for (i = 2; i <= NF; i++) {
+         if ($i == "passed;") passed += $(i - 1)
+         if ($i == "failed;") failed += $(i - 1)
+         if ($i == "ignored;") ignored += $(i - 1)
+       }
+     }
+     END { printf "weir: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
+exit "$status"
