@@ -15,9 +15,11 @@ pub mod manifest;
 mod object;
 mod problem;
 pub mod references;
+mod selector;
 mod store;
 
 pub use directory::{DirectoryIndex, FileOutcome};
 pub use object::{ClusterState, DecodeError, Kind, Object, ObjectKey};
 pub use problem::{ObjectId, Origin, Problem, Severity};
+pub use selector::selector_matches;
 pub use store::{StateWriter, Store};

@@ -70,10 +70,13 @@ impl<K> Store<K> {
     }
 
     /// The objects in one namespace.
-    pub fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Arc<K>> + 'a {
+    pub fn in_namespace(&self, namespace: &str) -> impl Iterator<Item = &Arc<K>> {
+        // Keys are ordered by namespace first, so one namespace is one contiguous range.
+        let start = ObjectKey::namespaced(namespace, "");
+        let namespace = namespace.to_string();
         self.objects
-            .iter()
-            .filter(move |(k, _)| k.namespace.as_deref() == Some(namespace))
+            .range(start..)
+            .take_while(move |(k, _)| k.namespace.as_deref() == Some(namespace.as_str()))
             .map(|(_, v)| v)
     }
 

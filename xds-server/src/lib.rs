@@ -1,6 +1,8 @@
-//! Weir's Envoy control plane: translates the typed stores into Envoy resources (pure),
-//! caches them per proxy and serves them over ADS, plus Envoy's rate-limit service and the
-//! mesh certificate authority.
+//! Weir's Envoy control plane.
 //!
-//! The components arrive with their own issues; this crate fixes their place in the
-//! workspace.
+//! [`translate`] turns the stores into what each proxy should be told ([`model`]), purely;
+//! `envoy` (to come) converts that into Envoy's protobuf resources in one place, and the
+//! ADS server streams them to proxies.
+
+pub mod model;
+pub mod translate;

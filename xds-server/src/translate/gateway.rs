@@ -1,0 +1,206 @@
+//! A Gateway → listeners (one per port) with virtual hosts from listener hostnames ×
+//! attached HTTPRoute hostnames.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use weir_crds::{
+    gateway_api::{GATEWAY_GROUP, Gateway, HTTPRoute, Listener as GatewayListener},
+    traffic_policy::PolicyTargetKind,
+};
+use weir_store::{ClusterState, selector_matches};
+
+use super::{
+    ProxyId, ProxyOptions, policy,
+    routes::{RankedRoute, in_precedence_order, translate_http_route},
+};
+use crate::model::{Listener, ProxyConfig, RouteTable, VirtualHost};
+
+pub(super) fn translate_gateway(
+    state: &ClusterState,
+    proxy: &ProxyId,
+    options: &ProxyOptions,
+    config: &mut ProxyConfig,
+) {
+    let Some(gateway) = state.gateways.get_namespaced(&proxy.namespace, &proxy.name) else {
+        return;
+    };
+    let gateway_policy = policy::policy_for(
+        state,
+        &proxy.namespace,
+        PolicyTargetKind::Gateway,
+        &proxy.name,
+    );
+    let mut by_port: BTreeMap<u16, Vec<&GatewayListener>> = BTreeMap::new();
+    for listener in &gateway.spec.listeners {
+        // HTTPS (TLS termination from certificate Secrets) is served once the SDS work
+        // lands; other protocols are not Weir's.
+        if listener.protocol == "HTTP" {
+            by_port.entry(listener.port).or_default().push(listener);
+        }
+    }
+    for (port, listeners) in by_port {
+        let table = format!("gateway/{port}");
+        let mut hosts: BTreeMap<String, Vec<RankedRoute>> = BTreeMap::new();
+        let mut placed: BTreeSet<(String, String)> = BTreeSet::new();
+        for (key, route) in state.http_routes.iter() {
+            for listener in &listeners {
+                if !attaches(state, gateway, listener, route) {
+                    continue;
+                }
+                for host in hostnames(listener.hostname.as_deref(), &route.spec.hostnames) {
+                    if placed.insert((host.clone(), key.to_string())) {
+                        hosts
+                            .entry(host)
+                            .or_default()
+                            .extend(translate_http_route(state, route));
+                    }
+                }
+            }
+        }
+        let virtual_hosts = hosts
+            .into_iter()
+            .map(|(host, routes)| VirtualHost {
+                name: host.clone(),
+                domains: vec![host],
+                routes: in_precedence_order(routes),
+                local_rate_limit: None,
+                retry: None,
+            })
+            .collect();
+        config.listeners.push(Listener {
+            name: table.clone(),
+            address: "0.0.0.0".into(),
+            port: port.saturating_add(options.gateway_port_offset),
+            route_table: table.clone(),
+            stat_prefix: format!("gateway_{port}"),
+            strip_host_port: true,
+            local_rate_limit: gateway_policy
+                .and_then(|p| p.rate_limit.as_ref())
+                .and_then(|r| r.local.as_ref())
+                .map(policy::token_bucket),
+        });
+        config.route_tables.push(RouteTable {
+            name: table,
+            virtual_hosts,
+        });
+    }
+}
+
+/// Whether `route` attaches to `listener` of `gateway`: a parentRef names the Gateway
+/// (and, if given, the listener's name and port), and the listener's `allowedRoutes`
+/// admit the route's namespace and kind.
+fn attaches(
+    state: &ClusterState,
+    gateway: &Gateway,
+    listener: &GatewayListener,
+    route: &HTTPRoute,
+) -> bool {
+    let gateway_ns = gateway.metadata.namespace.as_deref().unwrap_or("default");
+    let gateway_name = gateway.metadata.name.as_deref().unwrap_or("");
+    let route_ns = route.metadata.namespace.as_deref().unwrap_or("default");
+    let referenced = route.spec.parent_refs.iter().any(|p| {
+        p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+            && p.namespace.as_deref().unwrap_or(route_ns) == gateway_ns
+            && p.name == gateway_name
+            && p.section_name.as_ref().is_none_or(|s| *s == listener.name)
+            && p.port.is_none_or(|port| port == listener.port)
+    });
+    if !referenced {
+        return false;
+    }
+    let allowed = listener.allowed_routes.as_ref();
+    let kinds_ok = allowed.is_none_or(|a| {
+        a.kinds.is_empty()
+            || a.kinds.iter().any(|k| {
+                k.kind == "HTTPRoute"
+                    && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+            })
+    });
+    let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
+    let namespace_ok = match namespaces.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
+        "All" => true,
+        "Selector" => {
+            let labels = state
+                .namespaces
+                .get(&weir_store::ObjectKey::cluster(route_ns))
+                .and_then(|n| n.metadata.labels.as_ref());
+            namespaces
+                .and_then(|n| n.selector.as_ref())
+                .is_some_and(|s| selector_matches(s, labels))
+        }
+        _ => route_ns == gateway_ns,
+    };
+    kinds_ok && namespace_ok
+}
+
+/// The hostnames a route serves on a listener (Gateway API hostname intersection);
+/// `*` when neither constrains.
+fn hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
+    match (listener, route.is_empty()) {
+        (None, true) => vec!["*".into()],
+        (Some(l), true) => vec![l.to_string()],
+        (None, false) => route.to_vec(),
+        (Some(l), false) => {
+            let mut hosts: Vec<String> = route.iter().filter_map(|r| intersect(l, r)).collect();
+            hosts.sort();
+            hosts.dedup();
+            hosts
+        }
+    }
+}
+
+/// The more specific of two hostnames if they overlap: equal names, or a wildcard
+/// (`*.example.com`) and a name under it.
+fn intersect(a: &str, b: &str) -> Option<String> {
+    if a == b {
+        return Some(a.to_string());
+    }
+    let covers = |wildcard: &str, name: &str| {
+        wildcard
+            .strip_prefix('*')
+            .is_some_and(|suffix| name.ends_with(suffix) && name.len() > suffix.len())
+    };
+    if covers(a, b) {
+        Some(b.to_string())
+    } else if covers(b, a) {
+        Some(a.to_string())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_intersect_as_the_gateway_api_says() {
+        assert_eq!(hostnames(None, &[]), vec!["*"]);
+        assert_eq!(
+            hostnames(Some("shop.example.com"), &[]),
+            vec!["shop.example.com"]
+        );
+        assert_eq!(
+            hostnames(
+                Some("*.example.com"),
+                &[
+                    "a.example.com".into(),
+                    "b.other.com".into(),
+                    "*.example.com".into()
+                ]
+            ),
+            vec!["*.example.com", "a.example.com"]
+        );
+        assert_eq!(
+            hostnames(Some("a.example.com"), &["*.example.com".into()]),
+            vec!["a.example.com"]
+        );
+        assert!(hostnames(Some("a.example.com"), &["b.example.com".into()]).is_empty());
+        assert_eq!(
+            intersect("*.example.com", "example.com"),
+            None,
+            "a wildcard needs a label before the suffix"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Translation: the stores → what one proxy is told ([`ProxyConfig`]). Pure: no clients,
+//! no clocks, no protobuf.
+//!
+//! Every proxy gets one cluster per Service port (the same set for all proxies, so its
+//! encoding is shared), with endpoints from the EndpointSlices. Listeners and routes depend
+//! on the proxy's role:
+//! - a **gateway** (`gateway~<name>.<namespace>`) gets one listener per Gateway port, with
+//!   virtual hosts from listener hostnames × attached HTTPRoute hostnames;
+//! - a **sidecar** (`sidecar~<pod>.<namespace>`) gets an outbound listener routing by
+//!   authority to every Service port (GAMMA HTTPRoutes whose parent is a Service change
+//!   how that Service is routed) and an inbound listener forwarding to its own workload.
+//!
+//! TrafficPolicies attach rate limits, retries and timeouts to what they target.
+
+mod gateway;
+mod policy;
+mod routes;
+mod services;
+mod sidecar;
+
+use std::{fmt, str::FromStr};
+
+use weir_store::ClusterState;
+
+use crate::model::ProxyConfig;
+
+/// A proxy's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// A sidecar next to one workload.
+    Sidecar,
+    /// An ingress gateway serving one Gateway.
+    Gateway,
+}
+
+/// Who a proxy is, from its node id `<role>~<name>.<namespace>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProxyId {
+    /// Sidecar or gateway.
+    pub role: Role,
+    /// The pod (sidecar) or Gateway (gateway) name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+impl fmt::Display for ProxyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let role = match self.role {
+            Role::Sidecar => "sidecar",
+            Role::Gateway => "gateway",
+        };
+        write!(f, "{role}~{}.{}", self.name, self.namespace)
+    }
+}
+
+/// Why a node id is not one Weir serves.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("node id {0:?} is not <sidecar|gateway>~<name>.<namespace>")]
+pub struct ProxyIdError(String);
+
+impl FromStr for ProxyId {
+    type Err = ProxyIdError;
+
+    fn from_str(id: &str) -> Result<Self, Self::Err> {
+        let err = || ProxyIdError(id.to_string());
+        let (role, rest) = id.split_once('~').ok_or_else(err)?;
+        let role = match role {
+            "sidecar" => Role::Sidecar,
+            "gateway" => Role::Gateway,
+            _ => return Err(err()),
+        };
+        // Names and namespaces hold no dots in Weir's ids: namespaces are DNS labels, and
+        // the name is everything before the last dot.
+        let (name, namespace) = rest.rsplit_once('.').ok_or_else(err)?;
+        if name.is_empty() || namespace.is_empty() {
+            return Err(err());
+        }
+        Ok(ProxyId {
+            role,
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        })
+    }
+}
+
+/// Per-proxy settings that come from the proxy's bootstrap (node metadata), so that several
+/// proxies can share a host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProxyOptions {
+    /// Sidecar inbound listener port.
+    pub inbound_port: u16,
+    /// Sidecar outbound listener port.
+    pub outbound_port: u16,
+    /// The sidecar's workload port; otherwise the Pod's first container port.
+    pub app_port: Option<u16>,
+    /// Added to every Gateway listener port (0 in a cluster; tests run gateways side by side).
+    pub gateway_port_offset: u16,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            inbound_port: 15006,
+            outbound_port: 15001,
+            app_port: None,
+            gateway_port_offset: 0,
+        }
+    }
+}
+
+/// Everything `proxy` should be told, given the cluster `state`.
+pub fn translate(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -> ProxyConfig {
+    let (clusters, load_assignments) = services::translate_services(state);
+    let mut config = ProxyConfig {
+        clusters,
+        load_assignments,
+        ..ProxyConfig::default()
+    };
+    match proxy.role {
+        Role::Gateway => gateway::translate_gateway(state, proxy, options, &mut config),
+        Role::Sidecar => sidecar::translate_sidecar(state, proxy, options, &mut config),
+    }
+    config
+}
+
+/// The cluster name of a Service port.
+pub fn service_cluster_name(namespace: &str, service: &str, port: u16) -> String {
+    format!("{namespace}/{service}/{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_parse_and_print() {
+        let id: ProxyId = "sidecar~web-7d9f.shop".parse().unwrap();
+        assert_eq!(
+            id,
+            ProxyId {
+                role: Role::Sidecar,
+                name: "web-7d9f".into(),
+                namespace: "shop".into()
+            }
+        );
+        assert_eq!(id.to_string(), "sidecar~web-7d9f.shop");
+        let id: ProxyId = "gateway~public.ingress".parse().unwrap();
+        assert_eq!(id.role, Role::Gateway);
+        for bad in [
+            "web.shop",
+            "router~web.shop",
+            "sidecar~web",
+            "sidecar~.shop",
+            "sidecar~web.",
+        ] {
+            assert!(bad.parse::<ProxyId>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Services and EndpointSlices → clusters and their endpoints.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::{core::v1::ServicePort, discovery::v1::EndpointSlice};
+use weir_store::ClusterState;
+
+use super::service_cluster_name;
+use crate::model::{Cluster, Endpoint, LoadAssignment};
+
+/// Connect timeout of service clusters.
+const CONNECT_TIMEOUT_MS: u64 = 2_000;
+
+/// One cluster per Service port, with the ready endpoints of the Service's EndpointSlices.
+pub(super) fn translate_services(state: &ClusterState) -> (Vec<Cluster>, Vec<LoadAssignment>) {
+    // EndpointSlices by (namespace, service).
+    let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for (key, slice) in state.endpoint_slices.iter() {
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"));
+        if let (Some(ns), Some(service)) = (key.namespace.as_deref(), service) {
+            slices
+                .entry((ns, service.as_str()))
+                .or_default()
+                .push(slice);
+        }
+    }
+    let mut clusters = Vec::new();
+    let mut assignments = Vec::new();
+    for (key, service) in state.services.iter() {
+        let Some(ns) = key.namespace.as_deref() else {
+            continue;
+        };
+        let ports = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default();
+        let service_slices = slices
+            .get(&(ns, key.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for port in ports {
+            let Ok(number) = u16::try_from(port.port) else {
+                continue;
+            };
+            let name = service_cluster_name(ns, &key.name, number);
+            clusters.push(Cluster {
+                name: name.clone(),
+                connect_timeout_ms: CONNECT_TIMEOUT_MS,
+                static_endpoint: None,
+            });
+            assignments.push(LoadAssignment {
+                cluster: name,
+                endpoints: ready_endpoints(port, ports.len(), service_slices),
+            });
+        }
+    }
+    (clusters, assignments)
+}
+
+/// The ready endpoints of one Service port: slice ports match by name (an unnamed port
+/// matches when the Service has a single port). Endpoints whose `ready` condition is
+/// false are left out; an absent condition counts as ready, as kube-proxy treats it.
+fn ready_endpoints(
+    port: &ServicePort,
+    service_ports: usize,
+    slices: &[&EndpointSlice],
+) -> Vec<Endpoint> {
+    let mut endpoints = BTreeSet::new();
+    for slice in slices {
+        let slice_port = slice.ports.as_deref().unwrap_or_default().iter().find(|p| {
+            p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or("")
+                || (service_ports == 1 && p.name.is_none())
+        });
+        let Some(number) = slice_port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for endpoint in slice.endpoints.iter().flatten() {
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                endpoints.insert(Endpoint {
+                    address: address.clone(),
+                    port: number,
+                });
+            }
+        }
+    }
+    endpoints.into_iter().collect()
+}
