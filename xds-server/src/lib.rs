@@ -4,5 +4,6 @@
 //! `envoy` (to come) converts that into Envoy's protobuf resources in one place, and the
 //! ADS server streams them to proxies.
 
+pub mod envoy;
 pub mod model;
 pub mod translate;

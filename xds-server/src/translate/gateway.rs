@@ -10,26 +10,22 @@ use weir_crds::{
 use weir_store::{ClusterState, selector_matches};
 
 use super::{
-    ProxyId, ProxyOptions, policy,
+    ProxyOptions, policy,
     routes::{RankedRoute, in_precedence_order, translate_http_route},
 };
 use crate::model::{Listener, ProxyConfig, RouteTable, VirtualHost};
 
 pub(super) fn translate_gateway(
     state: &ClusterState,
-    proxy: &ProxyId,
+    namespace: &str,
+    name: &str,
     options: &ProxyOptions,
     config: &mut ProxyConfig,
 ) {
-    let Some(gateway) = state.gateways.get_namespaced(&proxy.namespace, &proxy.name) else {
+    let Some(gateway) = state.gateways.get_namespaced(namespace, name) else {
         return;
     };
-    let gateway_policy = policy::policy_for(
-        state,
-        &proxy.namespace,
-        PolicyTargetKind::Gateway,
-        &proxy.name,
-    );
+    let gateway_policy = policy::policy_for(state, namespace, PolicyTargetKind::Gateway, name);
     let mut by_port: BTreeMap<u16, Vec<&GatewayListener>> = BTreeMap::new();
     for listener in &gateway.spec.listeners {
         // HTTPS (TLS termination from certificate Secrets) is served once the SDS work

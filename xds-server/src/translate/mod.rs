@@ -109,17 +109,67 @@ impl Default for ProxyOptions {
     }
 }
 
-/// Everything `proxy` should be told, given the cluster `state`.
+/// Everything `proxy` should be told, given the cluster `state`: the shared clusters and
+/// endpoints plus the proxy's own view.
 pub fn translate(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -> ProxyConfig {
-    let (clusters, load_assignments) = services::translate_services(state);
-    let mut config = ProxyConfig {
-        clusters,
+    let (clusters, load_assignments) = translate_shared(state);
+    let view = translate_view(state, &view_key(state, proxy, options));
+    ProxyConfig {
+        clusters: clusters.into_iter().chain(view.clusters).collect(),
         load_assignments,
-        ..ProxyConfig::default()
-    };
-    match proxy.role {
-        Role::Gateway => gateway::translate_gateway(state, proxy, options, &mut config),
-        Role::Sidecar => sidecar::translate_sidecar(state, proxy, options, &mut config),
+        listeners: view.listeners,
+        route_tables: view.route_tables,
+    }
+}
+
+/// The clusters and endpoints every proxy gets (one per Service port).
+pub fn translate_shared(
+    state: &ClusterState,
+) -> (
+    Vec<crate::model::Cluster>,
+    Vec<crate::model::LoadAssignment>,
+) {
+    services::translate_services(state)
+}
+
+/// What decides a proxy's listeners and routes. Proxies with equal keys see the same
+/// thing, so one translation serves them all: every sidecar of a namespace with the same
+/// ports, every replica of a gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ViewKey {
+    /// Sidecar or gateway.
+    pub role: Role,
+    /// The proxy's namespace.
+    pub namespace: String,
+    /// The Gateway's name (gateways only; a sidecar's pod name matters only through its
+    /// port, which `options` holds).
+    pub gateway: Option<String>,
+    /// Ports, with the workload port resolved from the Pod.
+    pub options: ProxyOptions,
+}
+
+/// The view key of a proxy in `state`.
+pub fn view_key(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -> ViewKey {
+    let mut options = options.clone();
+    if proxy.role == Role::Sidecar && options.app_port.is_none() {
+        options.app_port = sidecar::pod_port(state, proxy);
+    }
+    ViewKey {
+        role: proxy.role,
+        namespace: proxy.namespace.clone(),
+        gateway: (proxy.role == Role::Gateway).then(|| proxy.name.clone()),
+        options,
+    }
+}
+
+/// The listeners, routes and view-specific clusters of one view.
+pub fn translate_view(state: &ClusterState, key: &ViewKey) -> ProxyConfig {
+    let mut config = ProxyConfig::default();
+    match (&key.role, &key.gateway) {
+        (Role::Gateway, Some(name)) => {
+            gateway::translate_gateway(state, &key.namespace, name, &key.options, &mut config)
+        }
+        _ => sidecar::translate_sidecar(state, &key.namespace, &key.options, &mut config),
     }
     config
 }

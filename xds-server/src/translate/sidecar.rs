@@ -21,7 +21,7 @@ const INBOUND: &str = "inbound";
 
 pub(super) fn translate_sidecar(
     state: &ClusterState,
-    proxy: &ProxyId,
+    namespace: &str,
     options: &ProxyOptions,
     config: &mut ProxyConfig,
 ) {
@@ -41,7 +41,7 @@ pub(super) fn translate_sidecar(
                 continue;
             };
             let cluster = service_cluster_name(ns, &key.name, number);
-            let mut routes = mesh_routes(state, proxy, ns, &key.name, number);
+            let mut routes = mesh_routes(state, namespace, ns, &key.name, number);
             if routes.is_empty() {
                 routes.push(default_route(&cluster));
             }
@@ -56,7 +56,7 @@ pub(super) fn translate_sidecar(
                     &key.name,
                     ns,
                     number,
-                    ns == proxy.namespace,
+                    ns == namespace,
                     number == 80 || ports.len() == 1,
                 ),
                 routes,
@@ -84,8 +84,7 @@ pub(super) fn translate_sidecar(
         virtual_hosts,
     });
 
-    let app_port = options.app_port.or_else(|| pod_port(state, proxy));
-    if let Some(app_port) = app_port {
+    if let Some(app_port) = options.app_port {
         let cluster = format!("inbound/{app_port}");
         config.clusters.push(Cluster {
             name: cluster.clone(),
@@ -123,7 +122,7 @@ pub(super) fn translate_sidecar(
 /// match none of its rules get 404, as at a Gateway.
 fn mesh_routes(
     state: &ClusterState,
-    proxy: &ProxyId,
+    caller_ns: &str,
     ns: &str,
     service: &str,
     port: u16,
@@ -143,8 +142,8 @@ fn mesh_routes(
             .flat_map(|route| translate_http_route(state, route))
             .collect()
     };
-    let consumer = if proxy.namespace != ns {
-        attached(&proxy.namespace)
+    let consumer = if caller_ns != ns {
+        attached(caller_ns)
     } else {
         Vec::new()
     };
@@ -209,7 +208,7 @@ fn service_domains(
 }
 
 /// The sidecar's workload port: the first container port of its Pod.
-fn pod_port(state: &ClusterState, proxy: &ProxyId) -> Option<u16> {
+pub(super) fn pod_port(state: &ClusterState, proxy: &ProxyId) -> Option<u16> {
     let pod = state.pods.get_namespaced(&proxy.namespace, &proxy.name)?;
     pod.spec
         .as_ref()?

@@ -1,0 +1,472 @@
+//! The model → Envoy's protobuf resources, in one place (`to_*` functions).
+//!
+//! Nothing else in Weir builds Envoy protobuf, so Envoy API details (type URLs, filter
+//! names, which field carries what) live here and nowhere else.
+
+use std::time::Duration;
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                Cluster as EnvoyCluster,
+                cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
+            },
+            core::v3::{
+                Address, AggregatedConfigSource, ApiVersion, ConfigSource, HeaderValue,
+                HeaderValueOption, RuntimeFractionalPercent, SocketAddress, address,
+                config_source::ConfigSourceSpecifier, header_value_option::HeaderAppendAction,
+                socket_address::PortSpecifier,
+            },
+            endpoint::v3::{
+                ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
+                lb_endpoint::HostIdentifier,
+            },
+            listener::v3::{
+                Filter, FilterChain, Listener as EnvoyListener,
+                filter::ConfigType as FilterConfigType,
+            },
+            route::v3::{
+                DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction,
+                RetryPolicy as EnvoyRetryPolicy, Route as EnvoyRoute,
+                RouteAction as EnvoyRouteAction, RouteConfiguration, RouteMatch as EnvoyRouteMatch,
+                VirtualHost as EnvoyVirtualHost, WeightedCluster,
+                header_matcher::HeaderMatchSpecifier,
+                query_parameter_matcher::QueryParameterMatchSpecifier,
+                redirect_action,
+                route::Action,
+                route_action::{ClusterSpecifier, HostRewriteSpecifier},
+                route_match::PathSpecifier,
+                weighted_cluster::ClusterWeight,
+            },
+        },
+        extensions::filters::{
+            http::{local_ratelimit::v3::LocalRateLimit, router::v3::Router},
+            network::http_connection_manager::v3::{
+                HttpConnectionManager, HttpFilter, Rds,
+                http_connection_manager::{CodecType, RouteSpecifier, StripPortMode},
+                http_filter::ConfigType as HttpFilterConfigType,
+            },
+        },
+        r#type::{
+            matcher::v3::{
+                RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+            },
+            v3::{
+                FractionalPercent, TokenBucket as EnvoyTokenBucket,
+                fractional_percent::DenominatorType,
+            },
+        },
+    },
+    google::protobuf::{Any, Duration as ProtoDuration, UInt32Value},
+};
+use envoy_types::util::pack_any;
+
+use crate::model::{
+    Cluster, HeaderChanges, Listener, LoadAssignment, PathMatch, PathRewrite, Redirect,
+    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, TokenBucket, ValueMatch, VirtualHost,
+};
+
+/// Type URL of clusters (CDS).
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Type URL of endpoints (EDS).
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// Type URL of listeners (LDS).
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// Type URL of route configurations (RDS).
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// The name of Envoy's local rate-limit HTTP filter (also its per-route config key).
+const LOCAL_RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
+
+fn duration(ms: u64) -> ProtoDuration {
+    let d = Duration::from_millis(ms);
+    ProtoDuration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+fn socket_address(address: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A cluster: EDS over ADS, or static for a sidecar's own workload.
+pub fn to_cluster(cluster: &Cluster) -> EnvoyCluster {
+    let mut out = EnvoyCluster {
+        name: cluster.name.clone(),
+        connect_timeout: Some(duration(cluster.connect_timeout_ms)),
+        ..Default::default()
+    };
+    match &cluster.static_endpoint {
+        None => {
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            out.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: String::new(),
+            });
+        }
+        Some(endpoint) => {
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+            out.load_assignment = Some(to_load_assignment(&LoadAssignment {
+                cluster: cluster.name.clone(),
+                endpoints: vec![endpoint.clone()],
+            }));
+        }
+    }
+    out
+}
+
+/// A cluster's endpoints.
+pub fn to_load_assignment(assignment: &LoadAssignment) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: assignment.cluster.clone(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: assignment
+                .endpoints
+                .iter()
+                .map(|e| LbEndpoint {
+                    host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+                        address: Some(socket_address(&e.address, e.port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn local_rate_limit(stat_prefix: &str, bucket: Option<&TokenBucket>) -> LocalRateLimit {
+    let always = || RuntimeFractionalPercent {
+        default_value: Some(FractionalPercent {
+            numerator: 100,
+            denominator: DenominatorType::Hundred as i32,
+        }),
+        runtime_key: String::new(),
+    };
+    LocalRateLimit {
+        stat_prefix: stat_prefix.to_string(),
+        token_bucket: bucket.map(|b| EnvoyTokenBucket {
+            max_tokens: b.max_tokens,
+            tokens_per_fill: Some(UInt32Value {
+                value: b.tokens_per_fill,
+            }),
+            fill_interval: Some(duration(b.fill_interval_ms)),
+        }),
+        filter_enabled: bucket.map(|_| always()),
+        filter_enforced: bucket.map(|_| always()),
+        // x-ratelimit-limit / -remaining / -reset on every response the limit covers.
+        enable_x_ratelimit_headers: bucket.map_or(0, |_| 1),
+        ..Default::default()
+    }
+}
+
+/// A listener with one HTTP connection manager that takes its routes over RDS.
+pub fn to_listener(listener: &Listener) -> EnvoyListener {
+    let http_filters = vec![
+        HttpFilter {
+            name: LOCAL_RATE_LIMIT_FILTER.into(),
+            config_type: Some(HttpFilterConfigType::TypedConfig(pack_any(
+                local_rate_limit(
+                    &format!("{}_rate_limit", listener.stat_prefix),
+                    listener.local_rate_limit.as_ref(),
+                ),
+            ))),
+            ..Default::default()
+        },
+        HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(HttpFilterConfigType::TypedConfig(pack_any(
+                Router::default(),
+            ))),
+            ..Default::default()
+        },
+    ];
+    let manager = HttpConnectionManager {
+        stat_prefix: listener.stat_prefix.clone(),
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: listener.route_table.clone(),
+        })),
+        http_filters,
+        strip_port_mode: listener
+            .strip_host_port
+            .then_some(StripPortMode::StripAnyHostPort(true)),
+        ..Default::default()
+    };
+    EnvoyListener {
+        name: listener.name.clone(),
+        address: Some(socket_address(&listener.address, listener.port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(FilterConfigType::TypedConfig(pack_any(manager))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A route table.
+pub fn to_route_configuration(table: &RouteTable) -> RouteConfiguration {
+    RouteConfiguration {
+        name: table.name.clone(),
+        virtual_hosts: table.virtual_hosts.iter().map(to_virtual_host).collect(),
+        ..Default::default()
+    }
+}
+
+fn per_filter_rate_limit(
+    stat_prefix: &str,
+    bucket: Option<&TokenBucket>,
+) -> std::collections::HashMap<String, Any> {
+    bucket
+        .map(|b| {
+            (
+                LOCAL_RATE_LIMIT_FILTER.to_string(),
+                pack_any(local_rate_limit(stat_prefix, Some(b))),
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
+fn to_virtual_host(host: &VirtualHost) -> EnvoyVirtualHost {
+    EnvoyVirtualHost {
+        name: host.name.clone(),
+        domains: host.domains.clone(),
+        routes: host.routes.iter().map(to_route).collect(),
+        retry_policy: host.retry.as_ref().map(to_retry_policy),
+        typed_per_filter_config: per_filter_rate_limit(
+            "virtual_host_rate_limit",
+            host.local_rate_limit.as_ref(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn to_retry_policy(retry: &RetryPolicy) -> EnvoyRetryPolicy {
+    EnvoyRetryPolicy {
+        retry_on: retry.retry_on.clone(),
+        num_retries: Some(UInt32Value {
+            value: retry.attempts,
+        }),
+        per_try_timeout: retry.per_try_timeout_ms.map(duration),
+        ..Default::default()
+    }
+}
+
+fn header_options(changes: &HeaderChanges) -> Vec<HeaderValueOption> {
+    let option = |(name, value): &(String, String), action: HeaderAppendAction| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.clone(),
+            value: value.clone(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    changes
+        .set
+        .iter()
+        .map(|h| option(h, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .chain(
+            changes
+                .add
+                .iter()
+                .map(|h| option(h, HeaderAppendAction::AppendIfExistsOrAdd)),
+        )
+        .collect()
+}
+
+fn to_route(route: &Route) -> EnvoyRoute {
+    let action = match &route.action {
+        RouteAction::Forward { backends, rewrite } => {
+            let cluster_specifier = match backends.as_slice() {
+                [single] => ClusterSpecifier::Cluster(single.cluster.clone()),
+                many => ClusterSpecifier::WeightedClusters(WeightedCluster {
+                    clusters: many
+                        .iter()
+                        .map(|b| ClusterWeight {
+                            name: b.cluster.clone(),
+                            weight: Some(UInt32Value { value: b.weight }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+            };
+            let mut action = EnvoyRouteAction {
+                cluster_specifier: Some(cluster_specifier),
+                timeout: route.timeout_ms.map(duration),
+                retry_policy: route.retry.as_ref().map(to_retry_policy),
+                ..Default::default()
+            };
+            if let Some(rewrite) = rewrite {
+                action.host_rewrite_specifier = rewrite.host.clone().map(HostRewriteSpecifier::HostRewriteLiteral);
+                match &rewrite.path {
+                    Some(PathRewrite::Prefix(prefix)) => action.prefix_rewrite = prefix_rewrite(&route.matcher.path, prefix),
+                    Some(PathRewrite::Full(path)) => {
+                        action.regex_rewrite = Some(RegexMatchAndSubstitute {
+                            pattern: Some(regex("^/.*$")),
+                            substitution: path.clone(),
+                        });
+                    }
+                    None => {}
+                }
+            }
+            Action::Route(action)
+        }
+        RouteAction::Redirect(redirect) => Action::Redirect(to_redirect(redirect, &route.matcher.path)),
+        RouteAction::DirectResponse { status, body } => Action::DirectResponse(DirectResponseAction {
+            status: u32::from(*status),
+            body: Some(envoy_types::pb::envoy::config::core::v3::DataSource {
+                specifier: Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(body.clone())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    EnvoyRoute {
+        name: route.name.clone(),
+        r#match: Some(to_route_match(&route.matcher)),
+        action: Some(action),
+        request_headers_to_add: header_options(&route.request_headers),
+        request_headers_to_remove: route.request_headers.remove.clone(),
+        response_headers_to_add: header_options(&route.response_headers),
+        response_headers_to_remove: route.response_headers.remove.clone(),
+        typed_per_filter_config: per_filter_rate_limit(
+            "route_rate_limit",
+            route.local_rate_limit.as_ref(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// A prefix rewrite that keeps the path segment boundary: replacing `/api` with `/` in
+/// `/api/x` must give `/x`, not `//x`.
+fn prefix_rewrite(matched: &PathMatch, replacement: &str) -> String {
+    match matched {
+        PathMatch::Prefix(prefix) if prefix != "/" && replacement == "/" => String::from("/"),
+        _ => replacement.to_string(),
+    }
+}
+
+fn to_redirect(redirect: &Redirect, matched: &PathMatch) -> RedirectAction {
+    let mut out = RedirectAction {
+        host_redirect: redirect.host.clone().unwrap_or_default(),
+        port_redirect: redirect.port.map(u32::from).unwrap_or_default(),
+        response_code: match redirect.status {
+            301 => redirect_action::RedirectResponseCode::MovedPermanently as i32,
+            _ => redirect_action::RedirectResponseCode::Found as i32,
+        },
+        ..Default::default()
+    };
+    if let Some(scheme) = &redirect.scheme {
+        out.scheme_rewrite_specifier = Some(
+            redirect_action::SchemeRewriteSpecifier::SchemeRedirect(scheme.clone()),
+        );
+    }
+    match &redirect.path {
+        Some(PathRewrite::Full(path)) => {
+            out.path_rewrite_specifier = Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+                path.clone(),
+            ));
+        }
+        Some(PathRewrite::Prefix(prefix)) => {
+            out.path_rewrite_specifier =
+                Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(
+                    prefix_rewrite(matched, prefix),
+                ));
+        }
+        None => {}
+    }
+    out
+}
+
+fn regex(pattern: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: pattern.to_string(),
+        ..Default::default()
+    }
+}
+
+fn string_matcher(value: &ValueMatch) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(if value.regex {
+            MatchPattern::SafeRegex(regex(&value.value))
+        } else {
+            MatchPattern::Exact(value.value.clone())
+        }),
+        ..Default::default()
+    }
+}
+
+fn to_route_match(matcher: &RouteMatch) -> EnvoyRouteMatch {
+    let path = match &matcher.path {
+        PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
+        PathMatch::Prefix(p) if p == "/" => PathSpecifier::Prefix("/".into()),
+        // Segment-wise prefix: `/api` takes `/api` and `/api/x`, not `/apix`.
+        PathMatch::Prefix(p) => PathSpecifier::PathSeparatedPrefix(p.clone()),
+        PathMatch::Regex(p) => PathSpecifier::SafeRegex(regex(p)),
+    };
+    let mut headers: Vec<HeaderMatcher> = matcher
+        .headers
+        .iter()
+        .map(|h| HeaderMatcher {
+            name: h.name.clone(),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(h))),
+            ..Default::default()
+        })
+        .collect();
+    if let Some(method) = &matcher.method {
+        headers.push(HeaderMatcher {
+            name: ":method".into(),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(
+                &ValueMatch {
+                    name: ":method".into(),
+                    value: method.clone(),
+                    regex: false,
+                },
+            ))),
+            ..Default::default()
+        });
+    }
+    EnvoyRouteMatch {
+        path_specifier: Some(path),
+        headers,
+        query_parameters: matcher
+            .query_params
+            .iter()
+            .map(|q| QueryParameterMatcher {
+                name: q.name.clone(),
+                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(
+                    string_matcher(q),
+                )),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
