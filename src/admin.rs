@@ -2,7 +2,12 @@
 //! `/readyz` (its sources have synced), `/metrics` (OpenMetrics text), and debug views of
 //! the current configuration problems and store sizes.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Json, Router,
@@ -16,6 +21,7 @@ use serde_json::json;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use weir_store::{ClusterState, Kind, Problem};
+use weir_xds::registry::ProxyRegistry;
 
 /// What the admin endpoint reports on.
 #[derive(Clone, Debug)]
@@ -28,6 +34,8 @@ pub struct AdminState {
     pub problems: watch::Receiver<Vec<Problem>>,
     /// The published cluster state.
     pub state: watch::Receiver<ClusterState>,
+    /// Connected proxies, where this process serves xDS.
+    pub proxies: Option<Arc<ProxyRegistry>>,
 }
 
 /// Binds the admin address (separately from serving, so a busy port fails at start).
@@ -47,6 +55,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/debug/problems", get(problems))
         .route("/debug/objects", get(objects))
+        .route("/debug/proxies", get(proxies))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -100,4 +109,31 @@ async fn objects(State(state): State<AdminState>) -> Json<serde_json::Value> {
         .map(|k| (k.name().to_string(), json!(snapshot.count(*k))))
         .collect();
     Json(json!({ "objects": counts }))
+}
+
+async fn proxies(State(state): State<AdminState>) -> Response {
+    match &state.proxies {
+        Some(registry) => Json(json!({ "proxies": registry.list() })).into_response(),
+        None => (StatusCode::NOT_FOUND, "this process does not serve xDS\n").into_response(),
+    }
+}
+
+/// A plain HTTP/1.1 GET against an admin endpoint (loopback, no TLS), for the commands that
+/// ask a running Weir and for tests: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
+    Ok((status, body.to_string()))
 }

@@ -28,6 +28,11 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print Weir's CustomResourceDefinitions as YAML.
     Crds,
+    /// Print an Envoy bootstrap (YAML) that connects a proxy to the xds-server.
+    Bootstrap(BootstrapArgs),
+    /// List connected proxies: per resource type, the version sent and ACKed, and the last
+    /// NACK.
+    ProxyStatus(ProxyStatusArgs),
 }
 
 /// How Weir logs.
@@ -59,6 +64,9 @@ pub struct UpArgs {
     /// Address of the admin endpoint (/healthz, /readyz, /metrics, /debug/*).
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Address the xds-server (Envoy's ADS) listens on.
+    #[arg(long, env = "WEIR_XDS_ADDR", default_value = "127.0.0.1:18000")]
+    pub xds_addr: SocketAddr,
 }
 
 /// The admin endpoint every long-running mode serves.
@@ -74,4 +82,56 @@ pub struct AdminArgs {
 pub struct ValidateArgs {
     /// Directory of manifests (read recursively), or a single file.
     pub dir: PathBuf,
+}
+
+/// A proxy's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProxyRole {
+    /// A sidecar next to one workload.
+    Sidecar,
+    /// An ingress gateway serving one Gateway.
+    Gateway,
+}
+
+/// Flags of `weir bootstrap`.
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// The proxy's role.
+    #[arg(long, value_enum)]
+    pub role: ProxyRole,
+    /// The pod name (sidecar) or Gateway name (gateway).
+    #[arg(long)]
+    pub name: String,
+    /// The namespace.
+    #[arg(long)]
+    pub namespace: String,
+    /// The xds-server, `host:port`.
+    #[arg(long, env = "WEIR_XDS_ADDR", default_value = "127.0.0.1:18000")]
+    pub xds_addr: String,
+    /// Envoy's admin port (on 127.0.0.1).
+    #[arg(long, default_value_t = 15000)]
+    pub admin_port: u16,
+    /// The sidecar's inbound listener port.
+    #[arg(long, default_value_t = 15006)]
+    pub inbound_port: u16,
+    /// The sidecar's outbound listener port.
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// The sidecar's workload port (default: the Pod's first container port).
+    #[arg(long)]
+    pub app_port: Option<u16>,
+    /// Added to every Gateway listener port, so several gateways can share a host.
+    #[arg(long, default_value_t = 0)]
+    pub gateway_port_offset: u16,
+}
+
+/// Flags of `weir proxy-status`.
+#[derive(Debug, Args)]
+pub struct ProxyStatusArgs {
+    /// Admin address of the Weir process serving xDS.
+    #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "127.0.0.1:18090")]
+    pub admin_addr: SocketAddr,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod local;
 pub mod metrics;
+pub mod proxies;
 pub mod shutdown;
 pub mod sources;
 pub mod telemetry;

@@ -12,6 +12,13 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weir_store::StateWriter;
+use weir_xds::{
+    ads::AdsServer,
+    cache::SnapshotCache,
+    metrics::XdsMetrics,
+    registry::ProxyRegistry,
+    server::{DEBOUNCE, MAX_DELAY},
+};
 
 use crate::{
     admin::{self, AdminState},
@@ -31,6 +38,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = SourceMetrics::register(&mut registry);
+    let xds_metrics = XdsMetrics::register(&mut registry);
     let writer = Arc::new(StateWriter::default());
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -39,15 +47,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on --admin-addr {}", args.admin.admin_addr))?;
     info!(addr = %args.admin.admin_addr, "admin endpoint listening");
+    let xds_listener = tokio::net::TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("cannot listen on --xds-addr {}", args.xds_addr))?;
 
     source
         .sync()
         .with_context(|| format!("cannot read --config {}", args.config.display()))?;
+    let proxies = Arc::new(ProxyRegistry::default());
+    let cache = Arc::new(SnapshotCache::new(writer.current()));
     let admin_state = AdminState {
         registry: Arc::new(registry),
         ready: ready_rx,
         problems: source.problems(),
         state: writer.subscribe(),
+        proxies: Some(proxies.clone()),
     };
 
     let mut tasks = JoinSet::new();
@@ -63,6 +77,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         shutdown_token.clone(),
     ));
     tasks.spawn(source.run(shutdown_token.clone()));
+    tasks.spawn(weir_xds::server::run_publisher(
+        writer.subscribe(),
+        cache.clone(),
+        xds_metrics.clone(),
+        DEBOUNCE,
+        MAX_DELAY,
+        shutdown_token.clone(),
+    ));
+    let ads = AdsServer::new(cache, proxies, xds_metrics, shutdown_token.clone());
+    let token = shutdown_token.clone();
+    tasks.spawn(async move {
+        if let Err(e) = weir_xds::server::serve(xds_listener, ads, token).await {
+            warn!(error = %e, "xds-server failed");
+        }
+    });
 
     ready_tx.send_replace(true);
     info!(config = %args.config.display(), "weir up: local mode running");

@@ -17,6 +17,10 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::Validate(args) => weir::validate::run(&args),
+        Command::Bootstrap(args) => {
+            weir::proxies::print_bootstrap(&args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::ProxyStatus(args) => weir::proxies::proxy_status(&args),
         Command::Up(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

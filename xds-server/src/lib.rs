@@ -1,9 +1,17 @@
 //! Weir's Envoy control plane.
 //!
-//! [`translate`] turns the stores into what each proxy should be told ([`model`]), purely;
-//! `envoy` (to come) converts that into Envoy's protobuf resources in one place, and the
-//! ADS server streams them to proxies.
+//! Data flows one way: the stores' [`weir_store::ClusterState`] is published as a
+//! [`cache::Generation`] (debounced, [`server::run_publisher`]); [`translate`] turns it into
+//! what each class of proxy should see ([`model`]), purely; [`envoy`] converts that into
+//! Envoy's protobuf in one place; [`cache`] encodes it once per generation and view; and
+//! [`ads`] streams it to proxies, tracking ACKs and NACKs in the [`registry`].
 
+pub mod ads;
+pub mod bootstrap;
+pub mod cache;
 pub mod envoy;
+pub mod metrics;
 pub mod model;
+pub mod registry;
+pub mod server;
 pub mod translate;

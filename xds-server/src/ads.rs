@@ -1,0 +1,353 @@
+//! The Aggregated Discovery Service, state-of-the-world variant.
+//!
+//! One task per stream. Per resource type the stream remembers the subscription (wildcard
+//! for clusters and listeners, names for endpoints and routes), the version and nonce last
+//! sent, and what the proxy ACKed or NACKed. A response goes out when the proxy asks for a
+//! type the first time, when its subscription changes what it should see, or when a new
+//! generation changes it; never twice with the same version. A NACK keeps the proxy on its
+//! last accepted version (Envoy's own behaviour) and is logged, counted and recorded; the
+//! rejected version is not resent, so there is no loop. Requests carrying a stale nonce
+//! (answers to an older response) are ignored, as the protocol says.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use envoy_types::pb::{
+    envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_server::AggregatedDiscoveryService,
+    },
+    google::protobuf::{Struct, value::Kind},
+};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::{
+    cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
+    metrics::{TypeLabels, XdsMetrics},
+    registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
+    translate::{ProxyId, ProxyOptions, ViewKey, view_key},
+};
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Node metadata keys a bootstrap sets to give a proxy its ports.
+pub mod metadata {
+    /// The sidecar's inbound listener port.
+    pub const INBOUND_PORT: &str = "weir.io/inbound-port";
+    /// The sidecar's outbound listener port.
+    pub const OUTBOUND_PORT: &str = "weir.io/outbound-port";
+    /// The sidecar's workload port.
+    pub const APP_PORT: &str = "weir.io/app-port";
+    /// Added to every Gateway listener port.
+    pub const GATEWAY_PORT_OFFSET: &str = "weir.io/gateway-port-offset";
+}
+
+/// The ADS server: shared by every stream.
+#[derive(Debug)]
+pub struct AdsServer {
+    cache: Arc<SnapshotCache>,
+    registry: Arc<ProxyRegistry>,
+    metrics: XdsMetrics,
+    shutdown: CancellationToken,
+    next_stream: AtomicU64,
+}
+
+impl AdsServer {
+    /// A server answering from `cache`.
+    pub fn new(
+        cache: Arc<SnapshotCache>,
+        registry: Arc<ProxyRegistry>,
+        metrics: XdsMetrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        AdsServer {
+            cache,
+            registry,
+            metrics,
+            shutdown,
+            next_stream: AtomicU64::new(1),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(8);
+        let stream = SotwStream {
+            id: self.next_stream.fetch_add(1, Ordering::Relaxed),
+            proxy: None,
+            types: BTreeMap::new(),
+            nonce: 0,
+            view: None,
+            cache: self.cache.clone(),
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+        };
+        tokio::spawn(stream.run(request.into_inner(), tx, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "incremental (delta) xDS is not served yet; use the state-of-the-world ADS API (api_type: GRPC)",
+        ))
+    }
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    /// `None`: everything (wildcard); `Some`: these names.
+    subscription: Option<BTreeSet<String>>,
+    requested: bool,
+    sent_nonce: String,
+    status: TypeStatus,
+}
+
+struct SotwStream {
+    id: u64,
+    proxy: Option<(ProxyId, ProxyOptions)>,
+    types: BTreeMap<&'static str, TypeState>,
+    nonce: u64,
+    /// The view for the generation last looked at.
+    view: Option<(u64, Arc<ViewSnapshot>)>,
+    cache: Arc<SnapshotCache>,
+    registry: Arc<ProxyRegistry>,
+    metrics: XdsMetrics,
+}
+
+type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+impl SotwStream {
+    async fn run(
+        mut self,
+        mut requests: Streaming<DiscoveryRequest>,
+        tx: Outbox,
+        shutdown: CancellationToken,
+    ) {
+        let mut generations = self.cache.subscribe();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = requests.message() => match message {
+                    Ok(Some(request)) => {
+                        if let Err(status) = self.on_request(request, &tx).await {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(stream = self.id, %status, "stream ended with an error");
+                        break;
+                    }
+                },
+                changed = generations.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    if self.push_all(&tx).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((proxy, _)) = &self.proxy {
+            self.registry.remove(self.id);
+            self.metrics.connected.dec();
+            info!(proxy = %proxy, stream = self.id, "proxy disconnected");
+        }
+    }
+
+    /// Handles one request; an error ends the stream with that status.
+    async fn on_request(&mut self, request: DiscoveryRequest, tx: &Outbox) -> Result<(), Status> {
+        if self.proxy.is_none() {
+            let node = request
+                .node
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+            let proxy: ProxyId = node
+                .id
+                .parse()
+                .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+            let options = options_from_metadata(node.metadata.as_ref());
+            info!(proxy = %proxy, stream = self.id, "proxy connected");
+            self.metrics.connected.inc();
+            self.proxy = Some((proxy, options));
+        }
+        let Some(type_url) = TYPE_ORDER.iter().copied().find(|t| *t == request.type_url) else {
+            debug!(stream = self.id, type_url = %request.type_url, "ignoring a request for a type Weir does not serve");
+            return Ok(());
+        };
+        let proxy_name = self
+            .proxy
+            .as_ref()
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
+        let state = self.types.entry(type_url).or_default();
+        if !request.response_nonce.is_empty() && request.response_nonce != state.sent_nonce {
+            debug!(stream = self.id, type_url, nonce = %request.response_nonce, "ignoring a request with a stale nonce");
+            return Ok(());
+        }
+        if let Some(error) = &request.error_detail {
+            let rejected = state.status.sent.clone().unwrap_or_default();
+            warn!(
+                proxy = %proxy_name,
+                r#type = type_name(type_url),
+                version = %rejected,
+                error = %error.message,
+                "proxy rejected configuration (NACK); it keeps its last accepted version"
+            );
+            self.metrics
+                .nacks
+                .get_or_create(&TypeLabels {
+                    r#type: type_name(type_url),
+                })
+                .inc();
+            state.status.last_nack = Some(Nack {
+                version: rejected,
+                message: error.message.clone(),
+            });
+        } else if !request.response_nonce.is_empty() {
+            state.status.acked = Some(request.version_info.clone());
+        }
+        let names: BTreeSet<String> = request.resource_names.into_iter().collect();
+        state.subscription =
+            if is_wildcard_type(type_url) && (names.is_empty() || names.contains("*")) {
+                None
+            } else {
+                Some(names)
+            };
+        let first = !state.requested;
+        state.requested = true;
+        self.send(type_url, first, tx)
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))?;
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Sends every requested type whose content changed, in dependency order.
+    async fn push_all(&mut self, tx: &Outbox) -> Result<(), ()> {
+        for type_url in TYPE_ORDER {
+            if self.types.get(type_url).is_some_and(|t| t.requested) {
+                self.send(type_url, false, tx).await?;
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Sends `type_url` if its version for this stream's subscription differs from what
+    /// was sent (or always, with `force`, for a first request).
+    async fn send(&mut self, type_url: &'static str, force: bool, tx: &Outbox) -> Result<(), ()> {
+        let Some(view) = self.current_view() else {
+            return Ok(());
+        };
+        let Some(snapshot) = view.of_type(type_url) else {
+            return Ok(());
+        };
+        let Some(state) = self.types.get_mut(type_url) else {
+            return Ok(());
+        };
+        let version = snapshot.version(state.subscription.as_ref());
+        if !force && state.status.sent.as_deref() == Some(version.as_str()) {
+            return Ok(());
+        }
+        let resources: Vec<_> = snapshot
+            .select(state.subscription.as_ref())
+            .map(|r| r.any.clone())
+            .collect();
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        state.status.resources = resources.len();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources,
+            type_url: type_url.to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        tx.send(Ok(response)).await.map_err(|_| ())?;
+        state.status.sent = Some(version);
+        state.sent_nonce = nonce;
+        self.metrics
+            .pushes
+            .get_or_create(&TypeLabels {
+                r#type: type_name(type_url),
+            })
+            .inc();
+        Ok(())
+    }
+
+    /// What this proxy sees in the current generation; `None` before it identified itself.
+    fn current_view(&mut self) -> Option<Arc<ViewSnapshot>> {
+        let (proxy, options) = self.proxy.as_ref()?;
+        let generation = self.cache.current();
+        if let Some((number, view)) = &self.view
+            && *number == generation.number
+        {
+            return Some(view.clone());
+        }
+        let key: ViewKey = view_key(generation.state(), proxy, options);
+        let view = generation.view(&key);
+        self.view = Some((generation.number, view.clone()));
+        Some(view)
+    }
+
+    fn publish_status(&self) {
+        let Some((proxy, _)) = &self.proxy else {
+            return;
+        };
+        self.registry.update(ProxyStatus {
+            stream: self.id,
+            node_id: proxy.to_string(),
+            protocol: "sotw",
+            types: self
+                .types
+                .iter()
+                .map(|(t, s)| (type_name(t), s.status.clone()))
+                .collect(),
+        });
+    }
+}
+
+/// Ports from node metadata (numbers or numeric strings); defaults otherwise.
+pub fn options_from_metadata(metadata: Option<&Struct>) -> ProxyOptions {
+    let port = |key: &str| -> Option<u16> {
+        let value = metadata?.fields.get(key)?.kind.as_ref()?;
+        match value {
+            Kind::NumberValue(n) => u16::try_from(*n as i64).ok(),
+            Kind::StringValue(s) => s.parse().ok(),
+            _ => None,
+        }
+    };
+    let defaults = ProxyOptions::default();
+    ProxyOptions {
+        inbound_port: port(metadata::INBOUND_PORT).unwrap_or(defaults.inbound_port),
+        outbound_port: port(metadata::OUTBOUND_PORT).unwrap_or(defaults.outbound_port),
+        app_port: port(metadata::APP_PORT),
+        gateway_port_offset: port(metadata::GATEWAY_PORT_OFFSET)
+            .unwrap_or(defaults.gateway_port_offset),
+    }
+}

@@ -1,0 +1,132 @@
+//! The Envoy bootstrap `weir bootstrap` prints: ADS over gRPC to the xds-server, the node
+//! id and port metadata, and the admin listener.
+
+use serde_json::{Value, json};
+
+use crate::{
+    ads::metadata,
+    translate::{ProxyId, ProxyOptions, Role},
+};
+
+/// What a bootstrap says.
+#[derive(Clone, Debug)]
+pub struct BootstrapSpec {
+    /// The proxy.
+    pub proxy: ProxyId,
+    /// The xds-server, `host:port`.
+    pub xds_addr: String,
+    /// Envoy's admin port (on 127.0.0.1).
+    pub admin_port: u16,
+    /// Ports, told to the xds-server in node metadata.
+    pub options: ProxyOptions,
+}
+
+/// The bootstrap as YAML.
+pub fn bootstrap_yaml(spec: &BootstrapSpec) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&bootstrap(spec))
+}
+
+fn bootstrap(spec: &BootstrapSpec) -> Value {
+    let (host, port) = spec
+        .xds_addr
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>().unwrap_or(18000),
+            )
+        })
+        .unwrap_or((spec.xds_addr.as_str(), 18000));
+    let mut meta = serde_json::Map::new();
+    if spec.proxy.role == Role::Sidecar {
+        meta.insert(
+            metadata::INBOUND_PORT.into(),
+            json!(spec.options.inbound_port.to_string()),
+        );
+        meta.insert(
+            metadata::OUTBOUND_PORT.into(),
+            json!(spec.options.outbound_port.to_string()),
+        );
+        if let Some(app) = spec.options.app_port {
+            meta.insert(metadata::APP_PORT.into(), json!(app.to_string()));
+        }
+    } else if spec.options.gateway_port_offset != 0 {
+        meta.insert(
+            metadata::GATEWAY_PORT_OFFSET.into(),
+            json!(spec.options.gateway_port_offset.to_string()),
+        );
+    }
+    let ads = json!({"ads": {}, "resource_api_version": "V3"});
+    json!({
+        "node": {
+            "id": spec.proxy.to_string(),
+            "cluster": format!("{}.{}", spec.proxy.name, spec.proxy.namespace),
+            "metadata": meta,
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.admin_port}},
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "weir-xds"}}],
+            },
+            "cds_config": ads,
+            "lds_config": ads,
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": "weir-xds",
+                "type": "STRICT_DNS",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    },
+                },
+                "load_assignment": {
+                    "cluster_name": "weir-xds",
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}],
+                },
+            }],
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_bootstrap_carries_identity_ports_and_the_ads_cluster() {
+        let spec = BootstrapSpec {
+            proxy: "sidecar~web-0.shop".parse().unwrap(),
+            xds_addr: "127.0.0.1:18000".into(),
+            admin_port: 15000,
+            options: ProxyOptions {
+                inbound_port: 25006,
+                outbound_port: 25001,
+                app_port: Some(8080),
+                gateway_port_offset: 0,
+            },
+        };
+        let value = bootstrap(&spec);
+        assert_eq!(value["node"]["id"], "sidecar~web-0.shop");
+        assert_eq!(value["node"]["metadata"]["weir.io/inbound-port"], "25006");
+        assert_eq!(value["node"]["metadata"]["weir.io/app-port"], "8080");
+        assert_eq!(
+            value["admin"]["address"]["socket_address"]["port_value"],
+            15000
+        );
+        let endpoint = &value["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]
+            ["lb_endpoints"][0];
+        assert_eq!(
+            endpoint["endpoint"]["address"]["socket_address"]["port_value"],
+            18000
+        );
+        assert!(bootstrap_yaml(&spec).unwrap().contains("api_type: GRPC"));
+    }
+}

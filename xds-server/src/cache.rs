@@ -1,0 +1,346 @@
+//! Versioned, already-encoded resources, shared by every stream that sees the same thing.
+//!
+//! A [`Generation`] is one published cluster state. Clusters and endpoints are the same for
+//! every proxy, so they are translated and encoded once per generation; listeners and
+//! routes are computed once per [`ViewKey`] (a class of identical proxies) on first use.
+//! Versions are content hashes of the resources a stream subscribes to, so an unchanged
+//! set never yields a new response, and identical proxies agree on versions.
+//!
+//! [`SnapshotCache`] holds the current generation behind an `ArcSwap`: streams read it
+//! without locks and are woken through a `watch` channel when a new one is published.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use arc_swap::ArcSwap;
+use envoy_types::{pb::google::protobuf::Any, util::pack_any};
+use tokio::sync::watch;
+use weir_store::ClusterState;
+
+use crate::{
+    envoy::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE},
+    model::ProxyConfig,
+    translate::{ViewKey, translate_shared, translate_view},
+};
+
+/// The resource types Weir serves, in the order a push sends them: clusters before the
+/// endpoints and listeners that use them, listeners before the routes they name.
+pub const TYPE_ORDER: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+
+/// Whether a type is subscribed to as a whole (CDS, LDS) rather than by name (EDS, RDS).
+pub fn is_wildcard_type(type_url: &str) -> bool {
+    type_url == CLUSTER_TYPE || type_url == LISTENER_TYPE
+}
+
+/// One encoded resource.
+#[derive(Debug)]
+pub struct Resource {
+    /// The resource's name.
+    pub name: String,
+    /// The encoded resource.
+    pub any: Any,
+    /// Hash of the encoding, for versions.
+    pub hash: u64,
+}
+
+impl Resource {
+    fn new(name: String, any: Any) -> Arc<Self> {
+        let mut hasher = DefaultHasher::new();
+        any.type_url.hash(&mut hasher);
+        any.value.hash(&mut hasher);
+        Arc::new(Resource {
+            name,
+            any,
+            hash: hasher.finish(),
+        })
+    }
+}
+
+/// The resources of one type that a view sees, by name.
+#[derive(Debug, Default)]
+pub struct TypeSnapshot {
+    resources: BTreeMap<String, Arc<Resource>>,
+}
+
+impl TypeSnapshot {
+    fn from_resources(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
+        TypeSnapshot {
+            resources: resources.into_iter().map(|r| (r.name.clone(), r)).collect(),
+        }
+    }
+
+    /// The resources a subscription selects: all (`None`, a wildcard subscription) or
+    /// those of the given names that exist.
+    pub fn select<'a>(
+        &'a self,
+        names: Option<&'a BTreeSet<String>>,
+    ) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+        let all = names.is_none();
+        self.resources
+            .values()
+            .filter(move |r| all || names.is_some_and(|n| n.contains(&r.name)))
+    }
+
+    /// The version of what a subscription selects: a hash over names and contents.
+    pub fn version(&self, names: Option<&BTreeSet<String>>) -> String {
+        let mut hasher = DefaultHasher::new();
+        for resource in self.select(names) {
+            resource.name.hash(&mut hasher);
+            resource.hash.hash(&mut hasher);
+        }
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// How many resources there are.
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+}
+
+/// Everything one view sees, per type (indexed like [`TYPE_ORDER`]).
+#[derive(Debug)]
+pub struct ViewSnapshot {
+    types: [Arc<TypeSnapshot>; 4],
+    /// The model the resources were encoded from, for debugging and status.
+    pub config: ProxyConfig,
+}
+
+impl ViewSnapshot {
+    /// The resources of one type.
+    pub fn of_type(&self, type_url: &str) -> Option<&Arc<TypeSnapshot>> {
+        TYPE_ORDER
+            .iter()
+            .position(|t| *t == type_url)
+            .map(|i| &self.types[i])
+    }
+}
+
+/// One published cluster state and what was computed from it.
+#[derive(Debug)]
+pub struct Generation {
+    /// Counts up from 1 with each publish.
+    pub number: u64,
+    state: ClusterState,
+    shared: OnceLock<SharedResources>,
+    views: Mutex<HashMap<ViewKey, Arc<OnceLock<Arc<ViewSnapshot>>>>>,
+}
+
+#[derive(Debug)]
+struct SharedResources {
+    clusters: Vec<Arc<Resource>>,
+    endpoints: Arc<TypeSnapshot>,
+    config: ProxyConfig,
+}
+
+impl Generation {
+    fn new(number: u64, state: ClusterState) -> Self {
+        Generation {
+            number,
+            state,
+            shared: OnceLock::new(),
+            views: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cluster state of this generation.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    fn shared(&self) -> &SharedResources {
+        self.shared.get_or_init(|| {
+            let (clusters, assignments) = translate_shared(&self.state);
+            SharedResources {
+                clusters: clusters
+                    .iter()
+                    .map(|c| Resource::new(c.name.clone(), pack_any(envoy::to_cluster(c))))
+                    .collect(),
+                endpoints: Arc::new(TypeSnapshot::from_resources(assignments.iter().map(|a| {
+                    Resource::new(a.cluster.clone(), pack_any(envoy::to_load_assignment(a)))
+                }))),
+                config: ProxyConfig {
+                    clusters,
+                    load_assignments: assignments,
+                    ..ProxyConfig::default()
+                },
+            }
+        })
+    }
+
+    /// What proxies with this view key see; computed once per generation and key, however
+    /// many streams ask at once.
+    pub fn view(&self, key: &ViewKey) -> Arc<ViewSnapshot> {
+        let cell = {
+            let mut views = self
+                .views
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            views.entry(key.clone()).or_default().clone()
+        };
+        cell.get_or_init(|| Arc::new(self.compute_view(key)))
+            .clone()
+    }
+
+    fn compute_view(&self, key: &ViewKey) -> ViewSnapshot {
+        let shared = self.shared();
+        let view = translate_view(&self.state, key);
+        let clusters: Vec<_> = shared
+            .clusters
+            .iter()
+            .cloned()
+            .chain(
+                view.clusters
+                    .iter()
+                    .map(|c| Resource::new(c.name.clone(), pack_any(envoy::to_cluster(c)))),
+            )
+            .collect();
+        let listeners: Vec<_> = view
+            .listeners
+            .iter()
+            .map(|l| Resource::new(l.name.clone(), pack_any(envoy::to_listener(l))))
+            .collect();
+        let routes: Vec<_> = view
+            .route_tables
+            .iter()
+            .map(|t| Resource::new(t.name.clone(), pack_any(envoy::to_route_configuration(t))))
+            .collect();
+        let config = ProxyConfig {
+            clusters: shared
+                .config
+                .clusters
+                .iter()
+                .cloned()
+                .chain(view.clusters)
+                .collect(),
+            load_assignments: shared.config.load_assignments.clone(),
+            listeners: view.listeners,
+            route_tables: view.route_tables,
+        };
+        ViewSnapshot {
+            types: [
+                Arc::new(TypeSnapshot::from_resources(clusters)),
+                shared.endpoints.clone(),
+                Arc::new(TypeSnapshot::from_resources(listeners)),
+                Arc::new(TypeSnapshot::from_resources(routes)),
+            ],
+            config,
+        }
+    }
+}
+
+/// The current generation, and a signal when it changes.
+#[derive(Debug)]
+pub struct SnapshotCache {
+    current: ArcSwap<Generation>,
+    changed: watch::Sender<u64>,
+}
+
+impl SnapshotCache {
+    /// A cache starting from `state` (generation 1).
+    pub fn new(state: ClusterState) -> Self {
+        SnapshotCache {
+            current: ArcSwap::from_pointee(Generation::new(1, state)),
+            changed: watch::Sender::new(1),
+        }
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new state as the next generation and wakes every stream.
+    pub fn publish(&self, state: ClusterState) -> u64 {
+        let number = self.current.load().number + 1;
+        self.current.store(Arc::new(Generation::new(number, state)));
+        self.changed.send_replace(number);
+        number
+    }
+
+    /// A receiver woken on every publish.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::{ProxyId, ProxyOptions, view_key};
+
+    fn state(yaml: &str) -> ClusterState {
+        let mut index = weir_store::DirectoryIndex::default();
+        index.load_file("t.yaml", yaml);
+        index.state().0
+    }
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n";
+
+    #[test]
+    fn identical_proxies_share_one_view_and_versions_follow_content() {
+        let cache = SnapshotCache::new(state(SERVICE));
+        let generation = cache.current();
+        let a: ProxyId = "sidecar~a.shop".parse().unwrap();
+        let b: ProxyId = "sidecar~b.shop".parse().unwrap();
+        let options = ProxyOptions::default();
+        let view_a = generation.view(&view_key(generation.state(), &a, &options));
+        let view_b = generation.view(&view_key(generation.state(), &b, &options));
+        assert!(
+            Arc::ptr_eq(&view_a, &view_b),
+            "one translation for both sidecars"
+        );
+        let clusters = view_a.of_type(CLUSTER_TYPE).unwrap();
+        let v1 = clusters.version(None);
+
+        // Republishing the same content keeps versions; a change moves them.
+        cache.publish(state(SERVICE));
+        let again = cache.current();
+        let v2 = again
+            .view(&view_key(again.state(), &a, &options))
+            .of_type(CLUSTER_TYPE)
+            .unwrap()
+            .version(None);
+        assert_eq!(v1, v2);
+        cache.publish(state(&SERVICE.replace("port: 80", "port: 81")));
+        let changed = cache.current();
+        let v3 = changed
+            .view(&view_key(changed.state(), &a, &options))
+            .of_type(CLUSTER_TYPE)
+            .unwrap()
+            .version(None);
+        assert_ne!(v1, v3);
+    }
+
+    #[test]
+    fn named_subscriptions_select_and_version_only_their_names() {
+        let cache = SnapshotCache::new(state(&format!(
+            "{SERVICE}---\n{}",
+            SERVICE.replace("web", "api")
+        )));
+        let generation = cache.current();
+        let proxy: ProxyId = "sidecar~a.shop".parse().unwrap();
+        let view = generation.view(&view_key(
+            generation.state(),
+            &proxy,
+            &ProxyOptions::default(),
+        ));
+        let endpoints = view.of_type(ENDPOINT_TYPE).unwrap();
+        assert_eq!(endpoints.len(), 2);
+        let web: BTreeSet<String> =
+            ["shop/web/80".to_string(), "shop/missing/80".to_string()].into();
+        let selected: Vec<&str> = endpoints
+            .select(Some(&web))
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(selected, ["shop/web/80"]);
+        assert_ne!(endpoints.version(Some(&web)), endpoints.version(None));
+    }
+}

@@ -1,0 +1,70 @@
+//! Running the xds-server: the publisher that turns store changes into generations, and
+//! the gRPC server.
+
+use std::{sync::Arc, time::Duration};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio::{net::TcpListener, sync::watch, time::Instant};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use weir_store::ClusterState;
+
+use crate::{ads::AdsServer, cache::SnapshotCache, metrics::XdsMetrics};
+
+/// How long a burst of changes may keep arriving before it is published.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// The longest a change waits while changes keep coming.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// Publishes a new generation for each settled burst of store changes: after `debounce`
+/// without a change, or `max_delay` after the burst's first change, whichever is first.
+pub async fn run_publisher(
+    mut state: watch::Receiver<ClusterState>,
+    cache: Arc<SnapshotCache>,
+    metrics: XdsMetrics,
+    debounce: Duration,
+    max_delay: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = state.changed() => if changed.is_err() { return },
+        }
+        let first_change = Instant::now();
+        loop {
+            let deadline = (Instant::now() + debounce).min(first_change + max_delay);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(deadline) => break,
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if Instant::now() >= first_change + max_delay {
+                        break;
+                    }
+                }
+            }
+        }
+        let snapshot = state.borrow_and_update().clone();
+        let generation = cache.publish(snapshot);
+        metrics.generation.set(generation as i64);
+        debug!(generation, waited = ?first_change.elapsed(), "published configuration generation");
+    }
+}
+
+/// Serves ADS on `listener` until `shutdown`; open streams end with it.
+pub async fn serve(
+    listener: TcpListener,
+    ads: AdsServer,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    info!(addr = ?listener.local_addr().ok(), "xds-server listening");
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(AggregatedDiscoveryServiceServer::new(ads).max_decoding_message_size(16 << 20))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+}
