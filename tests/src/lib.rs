@@ -126,6 +126,8 @@ pub struct WeirUp {
     child: Option<Child>,
     /// The admin endpoint.
     pub admin: SocketAddr,
+    /// The xds-server.
+    pub xds: SocketAddr,
     log: PathBuf,
     _scratch: tempfile::TempDir,
 }
@@ -138,12 +140,15 @@ impl WeirUp {
         let log = scratch.path().join("weir.log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let xds: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let child = weir()
             .arg("up")
             .arg("--config")
             .arg(config)
             .arg("--admin-addr")
             .arg(admin.to_string())
+            .arg("--xds-addr")
+            .arg(xds.to_string())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -153,6 +158,7 @@ impl WeirUp {
         let mut up = WeirUp {
             child: Some(child),
             admin,
+            xds,
             log,
             _scratch: scratch,
         };
