@@ -5,6 +5,8 @@
 //! when up to date), so a test never runs a stale binary; `WEIR_BIN` points at another one
 //! (a release build, say) instead.
 
+pub mod envoy;
+
 use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
@@ -136,11 +138,16 @@ impl WeirUp {
     /// Starts `weir up --config <config> <extra args>` on a free admin port and waits until
     /// it is ready.
     pub fn start(config: &Path, extra: &[&str]) -> WeirUp {
+        Self::start_with_xds(config, ([127, 0, 0, 1], free_port()).into(), extra)
+    }
+
+    /// Like [`WeirUp::start`], serving xDS on a given address (to restart a control plane
+    /// in place).
+    pub fn start_with_xds(config: &Path, xds: SocketAddr, extra: &[&str]) -> WeirUp {
         let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let log = scratch.path().join("weir.log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let xds: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let child = weir()
             .arg("up")
             .arg("--config")

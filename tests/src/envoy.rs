@@ -1,0 +1,277 @@
+//! Real Envoy proxies and plain HTTP backends for end-to-end tests.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use crate::{eventually, free_port, http_get, weir, workspace_root};
+
+/// The Envoy binary: `ENVOY_BIN`, else the one `scripts/setup.sh` installs in `.venv`,
+/// else `envoy` on PATH.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let venv = workspace_root().join(".venv/bin/envoy");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("envoy")
+    }
+}
+
+/// A running Envoy, killed when dropped.
+#[derive(Debug)]
+pub struct Envoy {
+    child: Option<Child>,
+    /// Envoy's admin endpoint.
+    pub admin: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// Starts Envoy with the bootstrap `weir bootstrap <args> --xds-addr <xds>` prints, and
+    /// waits until its admin endpoint answers.
+    pub fn start(xds: SocketAddr, bootstrap_args: &[&str]) -> Envoy {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let output = weir()
+            .arg("bootstrap")
+            .args(bootstrap_args)
+            .args([
+                "--xds-addr",
+                &xds.to_string(),
+                "--admin-port",
+                &admin.port().to_string(),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("weir bootstrap: {e}"));
+        assert!(
+            output.status.success(),
+            "weir bootstrap failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let config = dir.path().join("bootstrap.yaml");
+        std::fs::write(&config, &output.stdout)
+            .unwrap_or_else(|e| panic!("writing bootstrap: {e}"));
+        let log = dir.path().join("envoy.log");
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting envoy ({}): {e}; run scripts/setup.sh",
+                    envoy_bin().display()
+                )
+            });
+        let envoy = Envoy {
+            child: Some(child),
+            admin,
+            log,
+            _dir: dir,
+        };
+        let up = eventually(Duration::from_secs(30), || {
+            matches!(http_get(admin, "/ready"), Ok((_, _))).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "envoy's admin endpoint did not come up; log:\n{}",
+            envoy.log()
+        );
+        envoy
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on Envoy's admin endpoint.
+    pub fn admin_get(&self, path: &str) -> String {
+        match http_get(self.admin, path) {
+            Ok((200, body)) => body,
+            other => panic!("envoy admin GET {path}: {other:?}"),
+        }
+    }
+
+    /// A counter or gauge from Envoy's `/stats`.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let stats = self.admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")));
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
+    }
+
+    /// Stops Envoy now.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The backend that answered (echo backends put their name in the body).
+    pub fn backend(&self) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        value["backend"].as_str().map(String::from)
+    }
+
+    /// What the backend saw (path or a request header), from the echo body.
+    pub fn echoed(&self, field: &str) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        let found = if field == "path" {
+            &value["path"]
+        } else {
+            &value["headers"][field]
+        };
+        found.as_str().map(String::from)
+    }
+}
+
+/// One HTTP/1.1 request on a new connection.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {raw:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// An HTTP backend on 127.0.0.1 that answers every request with JSON naming itself and
+/// echoing the method, path and headers it received. A request header `x-delay-ms` makes it
+/// wait that long first (for timeout tests). Runs until the test process ends.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its name, echoed in every response.
+    pub name: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Backend {
+    /// Starts a backend.
+    pub fn start(name: &str) -> Backend {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("backend bind: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let backend_name = name.to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let name = backend_name.clone();
+                std::thread::spawn(move || serve_connection(stream, &name));
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            port,
+        }
+    }
+}
+
+fn serve_connection(stream: TcpStream, name: &str) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut discard = vec![0; length];
+        if reader.read_exact(&mut discard).is_err() {
+            return;
+        }
+        if let Some(delay) = headers.get("x-delay-ms").and_then(|d| d.parse().ok()) {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let body = serde_json::json!({"backend": name, "method": method, "path": path, "headers": headers}).to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
