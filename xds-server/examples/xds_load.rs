@@ -35,6 +35,9 @@ use weir_xds::envoy::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 const STREAMS_PER_CONNECTION: usize = 50;
 
+/// Per stream: the last route version it received, and when.
+type SeenVersions = Arc<Mutex<Vec<Option<(String, Instant)>>>>;
+
 struct Args {
     streams: usize,
     services: usize,
@@ -290,8 +293,7 @@ async fn main() {
     let (_, rss_base) = usage(pid);
 
     // Open the streams, STREAMS_PER_CONNECTION per HTTP/2 connection.
-    let versions: Arc<Mutex<Vec<Option<(String, Instant)>>>> =
-        Arc::new(Mutex::new(vec![None; args.streams]));
+    let versions: SeenVersions = Arc::new(Mutex::new(vec![None; args.streams]));
     let (all_tx, all_rx) = watch::channel(0usize);
     {
         let versions = versions.clone();
