@@ -123,6 +123,18 @@ pub struct BootstrapArgs {
     /// Added to every Gateway listener port, so several gateways can share a host.
     #[arg(long, default_value_t = 0)]
     pub gateway_port_offset: u16,
+    /// The xDS protocol variant Envoy uses.
+    #[arg(long, value_enum, default_value_t = XdsProtocol::Sotw)]
+    pub xds_protocol: XdsProtocol,
+}
+
+/// An xDS protocol variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XdsProtocol {
+    /// State of the world: every response carries every resource of its type.
+    Sotw,
+    /// Incremental: responses carry only what changed.
+    Delta,
 }
 
 /// Flags of `weir proxy-status`.

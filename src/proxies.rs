@@ -9,7 +9,7 @@ use weir_xds::{
     translate::{ProxyId, ProxyOptions, Role},
 };
 
-use crate::cli::{BootstrapArgs, ProxyRole, ProxyStatusArgs};
+use crate::cli::{BootstrapArgs, ProxyRole, ProxyStatusArgs, XdsProtocol};
 
 /// Prints the bootstrap.
 pub fn print_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
@@ -30,6 +30,7 @@ pub fn print_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
             app_port: args.app_port,
             gateway_port_offset: args.gateway_port_offset,
         },
+        delta: args.xds_protocol == XdsProtocol::Delta,
     };
     print!("{}", bootstrap_yaml(&spec)?);
     Ok(())

@@ -62,8 +62,24 @@ struct Setup {
     b: Backend,
 }
 
+const GATEWAY_SOTW: &[&str] = &["--role", "gateway", "--name", "edge", "--namespace", "shop"];
+const GATEWAY_DELTA: &[&str] = &[
+    "--role",
+    "gateway",
+    "--name",
+    "edge",
+    "--namespace",
+    "shop",
+    "--xds-protocol",
+    "delta",
+];
+
 impl Setup {
     fn start(routes: &str) -> Setup {
+        Self::start_with(routes, GATEWAY_SOTW)
+    }
+
+    fn start_with(routes: &str, bootstrap: &[&str]) -> Setup {
         let a = Backend::start("a");
         let b = Backend::start("b");
         let port = free_port();
@@ -74,10 +90,7 @@ impl Setup {
         )
         .unwrap();
         let weir = WeirUp::start(dir.path(), &[]);
-        let envoy = Envoy::start(
-            weir.xds,
-            &["--role", "gateway", "--name", "edge", "--namespace", "shop"],
-        );
+        let envoy = Envoy::start(weir.xds, bootstrap);
         let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
         let setup = Setup {
             dir,
@@ -420,4 +433,43 @@ fn a_nacked_configuration_keeps_the_last_good_one_and_shows_in_proxy_status() {
             .then_some(())
     });
     assert!(acked.is_some(), "{}", setup.proxies());
+}
+
+#[test]
+fn delta_xds_serves_edits_and_brings_a_reconnecting_envoy_up_to_date() {
+    let mut setup = Setup::start_with(SIMPLE_ROUTE, GATEWAY_DELTA);
+    assert_eq!(setup.proxies()["proxies"][0]["protocol"], "delta");
+
+    // An edit reaches the proxy incrementally.
+    setup.write_routes(&SIMPLE_ROUTE.replace("svc-a", "svc-b"));
+    setup.wait_for_backend("/", "b");
+
+    // Control plane restart with a change made while it was down: Envoy reconnects with
+    // the versions it holds (initial_resource_versions) and gets what differs.
+    let xds = setup.weir.xds;
+    setup
+        .weir
+        .terminate(Duration::from_secs(15))
+        .expect("weir up stops");
+    assert_eq!(
+        setup.get("/", &[]).backend().as_deref(),
+        Some("b"),
+        "Envoy serves without its control plane"
+    );
+    setup.write_routes(
+        &SIMPLE_ROUTE.replace("hostnames: [app.test]", "hostnames: [app.test, other.test]"),
+    );
+    setup.weir = WeirUp::start_with_xds(setup.dir.path(), xds, &[]);
+    let reached = eventually(Duration::from_secs(20), || {
+        let response = request(setup.gateway, "GET", "/", "other.test", &[]).ok()?;
+        (response.backend().as_deref() == Some("a")).then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "the reconnected Envoy did not get the change; envoy log:\n{}",
+        setup.envoy.log()
+    );
+    let proxies = setup.proxies();
+    let routes = &proxies["proxies"][0]["types"]["routes"];
+    assert_eq!(routes["sent"], routes["acked"], "{proxies}");
 }

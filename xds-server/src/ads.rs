@@ -19,6 +19,7 @@ use std::{
 };
 
 use envoy_types::pb::{
+    envoy::config::core::v3::Node,
     envoy::service::discovery::v3::{
         DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
         aggregated_discovery_service_server::AggregatedDiscoveryService,
@@ -34,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
+    delta::DeltaStream,
     metrics::{TypeLabels, XdsMetrics},
     registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
     translate::{ProxyId, ProxyOptions, ViewKey, view_key},
@@ -107,11 +109,17 @@ impl AggregatedDiscoveryService for AdsServer {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "incremental (delta) xDS is not served yet; use the state-of-the-world ADS API (api_type: GRPC)",
-        ))
+        let (tx, rx) = mpsc::channel(8);
+        let stream = DeltaStream::new(
+            self.next_stream.fetch_add(1, Ordering::Relaxed),
+            self.cache.clone(),
+            self.registry.clone(),
+            self.metrics.clone(),
+        );
+        tokio::spawn(stream.run(request.into_inner(), tx, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -182,18 +190,10 @@ impl SotwStream {
     /// Handles one request; an error ends the stream with that status.
     async fn on_request(&mut self, request: DiscoveryRequest, tx: &Outbox) -> Result<(), Status> {
         if self.proxy.is_none() {
-            let node = request
-                .node
-                .as_ref()
-                .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
-            let proxy: ProxyId = node
-                .id
-                .parse()
-                .map_err(|e| Status::invalid_argument(format!("{e}")))?;
-            let options = options_from_metadata(node.metadata.as_ref());
-            info!(proxy = %proxy, stream = self.id, "proxy connected");
+            let identity = identify(request.node.as_ref())?;
+            info!(proxy = %identity.0, stream = self.id, "proxy connected");
             self.metrics.connected.inc();
-            self.proxy = Some((proxy, options));
+            self.proxy = Some(identity);
         }
         let Some(type_url) = TYPE_ORDER.iter().copied().find(|t| *t == request.type_url) else {
             debug!(stream = self.id, type_url = %request.type_url, "ignoring a request for a type Weir does not serve");
@@ -303,16 +303,7 @@ impl SotwStream {
     /// What this proxy sees in the current generation; `None` before it identified itself.
     fn current_view(&mut self) -> Option<Arc<ViewSnapshot>> {
         let (proxy, options) = self.proxy.as_ref()?;
-        let generation = self.cache.current();
-        if let Some((number, view)) = &self.view
-            && *number == generation.number
-        {
-            return Some(view.clone());
-        }
-        let key: ViewKey = view_key(generation.state(), proxy, options);
-        let view = generation.view(&key);
-        self.view = Some((generation.number, view.clone()));
-        Some(view)
+        Some(view_for(&self.cache, &mut self.view, proxy, options))
     }
 
     fn publish_status(&self) {
@@ -330,6 +321,36 @@ impl SotwStream {
                 .collect(),
         });
     }
+}
+
+/// Who a stream's proxy is, from the node of its first request.
+pub(crate) fn identify(node: Option<&Node>) -> Result<(ProxyId, ProxyOptions), Status> {
+    let node =
+        node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+    let proxy: ProxyId = node
+        .id
+        .parse()
+        .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+    Ok((proxy, options_from_metadata(node.metadata.as_ref())))
+}
+
+/// The proxy's view in the current generation, reusing `cached` while the generation holds.
+pub(crate) fn view_for(
+    cache: &SnapshotCache,
+    cached: &mut Option<(u64, Arc<ViewSnapshot>)>,
+    proxy: &ProxyId,
+    options: &ProxyOptions,
+) -> Arc<ViewSnapshot> {
+    let generation = cache.current();
+    if let Some((number, view)) = cached.as_ref()
+        && *number == generation.number
+    {
+        return view.clone();
+    }
+    let key: ViewKey = view_key(generation.state(), proxy, options);
+    let view = generation.view(&key);
+    *cached = Some((generation.number, view.clone()));
+    view
 }
 
 /// Ports from node metadata (numbers or numeric strings); defaults otherwise.

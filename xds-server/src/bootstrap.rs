@@ -19,6 +19,8 @@ pub struct BootstrapSpec {
     pub admin_port: u16,
     /// Ports, told to the xds-server in node metadata.
     pub options: ProxyOptions,
+    /// Use incremental (delta) xDS instead of state of the world.
+    pub delta: bool,
 }
 
 /// The bootstrap as YAML.
@@ -68,7 +70,7 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": if spec.delta { "DELTA_GRPC" } else { "GRPC" },
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "weir-xds"}}],
@@ -112,6 +114,7 @@ mod tests {
                 app_port: Some(8080),
                 gateway_port_offset: 0,
             },
+            delta: false,
         };
         let value = bootstrap(&spec);
         assert_eq!(value["node"]["id"], "sidecar~web-0.shop");

@@ -9,6 +9,7 @@
 pub mod ads;
 pub mod bootstrap;
 pub mod cache;
+mod delta;
 pub mod envoy;
 pub mod metrics;
 pub mod model;

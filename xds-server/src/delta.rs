@@ -1,0 +1,283 @@
+//! The Aggregated Discovery Service, incremental (delta) variant.
+//!
+//! Per resource type the stream keeps the subscription (wildcard, or names added with
+//! `resource_names_subscribe` and dropped with `resource_names_unsubscribe`) and the version
+//! of every resource the proxy holds, from what was sent, or from
+//! `initial_resource_versions` when a proxy reconnects. A response carries only resources
+//! whose version differs from the proxy's, plus the names it holds that no longer exist
+//! (`removed_resources`), so a reconnecting proxy is brought to the current state without
+//! being sent what it already has. Resource versions are content hashes, so every stream
+//! agrees on them. NACKs are logged, counted and recorded, and not answered with a resend.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::{
+    ads::{identify, view_for},
+    cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
+    metrics::{TypeLabels, XdsMetrics},
+    registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
+    translate::{ProxyId, ProxyOptions},
+};
+
+#[derive(Debug, Default)]
+struct TypeState {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// Resource name → the version the proxy holds.
+    known: BTreeMap<String, String>,
+    requested: bool,
+    status: TypeStatus,
+}
+
+impl TypeState {
+    fn subscribed(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+pub(crate) struct DeltaStream {
+    pub(crate) id: u64,
+    pub(crate) proxy: Option<(ProxyId, ProxyOptions)>,
+    types: BTreeMap<&'static str, TypeState>,
+    nonce: u64,
+    view: Option<(u64, Arc<ViewSnapshot>)>,
+    cache: Arc<SnapshotCache>,
+    registry: Arc<ProxyRegistry>,
+    metrics: XdsMetrics,
+}
+
+type Outbox = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+
+impl DeltaStream {
+    pub(crate) fn new(
+        id: u64,
+        cache: Arc<SnapshotCache>,
+        registry: Arc<ProxyRegistry>,
+        metrics: XdsMetrics,
+    ) -> Self {
+        DeltaStream {
+            id,
+            proxy: None,
+            types: BTreeMap::new(),
+            nonce: 0,
+            view: None,
+            cache,
+            registry,
+            metrics,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut requests: Streaming<DeltaDiscoveryRequest>,
+        tx: Outbox,
+        shutdown: CancellationToken,
+    ) {
+        let mut generations = self.cache.subscribe();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = requests.message() => match message {
+                    Ok(Some(request)) => {
+                        if let Err(status) = self.on_request(request, &tx).await {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(stream = self.id, %status, "delta stream ended with an error");
+                        break;
+                    }
+                },
+                changed = generations.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let mut failed = false;
+                    for type_url in TYPE_ORDER {
+                        if self.types.get(type_url).is_some_and(|t| t.requested) && self.send(type_url, &tx).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    self.publish_status();
+                    if failed {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((proxy, _)) = &self.proxy {
+            self.registry.remove(self.id);
+            self.metrics.connected.dec();
+            info!(proxy = %proxy, stream = self.id, "proxy disconnected");
+        }
+    }
+
+    async fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+        tx: &Outbox,
+    ) -> Result<(), Status> {
+        if self.proxy.is_none() {
+            let identity = identify(request.node.as_ref())?;
+            info!(proxy = %identity.0, stream = self.id, protocol = "delta", "proxy connected");
+            self.metrics.connected.inc();
+            self.proxy = Some(identity);
+        }
+        let Some(type_url) = TYPE_ORDER.iter().copied().find(|t| *t == request.type_url) else {
+            debug!(stream = self.id, type_url = %request.type_url, "ignoring a request for a type Weir does not serve");
+            return Ok(());
+        };
+        let proxy_name = self
+            .proxy
+            .as_ref()
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
+        let state = self.types.entry(type_url).or_default();
+        let first = !state.requested;
+        if first {
+            state.requested = true;
+            // A wildcard type with no names subscribed means "everything" (legacy wildcard).
+            state.wildcard =
+                is_wildcard_type(type_url) && request.resource_names_subscribe.is_empty();
+            state.known = request
+                .initial_resource_versions
+                .clone()
+                .into_iter()
+                .collect();
+        }
+        if let Some(error) = &request.error_detail {
+            let rejected = state.status.sent.clone().unwrap_or_default();
+            warn!(
+                proxy = %proxy_name,
+                r#type = type_name(type_url),
+                version = %rejected,
+                error = %error.message,
+                "proxy rejected configuration (NACK); it keeps its last accepted resources"
+            );
+            self.metrics
+                .nacks
+                .get_or_create(&TypeLabels {
+                    r#type: type_name(type_url),
+                })
+                .inc();
+            state.status.last_nack = Some(Nack {
+                version: rejected,
+                message: error.message.clone(),
+            });
+        } else if !request.response_nonce.is_empty() {
+            state.status.acked = state.status.sent.clone();
+        }
+        for name in request.resource_names_subscribe {
+            if name == "*" {
+                state.wildcard = true;
+            } else {
+                state.names.insert(name);
+            }
+        }
+        for name in request.resource_names_unsubscribe {
+            if name == "*" {
+                state.wildcard = false;
+            } else {
+                state.names.remove(&name);
+                state.known.remove(&name);
+            }
+        }
+        self.send(type_url, tx)
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))?;
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Sends what differs between the current view and what the proxy holds, if anything.
+    async fn send(&mut self, type_url: &'static str, tx: &Outbox) -> Result<(), ()> {
+        let Some((proxy, options)) = &self.proxy else {
+            return Ok(());
+        };
+        let view = view_for(&self.cache, &mut self.view, proxy, options);
+        let Some(snapshot) = view.of_type(type_url) else {
+            return Ok(());
+        };
+        let Some(state) = self.types.get_mut(type_url) else {
+            return Ok(());
+        };
+        let current: BTreeMap<&str, (String, _)> = snapshot
+            .select(None)
+            .filter(|r| state.subscribed(&r.name))
+            .map(|r| (r.name.as_str(), (format!("{:016x}", r.hash), r)))
+            .collect();
+        let changed: Vec<Resource> = current
+            .iter()
+            .filter(|(name, (version, _))| state.known.get(**name) != Some(version))
+            .map(|(name, (version, resource))| Resource {
+                name: (*name).to_string(),
+                version: version.clone(),
+                resource: Some(resource.any.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let removed: Vec<String> = state
+            .known
+            .keys()
+            .filter(|name| !current.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        if changed.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let system_version = snapshot.version(None);
+        self.nonce += 1;
+        let response = DeltaDiscoveryResponse {
+            system_version_info: system_version.clone(),
+            type_url: type_url.to_string(),
+            nonce: self.nonce.to_string(),
+            removed_resources: removed.clone(),
+            resources: changed.clone(),
+            ..Default::default()
+        };
+        tx.send(Ok(response)).await.map_err(|_| ())?;
+        for resource in changed {
+            state.known.insert(resource.name, resource.version);
+        }
+        for name in removed {
+            state.known.remove(&name);
+        }
+        state.status.sent = Some(system_version);
+        state.status.resources = state.known.len();
+        self.metrics
+            .pushes
+            .get_or_create(&TypeLabels {
+                r#type: type_name(type_url),
+            })
+            .inc();
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let Some((proxy, _)) = &self.proxy else {
+            return;
+        };
+        self.registry.update(ProxyStatus {
+            stream: self.id,
+            node_id: proxy.to_string(),
+            protocol: "delta",
+            types: self
+                .types
+                .iter()
+                .map(|(t, s)| (type_name(t), s.status.clone()))
+                .collect(),
+        });
+    }
+}
