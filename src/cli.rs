@@ -33,6 +33,19 @@ pub enum Command {
     /// List connected proxies: per resource type, the version sent and ACKed, and the last
     /// NACK.
     ProxyStatus(ProxyStatusArgs),
+    /// Run the xds-server in a cluster: watch the API server, serve Envoy over ADS.
+    XdsServer(XdsServerArgs),
+}
+
+/// Flags of `weir xds-server`.
+#[derive(Debug, Args)]
+pub struct XdsServerArgs {
+    /// Address of the admin endpoint (/healthz, /readyz, /metrics, /debug/*).
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Address the xds-server (Envoy's ADS) listens on.
+    #[arg(long, env = "WEIR_XDS_ADDR", default_value = "0.0.0.0:18000")]
+    pub xds_addr: SocketAddr,
 }
 
 /// How Weir logs.

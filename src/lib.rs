@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod local;
 pub mod metrics;
 pub mod proxies;
@@ -14,3 +15,4 @@ pub mod shutdown;
 pub mod sources;
 pub mod telemetry;
 pub mod validate;
+pub mod xds;

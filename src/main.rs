@@ -3,6 +3,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use weir::cli::{Cli, Command};
 
+/// Runs a long-running mode on a multi-threaded runtime.
+fn block_on(
+    mode: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(mode).map(|()| ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = weir::telemetry::init(&cli.telemetry) {
@@ -21,12 +31,8 @@ fn main() -> ExitCode {
             weir::proxies::print_bootstrap(&args).map(|()| ExitCode::SUCCESS)
         }
         Command::ProxyStatus(args) => weir::proxies::proxy_status(&args),
-        Command::Up(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(weir::local::run(args)))
-            .map(|()| ExitCode::SUCCESS),
+        Command::Up(args) => block_on(weir::local::run(args)),
+        Command::XdsServer(args) => block_on(weir::cluster::run_xds_server(args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -5,6 +5,8 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use weir_store::{ClusterState, Kind, Problem, Severity};
 
 /// Labels naming a kind of object.
@@ -118,6 +120,22 @@ impl SourceMetrics {
             self.problems
                 .get_or_create(&SeverityLabels { severity: label })
                 .set(count as i64);
+        }
+    }
+}
+
+/// Keeps the store metrics in step with the published state until `shutdown`.
+pub async fn observe_state(
+    mut state: watch::Receiver<ClusterState>,
+    metrics: SourceMetrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let snapshot = state.borrow_and_update().clone();
+        metrics.observe_state(&snapshot);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = state.changed() => if changed.is_err() { break },
         }
     }
 }

@@ -41,3 +41,33 @@ async fn reflectors_fill_the_stores_from_the_cluster() {
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
 }
+
+#[test]
+#[ignore = "needs cluster"]
+fn xds_server_mirrors_the_cluster_into_its_stores() {
+    use weir_tests::{eventually, free_port, http_get, weir};
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let xds = format!("127.0.0.1:{}", free_port());
+    let mut child = weir()
+        .args([
+            "xds-server",
+            "--admin-addr",
+            &admin.to_string(),
+            "--xds-addr",
+            &xds,
+        ])
+        .spawn()
+        .expect("weir xds-server starts");
+    let namespaces = eventually(Duration::from_secs(60), || {
+        let (status, body) = http_get(admin, "/debug/objects").ok()?;
+        let value: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let count = value["objects"]["Namespace"].as_u64()?;
+        (status == 200 && count > 0).then_some(count)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        namespaces.is_some(),
+        "the cluster's Namespaces never reached the stores"
+    );
+}

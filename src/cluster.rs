@@ -1,0 +1,102 @@
+//! The in-cluster components. `weir xds-server`: kube-runtime reflectors feed the stores;
+//! the xds-server serves Envoy from them; the admin endpoint reports readiness once every
+//! kind has been listed.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use weir_store::{Kind, StateWriter};
+
+use crate::{
+    admin::{self, AdminState},
+    cli::XdsServerArgs,
+    metrics::SourceMetrics,
+    shutdown,
+    sources::kube::spawn_reflectors,
+};
+
+/// Runs `weir xds-server` until SIGTERM or SIGINT.
+pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
+    let shutdown_token = CancellationToken::new();
+    shutdown::cancel_on_signal(shutdown_token.clone()).context("installing signal handlers")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)")?;
+
+    let mut registry = Registry::default();
+    let metrics = SourceMetrics::register(&mut registry);
+    let writer = Arc::new(StateWriter::default());
+    let listener = admin::bind(args.admin.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin-addr {}", args.admin.admin_addr))?;
+
+    let mut tasks = JoinSet::new();
+    let (synced_tx, synced_rx) = watch::channel(BTreeSet::new());
+    let mut reflectors =
+        spawn_reflectors(client, writer.clone(), synced_tx, shutdown_token.clone());
+    tasks.spawn(async move { while reflectors.join_next().await.is_some() {} });
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tasks.spawn(track_readiness(synced_rx, ready_tx, shutdown_token.clone()));
+    let proxies = crate::xds::start_xds(
+        args.xds_addr,
+        &writer,
+        &mut registry,
+        &mut tasks,
+        &shutdown_token,
+    )
+    .await?;
+    tasks.spawn(crate::metrics::observe_state(
+        writer.subscribe(),
+        metrics,
+        shutdown_token.clone(),
+    ));
+    let admin_state = AdminState {
+        registry: Arc::new(registry),
+        ready: ready_rx,
+        problems: watch::channel(Vec::new()).1,
+        state: writer.subscribe(),
+        proxies: Some(proxies),
+    };
+    let token = shutdown_token.clone();
+    tasks.spawn(async move {
+        if let Err(e) = admin::serve(listener, admin_state, token).await {
+            warn!(error = %e, "admin endpoint failed");
+        }
+    });
+    info!(xds = %args.xds_addr, admin = %args.admin.admin_addr, "weir xds-server running");
+    shutdown_token.cancelled().await;
+    shutdown::drain(tasks).await;
+    Ok(())
+}
+
+/// Ready once every kind has been listed. Until then, says every 30 s which kinds are
+/// missing: usually a CRD that is not installed (Weir's, or the Gateway API's).
+async fn track_readiness(
+    mut synced: watch::Receiver<BTreeSet<Kind>>,
+    ready: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let mut reminder = tokio::time::interval(Duration::from_secs(30));
+    reminder.tick().await;
+    loop {
+        let missing: Vec<&str> = Kind::ALL
+            .iter()
+            .filter(|k| !synced.borrow().contains(k))
+            .map(|k| k.name())
+            .collect();
+        if missing.is_empty() {
+            ready.send_replace(true);
+            info!("every kind listed: ready");
+            return;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = synced.changed() => if changed.is_err() { return },
+            _ = reminder.tick() => warn!(?missing, "not ready: these kinds have not been listed yet (is their CRD installed?)"),
+        }
+    }
+}
