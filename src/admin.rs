@@ -56,6 +56,7 @@ pub async fn serve(
         .route("/debug/problems", get(problems))
         .route("/debug/objects", get(objects))
         .route("/debug/proxies", get(proxies))
+        .route("/debug/status", get(gateway_status))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -109,6 +110,21 @@ async fn objects(State(state): State<AdminState>) -> Json<serde_json::Value> {
         .map(|k| (k.name().to_string(), json!(snapshot.count(*k))))
         .collect();
     Json(json!({ "objects": counts }))
+}
+
+/// Gateway API status of every Gateway and HTTPRoute (what a cluster would hold in their
+/// `status`), with rejections by proxies attributed to the objects behind them.
+async fn gateway_status(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let snapshot = state.state.borrow().clone();
+    let rejections = state
+        .proxies
+        .as_ref()
+        .map(|registry| weir_xds::status::current_rejections(&registry.list()))
+        .unwrap_or_default();
+    Json(json!(weir_xds::status::compute_status(
+        &snapshot,
+        &rejections
+    )))
 }
 
 async fn proxies(State(state): State<AdminState>) -> Response {

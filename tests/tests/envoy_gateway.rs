@@ -386,6 +386,25 @@ fn a_nacked_configuration_keeps_the_last_good_one_and_shows_in_proxy_status() {
         "{nack}"
     );
 
+    // The rejection is attributed to the HTTPRoute behind the rejected route table.
+    let route_conditions = |setup: &Setup| -> Vec<serde_json::Value> {
+        let (_, body) = setup.weir.get("/debug/status").unwrap();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        status["http_routes"]["shop/main"][0]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let conditions = route_conditions(&setup);
+    assert!(
+        conditions.iter().any(|c| c["type"] == "weir.io/Programmed"
+            && c["status"] == "False"
+            && c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("gateway~edge.shop") && m.contains("broken("))),
+        "{conditions:#?}"
+    );
+
     // The proxy keeps serving its last accepted routes.
     for _ in 0..10 {
         assert_eq!(setup.get("/", &[]).backend().as_deref(), Some("a"));
@@ -433,6 +452,12 @@ fn a_nacked_configuration_keeps_the_last_good_one_and_shows_in_proxy_status() {
             .then_some(())
     });
     assert!(acked.is_some(), "{}", setup.proxies());
+    assert!(
+        route_conditions(&setup)
+            .iter()
+            .all(|c| c["type"] != "weir.io/Programmed"),
+        "the rejection clears once a fixed version is accepted"
+    );
 }
 
 #[test]

@@ -38,6 +38,7 @@ use crate::{
     delta::DeltaStream,
     metrics::{TypeLabels, XdsMetrics},
     registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
+    status::objects_behind,
     translate::{ProxyId, ProxyOptions, ViewKey, view_key},
 };
 
@@ -204,6 +205,12 @@ impl SotwStream {
             .as_ref()
             .map(|(p, _)| p.to_string())
             .unwrap_or_default();
+        let nack_objects = match (&request.error_detail, self.current_view(), &self.proxy) {
+            (Some(_), Some(view), Some((proxy, _))) => {
+                objects_behind(&view.config, proxy, type_url)
+            }
+            _ => Vec::new(),
+        };
         let state = self.types.entry(type_url).or_default();
         if !request.response_nonce.is_empty() && request.response_nonce != state.sent_nonce {
             debug!(stream = self.id, type_url, nonce = %request.response_nonce, "ignoring a request with a stale nonce");
@@ -227,6 +234,7 @@ impl SotwStream {
             state.status.last_nack = Some(Nack {
                 version: rejected,
                 message: error.message.clone(),
+                objects: nack_objects,
             });
         } else if !request.response_nonce.is_empty() {
             state.status.acked = Some(request.version_info.clone());

@@ -25,6 +25,7 @@ use crate::{
     cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
     metrics::{TypeLabels, XdsMetrics},
     registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
+    status::objects_behind,
     translate::{ProxyId, ProxyOptions},
 };
 
@@ -144,6 +145,13 @@ impl DeltaStream {
             .as_ref()
             .map(|(p, _)| p.to_string())
             .unwrap_or_default();
+        let nack_objects = match (&request.error_detail, &self.proxy) {
+            (Some(_), Some((proxy, options))) => {
+                let view = view_for(&self.cache, &mut self.view, proxy, options);
+                objects_behind(&view.config, proxy, type_url)
+            }
+            _ => Vec::new(),
+        };
         let state = self.types.entry(type_url).or_default();
         let first = !state.requested;
         if first {
@@ -175,6 +183,7 @@ impl DeltaStream {
             state.status.last_nack = Some(Nack {
                 version: rejected,
                 message: error.message.clone(),
+                objects: nack_objects,
             });
         } else if !request.response_nonce.is_empty() {
             state.status.acked = state.status.sent.clone();

@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod server;
+pub mod status;
 pub mod translate;

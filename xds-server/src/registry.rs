@@ -12,6 +12,9 @@ pub struct Nack {
     pub version: String,
     /// Envoy's error text.
     pub message: String,
+    /// The objects behind the rejected resources (`Kind namespace/name`).
+    #[serde(default)]
+    pub objects: Vec<String>,
 }
 
 /// One resource type on one stream.

@@ -7,7 +7,10 @@
 use std::{fs, path::Path};
 
 use weir_store::{DirectoryIndex, Severity};
-use weir_xds::translate::{ProxyId, ProxyOptions, translate};
+use weir_xds::{
+    status::compute_status,
+    translate::{ProxyId, ProxyOptions, translate},
+};
 
 /// Loads a case: a YAML file whose first line lists the proxies (`# proxies: a b`), or a
 /// directory of manifests with that line in `testdata/in/<case>.proxies`.
@@ -53,13 +56,30 @@ fn load(name: &str, input: &Path) -> (weir_store::ClusterState, Vec<ProxyId>) {
 }
 
 fn check_case(name: &str, input: &Path) {
+    let (state, proxies) = load(name, input);
+    let mut outputs: Vec<(String, String)> = proxies
+        .iter()
+        .map(|proxy| {
+            let config = translate(&state, proxy, &ProxyOptions::default());
+            (
+                format!("{proxy}.json"),
+                serde_json::to_string_pretty(&config).unwrap() + "\n",
+            )
+        })
+        .collect();
+    let status = compute_status(&state, &[]);
+    outputs.push((
+        "status.json".into(),
+        serde_json::to_string_pretty(&status).unwrap() + "\n",
+    ));
+    check_outputs(name, input, outputs);
+}
+
+fn check_outputs(name: &str, input: &Path, outputs: Vec<(String, String)>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata");
     let bless = std::env::var_os("WEIR_BLESS").is_some();
-    let (state, proxies) = load(name, input);
-    for proxy in proxies {
-        let config = translate(&state, &proxy, &ProxyOptions::default());
-        let actual = serde_json::to_string_pretty(&config).unwrap() + "\n";
-        let path = root.join("out").join(name).join(format!("{proxy}.json"));
+    for (file, actual) in outputs {
+        let path = root.join("out").join(name).join(file);
         if bless {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, &actual).unwrap();

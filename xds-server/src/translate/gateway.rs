@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use weir_crds::{
-    gateway_api::{GATEWAY_GROUP, Gateway, HTTPRoute, Listener as GatewayListener},
+    gateway_api::{
+        GATEWAY_GROUP, Gateway, HTTPRoute, Listener as GatewayListener, ParentReference,
+    },
     traffic_policy::PolicyTargetKind,
 };
 use weir_store::{ClusterState, selector_matches};
@@ -82,29 +84,59 @@ pub(super) fn translate_gateway(
     }
 }
 
-/// Whether `route` attaches to `listener` of `gateway`: a parentRef names the Gateway
-/// (and, if given, the listener's name and port), and the listener's `allowedRoutes`
-/// admit the route's namespace and kind.
+/// Whether `route` attaches to `listener` of `gateway`: a parentRef names the listener
+/// and the listener's `allowedRoutes` admit the route.
 fn attaches(
     state: &ClusterState,
     gateway: &Gateway,
     listener: &GatewayListener,
     route: &HTTPRoute,
 ) -> bool {
-    let gateway_ns = gateway.metadata.namespace.as_deref().unwrap_or("default");
-    let gateway_name = gateway.metadata.name.as_deref().unwrap_or("");
     let route_ns = route.metadata.namespace.as_deref().unwrap_or("default");
-    let referenced = route.spec.parent_refs.iter().any(|p| {
-        p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-            && p.namespace.as_deref().unwrap_or(route_ns) == gateway_ns
-            && p.name == gateway_name
-            && p.section_name.as_ref().is_none_or(|s| *s == listener.name)
-            && p.port.is_none_or(|port| port == listener.port)
-    });
-    if !referenced {
-        return false;
-    }
+    route
+        .spec
+        .parent_refs
+        .iter()
+        .any(|p| parent_names_listener(route_ns, p, gateway, listener))
+        && listener_allows(state, listener, gateway, route_ns)
+}
+
+/// Whether a parentRef names `gateway` and, if it says so, this listener's name and port.
+pub(crate) fn parent_names_listener(
+    route_ns: &str,
+    parent: &ParentReference,
+    gateway: &Gateway,
+    listener: &GatewayListener,
+) -> bool {
+    parent_names_gateway(route_ns, parent, gateway)
+        && parent
+            .section_name
+            .as_ref()
+            .is_none_or(|s| *s == listener.name)
+        && parent.port.is_none_or(|port| port == listener.port)
+}
+
+/// Whether a parentRef names `gateway` at all.
+pub(crate) fn parent_names_gateway(
+    route_ns: &str,
+    parent: &ParentReference,
+    gateway: &Gateway,
+) -> bool {
+    parent.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+        && parent.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+        && parent.namespace.as_deref().unwrap_or(route_ns)
+            == gateway.metadata.namespace.as_deref().unwrap_or("default")
+        && Some(parent.name.as_str()) == gateway.metadata.name.as_deref()
+}
+
+/// Whether a listener's `allowedRoutes` admit HTTPRoutes from `route_ns`.
+pub(crate) fn listener_allows(
+    state: &ClusterState,
+    listener: &GatewayListener,
+    gateway: &Gateway,
+    route_ns: &str,
+) -> bool {
+    let gateway_ns = gateway.metadata.namespace.as_deref().unwrap_or("default");
     let allowed = listener.allowed_routes.as_ref();
     let kinds_ok = allowed.is_none_or(|a| {
         a.kinds.is_empty()
@@ -132,7 +164,7 @@ fn attaches(
 
 /// The hostnames a route serves on a listener (Gateway API hostname intersection);
 /// `*` when neither constrains.
-fn hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
+pub(crate) fn hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
     match (listener, route.is_empty()) {
         (None, true) => vec!["*".into()],
         (Some(l), true) => vec![l.to_string()],

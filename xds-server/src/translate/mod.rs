@@ -12,9 +12,9 @@
 //!
 //! TrafficPolicies attach rate limits, retries and timeouts to what they target.
 
-mod gateway;
+pub(crate) mod gateway;
 mod policy;
-mod routes;
+pub(crate) mod routes;
 mod services;
 mod sidecar;
 

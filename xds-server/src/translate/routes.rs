@@ -185,7 +185,7 @@ fn rule_action(
     let backends: Vec<WeightedBackend> = rule
         .backend_refs
         .iter()
-        .filter_map(|b| resolve_backend(state, ns, b))
+        .filter_map(|b| resolve_backend(state, ns, b).ok())
         .filter(|b| b.weight > 0)
         .collect();
     let action = if backends.is_empty() {
@@ -272,25 +272,87 @@ fn path_rewrite(modifier: &HTTPPathModifier) -> Option<PathRewrite> {
     }
 }
 
-/// The cluster of a backend, if the backend is a Service port in the route's namespace
-/// that exists. Cross-namespace backends need a ReferenceGrant, which Weir does not read
-/// yet, so they count as invalid.
-fn resolve_backend(
+/// Why a backendRef does not resolve, with the Gateway API's reason for each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BackendProblem {
+    /// Not a core Service (`InvalidKind`).
+    InvalidKind(String),
+    /// In another namespace, which needs a ReferenceGrant Weir does not read yet
+    /// (`RefNotPermitted`).
+    CrossNamespace(String),
+    /// No port given (`UnsupportedValue`).
+    NoPort(String),
+    /// The Service does not exist (`BackendNotFound`).
+    ServiceNotFound(String),
+    /// The Service has no such port (`BackendNotFound`).
+    PortNotFound(String, u16),
+}
+
+impl BackendProblem {
+    /// The Gateway API reason.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            BackendProblem::InvalidKind(_) => "InvalidKind",
+            BackendProblem::CrossNamespace(_) => "RefNotPermitted",
+            BackendProblem::NoPort(_) => "UnsupportedValue",
+            BackendProblem::ServiceNotFound(_) | BackendProblem::PortNotFound(..) => {
+                "BackendNotFound"
+            }
+        }
+    }
+
+    /// A sentence for the condition's message.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            BackendProblem::InvalidKind(k) => {
+                format!("backend kind {k} is not supported; use a Service")
+            }
+            BackendProblem::CrossNamespace(n) => format!(
+                "backend {n} is in another namespace (ReferenceGrants are not supported yet)"
+            ),
+            BackendProblem::NoPort(n) => format!("backend Service {n} needs a port"),
+            BackendProblem::ServiceNotFound(n) => format!("backend Service {n} does not exist"),
+            BackendProblem::PortNotFound(n, p) => format!("backend Service {n} has no port {p}"),
+        }
+    }
+}
+
+/// The cluster of a backend: a Service port in the route's namespace that exists.
+pub(crate) fn resolve_backend(
     state: &ClusterState,
     ns: &str,
     backend: &HTTPBackendRef,
-) -> Option<WeightedBackend> {
-    if !backend.is_service() || backend.namespace.as_deref().is_some_and(|n| n != ns) {
-        return None;
+) -> Result<WeightedBackend, BackendProblem> {
+    let name = format!("{ns}/{}", backend.name);
+    if !backend.is_service() {
+        return Err(BackendProblem::InvalidKind(format!(
+            "{}/{}",
+            backend.group.as_deref().unwrap_or(""),
+            backend.kind.as_deref().unwrap_or("")
+        )));
     }
-    let port = backend.port?;
-    let service = state.services.get_namespaced(ns, &backend.name)?;
+    if let Some(other) = backend.namespace.as_deref().filter(|n| *n != ns) {
+        return Err(BackendProblem::CrossNamespace(format!(
+            "{other}/{}",
+            backend.name
+        )));
+    }
+    let port = backend
+        .port
+        .ok_or_else(|| BackendProblem::NoPort(name.clone()))?;
+    let service = state
+        .services
+        .get_namespaced(ns, &backend.name)
+        .ok_or_else(|| BackendProblem::ServiceNotFound(name.clone()))?;
     let has_port = service
         .spec
         .as_ref()
         .and_then(|s| s.ports.as_ref())
         .is_some_and(|ports| ports.iter().any(|p| p.port == i32::from(port)));
-    has_port.then(|| WeightedBackend {
+    if !has_port {
+        return Err(BackendProblem::PortNotFound(name, port));
+    }
+    Ok(WeightedBackend {
         cluster: service_cluster_name(ns, &backend.name, port),
         weight: backend.weight.unwrap_or(1),
     })

@@ -1,0 +1,415 @@
+//! Gateway API status, computed from the stores: per HTTPRoute parent `Accepted` and
+//! `ResolvedRefs`, per Gateway `Accepted` and `Programmed`, per listener `attachedRoutes`,
+//! with the Gateway API's reason strings. Pure: in a cluster a status writer applies it to
+//! the objects, in local mode the admin endpoint shows it.
+//!
+//! Rejections by proxies (NACKs) are attributed to the objects behind the rejected
+//! resources: HTTPRoutes get `weir.io/Programmed: False` (the Gateway API defines no
+//! Programmed condition for routes), Gateways `Programmed: False`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use weir_crds::gateway_api::{Gateway, HTTPRoute};
+use weir_store::ClusterState;
+
+use crate::translate::{
+    gateway::{hostnames, listener_allows, parent_names_gateway, parent_names_listener},
+    routes::resolve_backend,
+};
+
+/// One condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConditionStatus {
+    /// The condition type.
+    #[serde(rename = "type")]
+    pub type_: &'static str,
+    /// `True` or `False`.
+    pub status: &'static str,
+    /// The reason, CamelCase.
+    pub reason: &'static str,
+    /// A sentence for people.
+    pub message: String,
+}
+
+fn condition(
+    type_: &'static str,
+    ok: bool,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> ConditionStatus {
+    ConditionStatus {
+        type_,
+        status: if ok { "True" } else { "False" },
+        reason,
+        message: message.into(),
+    }
+}
+
+/// A route's status for one parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ParentStatus {
+    /// The parent, `Kind namespace/name[/section]`.
+    pub parent: String,
+    /// Accepted, ResolvedRefs, and weir.io/Programmed when a proxy rejected it.
+    pub conditions: Vec<ConditionStatus>,
+}
+
+/// One listener's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListenerStatus {
+    /// The listener.
+    pub name: String,
+    /// Routes attached to it.
+    pub attached_routes: u32,
+    /// Accepted, ResolvedRefs, Programmed.
+    pub conditions: Vec<ConditionStatus>,
+}
+
+/// A Gateway's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GatewayStatus {
+    /// Accepted, Programmed.
+    pub conditions: Vec<ConditionStatus>,
+    /// Per listener.
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// The status of every Gateway and HTTPRoute, by `namespace/name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    /// Gateways.
+    pub gateways: BTreeMap<String, GatewayStatus>,
+    /// HTTPRoutes, one entry per parentRef.
+    pub http_routes: BTreeMap<String, Vec<ParentStatus>>,
+}
+
+/// A proxy's rejection of a configuration it still has not accepted a newer version of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The proxy.
+    pub proxy: String,
+    /// Envoy's error.
+    pub message: String,
+    /// The objects behind the rejected resources, as `Kind namespace/name`.
+    pub objects: Vec<String>,
+}
+
+/// Listener protocols Weir programs.
+fn supported(protocol: &str) -> bool {
+    protocol == "HTTP"
+}
+
+/// Computes the status of every Gateway and HTTPRoute in `state`.
+pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusReport {
+    let mut report = StatusReport::default();
+    let rejected = |kind: &str, key: &str| -> Option<&Rejection> {
+        let id = format!("{kind} {key}");
+        rejections.iter().find(|r| r.objects.contains(&id))
+    };
+
+    for (key, gateway) in state.gateways.iter() {
+        let listeners: Vec<ListenerStatus> = gateway
+            .spec
+            .listeners
+            .iter()
+            .map(|listener| {
+                let attached = state
+                    .http_routes
+                    .iter()
+                    .filter(|(_, route)| {
+                        let route_ns = route.metadata.namespace.as_deref().unwrap_or("default");
+                        route
+                            .spec
+                            .parent_refs
+                            .iter()
+                            .any(|p| parent_names_listener(route_ns, p, gateway, listener))
+                            && listener_allows(state, listener, gateway, route_ns)
+                    })
+                    .count() as u32;
+                let ok = supported(&listener.protocol);
+                let accepted = if ok {
+                    condition("Accepted", true, "Accepted", "listener accepted")
+                } else {
+                    condition(
+                        "Accepted",
+                        false,
+                        "UnsupportedProtocol",
+                        format!(
+                            "protocol {} is not supported yet (HTTP is)",
+                            listener.protocol
+                        ),
+                    )
+                };
+                ListenerStatus {
+                    name: listener.name.clone(),
+                    attached_routes: attached,
+                    conditions: vec![
+                        accepted,
+                        condition("ResolvedRefs", true, "ResolvedRefs", "references resolved"),
+                        condition(
+                            "Programmed",
+                            ok,
+                            if ok { "Programmed" } else { "Invalid" },
+                            if ok { "programmed" } else { "not programmed" },
+                        ),
+                    ],
+                }
+            })
+            .collect();
+        let any_programmed = listeners.iter().any(|l| {
+            l.conditions
+                .iter()
+                .any(|c| c.type_ == "Programmed" && c.status == "True")
+        });
+        let mut programmed = if any_programmed {
+            condition(
+                "Programmed",
+                true,
+                "Programmed",
+                "configuration is served to the gateway's proxies",
+            )
+        } else {
+            condition(
+                "Programmed",
+                false,
+                "Invalid",
+                "no listener can be programmed",
+            )
+        };
+        if let Some(r) = rejected("Gateway", &key.to_string()) {
+            programmed = condition(
+                "Programmed",
+                false,
+                "Invalid",
+                format!(
+                    "proxy {} rejected the configuration: {}",
+                    r.proxy, r.message
+                ),
+            );
+        }
+        let accepted = if any_programmed {
+            condition("Accepted", true, "Accepted", "gateway accepted")
+        } else {
+            condition(
+                "Accepted",
+                false,
+                "ListenersNotValid",
+                "no listener is valid",
+            )
+        };
+        report.gateways.insert(
+            key.to_string(),
+            GatewayStatus {
+                conditions: vec![accepted, programmed],
+                listeners,
+            },
+        );
+    }
+
+    for (key, route) in state.http_routes.iter() {
+        let route_ns = key.namespace.as_deref().unwrap_or("default");
+        let resolved = resolved_refs(state, route_ns, route);
+        let programmed = rejected("HTTPRoute", &key.to_string()).map(|r| {
+            condition(
+                "weir.io/Programmed",
+                false,
+                "Rejected",
+                format!(
+                    "proxy {} rejected the configuration built from this route: {}",
+                    r.proxy, r.message
+                ),
+            )
+        });
+        let parents = route
+            .spec
+            .parent_refs
+            .iter()
+            .map(|parent| {
+                let ns = parent.namespace.as_deref().unwrap_or(route_ns);
+                let section = parent
+                    .section_name
+                    .as_ref()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default();
+                let (kind, accepted) = if parent.is_service() {
+                    let found = state.services.get_namespaced(ns, &parent.name).is_some();
+                    let accepted = if found {
+                        condition(
+                            "Accepted",
+                            true,
+                            "Accepted",
+                            "attached to the Service (mesh routing)",
+                        )
+                    } else {
+                        condition(
+                            "Accepted",
+                            false,
+                            "NoMatchingParent",
+                            format!("Service {ns}/{} does not exist", parent.name),
+                        )
+                    };
+                    ("Service", accepted)
+                } else {
+                    (
+                        "Gateway",
+                        gateway_acceptance(
+                            state,
+                            route_ns,
+                            route,
+                            parent,
+                            state
+                                .gateways
+                                .get_namespaced(ns, &parent.name)
+                                .map(AsRef::as_ref),
+                        ),
+                    )
+                };
+                let mut conditions = vec![accepted, resolved.clone()];
+                conditions.extend(programmed.clone());
+                ParentStatus {
+                    parent: format!("{kind} {ns}/{}{section}", parent.name),
+                    conditions,
+                }
+            })
+            .collect();
+        report.http_routes.insert(key.to_string(), parents);
+    }
+    report
+}
+
+fn resolved_refs(state: &ClusterState, route_ns: &str, route: &HTTPRoute) -> ConditionStatus {
+    let problem = route
+        .spec
+        .rules
+        .iter()
+        .flat_map(|rule| &rule.backend_refs)
+        .find_map(|backend| resolve_backend(state, route_ns, backend).err());
+    match problem {
+        None => condition(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "all backends resolved",
+        ),
+        Some(problem) => condition("ResolvedRefs", false, problem.reason(), problem.message()),
+    }
+}
+
+fn gateway_acceptance(
+    state: &ClusterState,
+    route_ns: &str,
+    route: &HTTPRoute,
+    parent: &weir_crds::gateway_api::ParentReference,
+    gateway: Option<&Gateway>,
+) -> ConditionStatus {
+    let Some(gateway) = gateway.filter(|g| parent_names_gateway(route_ns, parent, g)) else {
+        return condition(
+            "Accepted",
+            false,
+            "NoMatchingParent",
+            format!("Gateway {} does not exist", parent.name),
+        );
+    };
+    let named: Vec<_> = gateway
+        .spec
+        .listeners
+        .iter()
+        .filter(|l| parent_names_listener(route_ns, parent, gateway, l))
+        .collect();
+    if named.is_empty() {
+        return condition(
+            "Accepted",
+            false,
+            "NoMatchingParent",
+            "no listener matches the parentRef's sectionName and port",
+        );
+    }
+    let allowed: Vec<_> = named
+        .into_iter()
+        .filter(|l| listener_allows(state, l, gateway, route_ns))
+        .collect();
+    if allowed.is_empty() {
+        return condition(
+            "Accepted",
+            false,
+            "NotAllowedByListeners",
+            "the listeners' allowedRoutes do not admit this route",
+        );
+    }
+    if allowed
+        .iter()
+        .all(|l| hostnames(l.hostname.as_deref(), &route.spec.hostnames).is_empty())
+    {
+        return condition(
+            "Accepted",
+            false,
+            "NoMatchingListenerHostname",
+            "no route hostname matches a listener hostname",
+        );
+    }
+    condition("Accepted", true, "Accepted", "attached to the Gateway")
+}
+
+/// The objects behind one type of a proxy's configuration, as `Kind namespace/name`, for
+/// attributing a NACK: HTTPRoutes behind route tables, Services behind clusters and
+/// endpoints, the Gateway behind a gateway's listeners.
+pub fn objects_behind(
+    config: &crate::model::ProxyConfig,
+    proxy: &crate::translate::ProxyId,
+    type_url: &str,
+) -> Vec<String> {
+    use crate::envoy::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+    let mut objects: Vec<String> = match type_url {
+        ROUTE_TYPE => config
+            .route_tables
+            .iter()
+            .flat_map(|t| &t.virtual_hosts)
+            .flat_map(|h| &h.routes)
+            .filter_map(|r| {
+                r.name
+                    .split_once("/rule/")
+                    .map(|(route, _)| format!("HTTPRoute {route}"))
+            })
+            .collect(),
+        CLUSTER_TYPE | ENDPOINT_TYPE => config
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                let mut parts = c.name.splitn(3, '/');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some("inbound"), _, _) => None,
+                    (Some(ns), Some(svc), Some(_)) => Some(format!("Service {ns}/{svc}")),
+                    _ => None,
+                }
+            })
+            .collect(),
+        LISTENER_TYPE if proxy.role == crate::translate::Role::Gateway => {
+            vec![format!("Gateway {}/{}", proxy.namespace, proxy.name)]
+        }
+        _ => Vec::new(),
+    };
+    objects.sort();
+    objects.dedup();
+    objects
+}
+
+/// The rejections still in force: proxies whose last response of a type was NACKed and
+/// not followed by an accepted one.
+pub fn current_rejections(proxies: &[crate::registry::ProxyStatus]) -> Vec<Rejection> {
+    proxies
+        .iter()
+        .flat_map(|proxy| {
+            proxy.types.values().filter_map(move |status| {
+                let nack = status.last_nack.as_ref()?;
+                (status.acked != status.sent
+                    && status.sent.as_deref() == Some(nack.version.as_str()))
+                .then(|| Rejection {
+                    proxy: proxy.node_id.clone(),
+                    message: nack.message.clone(),
+                    objects: nack.objects.clone(),
+                })
+            })
+        })
+        .collect()
+}
