@@ -498,3 +498,88 @@ fn delta_xds_serves_edits_and_brings_a_reconnecting_envoy_up_to_date() {
     let routes = &proxies["proxies"][0]["types"]["routes"];
     assert_eq!(routes["sent"], routes["acked"], "{proxies}");
 }
+
+#[test]
+fn https_listeners_terminate_tls_with_the_certificate_from_the_secret() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("tls.key");
+    let crt = dir.path().join("tls.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=app.test",
+        ])
+        .args(["-addext", "subjectAltName=DNS:app.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let indent = |pem: &std::path::Path| {
+        fs::read_to_string(pem)
+            .unwrap()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let https_port = free_port();
+    let tls = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: app-cert, namespace: shop}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: shop}}\n\
+         spec:\n  gatewayClassName: weir\n  listeners:\n  - {{name: https, port: {https_port}, protocol: HTTPS, hostname: app.test, tls: {{certificateRefs: [{{name: app-cert}}]}}}}\n---\n{SIMPLE_ROUTE}",
+        indent(&crt),
+        indent(&key)
+    );
+    // The platform's own plaintext Gateway is replaced by the HTTPS one above.
+    let platform_yaml = platform(free_port(), &a, &b, "");
+    let without_gateway: String = platform_yaml
+        .split("---\n")
+        .filter(|d| !d.contains("kind: Gateway"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    fs::write(
+        dir.path().join("platform.yaml"),
+        format!("{without_gateway}---\n{tls}"),
+    )
+    .unwrap();
+    let weir = WeirUp::start(dir.path(), &[]);
+    let envoy = Envoy::start(weir.xds, GATEWAY_SOTW);
+    let curl = || {
+        std::process::Command::new("curl")
+            .args(["-sv", "--max-time", "3", "--cacert"])
+            .arg(&crt)
+            .args([
+                "--resolve",
+                &format!("app.test:{https_port}:127.0.0.1"),
+                &format!("https://app.test:{https_port}/"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let served = eventually(Duration::from_secs(20), || {
+        let output = curl();
+        output.status.success().then_some(output)
+    })
+    .unwrap_or_else(|| panic!("no HTTPS response; envoy log:\n{}", envoy.log()));
+    let body = String::from_utf8_lossy(&served.stdout);
+    assert!(body.contains("\"backend\":\"a\""), "{body}");
+    let handshake = String::from_utf8_lossy(&served.stderr);
+    assert!(
+        handshake.contains("CN=app.test"),
+        "the Secret's certificate was served: {handshake}"
+    );
+}

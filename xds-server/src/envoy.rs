@@ -5,6 +5,15 @@
 
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::{
+    core::v3::{
+        DataSource, TransportSocket, data_source,
+        transport_socket::ConfigType as TransportSocketConfigType,
+    },
+    listener::v3::{
+        FilterChainMatch, ListenerFilter, listener_filter::ConfigType as ListenerFilterConfigType,
+    },
+};
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -42,11 +51,15 @@ use envoy_types::pb::{
         },
         extensions::filters::{
             http::{local_ratelimit::v3::LocalRateLimit, router::v3::Router},
+            listener::tls_inspector::v3::TlsInspector,
             network::http_connection_manager::v3::{
                 HttpConnectionManager, HttpFilter, Rds,
                 http_connection_manager::{CodecType, RouteSpecifier, StripPortMode},
                 http_filter::ConfigType as HttpFilterConfigType,
             },
+        },
+        extensions::transport_sockets::tls::v3::{
+            CommonTlsContext, DownstreamTlsContext, TlsCertificate,
         },
         r#type::{
             matcher::v3::{
@@ -215,16 +228,60 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
             .then_some(StripPortMode::StripAnyHostPort(true)),
         ..Default::default()
     };
+    let manager_filter = Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(FilterConfigType::TypedConfig(pack_any(manager))),
+    };
+    if listener.tls.is_empty() {
+        return EnvoyListener {
+            name: listener.name.clone(),
+            address: Some(socket_address(&listener.address, listener.port)),
+            filter_chains: vec![FilterChain {
+                filters: vec![manager_filter],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+    }
+    // TLS: the inspector reads SNI, and each certificate gets a chain for its names.
     EnvoyListener {
         name: listener.name.clone(),
         address: Some(socket_address(&listener.address, listener.port)),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(FilterConfigType::TypedConfig(pack_any(manager))),
-            }],
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(
+                TlsInspector::default(),
+            ))),
             ..Default::default()
         }],
+        filter_chains: listener
+            .tls
+            .iter()
+            .map(|tls| FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names: tls.server_names.clone(),
+                    ..Default::default()
+                }),
+                filters: vec![manager_filter.clone()],
+                transport_socket: Some(TransportSocket {
+                    name: "envoy.transport_sockets.tls".into(),
+                    config_type: Some(TransportSocketConfigType::TypedConfig(pack_any(
+                        DownstreamTlsContext {
+                            common_tls_context: Some(CommonTlsContext {
+                                tls_certificates: vec![TlsCertificate {
+                                    certificate_chain: Some(inline_string(&tls.certificate_pem)),
+                                    private_key: Some(inline_string(&tls.private_key_pem)),
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ))),
+                }),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -325,9 +382,14 @@ fn to_route(route: &Route) -> EnvoyRoute {
                 ..Default::default()
             };
             if let Some(rewrite) = rewrite {
-                action.host_rewrite_specifier = rewrite.host.clone().map(HostRewriteSpecifier::HostRewriteLiteral);
+                action.host_rewrite_specifier = rewrite
+                    .host
+                    .clone()
+                    .map(HostRewriteSpecifier::HostRewriteLiteral);
                 match &rewrite.path {
-                    Some(PathRewrite::Prefix(prefix)) => action.prefix_rewrite = prefix_rewrite(&route.matcher.path, prefix),
+                    Some(PathRewrite::Prefix(prefix)) => {
+                        action.prefix_rewrite = prefix_rewrite(&route.matcher.path, prefix)
+                    }
                     Some(PathRewrite::Full(path)) => {
                         action.regex_rewrite = Some(RegexMatchAndSubstitute {
                             pattern: Some(regex("^/.*$")),
@@ -339,15 +401,16 @@ fn to_route(route: &Route) -> EnvoyRoute {
             }
             Action::Route(action)
         }
-        RouteAction::Redirect(redirect) => Action::Redirect(to_redirect(redirect, &route.matcher.path)),
-        RouteAction::DirectResponse { status, body } => Action::DirectResponse(DirectResponseAction {
-            status: u32::from(*status),
-            body: Some(envoy_types::pb::envoy::config::core::v3::DataSource {
-                specifier: Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(body.clone())),
+        RouteAction::Redirect(redirect) => {
+            Action::Redirect(to_redirect(redirect, &route.matcher.path))
+        }
+        RouteAction::DirectResponse { status, body } => {
+            Action::DirectResponse(DirectResponseAction {
+                status: u32::from(*status),
+                body: Some(inline_string(body)),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }),
+            })
+        }
     };
     EnvoyRoute {
         name: route.name.clone(),
@@ -404,6 +467,13 @@ fn to_redirect(redirect: &Redirect, matched: &PathMatch) -> RedirectAction {
         None => {}
     }
     out
+}
+
+fn inline_string(value: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineString(value.to_string())),
+        ..Default::default()
+    }
 }
 
 fn regex(pattern: &str) -> RegexMatcher {

@@ -69,6 +69,33 @@ pub struct Listener {
     /// A rate limit over every request the listener takes (a TrafficPolicy on a Gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_rate_limit: Option<TokenBucket>,
+    /// TLS termination, one entry per certificate chosen by SNI; empty for plaintext.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsTermination>,
+}
+
+/// Terminating TLS for some server names with one certificate.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct TlsTermination {
+    /// SNI names this certificate serves; empty for any.
+    pub server_names: Vec<String>,
+    /// The Secret the certificate came from, `namespace/name`.
+    pub secret: String,
+    /// PEM certificate chain (never serialized: golden files and debug views hold no keys).
+    #[serde(skip)]
+    pub certificate_pem: String,
+    /// PEM private key (never serialized).
+    #[serde(skip)]
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for TlsTermination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTermination")
+            .field("server_names", &self.server_names)
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A named set of virtual hosts.

@@ -97,7 +97,7 @@ pub struct Rejection {
 
 /// Listener protocols Weir programs.
 fn supported(protocol: &str) -> bool {
-    protocol == "HTTP"
+    protocol == "HTTP" || protocol == "HTTPS"
 }
 
 /// Computes the status of every Gateway and HTTPRoute in `state`.
@@ -127,8 +127,20 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
                             && listener_allows(state, listener, gateway, route_ns)
                     })
                     .count() as u32;
-                let ok = supported(&listener.protocol);
-                let accepted = if ok {
+                let gateway_ns = key.namespace.as_deref().unwrap_or("default");
+                let certificate = (listener.protocol == "HTTPS")
+                    .then(|| {
+                        crate::translate::gateway::listener_tls(state, gateway_ns, listener).err()
+                    })
+                    .flatten();
+                let ok = supported(&listener.protocol) && certificate.is_none();
+                let resolved = match &certificate {
+                    None => condition("ResolvedRefs", true, "ResolvedRefs", "references resolved"),
+                    Some(why) => {
+                        condition("ResolvedRefs", false, "InvalidCertificateRef", why.clone())
+                    }
+                };
+                let accepted = if supported(&listener.protocol) {
                     condition("Accepted", true, "Accepted", "listener accepted")
                 } else {
                     condition(
@@ -146,7 +158,7 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
                     attached_routes: attached,
                     conditions: vec![
                         accepted,
-                        condition("ResolvedRefs", true, "ResolvedRefs", "references resolved"),
+                        resolved,
                         condition(
                             "Programmed",
                             ok,

@@ -15,7 +15,7 @@ use super::{
     ProxyOptions, policy,
     routes::{RankedRoute, in_precedence_order, translate_http_route},
 };
-use crate::model::{Listener, ProxyConfig, RouteTable, VirtualHost};
+use crate::model::{Listener, ProxyConfig, RouteTable, TlsTermination, VirtualHost};
 
 pub(super) fn translate_gateway(
     state: &ClusterState,
@@ -29,11 +29,20 @@ pub(super) fn translate_gateway(
     };
     let gateway_policy = policy::policy_for(state, namespace, PolicyTargetKind::Gateway, name);
     let mut by_port: BTreeMap<u16, Vec<&GatewayListener>> = BTreeMap::new();
+    let mut tls_by_port: BTreeMap<u16, Vec<TlsTermination>> = BTreeMap::new();
     for listener in &gateway.spec.listeners {
-        // HTTPS (TLS termination from certificate Secrets) is served once the SDS work
-        // lands; other protocols are not Weir's.
-        if listener.protocol == "HTTP" {
-            by_port.entry(listener.port).or_default().push(listener);
+        match listener.protocol.as_str() {
+            "HTTP" => by_port.entry(listener.port).or_default().push(listener),
+            "HTTPS" => {
+                // A listener whose certificate does not resolve is left out (its status
+                // says why); the others on the port are still served.
+                if let Ok(tls) = listener_tls(state, namespace, listener) {
+                    tls_by_port.entry(listener.port).or_default().push(tls);
+                    by_port.entry(listener.port).or_default().push(listener);
+                }
+            }
+            // Other protocols (TCP, TLS passthrough, UDP) are not Weir's.
+            _ => {}
         }
     }
     for (port, listeners) in by_port {
@@ -72,6 +81,7 @@ pub(super) fn translate_gateway(
             route_table: table.clone(),
             stat_prefix: format!("gateway_{port}"),
             strip_host_port: true,
+            tls: tls_by_port.remove(&port).unwrap_or_default(),
             local_rate_limit: gateway_policy
                 .and_then(|p| p.rate_limit.as_ref())
                 .and_then(|r| r.local.as_ref())
@@ -196,6 +206,67 @@ fn intersect(a: &str, b: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Why an HTTPS listener's certificate does not resolve (`InvalidCertificateRef`).
+pub(crate) fn listener_tls(
+    state: &ClusterState,
+    namespace: &str,
+    listener: &GatewayListener,
+) -> Result<TlsTermination, String> {
+    let tls = listener
+        .tls
+        .as_ref()
+        .ok_or("an HTTPS listener needs tls.certificateRefs")?;
+    if tls.mode.as_deref().is_some_and(|m| m != "Terminate") {
+        return Err(format!(
+            "tls.mode {} is not supported; use Terminate",
+            tls.mode.as_deref().unwrap_or("")
+        ));
+    }
+    let reference = tls
+        .certificate_refs
+        .first()
+        .ok_or("an HTTPS listener needs tls.certificateRefs")?;
+    let secret_ns = reference.namespace.as_deref().unwrap_or(namespace);
+    if secret_ns != namespace {
+        return Err(format!(
+            "Secret {secret_ns}/{} is in another namespace (ReferenceGrants are not supported yet)",
+            reference.name
+        ));
+    }
+    let secret = state
+        .secrets
+        .get_namespaced(secret_ns, &reference.name)
+        .ok_or_else(|| format!("Secret {secret_ns}/{} does not exist", reference.name))?;
+    let field = |key: &str| -> Option<String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .cloned()
+            })
+            .filter(|v| v.contains("-----BEGIN"))
+    };
+    let (Some(certificate_pem), Some(private_key_pem)) = (field("tls.crt"), field("tls.key"))
+    else {
+        return Err(format!(
+            "Secret {secret_ns}/{} has no PEM tls.crt and tls.key",
+            reference.name
+        ));
+    };
+    Ok(TlsTermination {
+        server_names: listener.hostname.iter().cloned().collect(),
+        secret: format!("{secret_ns}/{}", reference.name),
+        certificate_pem,
+        private_key_pem,
+    })
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ pub(super) fn translate_sidecar(
         stat_prefix: OUTBOUND.into(),
         strip_host_port: false,
         local_rate_limit: None,
+        tls: Vec::new(),
     });
     config.route_tables.push(RouteTable {
         name: OUTBOUND.into(),
@@ -102,6 +103,7 @@ pub(super) fn translate_sidecar(
             stat_prefix: INBOUND.into(),
             strip_host_port: true,
             local_rate_limit: None,
+            tls: Vec::new(),
         });
         config.route_tables.push(RouteTable {
             name: INBOUND.into(),
