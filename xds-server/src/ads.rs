@@ -104,7 +104,12 @@ impl AggregatedDiscoveryService for AdsServer {
             registry: self.registry.clone(),
             metrics: self.metrics.clone(),
         };
-        tokio::spawn(stream.run(request.into_inner(), tx, self.shutdown.clone()));
+        tokio::spawn(drive(
+            stream,
+            request.into_inner(),
+            tx,
+            self.shutdown.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -119,7 +124,12 @@ impl AggregatedDiscoveryService for AdsServer {
             self.registry.clone(),
             self.metrics.clone(),
         );
-        tokio::spawn(stream.run(request.into_inner(), tx, self.shutdown.clone()));
+        tokio::spawn(drive(
+            stream,
+            request.into_inner(),
+            tx,
+            self.shutdown.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -147,40 +157,19 @@ struct SotwStream {
 
 type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
-impl SotwStream {
-    async fn run(
-        mut self,
-        mut requests: Streaming<DiscoveryRequest>,
-        tx: Outbox,
-        shutdown: CancellationToken,
-    ) {
-        let mut generations = self.cache.subscribe();
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = requests.message() => match message {
-                    Ok(Some(request)) => {
-                        if let Err(status) = self.on_request(request, &tx).await {
-                            let _ = tx.send(Err(status)).await;
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        debug!(stream = self.id, %status, "stream ended with an error");
-                        break;
-                    }
-                },
-                changed = generations.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    if self.push_all(&tx).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
+impl XdsStream for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    async fn on_request(&mut self, request: DiscoveryRequest, tx: &Outbox) -> Result<(), Status> {
+        self.handle_request(request, tx).await
+    }
+
+    async fn push_all(&mut self, tx: &Outbox) -> Result<(), ()> {
+        self.push_changes(tx).await
+    }
+
+    fn disconnected(&mut self) {
         if let Some((proxy, _)) = &self.proxy {
             self.registry.remove(self.id);
             self.metrics.connected.dec();
@@ -188,8 +177,18 @@ impl SotwStream {
         }
     }
 
+    fn cache(&self) -> &SnapshotCache {
+        &self.cache
+    }
+}
+
+impl SotwStream {
     /// Handles one request; an error ends the stream with that status.
-    async fn on_request(&mut self, request: DiscoveryRequest, tx: &Outbox) -> Result<(), Status> {
+    async fn handle_request(
+        &mut self,
+        request: DiscoveryRequest,
+        tx: &Outbox,
+    ) -> Result<(), Status> {
         if self.proxy.is_none() {
             let identity = identify(request.node.as_ref())?;
             info!(proxy = %identity.0, stream = self.id, "proxy connected");
@@ -256,7 +255,7 @@ impl SotwStream {
     }
 
     /// Sends every requested type whose content changed, in dependency order.
-    async fn push_all(&mut self, tx: &Outbox) -> Result<(), ()> {
+    async fn push_changes(&mut self, tx: &Outbox) -> Result<(), ()> {
         for type_url in TYPE_ORDER {
             if self.types.get(type_url).is_some_and(|t| t.requested) {
                 self.send(type_url, false, tx).await?;
@@ -329,6 +328,66 @@ impl SotwStream {
                 .collect(),
         });
     }
+}
+
+/// What the stream driver needs from each protocol variant.
+pub(crate) trait XdsStream: Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+
+    /// Handles one request; an error ends the stream with that status.
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+        tx: &mpsc::Sender<Result<Self::Response, Status>>,
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send;
+
+    /// Sends what a new generation changed; an error means the stream is gone.
+    fn push_all(
+        &mut self,
+        tx: &mpsc::Sender<Result<Self::Response, Status>>,
+    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+
+    /// Called once when the stream ends.
+    fn disconnected(&mut self);
+
+    /// The cache the stream serves from.
+    fn cache(&self) -> &SnapshotCache;
+}
+
+/// Runs one stream until the proxy hangs up, the stream fails, or `shutdown`: requests are
+/// handled as they come and every new generation is pushed.
+pub(crate) async fn drive<S: XdsStream>(
+    mut stream: S,
+    mut requests: Streaming<S::Request>,
+    tx: mpsc::Sender<Result<S::Response, Status>>,
+    shutdown: CancellationToken,
+) {
+    let mut generations = stream.cache().subscribe();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            message = requests.message() => match message {
+                Ok(Some(request)) => {
+                    if let Err(status) = stream.on_request(request, &tx).await {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    debug!(%status, "xDS stream ended with an error");
+                    break;
+                }
+            },
+            changed = generations.changed() => {
+                if changed.is_err() || stream.push_all(&tx).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    stream.disconnected();
 }
 
 /// Who a stream's proxy is, from the node of its first request.

@@ -16,12 +16,11 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::{
-    ads::{identify, view_for},
+    ads::{XdsStream, identify, view_for},
     cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
     metrics::{TypeLabels, XdsMetrics},
     registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
@@ -58,6 +57,41 @@ pub(crate) struct DeltaStream {
 
 type Outbox = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 
+impl XdsStream for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    async fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+        tx: &Outbox,
+    ) -> Result<(), Status> {
+        self.handle_request(request, tx).await
+    }
+
+    async fn push_all(&mut self, tx: &Outbox) -> Result<(), ()> {
+        for type_url in TYPE_ORDER {
+            if self.types.get(type_url).is_some_and(|t| t.requested) {
+                self.send(type_url, tx).await?;
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn disconnected(&mut self) {
+        if let Some((proxy, _)) = &self.proxy {
+            self.registry.remove(self.id);
+            self.metrics.connected.dec();
+            info!(proxy = %proxy, stream = self.id, "proxy disconnected");
+        }
+    }
+
+    fn cache(&self) -> &SnapshotCache {
+        &self.cache
+    }
+}
+
 impl DeltaStream {
     pub(crate) fn new(
         id: u64,
@@ -77,55 +111,7 @@ impl DeltaStream {
         }
     }
 
-    pub(crate) async fn run(
-        mut self,
-        mut requests: Streaming<DeltaDiscoveryRequest>,
-        tx: Outbox,
-        shutdown: CancellationToken,
-    ) {
-        let mut generations = self.cache.subscribe();
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = requests.message() => match message {
-                    Ok(Some(request)) => {
-                        if let Err(status) = self.on_request(request, &tx).await {
-                            let _ = tx.send(Err(status)).await;
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        debug!(stream = self.id, %status, "delta stream ended with an error");
-                        break;
-                    }
-                },
-                changed = generations.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let mut failed = false;
-                    for type_url in TYPE_ORDER {
-                        if self.types.get(type_url).is_some_and(|t| t.requested) && self.send(type_url, &tx).await.is_err() {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    self.publish_status();
-                    if failed {
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some((proxy, _)) = &self.proxy {
-            self.registry.remove(self.id);
-            self.metrics.connected.dec();
-            info!(proxy = %proxy, stream = self.id, "proxy disconnected");
-        }
-    }
-
-    async fn on_request(
+    async fn handle_request(
         &mut self,
         request: DeltaDiscoveryRequest,
         tx: &Outbox,

@@ -14,7 +14,7 @@ use weir_crds::gateway_api::{Gateway, HTTPRoute};
 use weir_store::ClusterState;
 
 use crate::translate::{
-    gateway::{hostnames, listener_allows, parent_names_gateway, parent_names_listener},
+    gateway::{attaches, hostnames, listener_allows, parent_names_gateway, parent_names_listener},
     routes::resolve_backend,
 };
 
@@ -117,15 +117,7 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
                 let attached = state
                     .http_routes
                     .iter()
-                    .filter(|(_, route)| {
-                        let route_ns = route.metadata.namespace.as_deref().unwrap_or("default");
-                        route
-                            .spec
-                            .parent_refs
-                            .iter()
-                            .any(|p| parent_names_listener(route_ns, p, gateway, listener))
-                            && listener_allows(state, listener, gateway, route_ns)
-                    })
+                    .filter(|(_, route)| attaches(state, gateway, listener, route))
                     .count() as u32;
                 let gateway_ns = key.namespace.as_deref().unwrap_or("default");
                 let certificate = (listener.protocol == "HTTPS")

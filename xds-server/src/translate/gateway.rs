@@ -96,7 +96,7 @@ pub(super) fn translate_gateway(
 
 /// Whether `route` attaches to `listener` of `gateway`: a parentRef names the listener
 /// and the listener's `allowedRoutes` admit the route.
-fn attaches(
+pub(crate) fn attaches(
     state: &ClusterState,
     gateway: &Gateway,
     listener: &GatewayListener,
