@@ -170,11 +170,12 @@ impl XdsStream for SotwStream {
     }
 
     fn disconnected(&mut self) {
-        if let Some((proxy, _)) = &self.proxy {
-            self.registry.remove(self.id);
-            self.metrics.connected.dec();
-            info!(proxy = %proxy, stream = self.id, "proxy disconnected");
-        }
+        record_disconnect(
+            self.id,
+            self.proxy.as_ref().map(|(p, _)| p),
+            &self.registry,
+            &self.metrics,
+        );
     }
 
     fn cache(&self) -> &SnapshotCache {
@@ -216,25 +217,14 @@ impl SotwStream {
             return Ok(());
         }
         if let Some(error) = &request.error_detail {
-            let rejected = state.status.sent.clone().unwrap_or_default();
-            warn!(
-                proxy = %proxy_name,
-                r#type = type_name(type_url),
-                version = %rejected,
-                error = %error.message,
-                "proxy rejected configuration (NACK); it keeps its last accepted version"
+            record_nack(
+                &mut state.status,
+                &self.metrics,
+                &proxy_name,
+                type_url,
+                &error.message,
+                nack_objects,
             );
-            self.metrics
-                .nacks
-                .get_or_create(&TypeLabels {
-                    r#type: type_name(type_url),
-                })
-                .inc();
-            state.status.last_nack = Some(Nack {
-                version: rejected,
-                message: error.message.clone(),
-                objects: nack_objects,
-            });
         } else if !request.response_nonce.is_empty() {
             state.status.acked = Some(request.version_info.clone());
         }
@@ -388,6 +378,51 @@ pub(crate) async fn drive<S: XdsStream>(
         }
     }
     stream.disconnected();
+}
+
+/// Records a NACK: warns with the proxy and Envoy's error, counts it, and keeps it (with
+/// the objects behind the rejected resources) for `proxy-status` and status conditions.
+pub(crate) fn record_nack(
+    status: &mut TypeStatus,
+    metrics: &XdsMetrics,
+    proxy: &str,
+    type_url: &str,
+    message: &str,
+    objects: Vec<String>,
+) {
+    let rejected = status.sent.clone().unwrap_or_default();
+    warn!(
+        proxy = %proxy,
+        r#type = type_name(type_url),
+        version = %rejected,
+        error = %message,
+        "proxy rejected configuration (NACK); it keeps what it accepted before"
+    );
+    metrics
+        .nacks
+        .get_or_create(&TypeLabels {
+            r#type: type_name(type_url),
+        })
+        .inc();
+    status.last_nack = Some(Nack {
+        version: rejected,
+        message: message.to_string(),
+        objects,
+    });
+}
+
+/// Forgets a stream that ended, if it had identified its proxy.
+pub(crate) fn record_disconnect(
+    id: u64,
+    proxy: Option<&ProxyId>,
+    registry: &ProxyRegistry,
+    metrics: &XdsMetrics,
+) {
+    if let Some(proxy) = proxy {
+        registry.remove(id);
+        metrics.connected.dec();
+        info!(proxy = %proxy, stream = id, "proxy disconnected");
+    }
 }
 
 /// Who a stream's proxy is, from the node of its first request.

@@ -17,13 +17,13 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::{
-    ads::{XdsStream, identify, view_for},
+    ads::{XdsStream, identify, record_disconnect, record_nack, view_for},
     cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
     metrics::{TypeLabels, XdsMetrics},
-    registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
+    registry::{ProxyRegistry, ProxyStatus, TypeStatus, type_name},
     status::objects_behind,
     translate::{ProxyId, ProxyOptions},
 };
@@ -80,11 +80,12 @@ impl XdsStream for DeltaStream {
     }
 
     fn disconnected(&mut self) {
-        if let Some((proxy, _)) = &self.proxy {
-            self.registry.remove(self.id);
-            self.metrics.connected.dec();
-            info!(proxy = %proxy, stream = self.id, "proxy disconnected");
-        }
+        record_disconnect(
+            self.id,
+            self.proxy.as_ref().map(|(p, _)| p),
+            &self.registry,
+            &self.metrics,
+        );
     }
 
     fn cache(&self) -> &SnapshotCache {
@@ -152,25 +153,14 @@ impl DeltaStream {
                 .collect();
         }
         if let Some(error) = &request.error_detail {
-            let rejected = state.status.sent.clone().unwrap_or_default();
-            warn!(
-                proxy = %proxy_name,
-                r#type = type_name(type_url),
-                version = %rejected,
-                error = %error.message,
-                "proxy rejected configuration (NACK); it keeps its last accepted resources"
+            record_nack(
+                &mut state.status,
+                &self.metrics,
+                &proxy_name,
+                type_url,
+                &error.message,
+                nack_objects,
             );
-            self.metrics
-                .nacks
-                .get_or_create(&TypeLabels {
-                    r#type: type_name(type_url),
-                })
-                .inc();
-            state.status.last_nack = Some(Nack {
-                version: rejected,
-                message: error.message.clone(),
-                objects: nack_objects,
-            });
         } else if !request.response_nonce.is_empty() {
             state.status.acked = state.status.sent.clone();
         }
