@@ -22,6 +22,11 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+# Called by the end-to-end tests: kill (SIGTERM to weir up), openssl (test certificates),
+# curl (an HTTPS client that verifies certificates).
+type -P kill >/dev/null || missing+=(procps)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 if [ "${#missing[@]}" -gt 0 ]; then
   # Unique names, in order.
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
@@ -39,7 +44,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-for tool in prometheus promtool redis-server kubectl; do
+for tool in prometheus promtool redis-server kubectl openssl curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 

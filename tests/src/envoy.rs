@@ -129,6 +129,17 @@ impl Drop for Envoy {
     }
 }
 
+/// A Service `namespace/name` (port 80, named `http`) and the EndpointSlice that puts
+/// `backend` behind it, as two YAML documents each ending in `---`.
+pub fn service_manifest(namespace: &str, name: &str, backend: &Backend) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n",
+        backend.port
+    )
+}
+
 /// A response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpResponse {

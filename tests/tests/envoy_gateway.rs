@@ -16,7 +16,7 @@ use std::{
 
 use weir_tests::{
     WeirUp,
-    envoy::{Backend, Envoy, HttpResponse, request},
+    envoy::{Backend, Envoy, HttpResponse, request, service_manifest},
     eventually, free_port,
 };
 
@@ -25,20 +25,12 @@ const HOST: &str = "app.test";
 /// A namespace with Services `svc-a` and `svc-b` on two echo backends and a Gateway
 /// `edge` listening on `port`, plus `routes` (YAML documents).
 fn platform(port: u16, a: &Backend, b: &Backend, routes: &str) -> String {
-    let service = |name: &str, backend: &Backend| {
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
-             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-             addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n",
-            backend.port
-        )
-    };
     format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{}{}\
          apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: shop}}\n\
          spec: {{gatewayClassName: weir, listeners: [{{name: http, port: {port}, protocol: HTTP}}]}}\n---\n{routes}",
-        service("svc-a", a),
-        service("svc-b", b),
+        service_manifest("shop", "svc-a", a),
+        service_manifest("shop", "svc-b", b),
     )
 }
 

@@ -8,20 +8,16 @@ use std::{fs, net::SocketAddr, time::Duration};
 
 use weir_tests::{
     WeirUp,
-    envoy::{Backend, Envoy, request},
+    envoy::{Backend, Envoy, request, service_manifest},
     eventually, free_port,
 };
 
 fn services(a: &Backend, b: &Backend) -> String {
-    let service = |name: &str, backend: &Backend| {
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
-             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-             addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n",
-            backend.port
-        )
-    };
-    format!("{}{}", service("svc-a", a), service("svc-b", b))
+    format!(
+        "{}{}",
+        service_manifest("shop", "svc-a", a),
+        service_manifest("shop", "svc-b", b)
+    )
 }
 
 #[test]

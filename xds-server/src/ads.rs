@@ -84,6 +84,25 @@ impl AdsServer {
     }
 }
 
+impl AdsServer {
+    /// Runs `stream` in its own task and returns the response stream it feeds.
+    fn start<S: XdsStream>(
+        &self,
+        stream: S,
+        request: Request<Streaming<S::Request>>,
+        rx: mpsc::Receiver<Result<S::Response, Status>>,
+        tx: mpsc::Sender<Result<S::Response, Status>>,
+    ) -> Response<ResponseStream<S::Response>> {
+        tokio::spawn(drive(
+            stream,
+            request.into_inner(),
+            tx,
+            self.shutdown.clone(),
+        ));
+        Response::new(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
     type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
@@ -104,13 +123,7 @@ impl AggregatedDiscoveryService for AdsServer {
             registry: self.registry.clone(),
             metrics: self.metrics.clone(),
         };
-        tokio::spawn(drive(
-            stream,
-            request.into_inner(),
-            tx,
-            self.shutdown.clone(),
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(self.start(stream, request, rx, tx))
     }
 
     async fn delta_aggregated_resources(
@@ -124,13 +137,7 @@ impl AggregatedDiscoveryService for AdsServer {
             self.registry.clone(),
             self.metrics.clone(),
         );
-        tokio::spawn(drive(
-            stream,
-            request.into_inner(),
-            tx,
-            self.shutdown.clone(),
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(self.start(stream, request, rx, tx))
     }
 }
 
