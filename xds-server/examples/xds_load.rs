@@ -3,10 +3,11 @@
 //!
 //! ```sh
 //! cargo build --release --bin weir
-//! cargo run --release -p weir-xds --example xds_load -- --streams 1000
+//! cargo run --release -p weir-xds --example xds_load -- --streams 1000 [--protocol delta]
 //! ```
 //!
-//! Each stream subscribes like an Envoy sidecar (CDS and LDS wildcard, EDS for every cluster,
+//! Each stream (state of the world by default, incremental with `--protocol delta`)
+//! subscribes like an Envoy sidecar (CDS and LDS wildcard, EDS for every cluster,
 //! RDS for `outbound`) and ACKs every response. The generator measures, for `weir up` only
 //! (from /proc): resident memory per idle stream beyond the shared snapshot, CPU seconds per
 //! push, and the time from writing the changed HTTPRoute to each stream receiving the new
@@ -24,7 +25,8 @@ use std::{
 use envoy_types::pb::envoy::{
     config::{cluster::v3::Cluster, core::v3::Node},
     service::discovery::v3::{
-        DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        DeltaDiscoveryRequest, DiscoveryRequest,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
 };
 use prost::Message;
@@ -42,6 +44,7 @@ struct Args {
     streams: usize,
     services: usize,
     changes: usize,
+    delta: bool,
     weir: PathBuf,
 }
 
@@ -50,6 +53,7 @@ fn parse_args() -> Args {
         streams: 1000,
         services: 100,
         changes: 3,
+        delta: false,
         weir: PathBuf::from(
             std::env::var("WEIR_BIN").unwrap_or_else(|_| "target/release/weir".into()),
         ),
@@ -62,8 +66,15 @@ fn parse_args() -> Args {
             "--services" => args.services = value.parse().expect("--services N"),
             "--changes" => args.changes = value.parse().expect("--changes N"),
             "--weir" => args.weir = PathBuf::from(value),
+            "--protocol" => {
+                args.delta = match value.as_str() {
+                    "sotw" => false,
+                    "delta" => true,
+                    other => panic!("--protocol sotw|delta, not {other:?}"),
+                }
+            }
             other => panic!(
-                "unknown flag {other}; flags: --streams N --services N --changes N --weir PATH"
+                "unknown flag {other}; flags: --streams N --services N --changes N --protocol sotw|delta --weir PATH"
             ),
         }
     }
@@ -132,19 +143,98 @@ fn request(
     }
 }
 
-/// One simulated sidecar: subscribes, ACKs everything, reports each new route version.
-async fn run_stream(
-    channel: Channel,
-    index: usize,
-    routes_seen: mpsc::UnboundedSender<(usize, String, Instant)>,
-) {
+type RoutesSeen = mpsc::UnboundedSender<(usize, String, Instant)>;
+
+/// One simulated sidecar over the protocol chosen.
+async fn run_stream(channel: Channel, index: usize, routes_seen: RoutesSeen, delta: bool) {
+    if delta {
+        run_delta_stream(channel, index, routes_seen).await;
+    } else {
+        run_sotw_stream(channel, index, routes_seen).await;
+    }
+}
+
+fn sidecar_node(index: usize) -> Node {
+    Node {
+        id: format!("sidecar~pod-{index}.bench"),
+        ..Default::default()
+    }
+}
+
+/// One simulated incremental sidecar: subscribes, ACKs everything, reports each new
+/// version of the `outbound` route.
+async fn run_delta_stream(channel: Channel, index: usize, routes_seen: RoutesSeen) {
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel(16);
-    let node = Node {
-        id: format!("sidecar~pod-{index}.bench"),
-        ..Default::default()
+    let subscribe =
+        |type_url: &str, names: Vec<String>, node: Option<Node>| DeltaDiscoveryRequest {
+            node,
+            type_url: type_url.into(),
+            resource_names_subscribe: names,
+            ..Default::default()
+        };
+    let _ = tx
+        .send(subscribe(CLUSTER_TYPE, vec![], Some(sidecar_node(index))))
+        .await;
+    let _ = tx.send(subscribe(LISTENER_TYPE, vec![], None)).await;
+    let Ok(response) = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+    else {
+        eprintln!("stream {index}: could not open");
+        return;
     };
+    let mut responses = response.into_inner();
+    let mut clusters: BTreeSet<String> = BTreeSet::new();
+    let mut rds_requested = false;
+    while let Ok(Some(response)) = responses.message().await {
+        let ack = DeltaDiscoveryRequest {
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        };
+        if tx.send(ack).await.is_err() {
+            return;
+        }
+        match response.type_url.as_str() {
+            CLUSTER_TYPE => {
+                let new: Vec<String> = response
+                    .resources
+                    .iter()
+                    .filter(|r| clusters.insert(r.name.clone()))
+                    .map(|r| r.name.clone())
+                    .collect();
+                for removed in &response.removed_resources {
+                    clusters.remove(removed);
+                }
+                if !new.is_empty() {
+                    let _ = tx.send(subscribe(ENDPOINT_TYPE, new, None)).await;
+                }
+            }
+            LISTENER_TYPE if !rds_requested => {
+                rds_requested = true;
+                let _ = tx
+                    .send(subscribe(ROUTE_TYPE, vec!["outbound".into()], None))
+                    .await;
+            }
+            ROUTE_TYPE => {
+                if let Some(route) = response.resources.iter().find(|r| r.name == "outbound") {
+                    let _ = routes_seen.send((index, route.version.clone(), Instant::now()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One simulated state-of-the-world sidecar: subscribes, ACKs everything, reports each
+/// new route version.
+async fn run_sotw_stream(channel: Channel, index: usize, routes_seen: RoutesSeen) {
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel(16);
+    let node = sidecar_node(index);
     let _ = tx
         .send(request(
             CLUSTER_TYPE,
@@ -287,7 +377,7 @@ async fn main() {
     // Warm the shared snapshot with one stream so the baseline includes it.
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
     let warm = endpoint.connect().await.expect("connect");
-    tokio::spawn(run_stream(warm, usize::MAX, seen_tx.clone()));
+    tokio::spawn(run_stream(warm, usize::MAX, seen_tx.clone(), args.delta));
     let _ = seen_rx.recv().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, rss_base) = usage(pid);
@@ -318,6 +408,7 @@ async fn main() {
             channel.clone().expect("channel"),
             index,
             seen_tx.clone(),
+            args.delta,
         ));
     }
     let mut all = all_rx.clone();

@@ -11,7 +11,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -20,29 +19,22 @@ use std::{
 
 use envoy_types::pb::{
     envoy::config::core::v3::Node,
-    envoy::service::discovery::v3::{
-        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-        aggregated_discovery_service_server::AggregatedDiscoveryService,
-    },
+    envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse},
     google::protobuf::{Struct, value::Kind},
 };
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::{
     cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
     delta::DeltaStream,
+    grpc::{Outbox, ResponseBody},
     metrics::{TypeLabels, XdsMetrics},
     registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
     status::objects_behind,
     translate::{ProxyId, ProxyOptions, ViewKey, view_key},
 };
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Node metadata keys a bootstrap sets to give a proxy its ports.
 pub mod metadata {
@@ -85,34 +77,8 @@ impl AdsServer {
 }
 
 impl AdsServer {
-    /// Runs `stream` in its own task and returns the response stream it feeds.
-    fn start<S: XdsStream>(
-        &self,
-        stream: S,
-        request: Request<Streaming<S::Request>>,
-        rx: mpsc::Receiver<Result<S::Response, Status>>,
-        tx: mpsc::Sender<Result<S::Response, Status>>,
-    ) -> Response<ResponseStream<S::Response>> {
-        tokio::spawn(drive(
-            stream,
-            request.into_inner(),
-            tx,
-            self.shutdown.clone(),
-        ));
-        Response::new(Box::pin(ReceiverStream::new(rx)))
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(8);
+    /// Starts a state-of-the-world stream reading `requests`; returns its response body.
+    pub(crate) fn stream_sotw(&self, requests: Streaming<DiscoveryRequest>) -> ResponseBody {
         let stream = SotwStream {
             id: self.next_stream.fetch_add(1, Ordering::Relaxed),
             proxy: None,
@@ -123,21 +89,25 @@ impl AggregatedDiscoveryService for AdsServer {
             registry: self.registry.clone(),
             metrics: self.metrics.clone(),
         };
-        Ok(self.start(stream, request, rx, tx))
+        self.start(stream, requests)
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(8);
+    /// Starts an incremental stream reading `requests`; returns its response body.
+    pub(crate) fn stream_delta(&self, requests: Streaming<DeltaDiscoveryRequest>) -> ResponseBody {
         let stream = DeltaStream::new(
             self.next_stream.fetch_add(1, Ordering::Relaxed),
             self.cache.clone(),
             self.registry.clone(),
             self.metrics.clone(),
         );
-        Ok(self.start(stream, request, rx, tx))
+        self.start(stream, requests)
+    }
+
+    /// Runs `stream` in its own task and returns the response body it feeds.
+    fn start<S: XdsStream>(&self, stream: S, requests: Streaming<S::Request>) -> ResponseBody {
+        let (outbox, body) = Outbox::new();
+        tokio::spawn(drive(stream, requests, outbox, self.shutdown.clone()));
+        body
     }
 }
 
@@ -147,6 +117,9 @@ struct TypeState {
     subscription: Option<BTreeSet<String>>,
     requested: bool,
     sent_nonce: String,
+    /// The digest of the snapshot last compared with what was sent, while the
+    /// subscription has not changed since: the same digest again needs no work.
+    checked: Option<u64>,
     status: TypeStatus,
 }
 
@@ -162,11 +135,8 @@ struct SotwStream {
     metrics: XdsMetrics,
 }
 
-type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
-
 impl XdsStream for SotwStream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
 
     async fn on_request(&mut self, request: DiscoveryRequest, tx: &Outbox) -> Result<(), Status> {
         self.handle_request(request, tx).await
@@ -236,6 +206,7 @@ impl SotwStream {
             state.status.acked = Some(request.version_info.clone());
         }
         let names: BTreeSet<String> = request.resource_names.into_iter().collect();
+        state.checked = None;
         state.subscription =
             if is_wildcard_type(type_url) && (names.is_empty() || names.contains("*")) {
                 None
@@ -274,8 +245,12 @@ impl SotwStream {
         let Some(state) = self.types.get_mut(type_url) else {
             return Ok(());
         };
+        if !force && state.checked == Some(snapshot.digest()) {
+            return Ok(());
+        }
         let version = snapshot.version(state.subscription.as_ref());
         if !force && state.status.sent.as_deref() == Some(version.as_str()) {
+            state.checked = Some(snapshot.digest());
             return Ok(());
         }
         let resources: Vec<_> = snapshot
@@ -292,9 +267,10 @@ impl SotwStream {
             nonce: nonce.clone(),
             ..Default::default()
         };
-        tx.send(Ok(response)).await.map_err(|_| ())?;
+        tx.send(&response).await.map_err(|_| ())?;
         state.status.sent = Some(version);
         state.sent_nonce = nonce;
+        state.checked = Some(snapshot.digest());
         self.metrics
             .pushes
             .get_or_create(&TypeLabels {
@@ -329,21 +305,18 @@ impl SotwStream {
 
 /// What the stream driver needs from each protocol variant.
 pub(crate) trait XdsStream: Send + 'static {
-    type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
 
     /// Handles one request; an error ends the stream with that status.
     fn on_request(
         &mut self,
         request: Self::Request,
-        tx: &mpsc::Sender<Result<Self::Response, Status>>,
+        tx: &Outbox,
     ) -> impl std::future::Future<Output = Result<(), Status>> + Send;
 
     /// Sends what a new generation changed; an error means the stream is gone.
-    fn push_all(
-        &mut self,
-        tx: &mpsc::Sender<Result<Self::Response, Status>>,
-    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+    fn push_all(&mut self, tx: &Outbox)
+    -> impl std::future::Future<Output = Result<(), ()>> + Send;
 
     /// Called once when the stream ends.
     fn disconnected(&mut self);
@@ -357,7 +330,7 @@ pub(crate) trait XdsStream: Send + 'static {
 pub(crate) async fn drive<S: XdsStream>(
     mut stream: S,
     mut requests: Streaming<S::Request>,
-    tx: mpsc::Sender<Result<S::Response, Status>>,
+    tx: Outbox,
     shutdown: CancellationToken,
 ) {
     let mut generations = stream.cache().subscribe();
@@ -367,7 +340,7 @@ pub(crate) async fn drive<S: XdsStream>(
             message = requests.message() => match message {
                 Ok(Some(request)) => {
                     if let Err(status) = stream.on_request(request, &tx).await {
-                        let _ = tx.send(Err(status)).await;
+                        tx.end(status).await;
                         break;
                     }
                 }

@@ -38,8 +38,8 @@ pub fn is_wildcard_type(type_url: &str) -> bool {
 /// One encoded resource.
 #[derive(Debug)]
 pub struct Resource {
-    /// The resource's name.
-    pub name: String,
+    /// The resource's name (shared with every stream that tracks it).
+    pub name: Arc<str>,
     /// The encoded resource.
     pub any: Any,
     /// Hash of the encoding, for versions.
@@ -47,29 +47,50 @@ pub struct Resource {
 }
 
 impl Resource {
-    fn new(name: String, any: Any) -> Arc<Self> {
+    fn new(name: &str, any: Any) -> Arc<Self> {
         let mut hasher = DefaultHasher::new();
         any.type_url.hash(&mut hasher);
         any.value.hash(&mut hasher);
         Arc::new(Resource {
-            name,
+            name: name.into(),
             any,
             hash: hasher.finish(),
         })
     }
 }
 
+fn hash_resources<'a>(resources: impl Iterator<Item = &'a Arc<Resource>>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for resource in resources {
+        resource.name.hash(&mut hasher);
+        resource.hash.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 /// The resources of one type that a view sees, by name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TypeSnapshot {
-    resources: BTreeMap<String, Arc<Resource>>,
+    resources: BTreeMap<Arc<str>, Arc<Resource>>,
+    /// Hash over every name and content: equal digests, equal snapshots.
+    digest: u64,
 }
 
 impl TypeSnapshot {
     fn from_resources(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
+        let resources: BTreeMap<Arc<str>, Arc<Resource>> =
+            resources.into_iter().map(|r| (r.name.clone(), r)).collect();
         TypeSnapshot {
-            resources: resources.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            digest: hash_resources(resources.values()),
+            resources,
         }
+    }
+
+    /// Identifies the content: a stream that has dealt with a snapshot of this digest has
+    /// nothing to do for another one with the same digest (as long as its subscription
+    /// stays the same).
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// The resources a subscription selects: all (`None`, a wildcard subscription) or
@@ -81,17 +102,16 @@ impl TypeSnapshot {
         let all = names.is_none();
         self.resources
             .values()
-            .filter(move |r| all || names.is_some_and(|n| n.contains(&r.name)))
+            .filter(move |r| all || names.is_some_and(|n| n.contains(&*r.name)))
     }
 
     /// The version of what a subscription selects: a hash over names and contents.
     pub fn version(&self, names: Option<&BTreeSet<String>>) -> String {
-        let mut hasher = DefaultHasher::new();
-        for resource in self.select(names) {
-            resource.name.hash(&mut hasher);
-            resource.hash.hash(&mut hasher);
-        }
-        format!("{:016x}", hasher.finish())
+        let hash = match names {
+            None => self.digest,
+            Some(_) => hash_resources(self.select(names)),
+        };
+        format!("{hash:016x}")
     }
 
     /// How many resources there are.
@@ -161,11 +181,13 @@ impl Generation {
             SharedResources {
                 clusters: clusters
                     .iter()
-                    .map(|c| Resource::new(c.name.clone(), pack_any(envoy::to_cluster(c))))
+                    .map(|c| Resource::new(&c.name, pack_any(envoy::to_cluster(c))))
                     .collect(),
-                endpoints: Arc::new(TypeSnapshot::from_resources(assignments.iter().map(|a| {
-                    Resource::new(a.cluster.clone(), pack_any(envoy::to_load_assignment(a)))
-                }))),
+                endpoints: Arc::new(TypeSnapshot::from_resources(
+                    assignments
+                        .iter()
+                        .map(|a| Resource::new(&a.cluster, pack_any(envoy::to_load_assignment(a)))),
+                )),
                 config: ProxyConfig {
                     clusters,
                     load_assignments: assignments,
@@ -199,18 +221,18 @@ impl Generation {
             .chain(
                 view.clusters
                     .iter()
-                    .map(|c| Resource::new(c.name.clone(), pack_any(envoy::to_cluster(c)))),
+                    .map(|c| Resource::new(&c.name, pack_any(envoy::to_cluster(c)))),
             )
             .collect();
         let listeners: Vec<_> = view
             .listeners
             .iter()
-            .map(|l| Resource::new(l.name.clone(), pack_any(envoy::to_listener(l))))
+            .map(|l| Resource::new(&l.name, pack_any(envoy::to_listener(l))))
             .collect();
         let routes: Vec<_> = view
             .route_tables
             .iter()
-            .map(|t| Resource::new(t.name.clone(), pack_any(envoy::to_route_configuration(t))))
+            .map(|t| Resource::new(&t.name, pack_any(envoy::to_route_configuration(t))))
             .collect();
         let config = ProxyConfig {
             clusters: shared
@@ -336,10 +358,7 @@ mod tests {
         assert_eq!(endpoints.len(), 2);
         let web: BTreeSet<String> =
             ["shop/web/80".to_string(), "shop/missing/80".to_string()].into();
-        let selected: Vec<&str> = endpoints
-            .select(Some(&web))
-            .map(|r| r.name.as_str())
-            .collect();
+        let selected: Vec<&str> = endpoints.select(Some(&web)).map(|r| &*r.name).collect();
         assert_eq!(selected, ["shop/web/80"]);
         assert_ne!(endpoints.version(Some(&web)), endpoints.version(None));
     }

@@ -15,26 +15,34 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{debug, info};
 
 use crate::{
     ads::{XdsStream, identify, record_disconnect, record_nack, view_for},
-    cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
+    cache::{
+        Resource as CachedResource, SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type,
+    },
+    grpc::Outbox,
     metrics::{TypeLabels, XdsMetrics},
     registry::{ProxyRegistry, ProxyStatus, TypeStatus, type_name},
     status::objects_behind,
     translate::{ProxyId, ProxyOptions},
 };
 
+/// Stands for a version the proxy reported that is not one of Weir's content hashes.
+const UNKNOWN_VERSION: u64 = 0;
+
 #[derive(Debug, Default)]
 struct TypeState {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// Resource name → the version the proxy holds.
-    known: BTreeMap<String, String>,
+    /// Resource name → the version (content hash) the proxy holds.
+    known: BTreeMap<Arc<str>, u64>,
     requested: bool,
+    /// The digest of the snapshot last diffed against `known`, while the subscription has
+    /// not changed since: the same digest again has nothing to send.
+    checked: Option<u64>,
     status: TypeStatus,
 }
 
@@ -55,11 +63,8 @@ pub(crate) struct DeltaStream {
     metrics: XdsMetrics,
 }
 
-type Outbox = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
-
 impl XdsStream for DeltaStream {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
 
     async fn on_request(
         &mut self,
@@ -140,16 +145,21 @@ impl DeltaStream {
             _ => Vec::new(),
         };
         let state = self.types.entry(type_url).or_default();
+        state.checked = None;
         let first = !state.requested;
         if first {
             state.requested = true;
             // A wildcard type with no names subscribed means "everything" (legacy wildcard).
             state.wildcard =
                 is_wildcard_type(type_url) && request.resource_names_subscribe.is_empty();
+            // Versions Weir did not write (or cannot read) never match, so they are resent.
             state.known = request
                 .initial_resource_versions
-                .clone()
-                .into_iter()
+                .iter()
+                .map(|(name, version)| {
+                    let hash = u64::from_str_radix(version, 16).unwrap_or(UNKNOWN_VERSION);
+                    (Arc::from(name.as_str()), hash)
+                })
                 .collect();
         }
         if let Some(error) = &request.error_detail {
@@ -176,7 +186,7 @@ impl DeltaStream {
                 state.wildcard = false;
             } else {
                 state.names.remove(&name);
-                state.known.remove(&name);
+                state.known.remove(name.as_str());
             }
         }
         self.send(type_url, tx)
@@ -198,28 +208,26 @@ impl DeltaStream {
         let Some(state) = self.types.get_mut(type_url) else {
             return Ok(());
         };
-        let current: BTreeMap<&str, (String, _)> = snapshot
+        if state.checked == Some(snapshot.digest()) {
+            return Ok(());
+        }
+        let current: Vec<&Arc<CachedResource>> = snapshot
             .select(None)
             .filter(|r| state.subscribed(&r.name))
-            .map(|r| (r.name.as_str(), (format!("{:016x}", r.hash), r)))
             .collect();
-        let changed: Vec<Resource> = current
+        let changed: Vec<&Arc<CachedResource>> = current
             .iter()
-            .filter(|(name, (version, _))| state.known.get(**name) != Some(version))
-            .map(|(name, (version, resource))| Resource {
-                name: (*name).to_string(),
-                version: version.clone(),
-                resource: Some(resource.any.clone()),
-                ..Default::default()
-            })
+            .filter(|r| state.known.get(&r.name) != Some(&r.hash))
+            .copied()
             .collect();
-        let removed: Vec<String> = state
+        let removed: Vec<Arc<str>> = state
             .known
             .keys()
-            .filter(|name| !current.contains_key(name.as_str()))
+            .filter(|name| current.binary_search_by(|r| r.name.cmp(name)).is_err())
             .cloned()
             .collect();
         if changed.is_empty() && removed.is_empty() {
+            state.checked = Some(snapshot.digest());
             return Ok(());
         }
         let system_version = snapshot.version(None);
@@ -228,19 +236,28 @@ impl DeltaStream {
             system_version_info: system_version.clone(),
             type_url: type_url.to_string(),
             nonce: self.nonce.to_string(),
-            removed_resources: removed.clone(),
-            resources: changed.clone(),
+            removed_resources: removed.iter().map(|n| n.to_string()).collect(),
+            resources: changed
+                .iter()
+                .map(|r| Resource {
+                    name: r.name.to_string(),
+                    version: format!("{:016x}", r.hash),
+                    resource: Some(r.any.clone()),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         };
-        tx.send(Ok(response)).await.map_err(|_| ())?;
+        tx.send(&response).await.map_err(|_| ())?;
         for resource in changed {
-            state.known.insert(resource.name, resource.version);
+            state.known.insert(resource.name.clone(), resource.hash);
         }
         for name in removed {
             state.known.remove(&name);
         }
         state.status.sent = Some(system_version);
         state.status.resources = state.known.len();
+        state.checked = Some(snapshot.digest());
         self.metrics
             .pushes
             .get_or_create(&TypeLabels {

@@ -4,13 +4,14 @@
 //! [`cache::Generation`] (debounced, [`server::run_publisher`]); [`translate`] turns it into
 //! what each class of proxy should see ([`model`]), purely; [`envoy`] converts that into
 //! Envoy's protobuf in one place; [`cache`] encodes it once per generation and view; and
-//! [`ads`] streams it to proxies, tracking ACKs and NACKs in the [`registry`].
+//! [`ads`] streams it to proxies (framed by [`grpc`]), tracking ACKs and NACKs in the [`registry`].
 
 pub mod ads;
 pub mod bootstrap;
 pub mod cache;
 mod delta;
 pub mod envoy;
+pub mod grpc;
 pub mod metrics;
 pub mod model;
 pub mod registry;

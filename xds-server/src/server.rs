@@ -3,14 +3,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use tokio::{net::TcpListener, sync::watch, time::Instant};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use weir_store::ClusterState;
 
-use crate::{ads::AdsServer, cache::SnapshotCache, metrics::XdsMetrics};
+use crate::{ads::AdsServer, cache::SnapshotCache, grpc::AdsService, metrics::XdsMetrics};
 
 /// How long a burst of changes may keep arriving before it is published.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -64,7 +63,7 @@ pub async fn serve(
     info!(addr = ?listener.local_addr().ok(), "xds-server listening");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(AggregatedDiscoveryServiceServer::new(ads).max_decoding_message_size(16 << 20))
+        .add_service(AdsService::new(ads))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
 }
