@@ -168,7 +168,7 @@ pub struct HTTPRouteSpec {
 }
 
 /// A reference from a route to a Gateway or a Service.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
     /// Defaults to `gateway.networking.k8s.io`; `""` for a Service.
@@ -427,4 +427,104 @@ pub struct RouteParentStatus {
     /// Accepted, ResolvedRefs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The controller name Weir answers to in `GatewayClass.spec.controllerName`.
+pub const WEIR_CONTROLLER: &str = "weir.io/gateway-controller";
+
+/// A class of Gateways and the controller that implements them.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    derive = "PartialEq",
+    version = "v1",
+    kind = "GatewayClass",
+    status = "GatewayClassStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClassSpec {
+    /// The controller that implements Gateways of this class; Weir's is
+    /// [`WEIR_CONTROLLER`].
+    pub controller_name: String,
+}
+
+/// Observed state of a GatewayClass.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClassStatus {
+    /// Accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+impl GatewayClass {
+    /// Whether Weir implements this class.
+    pub fn is_weirs(&self) -> bool {
+        self.spec.controller_name == WEIR_CONTROLLER
+    }
+}
+
+/// Permits references from objects in other namespaces to objects in this one (a route's
+/// backend in another namespace, a Gateway's certificate Secret in another namespace).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    derive = "PartialEq",
+    version = "v1beta1",
+    kind = "ReferenceGrant",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    /// Who may refer.
+    pub from: Vec<ReferenceGrantFrom>,
+    /// To what in this namespace.
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+/// A kind of referring object, in one namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantFrom {
+    /// The group (`""` for core).
+    pub group: String,
+    /// The kind.
+    pub kind: String,
+    /// The namespace the referring objects are in.
+    pub namespace: String,
+}
+
+/// A kind (and optionally a name) that may be referred to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantTo {
+    /// The group (`""` for core).
+    pub group: String,
+    /// The kind.
+    pub kind: String,
+    /// Only this object; absent: every object of the kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ReferenceGrant {
+    /// Whether this grant lets a `from_group`/`from_kind` in `from_namespace` refer to the
+    /// `to_group`/`to_kind` object `name` in the grant's namespace.
+    pub fn permits(
+        &self,
+        (from_group, from_kind, from_namespace): (&str, &str, &str),
+        (to_group, to_kind, name): (&str, &str, &str),
+    ) -> bool {
+        self.spec
+            .from
+            .iter()
+            .any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_namespace)
+            && self.spec.to.iter().any(|t| {
+                t.group == to_group
+                    && t.kind == to_kind
+                    && t.name.as_deref().is_none_or(|n| n == name)
+            })
+    }
 }

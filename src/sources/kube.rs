@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use weir_crds::{
     MeshPolicy, NodePool, ScalingPolicy, TrafficPolicy,
-    gateway_api::{Gateway, HTTPRoute},
+    gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
 };
 use weir_store::{Kind, Object, ObjectKey, StateWriter};
 
@@ -63,6 +63,8 @@ pub fn spawn_reflectors(
             Kind::Secret => spawn::<Secret>(&mut tasks, *kind, ctx),
             Kind::Gateway => spawn::<Gateway>(&mut tasks, *kind, ctx),
             Kind::HTTPRoute => spawn::<HTTPRoute>(&mut tasks, *kind, ctx),
+            Kind::GatewayClass => spawn::<GatewayClass>(&mut tasks, *kind, ctx),
+            Kind::ReferenceGrant => spawn::<ReferenceGrant>(&mut tasks, *kind, ctx),
         }
     }
     tasks

@@ -16,7 +16,7 @@ use kube::Resource;
 use serde_json::Value;
 use weir_crds::{
     MeshPolicy, NodePool, ScalingPolicy, TrafficPolicy,
-    gateway_api::{Gateway, HTTPRoute},
+    gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
 };
 
 use crate::store::Store;
@@ -217,4 +217,6 @@ kinds! {
     Secret(Secret), secrets, namespaced: true, also: [];
     Gateway(Gateway), gateways, namespaced: true, also: ["gateway.networking.k8s.io/v1beta1"];
     HTTPRoute(HTTPRoute), http_routes, namespaced: true, also: ["gateway.networking.k8s.io/v1beta1"];
+    GatewayClass(GatewayClass), gateway_classes, namespaced: false, also: ["gateway.networking.k8s.io/v1beta1"];
+    ReferenceGrant(ReferenceGrant), reference_grants, namespaced: true, also: ["gateway.networking.k8s.io/v1"];
 }

@@ -93,6 +93,22 @@ pub fn check_references(state: &ClusterState) -> Vec<DanglingReference> {
 
     for (key, gateway) in state.gateways.iter() {
         let ns = key.namespace.as_deref().unwrap_or("default");
+        let class = &gateway.spec.gateway_class_name;
+        if state
+            .gateway_classes
+            .get(&ObjectKey::cluster(class.as_str()))
+            .is_none()
+        {
+            report(
+                Kind::Gateway,
+                key,
+                "spec.gatewayClassName".into(),
+                format!(
+                    "GatewayClass {class} does not exist (Weir serves Gateways whose class names controllerName {})",
+                    weir_crds::gateway_api::WEIR_CONTROLLER
+                ),
+            );
+        }
         for (l, listener) in gateway.spec.listeners.iter().enumerate() {
             for (c, cert) in listener
                 .tls

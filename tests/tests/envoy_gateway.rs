@@ -27,6 +27,8 @@ const HOST: &str = "app.test";
 fn platform(port: u16, a: &Backend, b: &Backend, routes: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{}{}\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: weir}}\n\
+         spec: {{controllerName: weir.io/gateway-controller}}\n---\n\
          apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: shop}}\n\
          spec: {{gatewayClassName: weir, listeners: [{{name: http, port: {port}, protocol: HTTP}}]}}\n---\n{routes}",
         service_manifest("shop", "svc-a", a),
@@ -540,7 +542,7 @@ fn https_listeners_terminate_tls_with_the_certificate_from_the_secret() {
     let platform_yaml = platform(free_port(), &a, &b, "");
     let without_gateway: String = platform_yaml
         .split("---\n")
-        .filter(|d| !d.contains("kind: Gateway"))
+        .filter(|d| !d.contains("kind: Gateway\n"))
         .collect::<Vec<_>>()
         .join("---\n");
     fs::write(

@@ -17,7 +17,7 @@ fn the_quickstart_is_valid() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("ok: 31 objects in 8 files"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ok: 32 objects in 8 files"));
 }
 
 #[test]

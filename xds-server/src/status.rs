@@ -14,7 +14,10 @@ use weir_crds::gateway_api::{Gateway, HTTPRoute};
 use weir_store::ClusterState;
 
 use crate::translate::{
-    gateway::{attaches, hostnames, listener_allows, parent_names_gateway, parent_names_listener},
+    gateway::{
+        attaches, hostnames, is_weirs, listener_allows, listener_conflicts, parent_names_gateway,
+        parent_names_listener,
+    },
     routes::resolve_backend,
 };
 
@@ -51,6 +54,9 @@ fn condition(
 pub struct ParentStatus {
     /// The parent, `Kind namespace/name[/section]`.
     pub parent: String,
+    /// The parentRef as the route wrote it (status entries repeat it).
+    #[serde(skip)]
+    pub parent_ref: weir_crds::gateway_api::ParentReference,
     /// Accepted, ResolvedRefs, and weir.io/Programmed when a proxy rejected it.
     pub conditions: Vec<ConditionStatus>,
 }
@@ -75,9 +81,12 @@ pub struct GatewayStatus {
     pub listeners: Vec<ListenerStatus>,
 }
 
-/// The status of every Gateway and HTTPRoute, by `namespace/name`.
+/// The status of Weir's GatewayClasses (by name), and of every Gateway of those classes
+/// and every HTTPRoute (by `namespace/name`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StatusReport {
+    /// GatewayClasses naming Weir's controller: their conditions.
+    pub gateway_classes: BTreeMap<String, Vec<ConditionStatus>>,
     /// Gateways.
     pub gateways: BTreeMap<String, GatewayStatus>,
     /// HTTPRoutes, one entry per parentRef.
@@ -108,7 +117,25 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
         rejections.iter().find(|r| r.objects.contains(&id))
     };
 
+    for (key, class) in state.gateway_classes.iter() {
+        if class.is_weirs() {
+            report.gateway_classes.insert(
+                key.name.clone(),
+                vec![condition(
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    "Weir implements Gateways of this class",
+                )],
+            );
+        }
+    }
+
     for (key, gateway) in state.gateways.iter() {
+        if !is_weirs(state, gateway) {
+            continue;
+        }
+        let conflicts = listener_conflicts(gateway);
         let listeners: Vec<ListenerStatus> = gateway
             .spec
             .listeners
@@ -125,12 +152,21 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
                         crate::translate::gateway::listener_tls(state, gateway_ns, listener).err()
                     })
                     .flatten();
-                let ok = supported(&listener.protocol) && certificate.is_none();
+                let conflict = conflicts.get(&listener.name);
+                let ok =
+                    supported(&listener.protocol) && certificate.is_none() && conflict.is_none();
+                let conflicted = match conflict {
+                    None => condition("Conflicted", false, "NoConflicts", "no conflicts"),
+                    Some((reason, message)) => ConditionStatus {
+                        type_: "Conflicted",
+                        status: "True",
+                        reason,
+                        message: message.clone(),
+                    },
+                };
                 let resolved = match &certificate {
                     None => condition("ResolvedRefs", true, "ResolvedRefs", "references resolved"),
-                    Some(why) => {
-                        condition("ResolvedRefs", false, "InvalidCertificateRef", why.clone())
-                    }
+                    Some(why) => condition("ResolvedRefs", false, why.reason, why.message.clone()),
                 };
                 let accepted = if supported(&listener.protocol) {
                     condition("Accepted", true, "Accepted", "listener accepted")
@@ -151,6 +187,7 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
                     conditions: vec![
                         accepted,
                         resolved,
+                        conflicted,
                         condition(
                             "Programmed",
                             ok,
@@ -229,6 +266,15 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
             .spec
             .parent_refs
             .iter()
+            .filter(|parent| {
+                // Parents that are another controller's Gateways are theirs to report.
+                let ns = parent.namespace.as_deref().unwrap_or(route_ns);
+                parent.is_service()
+                    || state
+                        .gateways
+                        .get_namespaced(ns, &parent.name)
+                        .is_none_or(|g| is_weirs(state, g))
+            })
             .map(|parent| {
                 let ns = parent.namespace.as_deref().unwrap_or(route_ns);
                 let section = parent
@@ -273,6 +319,7 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
                 conditions.extend(programmed.clone());
                 ParentStatus {
                     parent: format!("{kind} {ns}/{}{section}", parent.name),
+                    parent_ref: parent.clone(),
                     conditions,
                 }
             })

@@ -9,10 +9,10 @@ use weir_crds::{
     },
     traffic_policy::PolicyTargetKind,
 };
-use weir_store::{ClusterState, selector_matches};
+use weir_store::{ClusterState, ObjectKey, selector_matches};
 
 use super::{
-    ProxyOptions, policy,
+    ProxyOptions, policy, reference_permitted,
     routes::{RankedRoute, in_precedence_order, translate_http_route},
 };
 use crate::model::{Listener, ProxyConfig, RouteTable, TlsTermination, VirtualHost};
@@ -24,13 +24,22 @@ pub(super) fn translate_gateway(
     options: &ProxyOptions,
     config: &mut ProxyConfig,
 ) {
-    let Some(gateway) = state.gateways.get_namespaced(namespace, name) else {
+    let Some(gateway) = state
+        .gateways
+        .get_namespaced(namespace, name)
+        .filter(|g| is_weirs(state, g))
+    else {
         return;
     };
+    let conflicts = listener_conflicts(gateway);
     let gateway_policy = policy::policy_for(state, namespace, PolicyTargetKind::Gateway, name);
     let mut by_port: BTreeMap<u16, Vec<&GatewayListener>> = BTreeMap::new();
     let mut tls_by_port: BTreeMap<u16, Vec<TlsTermination>> = BTreeMap::new();
     for listener in &gateway.spec.listeners {
+        if conflicts.contains_key(&listener.name) {
+            // Conflicted listeners are not served (their status says why).
+            continue;
+        }
         match listener.protocol.as_str() {
             "HTTP" => by_port.entry(listener.port).or_default().push(listener),
             "HTTPS" => {
@@ -92,6 +101,61 @@ pub(super) fn translate_gateway(
             virtual_hosts,
         });
     }
+}
+
+/// Whether Weir implements `gateway`: its GatewayClass exists and names Weir's controller.
+/// Gateways of other classes belong to other controllers: Weir neither serves nor
+/// reports them.
+pub(crate) fn is_weirs(state: &ClusterState, gateway: &Gateway) -> bool {
+    state
+        .gateway_classes
+        .get(&ObjectKey::cluster(
+            gateway.spec.gateway_class_name.as_str(),
+        ))
+        .is_some_and(|class| class.is_weirs())
+}
+
+/// The listeners of `gateway` that conflict with an earlier one on the same port, with
+/// the Gateway API's reason: `ProtocolConflict` (another protocol than the port's first
+/// listener) or `HostnameConflict` (the same protocol and hostname as an earlier one).
+/// The earlier listener keeps the port, so adding a listener never breaks one that works.
+pub(crate) fn listener_conflicts(gateway: &Gateway) -> BTreeMap<String, (&'static str, String)> {
+    let mut conflicts = BTreeMap::new();
+    let mut first_by_port: BTreeMap<u16, &GatewayListener> = BTreeMap::new();
+    let mut hostnames_by_port: BTreeMap<u16, BTreeMap<Option<&str>, &str>> = BTreeMap::new();
+    for listener in &gateway.spec.listeners {
+        let first = *first_by_port.entry(listener.port).or_insert(listener);
+        if first.protocol != listener.protocol {
+            conflicts.insert(
+                listener.name.clone(),
+                (
+                    "ProtocolConflict",
+                    format!(
+                        "port {} is already {} (listener {}); one port serves one protocol",
+                        listener.port, first.protocol, first.name
+                    ),
+                ),
+            );
+            continue;
+        }
+        let taken = hostnames_by_port.entry(listener.port).or_default();
+        if let Some(other) = taken.get(&listener.hostname.as_deref()) {
+            conflicts.insert(
+                listener.name.clone(),
+                (
+                    "HostnameConflict",
+                    format!(
+                        "listener {other} already serves hostname {} on port {}",
+                        listener.hostname.as_deref().unwrap_or("*"),
+                        listener.port
+                    ),
+                ),
+            );
+            continue;
+        }
+        taken.insert(listener.hostname.as_deref(), &listener.name);
+    }
+    conflicts
 }
 
 /// Whether `route` attaches to `listener` of `gateway`: a parentRef names the listener
@@ -208,12 +272,36 @@ fn intersect(a: &str, b: &str) -> Option<String> {
     }
 }
 
+/// Why an HTTPS listener's certificate cannot be used, with the Gateway API's reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CertificateProblem {
+    /// `InvalidCertificateRef` or `RefNotPermitted`.
+    pub(crate) reason: &'static str,
+    /// A sentence for the condition's message.
+    pub(crate) message: String,
+}
+
+impl From<String> for CertificateProblem {
+    fn from(message: String) -> Self {
+        CertificateProblem {
+            reason: "InvalidCertificateRef",
+            message,
+        }
+    }
+}
+
+impl From<&str> for CertificateProblem {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
 /// Why an HTTPS listener's certificate does not resolve (`InvalidCertificateRef`).
 pub(crate) fn listener_tls(
     state: &ClusterState,
     namespace: &str,
     listener: &GatewayListener,
-) -> Result<TlsTermination, String> {
+) -> Result<TlsTermination, CertificateProblem> {
     let tls = listener
         .tls
         .as_ref()
@@ -222,18 +310,27 @@ pub(crate) fn listener_tls(
         return Err(format!(
             "tls.mode {} is not supported; use Terminate",
             tls.mode.as_deref().unwrap_or("")
-        ));
+        )
+        .into());
     }
     let reference = tls
         .certificate_refs
         .first()
         .ok_or("an HTTPS listener needs tls.certificateRefs")?;
     let secret_ns = reference.namespace.as_deref().unwrap_or(namespace);
-    if secret_ns != namespace {
-        return Err(format!(
-            "Secret {secret_ns}/{} is in another namespace (ReferenceGrants are not supported yet)",
-            reference.name
-        ));
+    if !reference_permitted(
+        state,
+        (GATEWAY_GROUP, "Gateway", namespace),
+        secret_ns,
+        ("", "Secret", &reference.name),
+    ) {
+        return Err(CertificateProblem {
+            reason: "RefNotPermitted",
+            message: format!(
+                "Secret {secret_ns}/{} is in another namespace and no ReferenceGrant there permits Gateways from this one",
+                reference.name
+            ),
+        });
     }
     let secret = state
         .secrets
@@ -259,7 +356,8 @@ pub(crate) fn listener_tls(
         return Err(format!(
             "Secret {secret_ns}/{} has no PEM tls.crt and tls.key",
             reference.name
-        ));
+        )
+        .into());
     };
     Ok(TlsTermination {
         server_names: listener.hostname.iter().cloned().collect(),

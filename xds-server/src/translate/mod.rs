@@ -24,6 +24,22 @@ use weir_store::ClusterState;
 
 use crate::model::ProxyConfig;
 
+/// Whether an object (`group`, `kind`, `namespace`) may refer to the object (`group`,
+/// `kind`, `name`) in `to_namespace`: always within a namespace, across namespaces only
+/// when a ReferenceGrant in `to_namespace` permits it.
+pub(crate) fn reference_permitted(
+    state: &ClusterState,
+    from: (&str, &str, &str),
+    to_namespace: &str,
+    to: (&str, &str, &str),
+) -> bool {
+    from.2 == to_namespace
+        || state
+            .reference_grants
+            .in_namespace(to_namespace)
+            .any(|grant| grant.permits(from, to))
+}
+
 /// A proxy's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {

@@ -4,14 +4,14 @@ use std::cmp::Reverse;
 
 use weir_crds::{
     gateway_api::{
-        HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter,
-        HTTPRouteMatch, HTTPRouteRule,
+        GATEWAY_GROUP, HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute,
+        HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule,
     },
     traffic_policy::PolicyTargetKind,
 };
 use weir_store::ClusterState;
 
-use super::{policy, service_cluster_name};
+use super::{policy, reference_permitted, service_cluster_name};
 use crate::model::{
     HeaderChanges, PathMatch, PathRewrite, Redirect, Rewrite, Route, RouteAction, RouteMatch,
     ValueMatch, WeightedBackend,
@@ -277,8 +277,7 @@ fn path_rewrite(modifier: &HTTPPathModifier) -> Option<PathRewrite> {
 pub(crate) enum BackendProblem {
     /// Not a core Service (`InvalidKind`).
     InvalidKind(String),
-    /// In another namespace, which needs a ReferenceGrant Weir does not read yet
-    /// (`RefNotPermitted`).
+    /// In another namespace with no ReferenceGrant there permitting it (`RefNotPermitted`).
     CrossNamespace(String),
     /// No port given (`UnsupportedValue`).
     NoPort(String),
@@ -308,7 +307,7 @@ impl BackendProblem {
                 format!("backend kind {k} is not supported; use a Service")
             }
             BackendProblem::CrossNamespace(n) => format!(
-                "backend {n} is in another namespace (ReferenceGrants are not supported yet)"
+                "backend {n} is in another namespace and no ReferenceGrant there permits HTTPRoutes from this one"
             ),
             BackendProblem::NoPort(n) => format!("backend Service {n} needs a port"),
             BackendProblem::ServiceNotFound(n) => format!("backend Service {n} does not exist"),
@@ -317,13 +316,13 @@ impl BackendProblem {
     }
 }
 
-/// The cluster of a backend: a Service port in the route's namespace that exists.
+/// The cluster of a backend: a Service port that exists, in the route's namespace or in
+/// one whose ReferenceGrant permits it.
 pub(crate) fn resolve_backend(
     state: &ClusterState,
     ns: &str,
     backend: &HTTPBackendRef,
 ) -> Result<WeightedBackend, BackendProblem> {
-    let name = format!("{ns}/{}", backend.name);
     if !backend.is_service() {
         return Err(BackendProblem::InvalidKind(format!(
             "{}/{}",
@@ -331,18 +330,22 @@ pub(crate) fn resolve_backend(
             backend.kind.as_deref().unwrap_or("")
         )));
     }
-    if let Some(other) = backend.namespace.as_deref().filter(|n| *n != ns) {
-        return Err(BackendProblem::CrossNamespace(format!(
-            "{other}/{}",
-            backend.name
-        )));
+    let target_ns = backend.namespace.as_deref().unwrap_or(ns);
+    let name = format!("{target_ns}/{}", backend.name);
+    if !reference_permitted(
+        state,
+        (GATEWAY_GROUP, "HTTPRoute", ns),
+        target_ns,
+        ("", "Service", &backend.name),
+    ) {
+        return Err(BackendProblem::CrossNamespace(name));
     }
     let port = backend
         .port
         .ok_or_else(|| BackendProblem::NoPort(name.clone()))?;
     let service = state
         .services
-        .get_namespaced(ns, &backend.name)
+        .get_namespaced(target_ns, &backend.name)
         .ok_or_else(|| BackendProblem::ServiceNotFound(name.clone()))?;
     let has_port = service
         .spec
@@ -353,7 +356,7 @@ pub(crate) fn resolve_backend(
         return Err(BackendProblem::PortNotFound(name, port));
     }
     Ok(WeightedBackend {
-        cluster: service_cluster_name(ns, &backend.name, port),
+        cluster: service_cluster_name(target_ns, &backend.name, port),
         weight: backend.weight.unwrap_or(1),
     })
 }
