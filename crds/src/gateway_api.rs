@@ -138,6 +138,9 @@ pub struct ListenerStatus {
     pub name: String,
     /// Routes attached to the listener.
     pub attached_routes: i32,
+    /// The route kinds the listener accepts.
+    #[serde(default)]
+    pub supported_kinds: Vec<RouteGroupKind>,
     /// Accepted, Programmed, ResolvedRefs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -296,13 +296,10 @@ impl SnapshotCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::translate::{ProxyId, ProxyOptions, view_key};
-
-    fn state(yaml: &str) -> ClusterState {
-        let mut index = weir_store::DirectoryIndex::default();
-        index.load_file("t.yaml", yaml);
-        index.state().0
-    }
+    use crate::{
+        test_support::state,
+        translate::{ProxyId, ProxyOptions, view_key},
+    };
 
     const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n";
 

@@ -17,4 +17,17 @@ pub mod model;
 pub mod registry;
 pub mod server;
 pub mod status;
+pub mod status_patch;
 pub mod translate;
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use weir_store::ClusterState;
+
+    /// The state a directory holding only `yaml` gives.
+    pub(crate) fn state(yaml: &str) -> ClusterState {
+        let mut index = weir_store::DirectoryIndex::default();
+        index.load_file("t.yaml", yaml);
+        index.state().0
+    }
+}
