@@ -46,6 +46,37 @@ pub struct XdsServerArgs {
     /// Address the xds-server (Envoy's ADS) listens on.
     #[arg(long, env = "WEIR_XDS_ADDR", default_value = "0.0.0.0:18000")]
     pub xds_addr: SocketAddr,
+    /// Leader election: which replica writes status.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+    /// Write Gateway API status (GatewayClass, Gateway, HTTPRoute) while leading.
+    #[arg(long, env = "WEIR_WRITE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub write_status: bool,
+}
+
+/// Leader election on a Lease: every replica serves, the leader also writes.
+#[derive(Debug, Args)]
+pub struct LeaderArgs {
+    /// Elect a leader among replicas (`--leader-elect=false` for a single replica that
+    /// always writes).
+    #[arg(long, env = "WEIR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (the pod's own, from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "weir-system")]
+    pub leader_election_namespace: String,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "WEIR_LEADER_ELECTION_ID",
+        default_value = "weir-xds-server"
+    )]
+    pub leader_election_id: String,
+    /// This replica's identity in the Lease (the pod name, from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub leader_identity: Option<String>,
+    /// How long the Lease holds without renewal, in seconds.
+    #[arg(long, env = "WEIR_LEADER_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    pub leader_lease_seconds: u64,
 }
 
 /// How Weir logs.

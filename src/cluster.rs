@@ -13,10 +13,12 @@ use weir_store::{Kind, StateWriter};
 
 use crate::{
     admin::{self, AdminState},
-    cli::XdsServerArgs,
+    cli::{LeaderArgs, XdsServerArgs},
+    leader::{self, LeaseConfig},
     metrics::SourceMetrics,
     shutdown,
     sources::kube::spawn_reflectors,
+    status_writer::{self, StatusMetrics},
 };
 
 /// Runs `weir xds-server` until SIGTERM or SIGINT.
@@ -36,8 +38,12 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
 
     let mut tasks = JoinSet::new();
     let (synced_tx, synced_rx) = watch::channel(BTreeSet::new());
-    let mut reflectors =
-        spawn_reflectors(client, writer.clone(), synced_tx, shutdown_token.clone());
+    let mut reflectors = spawn_reflectors(
+        client.clone(),
+        writer.clone(),
+        synced_tx,
+        shutdown_token.clone(),
+    );
     tasks.spawn(async move { while reflectors.join_next().await.is_some() {} });
     let (ready_tx, ready_rx) = watch::channel(false);
     tasks.spawn(track_readiness(synced_rx, ready_tx, shutdown_token.clone()));
@@ -49,6 +55,19 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    if args.write_status {
+        let leading = start_leader_election(&client, &args.leader, &mut tasks, &shutdown_token);
+        tasks.spawn(status_writer::run(
+            client.clone(),
+            writer.subscribe(),
+            proxies.clone(),
+            leading,
+            StatusMetrics::register(&mut registry),
+            shutdown_token.clone(),
+        ));
+    } else {
+        info!("not writing Gateway API status (--write-status=false)");
+    }
     tasks.spawn(crate::metrics::observe_state(
         writer.subscribe(),
         metrics,
@@ -71,6 +90,37 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
     shutdown_token.cancelled().await;
     shutdown::drain(tasks).await;
     Ok(())
+}
+
+/// Starts leader election (or, with `--leader-elect=false`, leads from the start); the
+/// receiver says whether this replica leads.
+fn start_leader_election(
+    client: &kube::Client,
+    args: &LeaderArgs,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> watch::Receiver<bool> {
+    if !args.leader_elect {
+        info!("leader election off: this replica writes");
+        return watch::channel(true).1;
+    }
+    let identity = args
+        .leader_identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("weir-{}", std::process::id()));
+    let duration = Duration::from_secs(args.leader_lease_seconds);
+    let config = LeaseConfig {
+        namespace: args.leader_election_namespace.clone(),
+        name: args.leader_election_id.clone(),
+        identity,
+        duration,
+        retry: duration / 5,
+    };
+    info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %config.identity, "leader election on");
+    let (tx, rx) = watch::channel(false);
+    tasks.spawn(leader::run(client.clone(), config, tx, shutdown.clone()));
+    rx
 }
 
 /// Ready once every kind has been listed. Until then, says every 30 s which kinds are

@@ -8,11 +8,17 @@
 pub mod admin;
 pub mod cli;
 pub mod cluster;
+pub mod leader;
 pub mod local;
 pub mod metrics;
 pub mod proxies;
 pub mod shutdown;
 pub mod sources;
+pub mod status_writer;
 pub mod telemetry;
 pub mod validate;
 pub mod xds;
+
+/// One Kubernetes API call a component makes: (API group, resource, verb). Each module
+/// that talks to the API server lists its calls next to the code, for the RBAC rules.
+pub type ApiCall = (&'static str, &'static str, &'static str);

@@ -71,3 +71,101 @@ fn xds_server_mirrors_the_cluster_into_its_stores() {
         "the cluster's Namespaces never reached the stores"
     );
 }
+
+/// Applies a GatewayClass, Gateway, Service and HTTPRoute (the Gateway API CRDs must be
+/// installed) and waits for `weir xds-server` to write their status; cleans up after.
+#[test]
+#[ignore = "needs cluster"]
+fn xds_server_writes_gateway_api_status() {
+    use std::process::{Command, Stdio};
+    use weir_tests::{eventually, free_port, weir};
+
+    let ns = format!("weir-status-{}", std::process::id());
+    let manifests = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {ns}}}\n\
+         spec: {{controllerName: weir.io/gateway-controller}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: {ns}}}\n\
+         spec: {{gatewayClassName: {ns}, listeners: [{{name: http, port: 80, protocol: HTTP}}]}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: {ns}}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: {ns}}}\n\
+         spec: {{parentRefs: [{{name: edge}}], rules: [{{backendRefs: [{{name: app, port: 80}}]}}]}}\n"
+    );
+    let kubectl = |args: &[&str], input: Option<&str>| -> (bool, String) {
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("kubectl runs");
+        if let Some(input) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("writing manifests");
+        }
+        let output = child.wait_with_output().expect("kubectl finishes");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    assert!(
+        kubectl(&["apply", "-f", "-"], Some(&manifests)).0,
+        "kubectl apply"
+    );
+
+    let admin = format!("127.0.0.1:{}", free_port());
+    let xds = format!("127.0.0.1:{}", free_port());
+    let mut child = weir()
+        .args(["xds-server", "--admin-addr", &admin, "--xds-addr", &xds])
+        .args(["--leader-elect=false"])
+        .spawn()
+        .expect("weir xds-server starts");
+    let route = eventually(Duration::from_secs(60), || {
+        let (_, out) = kubectl(
+            &[
+                "get",
+                "httproute",
+                "app",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.status.parents[?(@.controllerName==\"weir.io/gateway-controller\")].conditions[?(@.type==\"Accepted\")].status}",
+            ],
+            None,
+        );
+        (out == "True").then_some(out)
+    });
+    let gateway = eventually(Duration::from_secs(30), || {
+        let (_, out) = kubectl(
+            &[
+                "get",
+                "gateway",
+                "edge",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.status.listeners[0].attachedRoutes}",
+            ],
+            None,
+        );
+        (out == "1").then_some(out)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
+    kubectl(&["delete", "gatewayclass", &ns], None);
+    assert!(
+        route.is_some(),
+        "the HTTPRoute never got Accepted=True from Weir"
+    );
+    assert!(
+        gateway.is_some(),
+        "the Gateway's listener never showed attachedRoutes 1"
+    );
+}
