@@ -31,7 +31,11 @@ use weir_xds::{
 
 /// The API calls the status writer makes.
 pub const API_CALLS: &[crate::ApiCall] = &[
-    ("gateway.networking.k8s.io", "gatewayclasses/status", "patch"),
+    (
+        "gateway.networking.k8s.io",
+        "gatewayclasses/status",
+        "patch",
+    ),
     ("gateway.networking.k8s.io", "gateways/status", "patch"),
     ("gateway.networking.k8s.io", "httproutes/status", "patch"),
 ];
