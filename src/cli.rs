@@ -35,6 +35,25 @@ pub enum Command {
     ProxyStatus(ProxyStatusArgs),
     /// Run the xds-server in a cluster: watch the API server, serve Envoy over ADS.
     XdsServer(XdsServerArgs),
+    /// Dry-run an autoscaler on a captured state and print its decision as JSON.
+    #[command(subcommand)]
+    Recommend(RecommendCommand),
+}
+
+/// What `weir recommend` decides.
+#[derive(Debug, Subcommand)]
+pub enum RecommendCommand {
+    /// The pod autoscaler: desired replicas for a ScalingPolicy, per metric and with the
+    /// status conditions, from a STATE file (see docs/recommend-replicas.md).
+    Replicas(RecommendReplicasArgs),
+}
+
+/// Flags of `weir recommend replicas`.
+#[derive(Debug, Args)]
+pub struct RecommendReplicasArgs {
+    /// The STATE file (YAML or JSON); `-` reads standard input.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
 }
 
 /// Flags of `weir xds-server`.

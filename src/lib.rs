@@ -12,6 +12,7 @@ pub mod leader;
 pub mod local;
 pub mod metrics;
 pub mod proxies;
+pub mod recommend;
 pub mod shutdown;
 pub mod sources;
 pub mod status_writer;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use weir::cli::{Cli, Command};
+use weir::cli::{Cli, Command, RecommendCommand};
 
 /// Runs a long-running mode on a multi-threaded runtime.
 fn block_on(
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::ProxyStatus(args) => weir::proxies::proxy_status(&args),
         Command::Up(args) => block_on(weir::local::run(args)),
         Command::XdsServer(args) => block_on(weir::cluster::run_xds_server(args)),
+        Command::Recommend(RecommendCommand::Replicas(args)) => weir::recommend::replicas(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -3,5 +3,6 @@
 //! mesh-TLS controller. Each reads the typed stores of `weir-store` and keeps its decision
 //! logic in pure modules, with Kubernetes writes in thin adapters.
 //!
-//! The components arrive with their own issues; this crate fixes their place in the
-//! workspace.
+//! - [`pod_autoscaler`]: HorizontalPodAutoscaler's decisions for ScalingPolicies.
+
+pub mod pod_autoscaler;
