@@ -2,6 +2,8 @@
 //! semantics (kubernetes pkg/controller/podautoscaler: horizontal.go, replica_calculator.go).
 //! Each case is a STATE document, as `weir recommend replicas` reads it.
 
+#![allow(clippy::unwrap_used)]
+
 use weir_controllers::pod_autoscaler::{Recommendation, state};
 
 const NOW: &str = "2026-11-22T10:00:00Z";

@@ -2,6 +2,8 @@
 //! within bounds, never scales down while a metric failed, and never moves against the
 //! metrics' ratio.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};

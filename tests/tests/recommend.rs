@@ -1,6 +1,8 @@
 //! `weir recommend replicas` on the documented examples (golden: `examples/recommend/*.yaml`
 //! → the `.json` beside each; `WEIR_BLESS=1` rewrites them), and its errors.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 
 use weir_tests::{weir, workspace_root};
