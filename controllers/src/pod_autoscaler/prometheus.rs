@@ -1,0 +1,564 @@
+//! Prometheus as the pod autoscaler's metric source, batched per sync.
+//!
+//! A sync first collects what every ScalingPolicy needs ([`Batch`]), then issues one PromQL
+//! query per distinct *template*, for all namespaces at once, grouped by namespace and pod
+//! (or object); each policy then picks its own series from the shared results
+//! ([`readings`]). 10,000 policies scaling on the same metric cost one query, not 10,000.
+//!
+//! Templates (prometheus-adapter's conventions for series labels):
+//! - Pods metric `m` with selector `s`:
+//!   `sum by (namespace, pod) (m{namespace=~"ns1|ns2", s})`
+//! - Resource cpu: `sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{...}[5m]))`
+//!   (cores); memory: `container_memory_working_set_bytes` (bytes); ContainerResource adds
+//!   `container` to the grouping.
+//! - Object metric `m` of kind `K`: `sum by (namespace, k) (m{namespace=~"..."})`, the
+//!   object's name in the label named after its kind, lowercase.
+//! - External metric `m` with selector `s`: `sum(m{s})`.
+//! - Prometheus metric: the policy's own query, which must return one sample.
+//!
+//! Names, namespaces and selector values reach PromQL only validated (metric and label
+//! names, DNS-label namespaces) and escaped (label values), so no policy can change a
+//! query's shape.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use prometheus_http_query::{Client, response::Data};
+use weir_crds::scaling_policy::{MetricIdentifier, MetricSourceType, MetricSpec};
+
+use super::{MetricReading, Pod, PodReading, effective_metrics};
+
+/// One query template: everything but the namespaces it is asked for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Template {
+    /// A per-pod custom metric.
+    Pods {
+        /// Metric name.
+        metric: String,
+        /// Equality matchers from the metric's selector.
+        selector: BTreeMap<String, String>,
+    },
+    /// CPU (cores) or memory (bytes) of pods, or of one container in them.
+    Resource {
+        /// `cpu` or `memory`.
+        resource: String,
+        /// Group by container too.
+        per_container: bool,
+    },
+    /// A metric describing objects of one kind.
+    Object {
+        /// Metric name.
+        metric: String,
+        /// The label holding the object's name (the kind, lowercase).
+        label: String,
+    },
+    /// A metric from outside the cluster (not namespaced).
+    External {
+        /// Metric name.
+        metric: String,
+        /// Equality matchers.
+        selector: BTreeMap<String, String>,
+    },
+    /// A user's query.
+    Query(String),
+}
+
+impl Template {
+    /// Whether results are per namespace (and so the query covers a set of namespaces).
+    fn namespaced(&self) -> bool {
+        matches!(
+            self,
+            Template::Pods { .. } | Template::Resource { .. } | Template::Object { .. }
+        )
+    }
+}
+
+/// What one sync needs: templates and, for namespaced ones, the namespaces.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    templates: BTreeMap<Template, BTreeSet<String>>,
+}
+
+impl Batch {
+    /// Adds what the metrics of a policy in `namespace` need.
+    pub fn add_policy(&mut self, namespace: &str, metrics: &[MetricSpec]) {
+        for metric in metrics {
+            if let Ok(template) = template(metric) {
+                self.templates
+                    .entry(template)
+                    .or_default()
+                    .insert(namespace.to_string());
+            }
+        }
+    }
+
+    /// The distinct templates.
+    pub fn len(&self) -> usize {
+        self.templates.len()
+    }
+
+    /// Whether there is nothing to query.
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
+    }
+
+    /// The PromQL for each template (or why it cannot be built).
+    pub fn queries(&self) -> Vec<(Template, Result<String, String>)> {
+        self.templates
+            .iter()
+            .map(|(t, namespaces)| (t.clone(), promql(t, namespaces)))
+            .collect()
+    }
+}
+
+/// The template a metric is read with.
+pub fn template(metric: &MetricSpec) -> Result<Template, String> {
+    let missing = || format!("a {:?} metric needs its source field", metric.type_);
+    match metric.type_ {
+        MetricSourceType::Pods => {
+            let pods = metric.pods.as_ref().ok_or_else(missing)?;
+            Ok(Template::Pods {
+                metric: pods.metric.name.clone(),
+                selector: match_labels(&pods.metric)?,
+            })
+        }
+        MetricSourceType::Resource => Ok(Template::Resource {
+            resource: metric.resource.as_ref().ok_or_else(missing)?.name.clone(),
+            per_container: false,
+        }),
+        MetricSourceType::ContainerResource => Ok(Template::Resource {
+            resource: metric
+                .container_resource
+                .as_ref()
+                .ok_or_else(missing)?
+                .name
+                .clone(),
+            per_container: true,
+        }),
+        MetricSourceType::Object => {
+            let object = metric.object.as_ref().ok_or_else(missing)?;
+            Ok(Template::Object {
+                metric: object.metric.name.clone(),
+                label: object.described_object.kind.to_lowercase(),
+            })
+        }
+        MetricSourceType::External => {
+            let external = metric.external.as_ref().ok_or_else(missing)?;
+            Ok(Template::External {
+                metric: external.metric.name.clone(),
+                selector: match_labels(&external.metric)?,
+            })
+        }
+        MetricSourceType::Prometheus => Ok(Template::Query(
+            metric
+                .prometheus
+                .as_ref()
+                .ok_or_else(missing)?
+                .query
+                .clone(),
+        )),
+    }
+}
+
+fn match_labels(metric: &MetricIdentifier) -> Result<BTreeMap<String, String>, String> {
+    let Some(selector) = &metric.selector else {
+        return Ok(BTreeMap::new());
+    };
+    if selector
+        .match_expressions
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(format!(
+            "metric {}: selector.matchExpressions are not supported with Prometheus; use matchLabels",
+            metric.name
+        ));
+    }
+    Ok(selector.match_labels.clone().unwrap_or_default())
+}
+
+fn valid_name(name: &str, what: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (what == "metric" && c == ':'));
+    let rest_ok =
+        chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (what == "metric" && c == ':'));
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid Prometheus {what} name"))
+    }
+}
+
+fn valid_namespace(namespace: &str) -> Result<(), String> {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= 63
+        && namespace
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !namespace.starts_with('-')
+        && !namespace.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{namespace:?} is not a valid namespace name"))
+    }
+}
+
+/// A PromQL string literal.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn matchers(
+    metric: Option<&str>,
+    namespaces: Option<&BTreeSet<String>>,
+    selector: &BTreeMap<String, String>,
+    extra: &[&str],
+) -> Result<String, String> {
+    let mut parts = Vec::new();
+    if let Some(metric) = metric {
+        valid_name(metric, "metric")?;
+        parts.push(format!("__name__={}", quote(metric)));
+    }
+    if let Some(namespaces) = namespaces {
+        for ns in namespaces {
+            valid_namespace(ns)?;
+        }
+        let alternatives: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+        parts.push(format!("namespace=~{}", quote(&alternatives.join("|"))));
+    }
+    for (label, value) in selector {
+        valid_name(label, "label")?;
+        parts.push(format!("{label}={}", quote(value)));
+    }
+    parts.extend(extra.iter().map(|s| s.to_string()));
+    Ok(format!("{{{}}}", parts.join(", ")))
+}
+
+/// The PromQL of `template` for `namespaces`.
+pub fn promql(template: &Template, namespaces: &BTreeSet<String>) -> Result<String, String> {
+    let none = BTreeMap::new();
+    match template {
+        Template::Pods { metric, selector } => Ok(format!(
+            "sum by (namespace, pod) ({})",
+            matchers(Some(metric), Some(namespaces), selector, &[])?
+        )),
+        Template::Resource {
+            resource,
+            per_container,
+        } => {
+            let by = if *per_container {
+                "namespace, pod, container"
+            } else {
+                "namespace, pod"
+            };
+            let containers = [r#"container!="""#, r#"container!="POD""#];
+            match resource.as_str() {
+                "cpu" => Ok(format!(
+                    "sum by ({by}) (rate(container_cpu_usage_seconds_total{}[5m]))",
+                    matchers(None, Some(namespaces), &none, &containers)?
+                )),
+                "memory" => Ok(format!(
+                    "sum by ({by}) (container_memory_working_set_bytes{})",
+                    matchers(None, Some(namespaces), &none, &containers)?
+                )),
+                other => Err(format!(
+                    "resource {other} cannot be read from Prometheus (cpu and memory can)"
+                )),
+            }
+        }
+        Template::Object { metric, label } => {
+            valid_name(label, "label")?;
+            Ok(format!(
+                "sum by (namespace, {label}) ({})",
+                matchers(Some(metric), Some(namespaces), &none, &[])?
+            ))
+        }
+        Template::External { metric, selector } => Ok(format!(
+            "sum({})",
+            matchers(Some(metric), None, selector, &[])?
+        )),
+        Template::Query(query) => Ok(query.clone()),
+    }
+}
+
+/// One template's result: series labels → value, or why it failed.
+pub type Series = Result<Vec<(BTreeMap<String, String>, f64)>, String>;
+
+/// The results of a batch, by template.
+#[derive(Clone, Debug, Default)]
+pub struct Results {
+    /// Per template.
+    pub by_template: BTreeMap<Template, Series>,
+    /// When the queries were evaluated.
+    pub at: Option<Timestamp>,
+}
+
+/// The Prometheus HTTP API, counting the queries it issues.
+pub struct PrometheusSource {
+    url: String,
+    client: Client,
+    queries: AtomicU64,
+    concurrency: usize,
+}
+
+impl PrometheusSource {
+    /// A source on `url` (e.g. `http://prometheus.monitoring:9090`).
+    pub fn new(url: &str) -> Result<Self, String> {
+        // HTTPS to Prometheus uses rustls with ring, like the Kubernetes client (a second
+        // call finds it installed, which is fine).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client: Client = url
+            .parse()
+            .map_err(|e| format!("Prometheus URL {url:?}: {e}"))?;
+        Ok(PrometheusSource {
+            url: url.to_string(),
+            client,
+            queries: AtomicU64::new(0),
+            concurrency: 8,
+        })
+    }
+
+    /// The Prometheus URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Queries issued so far.
+    pub fn queries_issued(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Runs every query of `batch`, evaluated at `at`, up to eight at a time.
+    pub async fn fetch(&self, batch: &Batch, at: Timestamp) -> Results {
+        let by_template = stream::iter(batch.queries())
+            .map(|(template, query)| async move {
+                let series = match query {
+                    Ok(query) => self.query(&query, at).await,
+                    Err(e) => Err(e),
+                };
+                (template, series)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect::<BTreeMap<_, _>>()
+            .await;
+        Results {
+            by_template,
+            at: Some(at),
+        }
+    }
+
+    async fn query(&self, query: &str, at: Timestamp) -> Series {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .client
+            .query(query)
+            .at(at.as_second())
+            .post()
+            .await
+            .map_err(|e| format!("Prometheus query failed: {e}"))?;
+        match result.data() {
+            Data::Vector(vector) => Ok(vector
+                .iter()
+                .map(|s| {
+                    (
+                        s.metric()
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        s.sample().value(),
+                    )
+                })
+                .collect()),
+            Data::Scalar(sample) => Ok(vec![(BTreeMap::new(), sample.value())]),
+            Data::Matrix(_) => {
+                Err("the query returned a range vector; use an instant query".into())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PrometheusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusSource")
+            .field("url", &self.url)
+            .field("queries", &self.queries_issued())
+            .finish()
+    }
+}
+
+/// Prometheus values (cores, bytes, requests per second) in milli-units, as
+/// prometheus-adapter converts them.
+fn milli(value: f64) -> i64 {
+    (value * 1000.0) as i64
+}
+
+/// The readings for one policy's metrics (in [`effective_metrics`] order) from shared
+/// results: its namespace's series, its pods' values.
+pub fn readings(
+    namespace: &str,
+    metrics: &[MetricSpec],
+    pods: &[Pod],
+    results: &Results,
+) -> Vec<MetricReading> {
+    let at = results.at.unwrap_or(Timestamp::UNIX_EPOCH);
+    metrics
+        .iter()
+        .map(|metric| {
+            let template = match template(metric) {
+                Ok(t) => t,
+                Err(e) => return MetricReading::Failed(e),
+            };
+            let series = match results.by_template.get(&template) {
+                Some(Ok(series)) => series,
+                Some(Err(e)) => return MetricReading::Failed(e.clone()),
+                None => return MetricReading::Failed("the metric was not queried".into()),
+            };
+            let in_namespace = |s: &&(BTreeMap<String, String>, f64)| {
+                !template.namespaced()
+                    || s.0.get("namespace").map(String::as_str) == Some(namespace)
+            };
+            match &template {
+                Template::Pods { .. } | Template::Resource { .. } => {
+                    let names: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+                    let mut per_pod: BTreeMap<String, PodReading> = BTreeMap::new();
+                    for (labels, value) in series.iter().filter(in_namespace) {
+                        let Some(pod) = labels.get("pod").filter(|p| names.contains(p.as_str()))
+                        else {
+                            continue;
+                        };
+                        let reading = per_pod.entry(pod.clone()).or_insert_with(|| PodReading {
+                            milli: 0,
+                            containers: BTreeMap::new(),
+                            timestamp: at,
+                            window: SignedDuration::from_mins(5),
+                        });
+                        // Cores, bytes or the metric's unit, in milli-units.
+                        let value = milli(*value);
+                        reading.milli += value;
+                        if let Some(container) = labels.get("container") {
+                            *reading.containers.entry(container.clone()).or_default() += value;
+                        }
+                    }
+                    MetricReading::Pods(per_pod)
+                }
+                Template::Object { label, .. } => {
+                    let Some(object) = &metric.object else {
+                        return MetricReading::Failed("no object".into());
+                    };
+                    series
+                        .iter()
+                        .filter(in_namespace)
+                        .find(|(labels, _)| {
+                            labels.get(label) == Some(&object.described_object.name)
+                        })
+                        .map_or_else(
+                            || {
+                                MetricReading::Failed(format!(
+                                    "no series of {} for {} {}",
+                                    object.metric.name,
+                                    object.described_object.kind,
+                                    object.described_object.name
+                                ))
+                            },
+                            |(_, v)| MetricReading::Value(milli(*v)),
+                        )
+                }
+                Template::External { .. } | Template::Query(_) => match series.as_slice() {
+                    [(_, value)] => MetricReading::Value(milli(*value)),
+                    [] => MetricReading::Failed("the query returned no samples".into()),
+                    many => MetricReading::Failed(format!(
+                        "the query returned {} series; aggregate it to one (e.g. sum(...))",
+                        many.len()
+                    )),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The batch for a set of policies: `(namespace, spec)` pairs.
+pub fn batch_for<'a>(
+    policies: impl IntoIterator<Item = (&'a str, &'a weir_crds::scaling_policy::ScalingPolicySpec)>,
+) -> Batch {
+    let mut batch = Batch::default();
+    for (namespace, spec) in policies {
+        batch.add_policy(namespace, &effective_metrics(spec));
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods_metric(name: &str, selector: &[(&str, &str)]) -> MetricSpec {
+        let labels: serde_json::Map<String, serde_json::Value> = selector
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": name, "selector": {"matchLabels": labels}},
+                "target": {"type": "AverageValue", "averageValue": "1"}
+            }
+        }))
+        .expect("metric")
+    }
+
+    #[test]
+    fn one_query_per_template_across_namespaces() {
+        let mut batch = Batch::default();
+        for ns in ["shop", "payments", "shop"] {
+            batch.add_policy(ns, &[pods_metric("http_requests_per_second", &[])]);
+        }
+        batch.add_policy("shop", &[pods_metric("queue_depth", &[])]);
+        assert_eq!(batch.len(), 2);
+        let queries = batch.queries();
+        assert_eq!(
+            queries[0].1.as_deref(),
+            Ok(
+                r#"sum by (namespace, pod) ({__name__="http_requests_per_second", namespace=~"payments|shop"})"#
+            )
+        );
+    }
+
+    #[test]
+    fn values_from_policies_cannot_change_the_query() {
+        let mut batch = Batch::default();
+        batch.add_policy(
+            "shop",
+            &[pods_metric("rps", &[("route", "a\"}) or vector(1) #")])],
+        );
+        let query = batch.queries()[0].1.clone().expect("query");
+        assert_eq!(
+            query,
+            r#"sum by (namespace, pod) ({__name__="rps", namespace=~"shop", route="a\"}) or vector(1) #"})"#
+        );
+        // Names that are not metric or label names are refused, not escaped.
+        let mut bad = Batch::default();
+        bad.add_policy("shop", &[pods_metric("rps{x=\"1\"}", &[])]);
+        assert!(bad.queries()[0].1.is_err());
+        let mut bad_ns = Batch::default();
+        bad_ns.add_policy("shop|.*", &[pods_metric("rps", &[])]);
+        assert!(bad_ns.queries()[0].1.is_err());
+    }
+}

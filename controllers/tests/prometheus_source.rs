@@ -1,0 +1,201 @@
+//! The batched Prometheus source against a real Prometheus with backfilled data: per-pod
+//! values come back right and each distinct template costs one query, however many
+//! policies share it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::jiff::Timestamp;
+use weir_controllers::pod_autoscaler::{
+    Container, MetricReading, Pod, PodPhase,
+    prometheus::{PrometheusSource, batch_for, readings},
+};
+use weir_crds::scaling_policy::ScalingPolicySpec;
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Backfills `openmetrics` with promtool and starts Prometheus on it.
+fn prometheus(openmetrics: &str) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.om");
+    std::fs::write(&input, openmetrics).unwrap();
+    let data = dir.path().join("data");
+    let status = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&data)
+        .stdout(Stdio::null())
+        .status()
+        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
+    assert!(status.success(), "promtool failed to backfill");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, "global: {}\n").unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package prometheus)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http_get(port, "/-/ready").is_some_and(|r| r.contains(" 200 ")) {
+            return Prometheus {
+                child,
+                port,
+                _dir: dir,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("Prometheus did not become ready");
+}
+
+/// Instant queries Prometheus has answered, from its own /metrics.
+fn queries_answered(port: u16) -> u64 {
+    let metrics = http_get(port, "/metrics").unwrap();
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains(r#"handler="/api/v1/query""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn pod(name: &str) -> Pod {
+    Pod {
+        name: name.into(),
+        phase: PodPhase::Running,
+        deleting: false,
+        ready: Some(true),
+        start_time: None,
+        ready_since: None,
+        containers: vec![Container::default()],
+    }
+}
+
+const NAMESPACES: usize = 20;
+const POLICIES_PER_NAMESPACE: usize = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_query_per_template_and_right_per_pod_values() {
+    // An hour ago, on a whole second: a time the backfilled blocks cover.
+    let at = Timestamp::from_second(Timestamp::now().as_second() / 60 * 60 - 3600).unwrap();
+    let t = at.as_second();
+    let mut om = String::from("# TYPE http_requests_per_second gauge\n");
+    for ns in 0..NAMESPACES {
+        for p in 0..2 {
+            for step in 0..3 {
+                // The value at `at` is ns + p/2 (e.g. ns-7/web-1 = 7.5).
+                let value = ns as f64 + p as f64 / 2.0;
+                om.push_str(&format!(
+                    "http_requests_per_second{{namespace=\"ns-{ns}\",pod=\"web-{p}\"}} {value} {}\n",
+                    t - 60 + step * 30
+                ));
+            }
+        }
+    }
+    om.push_str("# TYPE container_cpu_usage_seconds_total counter\n");
+    for ns in 0..NAMESPACES {
+        for p in 0..2 {
+            for step in 0..=40 {
+                // 0.25 cores: +3.75 s of CPU every 15 s.
+                om.push_str(&format!(
+                    "container_cpu_usage_seconds_total{{namespace=\"ns-{ns}\",pod=\"web-{p}\",container=\"app\"}} {} {}\n",
+                    step as f64 * 3.75,
+                    t - 600 + step * 15
+                ));
+            }
+        }
+    }
+    om.push_str("# TYPE queue_messages_ready gauge\nqueue_messages_ready{queue=\"orders\"} 42 ");
+    om.push_str(&format!("{t}\n# EOF\n"));
+    let prometheus = prometheus(&om);
+
+    let spec: ScalingPolicySpec = serde_yaml::from_str(
+        "targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\nmaxReplicas: 10\nmetrics:\n\
+         - type: Pods\n  pods: {metric: {name: http_requests_per_second}, target: {type: AverageValue, averageValue: \"5\"}}\n\
+         - type: Resource\n  resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}\n\
+         - type: Prometheus\n  prometheus: {query: 'sum(queue_messages_ready{queue=\"orders\"})', target: {type: Value, value: \"10\"}}\n",
+    )
+    .unwrap();
+    let namespaces: Vec<String> = (0..NAMESPACES).map(|n| format!("ns-{n}")).collect();
+    let policies: Vec<(&str, &ScalingPolicySpec)> = namespaces
+        .iter()
+        .flat_map(|ns| std::iter::repeat_n((ns.as_str(), &spec), POLICIES_PER_NAMESPACE))
+        .collect();
+    let batch = batch_for(policies.iter().copied());
+    assert_eq!(
+        batch.len(),
+        3,
+        "three distinct templates for {} policies",
+        policies.len()
+    );
+
+    let source = PrometheusSource::new(&format!("http://127.0.0.1:{}", prometheus.port)).unwrap();
+    let before = queries_answered(prometheus.port);
+    let results = source.fetch(&batch, at).await;
+    assert_eq!(source.queries_issued(), 3);
+    assert_eq!(
+        queries_answered(prometheus.port) - before,
+        3,
+        "Prometheus saw one query per template"
+    );
+
+    let pods = [pod("web-0"), pod("web-1")];
+    let ns7 = readings("ns-7", &spec.metrics, &pods, &results);
+    let MetricReading::Pods(rps) = &ns7[0] else {
+        panic!("{:?}", ns7[0])
+    };
+    assert_eq!(rps["web-0"].milli, 7000);
+    assert_eq!(rps["web-1"].milli, 7500);
+    let MetricReading::Pods(cpu) = &ns7[1] else {
+        panic!("{:?}", ns7[1])
+    };
+    assert_eq!(cpu["web-1"].milli, 250, "rate over 5m of 3.75 s per 15 s");
+    assert_eq!(ns7[2], MetricReading::Value(42_000));
+    // A pod that is not the policy's is not read; another namespace has other values.
+    let ns3 = readings("ns-3", &spec.metrics, &pods[..1], &results);
+    let MetricReading::Pods(rps3) = &ns3[0] else {
+        panic!("{:?}", ns3[0])
+    };
+    assert_eq!(rps3.len(), 1);
+    assert_eq!(rps3["web-0"].milli, 3000);
+}
