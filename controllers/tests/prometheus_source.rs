@@ -72,14 +72,16 @@ fn prometheus(openmetrics: &str) -> Prometheus {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus (Debian package prometheus)");
+    // Owned from here on: dropping it (also on a panic) stops and reaps the process.
+    let prometheus = Prometheus {
+        child,
+        port,
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if http_get(port, "/-/ready").is_some_and(|r| r.contains(" 200 ")) {
-            return Prometheus {
-                child,
-                port,
-                _dir: dir,
-            };
+            return prometheus;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
