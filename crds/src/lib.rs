@@ -6,6 +6,7 @@
 //! `crds/yaml/` are compared against it by a test), and [`SchemaValidator`] applies the very
 //! same schemas to objects that never pass an API server (local mode, `weir validate`).
 
+pub mod conditions;
 mod duration;
 pub mod gateway_api;
 pub mod mesh_policy;

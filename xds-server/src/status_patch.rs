@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Resource;
 use serde::Serialize;
 use serde_json::{Value, json};
+use weir_crds::conditions::{NewCondition, merge_conditions};
 use weir_crds::gateway_api::{
     GATEWAY_GROUP, GatewayClassStatus, GatewayStatus as GatewayStatusObject, HTTPRouteStatus,
     ListenerStatus as ListenerStatusObject, ParentReference, RouteGroupKind, RouteParentStatus,
@@ -144,23 +145,17 @@ pub fn conditions(
     observed_generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
-    computed
-        .iter()
-        .map(|c| {
-            let last_transition_time = before
-                .iter()
-                .find(|b| b.type_ == c.type_ && b.status == c.status)
-                .map_or_else(|| now.clone(), |b| b.last_transition_time.clone());
-            Condition {
-                type_: c.type_.to_string(),
-                status: c.status.to_string(),
-                reason: c.reason.to_string(),
-                message: c.message.clone(),
-                observed_generation,
-                last_transition_time,
-            }
-        })
-        .collect()
+    merge_conditions(
+        computed.iter().map(|c| NewCondition {
+            type_: c.type_,
+            status: c.status,
+            reason: c.reason,
+            message: &c.message,
+        }),
+        before,
+        observed_generation,
+        now,
+    )
 }
 
 fn gateway_exists(state: &ClusterState, route: &ObjectKey, parent: &ParentReference) -> bool {

@@ -11,6 +11,7 @@
 
 pub mod behavior;
 pub mod calculator;
+pub mod controller;
 pub mod prometheus;
 pub mod state;
 

@@ -1,0 +1,570 @@
+//! The pod autoscaler's reconciler: for each ScalingPolicy, read the target's scale, decide
+//! ([`recommend`]), set the scale, write status and events, and remember what HPA
+//! remembers between syncs (recent recommendations, scale events, consecutive failures).
+//!
+//! The Kubernetes calls go through [`ScaleApi`], so the reconciler runs against the real API
+//! (`weir`'s `pod_autoscaler` module) or a fake in tests. What to do for one policy is pure
+//! ([`plan`]); [`reconcile`] applies it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
+use weir_crds::{
+    conditions::{NewCondition, merge_conditions},
+    scaling_policy::{
+        MetricStatus, ScaleTargetRef, ScalingPolicy, ScalingPolicySpec, ScalingPolicyStatus,
+    },
+};
+
+use super::{
+    ControllerSettings, History, Input, MetricReading, Pod, Recommendation, effective_metrics,
+    recommend,
+};
+
+/// The annotation that pauses a policy.
+pub const PAUSE_ANNOTATION: &str = "weir.io/paused";
+
+/// A target's scale subresource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scale {
+    /// `spec.replicas`.
+    pub spec_replicas: i32,
+    /// `status.replicas`.
+    pub status_replicas: i32,
+    /// `status.selector`: the pods' label selector, as a string.
+    pub selector: Option<String>,
+}
+
+/// An event to record on the ScalingPolicy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    /// CamelCase reason (HPA's: SuccessfulRescale, FailedRescale, FailedGetScale, ...).
+    pub reason: &'static str,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// The Kubernetes calls the reconciler makes.
+pub trait ScaleApi {
+    /// Reads the target's scale subresource.
+    fn get_scale(
+        &self,
+        namespace: &str,
+        target: &ScaleTargetRef,
+    ) -> impl Future<Output = Result<Scale, String>> + Send;
+    /// Sets the target's `spec.replicas` through the scale subresource.
+    fn set_replicas(
+        &self,
+        namespace: &str,
+        target: &ScaleTargetRef,
+        replicas: i32,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Writes the policy's status (server-side apply).
+    fn write_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &ScalingPolicyStatus,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Records an event on the policy.
+    fn event(
+        &self,
+        policy: &ScalingPolicy,
+        event: &Event,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// What the reconciler remembers of one policy between syncs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Memory {
+    /// Recommendations, scale events, failures.
+    pub history: History,
+    /// When the target was last scaled.
+    pub last_scale_time: Option<Timestamp>,
+}
+
+/// What to do for one policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Set the target to this many replicas.
+    pub scale_to: Option<i32>,
+    /// The decision (None when the scale could not be read).
+    pub decision: Option<Recommendation>,
+    /// The status to write if the rescale (if any) succeeds.
+    pub status: ScalingPolicyStatus,
+    /// Events to record.
+    pub events: Vec<Event>,
+    /// The memory after this sync (before a rescale is recorded).
+    pub memory: Memory,
+}
+
+/// Everything [`plan`] looks at for one policy.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyInput<'a> {
+    /// The policy.
+    pub policy: &'a ScalingPolicy,
+    /// Its target's scale, or why it could not be read.
+    pub scale: &'a Result<Scale, String>,
+    /// The target's pods.
+    pub pods: &'a [Pod],
+    /// One reading per metric.
+    pub readings: &'a [MetricReading],
+    /// What was remembered.
+    pub memory: &'a Memory,
+    /// Controller settings.
+    pub settings: &'a ControllerSettings,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Decides what to do for one policy. Pure.
+pub fn plan(input: &PolicyInput<'_>) -> Plan {
+    let policy = input.policy;
+    let previous = policy.status.clone().unwrap_or_default();
+    let generation = policy.metadata.generation;
+    let now = Time(input.now);
+    let scale = match input.scale {
+        Ok(scale) => scale,
+        Err(e) => {
+            let message =
+                format!("the HPA controller was unable to get the target's current scale: {e}");
+            let status = ScalingPolicyStatus {
+                observed_generation: generation,
+                conditions: merge_conditions(
+                    [NewCondition {
+                        type_: "AbleToScale",
+                        status: "False",
+                        reason: "FailedGetScale",
+                        message: &message,
+                    }],
+                    &previous.conditions,
+                    generation,
+                    &now,
+                ),
+                ..previous.clone()
+            };
+            return Plan {
+                scale_to: None,
+                decision: None,
+                status,
+                events: vec![Event {
+                    type_: "Warning",
+                    reason: "FailedGetScale",
+                    message,
+                }],
+                memory: input.memory.clone(),
+            };
+        }
+    };
+    let paused = policy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSE_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    let decision = recommend(&Input {
+        spec: &policy.spec,
+        current_replicas: scale.spec_replicas,
+        status_replicas: scale.status_replicas,
+        now: input.now,
+        pods: input.pods,
+        readings: input.readings,
+        history: &input.memory.history,
+        settings: input.settings,
+        paused,
+    });
+    let mut memory = input.memory.clone();
+    if let Some(record) = decision.record {
+        memory.history.recommendations.push((input.now, record));
+    }
+    memory.history.consecutive_failures = if decision.metrics_failed {
+        input.memory.history.consecutive_failures.saturating_add(1)
+    } else {
+        0
+    };
+    forget_old(&mut memory.history, &policy.spec, input.settings, input.now);
+
+    let mut events = Vec::new();
+    if let Some(error) = &decision.error {
+        events.push(Event {
+            type_: "Warning",
+            reason: "FailedComputeMetricsReplicas",
+            message: error.clone(),
+        });
+    }
+    let scale_to =
+        (decision.desired_replicas != scale.spec_replicas).then_some(decision.desired_replicas);
+    if let Some(replicas) = scale_to {
+        events.push(Event {
+            type_: "Normal",
+            reason: "SuccessfulRescale",
+            message: format!(
+                "New size: {replicas}; reason: {}",
+                rescale_reason(&decision)
+            ),
+        });
+    }
+    let conditions: Vec<NewCondition<'_>> = decision
+        .conditions
+        .iter()
+        .map(|c| NewCondition {
+            type_: c.type_,
+            status: c.status,
+            reason: c.reason,
+            message: &c.message,
+        })
+        .collect();
+    let status = ScalingPolicyStatus {
+        observed_generation: generation,
+        last_scale_time: if scale_to.is_some() {
+            Some(now.clone())
+        } else {
+            previous.last_scale_time.clone()
+        },
+        current_replicas: scale.status_replicas,
+        desired_replicas: decision.desired_replicas,
+        current_metrics: metric_statuses(&policy.spec, &decision),
+        conditions: merge_conditions(conditions, &previous.conditions, generation, &now),
+    };
+    Plan {
+        scale_to,
+        decision: Some(decision),
+        status,
+        events,
+        memory,
+    }
+}
+
+/// HPA's rescale reason: the metric that drove the change, above or below target.
+fn rescale_reason(decision: &Recommendation) -> String {
+    if decision.fallback_active {
+        return "fallback: metrics failed".into();
+    }
+    let up = decision.desired_replicas > decision.current_replicas;
+    if decision.current_replicas > 0 && decision.proposed_replicas.is_none() {
+        return if up {
+            "Current number of replicas below Spec.MinReplicas".into()
+        } else {
+            "Current number of replicas above Spec.MaxReplicas".into()
+        };
+    }
+    let driver = decision
+        .metrics
+        .iter()
+        .filter(|m| m.proposed_replicas.is_some())
+        .max_by_key(|m| m.proposed_replicas);
+    match driver {
+        Some(m) if up => format!("{} above target", m.metric),
+        _ => "All metrics below target".into(),
+    }
+}
+
+fn metric_statuses(spec: &ScalingPolicySpec, decision: &Recommendation) -> Vec<MetricStatus> {
+    effective_metrics(spec)
+        .iter()
+        .zip(&decision.metrics)
+        .filter(|(_, outcome)| outcome.error.is_none())
+        .map(|(metric, outcome)| MetricStatus {
+            type_: metric.type_,
+            name: metric_short_name(metric),
+            value: outcome.current.value.clone(),
+            average_value: outcome.current.average_value.clone(),
+            average_utilization: outcome.current.average_utilization,
+        })
+        .collect()
+}
+
+fn metric_short_name(metric: &weir_crds::scaling_policy::MetricSpec) -> String {
+    metric
+        .resource
+        .as_ref()
+        .map(|r| r.name.clone())
+        .or_else(|| {
+            metric
+                .container_resource
+                .as_ref()
+                .map(|r| format!("{}/{}", r.container, r.name))
+        })
+        .or_else(|| metric.pods.as_ref().map(|p| p.metric.name.clone()))
+        .or_else(|| metric.object.as_ref().map(|o| o.metric.name.clone()))
+        .or_else(|| metric.external.as_ref().map(|e| e.metric.name.clone()))
+        .or_else(|| metric.prometheus.as_ref().map(|p| p.query.clone()))
+        .unwrap_or_default()
+}
+
+/// Drops recommendations older than the longest stabilization window and scale events
+/// older than the longest policy period (they can no longer matter).
+fn forget_old(
+    history: &mut History,
+    spec: &ScalingPolicySpec,
+    settings: &ControllerSettings,
+    now: Timestamp,
+) {
+    let (window, period) = match &spec.behavior {
+        Some(behavior) => {
+            let (up, down) =
+                super::behavior::effective_rules(behavior, settings.downscale_stabilization);
+            let window = up
+                .stabilization_window_seconds
+                .unwrap_or(0)
+                .max(down.stabilization_window_seconds.unwrap_or(0));
+            let period = up
+                .policies
+                .iter()
+                .chain(&down.policies)
+                .map(|p| p.period_seconds)
+                .max()
+                .unwrap_or(0);
+            (
+                SignedDuration::from_secs(i64::from(window)),
+                SignedDuration::from_secs(i64::from(period)),
+            )
+        }
+        None => (settings.downscale_stabilization, SignedDuration::ZERO),
+    };
+    history
+        .recommendations
+        .retain(|(time, _)| *time >= now - window);
+    history
+        .scale_events
+        .retain(|(time, _)| *time > now - period);
+}
+
+/// Records a successful rescale in `memory` (scale events count toward rate limits).
+pub fn record_rescale(memory: &mut Memory, from: i32, to: i32, now: Timestamp) {
+    if from != to {
+        memory.history.scale_events.push((now, to - from));
+        memory.last_scale_time = Some(now);
+    }
+}
+
+/// The outcome of reconciling one policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reconciled {
+    /// The plan.
+    pub plan: Plan,
+    /// The rescale failed with this error.
+    pub rescale_error: Option<String>,
+}
+
+/// Applies `plan` for `policy` through `api`: scale, then status and events. A failed
+/// rescale is reported (AbleToScale False, FailedUpdateScale; a Warning event) and not
+/// remembered as a scale event.
+pub async fn apply<A: ScaleApi>(
+    api: &A,
+    policy: &ScalingPolicy,
+    mut plan: Plan,
+    previous_replicas: Option<i32>,
+    now: Timestamp,
+) -> Reconciled {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+    let name = policy.metadata.name.as_deref().unwrap_or_default();
+    let mut rescale_error = None;
+    if let Some(replicas) = plan.scale_to {
+        match api
+            .set_replicas(namespace, &policy.spec.target_ref, replicas)
+            .await
+        {
+            Ok(()) => record_rescale(
+                &mut plan.memory,
+                previous_replicas.unwrap_or(replicas),
+                replicas,
+                now,
+            ),
+            Err(e) => {
+                let message =
+                    format!("the HPA controller was unable to update the target scale: {e}");
+                plan.events.retain(|ev| ev.reason != "SuccessfulRescale");
+                plan.events.push(Event {
+                    type_: "Warning",
+                    reason: "FailedRescale",
+                    message: format!("New size: {replicas}; error: {e}"),
+                });
+                let before = plan.status.conditions.clone();
+                let mut conditions: Vec<NewCondition<'_>> = vec![NewCondition {
+                    type_: "AbleToScale",
+                    status: "False",
+                    reason: "FailedUpdateScale",
+                    message: &message,
+                }];
+                let others: Vec<(String, String, String, String)> = before
+                    .iter()
+                    .filter(|c| c.type_ != "AbleToScale")
+                    .map(|c| {
+                        (
+                            c.type_.clone(),
+                            c.status.clone(),
+                            c.reason.clone(),
+                            c.message.clone(),
+                        )
+                    })
+                    .collect();
+                conditions.extend(others.iter().map(|(t, s, r, m)| NewCondition {
+                    type_: t,
+                    status: s,
+                    reason: r,
+                    message: m,
+                }));
+                plan.status.conditions =
+                    merge_conditions(conditions, &before, policy.metadata.generation, &Time(now));
+                plan.status.desired_replicas =
+                    previous_replicas.unwrap_or(plan.status.desired_replicas);
+                plan.status.last_scale_time = policy
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_scale_time.clone());
+                rescale_error = Some(e);
+            }
+        }
+    }
+    for event in &plan.events {
+        // Events are best effort.
+        let _ = api.event(policy, event).await;
+    }
+    if let Err(e) = api.write_status(namespace, name, &plan.status).await {
+        tracing::warn!(policy = %format!("{namespace}/{name}"), error = %e, "could not write ScalingPolicy status");
+    }
+    Reconciled {
+        plan,
+        rescale_error,
+    }
+}
+
+/// Parses a label selector string (`a=b,c!=d,e in (f,g),h notin (i),j,!k`) into a matcher.
+pub fn parse_selector(selector: &str) -> Result<Selector, String> {
+    let mut requirements = Vec::new();
+    let mut rest = selector.trim();
+    while !rest.is_empty() {
+        // Split at the next comma outside parentheses.
+        let mut depth = 0;
+        let mut end = rest.len();
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let term = rest[..end].trim();
+        rest = rest.get(end + 1..).unwrap_or("").trim();
+        if term.is_empty() {
+            continue;
+        }
+        requirements.push(
+            parse_requirement(term)
+                .ok_or_else(|| format!("cannot parse selector term {term:?}"))?,
+        );
+    }
+    Ok(Selector(requirements))
+}
+
+fn parse_requirement(term: &str) -> Option<Requirement> {
+    let set = |s: &str| -> Option<Vec<String>> {
+        let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
+        Some(
+            inner
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect(),
+        )
+    };
+    if let Some((key, values)) = term.split_once(" notin ") {
+        return Some(Requirement::NotIn(key.trim().into(), set(values)?));
+    }
+    if let Some((key, values)) = term.split_once(" in ") {
+        return Some(Requirement::In(key.trim().into(), set(values)?));
+    }
+    if let Some((key, value)) = term.split_once("!=") {
+        return Some(Requirement::NotEquals(
+            key.trim().into(),
+            value.trim().into(),
+        ));
+    }
+    if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+        return Some(Requirement::Equals(key.trim().into(), value.trim().into()));
+    }
+    if let Some(key) = term.strip_prefix('!') {
+        return Some(Requirement::Absent(key.trim().into()));
+    }
+    Some(Requirement::Present(term.into()))
+}
+
+/// One requirement of a label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// `k=v`
+    Equals(String, String),
+    /// `k!=v`
+    NotEquals(String, String),
+    /// `k in (a,b)`
+    In(String, Vec<String>),
+    /// `k notin (a,b)`
+    NotIn(String, Vec<String>),
+    /// `k`
+    Present(String),
+    /// `!k`
+    Absent(String),
+}
+
+/// A parsed label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selector(pub Vec<Requirement>);
+
+impl Selector {
+    /// Whether `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::Present(k) => labels.contains_key(k),
+            Requirement::Absent(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_equality_and_set_terms() {
+        let s = parse_selector("app=web, tier in (front,edge),env!=dev,canary,!legacy")
+            .expect("selector");
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert!(s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "edge"),
+            ("canary", "1")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "back"),
+            ("canary", "1")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "edge"),
+            ("canary", "1"),
+            ("legacy", "y")
+        ])));
+        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "edge")])));
+        assert_eq!(parse_selector("").expect("empty").0, vec![]);
+    }
+}
