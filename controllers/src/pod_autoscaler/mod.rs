@@ -14,6 +14,7 @@ pub mod calculator;
 pub mod controller;
 pub mod prometheus;
 pub mod state;
+pub mod sync;
 
 use std::collections::BTreeMap;
 

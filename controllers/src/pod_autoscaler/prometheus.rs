@@ -299,14 +299,58 @@ pub fn promql(template: &Template, namespaces: &BTreeSet<String>) -> Result<Stri
     }
 }
 
+/// One series: its labels and value.
+pub type Sample = (BTreeMap<String, String>, f64);
+
 /// One template's result: series labels → value, or why it failed.
-pub type Series = Result<Vec<(BTreeMap<String, String>, f64)>, String>;
+pub type Series = Result<Vec<Sample>, String>;
+
+/// One template's series, indexed by namespace for namespaced templates, so each policy
+/// looks only at its own namespace's series.
+#[derive(Clone, Debug, Default)]
+pub struct Indexed {
+    by_namespace: std::collections::HashMap<String, Vec<Sample>>,
+    all: Vec<Sample>,
+}
+
+impl Indexed {
+    fn new(template: &Template, series: Vec<Sample>) -> Self {
+        if !template.namespaced() {
+            return Indexed {
+                by_namespace: Default::default(),
+                all: series,
+            };
+        }
+        let mut by_namespace: std::collections::HashMap<String, Vec<Sample>> = Default::default();
+        for sample in series {
+            if let Some(ns) = sample.0.get("namespace") {
+                by_namespace.entry(ns.clone()).or_default().push(sample);
+            }
+        }
+        Indexed {
+            by_namespace,
+            all: Vec::new(),
+        }
+    }
+
+    /// The series a policy in `namespace` sees.
+    fn for_namespace(&self, template: &Template, namespace: &str) -> &[Sample] {
+        if template.namespaced() {
+            self.by_namespace
+                .get(namespace)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        } else {
+            &self.all
+        }
+    }
+}
 
 /// The results of a batch, by template.
 #[derive(Clone, Debug, Default)]
 pub struct Results {
     /// Per template.
-    pub by_template: BTreeMap<Template, Series>,
+    pub by_template: BTreeMap<Template, Result<Indexed, String>>,
     /// When the queries were evaluated.
     pub at: Option<Timestamp>,
 }
@@ -354,7 +398,8 @@ impl PrometheusSource {
                     Ok(query) => self.query(&query, at).await,
                     Err(e) => Err(e),
                 };
-                (template, series)
+                let indexed = series.map(|s| Indexed::new(&template, s));
+                (template, indexed)
             })
             .buffer_unordered(self.concurrency)
             .collect::<BTreeMap<_, _>>()
@@ -427,19 +472,15 @@ pub fn readings(
                 Err(e) => return MetricReading::Failed(e),
             };
             let series = match results.by_template.get(&template) {
-                Some(Ok(series)) => series,
+                Some(Ok(indexed)) => indexed.for_namespace(&template, namespace),
                 Some(Err(e)) => return MetricReading::Failed(e.clone()),
                 None => return MetricReading::Failed("the metric was not queried".into()),
-            };
-            let in_namespace = |s: &&(BTreeMap<String, String>, f64)| {
-                !template.namespaced()
-                    || s.0.get("namespace").map(String::as_str) == Some(namespace)
             };
             match &template {
                 Template::Pods { .. } | Template::Resource { .. } => {
                     let names: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
                     let mut per_pod: BTreeMap<String, PodReading> = BTreeMap::new();
-                    for (labels, value) in series.iter().filter(in_namespace) {
+                    for (labels, value) in series.iter() {
                         let Some(pod) = labels.get("pod").filter(|p| names.contains(p.as_str()))
                         else {
                             continue;
@@ -465,7 +506,6 @@ pub fn readings(
                     };
                     series
                         .iter()
-                        .filter(in_namespace)
                         .find(|(labels, _)| {
                             labels.get(label) == Some(&object.described_object.name)
                         })
@@ -481,7 +521,7 @@ pub fn readings(
                             |(_, v)| MetricReading::Value(milli(*v)),
                         )
                 }
-                Template::External { .. } | Template::Query(_) => match series.as_slice() {
+                Template::External { .. } | Template::Query(_) => match series {
                     [(_, value)] => MetricReading::Value(milli(*value)),
                     [] => MetricReading::Failed("the query returned no samples".into()),
                     many => MetricReading::Failed(format!(
