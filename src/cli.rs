@@ -35,9 +35,33 @@ pub enum Command {
     ProxyStatus(ProxyStatusArgs),
     /// Run the xds-server in a cluster: watch the API server, serve Envoy over ADS.
     XdsServer(XdsServerArgs),
+    /// Run the controllers in a cluster: the pod autoscaler (ScalingPolicies), with
+    /// metrics from Prometheus.
+    Controllers(ControllersArgs),
     /// Dry-run an autoscaler on a captured state and print its decision as JSON.
     #[command(subcommand)]
     Recommend(RecommendCommand),
+}
+
+/// Flags of `weir controllers`.
+#[derive(Debug, Args)]
+pub struct ControllersArgs {
+    /// Address of the admin endpoint (/healthz, /readyz, /metrics, /debug/*).
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Leader election: only the leader scales.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+    /// Prometheus, where metrics are read (one query per distinct metric per sync).
+    #[arg(
+        long,
+        env = "WEIR_PROMETHEUS_URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    pub prometheus_url: String,
+    /// Seconds between syncs of every ScalingPolicy (HPA's default: 15).
+    #[arg(long, env = "WEIR_SYNC_PERIOD_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_period_seconds: u64,
 }
 
 /// What `weir recommend` decides.
@@ -83,13 +107,10 @@ pub struct LeaderArgs {
     /// Namespace of the Lease (the pod's own, from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "weir-system")]
     pub leader_election_namespace: String,
-    /// Name of the Lease.
-    #[arg(
-        long,
-        env = "WEIR_LEADER_ELECTION_ID",
-        default_value = "weir-xds-server"
-    )]
-    pub leader_election_id: String,
+    /// Name of the Lease (default: the component's name, `weir-xds-server` or
+    /// `weir-controllers`).
+    #[arg(long, env = "WEIR_LEADER_ELECTION_ID")]
+    pub leader_election_id: Option<String>,
     /// This replica's identity in the Lease (the pod name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub leader_identity: Option<String>,

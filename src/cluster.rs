@@ -112,7 +112,10 @@ fn start_leader_election(
     let duration = Duration::from_secs(args.leader_lease_seconds);
     let config = LeaseConfig {
         namespace: args.leader_election_namespace.clone(),
-        name: args.leader_election_id.clone(),
+        name: args
+            .leader_election_id
+            .clone()
+            .unwrap_or_else(|| "weir-xds-server".into()),
         identity,
         duration,
         retry: duration / 5,

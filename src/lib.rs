@@ -6,6 +6,7 @@
 //! other code.
 
 pub mod admin;
+pub mod autoscaler;
 pub mod cli;
 pub mod cluster;
 pub mod leader;

@@ -169,3 +169,110 @@ fn xds_server_writes_gateway_api_status() {
         "the Gateway's listener never showed attachedRoutes 1"
     );
 }
+
+/// `weir controllers` scales a Deployment on a Prometheus metric: Weir's CRDs are applied,
+/// a Deployment of one pause pod and a ScalingPolicy on `vector(35)` against a target of
+/// 10 (ratio 3.5 × 1 ready pod → 4, within HPA's scale-up limit of 4).
+#[test]
+#[ignore = "needs cluster"]
+fn controllers_scale_a_deployment_on_a_prometheus_metric() {
+    use std::process::{Command, Stdio};
+    use weir_tests::{eventually, free_port, weir};
+
+    let kubectl = |args: &[&str], input: Option<&str>| -> String {
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        if let Some(input) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("stdin");
+        }
+        String::from_utf8_lossy(&child.wait_with_output().expect("kubectl").stdout).into_owned()
+    };
+    let crds = weir().arg("crds").output().expect("weir crds");
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&String::from_utf8_lossy(&crds.stdout)),
+    );
+    let ns = format!("weir-scale-{}", std::process::id());
+    kubectl(&["create", "namespace", &ns], None);
+    let manifests = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\n\
+         spec:\n  replicas: 1\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.9}}]}}\n---\n\
+         apiVersion: weir.io/v1alpha1\nkind: ScalingPolicy\nmetadata: {{name: web, namespace: {ns}}}\n\
+         spec:\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  minReplicas: 1\n  maxReplicas: 10\n  metrics:\n  - type: Prometheus\n    prometheus: {{query: 'vector(35)', target: {{type: Value, value: \"10\"}}}}\n"
+    );
+    kubectl(&["apply", "-f", "-"], Some(&manifests));
+
+    let prometheus_port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("prometheus.yml");
+    std::fs::write(&config, "global: {}\n").unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut controllers = weir()
+        .args([
+            "controllers",
+            "--admin-addr",
+            &admin,
+            "--leader-elect=false",
+        ])
+        .args(["--sync-period-seconds", "2"])
+        .arg(format!(
+            "--prometheus-url=http://127.0.0.1:{prometheus_port}"
+        ))
+        .spawn()
+        .expect("weir controllers starts");
+    let scaled = eventually(Duration::from_secs(120), || {
+        let out = kubectl(
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+            None,
+        );
+        (out == "4").then_some(out)
+    });
+    let status = kubectl(
+        &[
+            "get",
+            "scalingpolicy",
+            "web",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.status.desiredReplicas}",
+        ],
+        None,
+    );
+    let _ = controllers.kill();
+    let _ = controllers.wait();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
+    assert!(scaled.is_some(), "the Deployment was never scaled to 4");
+    assert_eq!(status, "4");
+}

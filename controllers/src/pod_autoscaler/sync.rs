@@ -15,7 +15,7 @@ use super::{
     Container, ControllerSettings, Pod, PodPhase,
     controller::{Memory, PolicyInput, ScaleApi, apply, parse_selector, plan},
     effective_metrics,
-    prometheus::{PrometheusSource, batch_for, readings},
+    prometheus::{PrometheusSource, Results, batch_for, readings},
 };
 
 /// How many policies are reconciled at once.
@@ -57,37 +57,15 @@ pub async fn sync_all<A: ScaleApi + Sync>(
     let results = source.fetch(&batch, now).await;
     let results = &results;
     let remembered: &HashMap<ObjectKey, Memory> = memory;
-    let outcomes: Vec<(ObjectKey, Memory, bool, bool)> = stream::iter(policies)
-        .map(|(key, policy)| async move {
-            let namespace = key.namespace.as_deref().unwrap_or("default");
-            let scale = api.get_scale(namespace, &policy.spec.target_ref).await;
-            let pods: Vec<Pod> = match &scale {
-                Ok(scale) => target_pods(state, namespace, scale.selector.as_deref()),
-                Err(_) => Vec::new(),
-            };
-            let metrics = effective_metrics(&policy.spec);
-            let readings = readings(namespace, &metrics, &pods, results);
-            let memory = remembered.get(key).cloned().unwrap_or_default();
-            let planned = plan(&PolicyInput {
-                policy,
-                scale: &scale,
-                pods: &pods,
-                readings: &readings,
-                memory: &memory,
-                settings,
-                now,
-            });
-            let previous = scale.as_ref().ok().map(|s| s.spec_replicas);
-            let rescaling = planned.scale_to.is_some();
-            let done = apply(api, policy, planned, previous, now).await;
-            let error = scale.is_err() || done.rescale_error.is_some();
-            (
-                key.clone(),
-                done.plan.memory,
-                rescaling && done.rescale_error.is_none(),
-                error,
-            )
+    // Futures built up front (not in a stream's closure) keep their lifetimes concrete,
+    // so the whole sync is `Send` for a spawned task.
+    let reconciles: Vec<_> = policies
+        .into_iter()
+        .map(|(key, policy)| {
+            reconcile_one(api, state, results, remembered, settings, now, key, policy)
         })
+        .collect();
+    let outcomes: Vec<Outcome> = stream::iter(reconciles)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
@@ -96,7 +74,13 @@ pub async fn sync_all<A: ScaleApi + Sync>(
         ..SyncStats::default()
     };
     let mut next = HashMap::with_capacity(outcomes.len());
-    for (key, remembered, rescaled, error) in outcomes {
+    for Outcome {
+        key,
+        memory: remembered,
+        rescaled,
+        error,
+    } in outcomes
+    {
         stats.rescaled += usize::from(rescaled);
         stats.errors += usize::from(error);
         next.insert(key, remembered);
@@ -108,6 +92,53 @@ pub async fn sync_all<A: ScaleApi + Sync>(
 }
 
 type ScalingPolicyArc = std::sync::Arc<weir_crds::ScalingPolicy>;
+
+struct Outcome {
+    key: ObjectKey,
+    memory: Memory,
+    rescaled: bool,
+    error: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_one<A: ScaleApi + Sync>(
+    api: &A,
+    state: &ClusterState,
+    results: &Results,
+    remembered: &HashMap<ObjectKey, Memory>,
+    settings: &ControllerSettings,
+    now: Timestamp,
+    key: &ObjectKey,
+    policy: &ScalingPolicyArc,
+) -> Outcome {
+    let namespace = key.namespace.as_deref().unwrap_or("default");
+    let scale = api.get_scale(namespace, &policy.spec.target_ref).await;
+    let pods: Vec<Pod> = match &scale {
+        Ok(scale) => target_pods(state, namespace, scale.selector.as_deref()),
+        Err(_) => Vec::new(),
+    };
+    let metrics = effective_metrics(&policy.spec);
+    let readings = readings(namespace, &metrics, &pods, results);
+    let memory = remembered.get(key).cloned().unwrap_or_default();
+    let planned = plan(&PolicyInput {
+        policy,
+        scale: &scale,
+        pods: &pods,
+        readings: &readings,
+        memory: &memory,
+        settings,
+        now,
+    });
+    let previous = scale.as_ref().ok().map(|s| s.spec_replicas);
+    let rescaling = planned.scale_to.is_some();
+    let done = apply(api, policy, planned, previous, now).await;
+    Outcome {
+        key: key.clone(),
+        memory: done.plan.memory,
+        rescaled: rescaling && done.rescale_error.is_none(),
+        error: scale.is_err() || done.rescale_error.is_some(),
+    }
+}
 
 /// The pods of a target: those in `namespace` matching its scale's selector.
 pub fn target_pods(state: &ClusterState, namespace: &str, selector: Option<&str>) -> Vec<Pod> {

@@ -1,0 +1,353 @@
+//! `weir controllers`: the pod autoscaler in a cluster. Reflectors fill the stores; while
+//! this replica holds the Lease, every sync period it runs one sync of every ScalingPolicy
+//! ([`weir_controllers::pod_autoscaler::sync::sync_all`]) with metrics from Prometheus,
+//! through [`KubeScaleApi`], the thin adapter to the Kubernetes API.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Client, Resource,
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter},
+};
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use serde_json::json;
+use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use weir_controllers::pod_autoscaler::{
+    ControllerSettings,
+    controller::{Event, Memory, Scale, ScaleApi},
+    prometheus::PrometheusSource,
+    sync::sync_all,
+};
+use weir_crds::scaling_policy::{ScaleTargetRef, ScalingPolicy, ScalingPolicyStatus};
+use weir_store::{Kind, ObjectKey, StateWriter};
+
+use crate::{
+    admin::{self, AdminState},
+    cli::ControllersArgs,
+    leader::{self, LeaseConfig},
+    metrics::SourceMetrics,
+    shutdown,
+    sources::kube::spawn_reflectors,
+};
+
+/// The field manager of the autoscaler's status writes (server-side apply).
+pub const FIELD_MANAGER: &str = "weir-pod-autoscaler";
+
+/// The API calls the pod autoscaler makes (beyond listing and watching what it reads).
+pub const API_CALLS: &[crate::ApiCall] = &[
+    ("*", "*/scale", "get"),
+    ("*", "*/scale", "patch"),
+    ("weir.io", "scalingpolicies/status", "patch"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+];
+
+/// The Kubernetes API for the reconciler: scale subresources of any kind (resolved once
+/// per kind through discovery), ScalingPolicy status by server-side apply, and events.
+pub struct KubeScaleApi {
+    client: Client,
+    recorder: Recorder,
+    kinds: Mutex<HashMap<(String, String), ApiResource>>,
+}
+
+impl std::fmt::Debug for KubeScaleApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeScaleApi").finish_non_exhaustive()
+    }
+}
+
+impl KubeScaleApi {
+    /// An adapter reporting events as `controller`/`instance`.
+    pub fn new(client: Client, instance: String) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "weir-pod-autoscaler".into(),
+                instance: Some(instance),
+            },
+        );
+        KubeScaleApi {
+            client,
+            recorder,
+            kinds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn scale_api(
+        &self,
+        namespace: &str,
+        target: &ScaleTargetRef,
+    ) -> Result<Api<DynamicObject>, String> {
+        let key = (target.api_version.clone(), target.kind.clone());
+        let cached = self.kinds.lock().ok().and_then(|k| k.get(&key).cloned());
+        let resource = match cached {
+            Some(resource) => resource,
+            None => {
+                let (group, version) = match target.api_version.split_once('/') {
+                    Some((g, v)) => (g.to_string(), v.to_string()),
+                    None => (String::new(), target.api_version.clone()),
+                };
+                let gvk = GroupVersionKind::gvk(&group, &version, &target.kind);
+                let (resource, _) = kube::discovery::pinned_kind(&self.client, &gvk)
+                    .await
+                    .map_err(|e| format!("{} {}: {e}", target.api_version, target.kind))?;
+                if let Ok(mut kinds) = self.kinds.lock() {
+                    kinds.insert(key, resource.clone());
+                }
+                resource
+            }
+        };
+        Ok(Api::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &resource,
+        ))
+    }
+}
+
+impl ScaleApi for KubeScaleApi {
+    async fn get_scale(&self, namespace: &str, target: &ScaleTargetRef) -> Result<Scale, String> {
+        let api = self.scale_api(namespace, target).await?;
+        let scale = api
+            .get_scale(&target.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Scale {
+            spec_replicas: scale.spec.and_then(|s| s.replicas).unwrap_or(0),
+            status_replicas: scale.status.as_ref().map_or(0, |s| s.replicas),
+            selector: scale.status.and_then(|s| s.selector),
+        })
+    }
+
+    async fn set_replicas(
+        &self,
+        namespace: &str,
+        target: &ScaleTargetRef,
+        replicas: i32,
+    ) -> Result<(), String> {
+        let api = self.scale_api(namespace, target).await?;
+        api.patch_scale(
+            &target.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    async fn write_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &ScalingPolicyStatus,
+    ) -> Result<(), String> {
+        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), namespace);
+        let patch = json!({
+            "apiVersion": "weir.io/v1alpha1",
+            "kind": "ScalingPolicy",
+            "status": status,
+        });
+        api.patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    async fn event(&self, policy: &ScalingPolicy, event: &Event) -> Result<(), String> {
+        let reference = policy.object_ref(&());
+        self.recorder
+            .publish(
+                &KubeEvent {
+                    type_: if event.type_ == "Warning" {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: event.reason.into(),
+                    note: Some(event.message.clone()),
+                    action: "Scale".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct AutoscalerMetrics {
+    sync_seconds: Histogram,
+    policies: Gauge,
+    rescales: Counter,
+    errors: Counter,
+    queries: Counter,
+}
+
+impl AutoscalerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = AutoscalerMetrics {
+            sync_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0]),
+            policies: Gauge::default(),
+            rescales: Counter::default(),
+            errors: Counter::default(),
+            queries: Counter::default(),
+        };
+        registry.register(
+            "weir_autoscaler_sync_seconds",
+            "Wall time of one sync of every ScalingPolicy",
+            metrics.sync_seconds.clone(),
+        );
+        registry.register(
+            "weir_autoscaler_policies",
+            "ScalingPolicies in the last sync",
+            metrics.policies.clone(),
+        );
+        registry.register(
+            "weir_autoscaler_rescales",
+            "Targets rescaled",
+            metrics.rescales.clone(),
+        );
+        registry.register(
+            "weir_autoscaler_errors",
+            "Policies whose scale could not be read or set",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "weir_autoscaler_prometheus_queries",
+            "PromQL queries issued",
+            metrics.queries.clone(),
+        );
+        metrics
+    }
+}
+
+/// Runs `weir controllers` until SIGTERM or SIGINT.
+pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
+    let shutdown_token = CancellationToken::new();
+    shutdown::cancel_on_signal(shutdown_token.clone()).context("installing signal handlers")?;
+    let source = PrometheusSource::new(&args.prometheus_url)
+        .map_err(anyhow::Error::msg)
+        .context("--prometheus-url")?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)")?;
+    let mut registry = Registry::default();
+    let source_metrics = SourceMetrics::register(&mut registry);
+    let metrics = AutoscalerMetrics::register(&mut registry);
+    let writer = Arc::new(StateWriter::default());
+    let listener = admin::bind(args.admin.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin-addr {}", args.admin.admin_addr))?;
+    let mut tasks = JoinSet::new();
+    let (synced_tx, synced_rx) = watch::channel(BTreeSet::new());
+    let mut reflectors = spawn_reflectors(
+        client.clone(),
+        writer.clone(),
+        synced_tx,
+        shutdown_token.clone(),
+    );
+    tasks.spawn(async move { while reflectors.join_next().await.is_some() {} });
+    let identity = args
+        .leader
+        .leader_identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("weir-{}", std::process::id()));
+    let leading = if args.leader.leader_elect {
+        let duration = Duration::from_secs(args.leader.leader_lease_seconds);
+        let (tx, rx) = watch::channel(false);
+        tasks.spawn(leader::run(
+            client.clone(),
+            LeaseConfig {
+                namespace: args.leader.leader_election_namespace.clone(),
+                name: args
+                    .leader
+                    .leader_election_id
+                    .clone()
+                    .unwrap_or_else(|| "weir-controllers".into()),
+                identity: identity.clone(),
+                duration,
+                retry: duration / 5,
+            },
+            tx,
+            shutdown_token.clone(),
+        ));
+        rx
+    } else {
+        watch::channel(true).1
+    };
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tasks.spawn(crate::metrics::observe_state(
+        writer.subscribe(),
+        source_metrics,
+        shutdown_token.clone(),
+    ));
+    let admin_state = AdminState {
+        registry: Arc::new(registry),
+        ready: ready_rx,
+        problems: watch::channel(Vec::new()).1,
+        state: writer.subscribe(),
+        proxies: None,
+    };
+    let token = shutdown_token.clone();
+    tasks.spawn(async move {
+        if let Err(e) = admin::serve(listener, admin_state, token).await {
+            warn!(error = %e, "admin endpoint failed");
+        }
+    });
+    let api = KubeScaleApi::new(client, identity);
+    let settings = ControllerSettings::default();
+    let period = Duration::from_secs(args.sync_period_seconds);
+    let token = shutdown_token.clone();
+    let mut synced = synced_rx;
+    tasks.spawn(async move {
+        let needed = [Kind::ScalingPolicy, Kind::Pod];
+        if synced.wait_for(|k| needed.iter().all(|n| k.contains(n))).await.is_err() {
+            return;
+        }
+        ready_tx.send_replace(true);
+        info!(prometheus = %source.url(), period = ?period, "pod autoscaler running");
+        let mut memory: HashMap<ObjectKey, Memory> = HashMap::new();
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if !*leading.borrow() {
+                // A follower forgets: the leader's history is the one that counts.
+                memory.clear();
+                continue;
+            }
+            let state = writer.current();
+            let stats = sync_all(&api, &state, &source, &mut memory, &settings, Timestamp::now()).await;
+            metrics.sync_seconds.observe(stats.duration.as_secs_f64());
+            metrics.policies.set(i64::try_from(stats.policies).unwrap_or(i64::MAX));
+            metrics.rescales.inc_by(stats.rescaled as u64);
+            metrics.errors.inc_by(stats.errors as u64);
+            metrics.queries.inc_by(stats.queries);
+            info!(policies = stats.policies, rescaled = stats.rescaled, errors = stats.errors, queries = stats.queries, took = ?stats.duration, "autoscaler sync");
+        }
+    });
+    info!(admin = %args.admin.admin_addr, "weir controllers running");
+    shutdown_token.cancelled().await;
+    shutdown::drain(tasks).await;
+    Ok(())
+}
