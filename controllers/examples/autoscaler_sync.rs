@@ -153,6 +153,7 @@ fn main() {
             history: &history,
             settings: &settings,
             paused: false,
+            ratio_history: &[],
         });
         total += i64::from(r.desired_replicas);
     }

@@ -566,3 +566,35 @@ fn state_problems_name_the_field() {
     let e = state::parse(&unknown).unwrap_err();
     assert!(e.message.contains("curentReplicas"), "{e}");
 }
+
+#[test]
+fn forecast_is_reported_beside_the_plain_decision_and_followed_when_enabled() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/recommend/forecast-rising-load.yaml"
+    ))
+    .unwrap();
+    let report_only = state::parse(&example).unwrap().recommend().unwrap();
+    assert_eq!(report_only.desired_replicas, 5);
+    let forecast = report_only.forecast.as_ref().unwrap();
+    assert_eq!(
+        (forecast.desired_replicas, forecast.plain_desired_replicas),
+        (7, 5)
+    );
+    let enabled = state::parse(&example.replace("enabled: false", "enabled: true"))
+        .unwrap()
+        .recommend()
+        .unwrap();
+    assert_eq!(enabled.desired_replicas, 7);
+    assert_eq!(enabled.record, Some(7));
+    // A falling trend never lowers the decision below the plain one.
+    let falling = example
+        .replace("ratio: 0.2}", "ratio: 2.2}")
+        .replace("ratio: 0.4}", "ratio: 2.0}")
+        .replace("ratio: 0.6}", "ratio: 1.8}")
+        .replace("ratio: 0.8}", "ratio: 1.6}")
+        .replace("ratio: 1.0}", "ratio: 1.4}")
+        .replace("enabled: false", "enabled: true");
+    let r = state::parse(&falling).unwrap().recommend().unwrap();
+    assert_eq!(r.desired_replicas, 5);
+}

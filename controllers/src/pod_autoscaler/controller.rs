@@ -86,6 +86,8 @@ pub struct Memory {
     pub history: History,
     /// When the target was last scaled.
     pub last_scale_time: Option<Timestamp>,
+    /// Per metric, its recent ratios to target (kept only for policies with `forecast`).
+    pub ratios: Vec<super::forecast::RatioHistory>,
 }
 
 /// What to do for one policy.
@@ -177,6 +179,7 @@ pub fn plan(input: &PolicyInput<'_>) -> Plan {
         history: &input.memory.history,
         settings: input.settings,
         paused,
+        ratio_history: &input.memory.ratios,
     });
     let mut memory = input.memory.clone();
     if let Some(record) = decision.record {
@@ -188,6 +191,7 @@ pub fn plan(input: &PolicyInput<'_>) -> Plan {
         0
     };
     forget_old(&mut memory.history, &policy.spec, input.settings, input.now);
+    remember_ratios(&mut memory, &policy.spec, &decision, input.now);
 
     let mut events = Vec::new();
     if let Some(error) = &decision.error {
@@ -333,6 +337,27 @@ fn forget_old(
     history
         .scale_events
         .retain(|(time, _)| *time > now - period);
+}
+
+/// Keeps each metric's ratio for the forecast, within its history window.
+fn remember_ratios(
+    memory: &mut Memory,
+    spec: &ScalingPolicySpec,
+    decision: &Recommendation,
+    now: Timestamp,
+) {
+    let Some(forecast) = &spec.forecast else {
+        memory.ratios.clear();
+        return;
+    };
+    let window = SignedDuration::from_secs(i64::from(forecast.history_seconds));
+    memory.ratios.resize_with(decision.metrics.len(), Vec::new);
+    for (history, metric) in memory.ratios.iter_mut().zip(&decision.metrics) {
+        if let Some(ratio) = metric.ratio.filter(|r| r.is_finite()) {
+            history.push((now, ratio));
+        }
+        history.retain(|(time, _)| *time >= now - window);
+    }
 }
 
 /// Records a successful rescale in `memory` (scale events count toward rate limits).

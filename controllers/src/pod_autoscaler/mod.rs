@@ -12,6 +12,7 @@
 pub mod behavior;
 pub mod calculator;
 pub mod controller;
+pub mod forecast;
 pub mod prometheus;
 pub mod state;
 pub mod sync;
@@ -153,6 +154,8 @@ pub struct Input<'a> {
     pub settings: &'a ControllerSettings,
     /// The policy is paused (`weir.io/paused: "true"`): replicas are left alone.
     pub paused: bool,
+    /// Per metric (spec order), its recent ratios to target, for `forecast`.
+    pub ratio_history: &'a [forecast::RatioHistory],
 }
 
 /// A condition as the decision reports it.
@@ -253,6 +256,28 @@ pub struct Recommendation {
     /// The error a controller reports (HPA's "invalid metrics ..."), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `forecast` in the policy: what scaling on the forecast gives, beside the plain
+    /// decision (which `desiredReplicas` is unless the forecast is enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastReport>,
+}
+
+/// The forecast's view of the decision.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastReport {
+    /// Whether the decision follows the forecast.
+    pub enabled: bool,
+    /// How far ahead.
+    pub horizon_seconds: i32,
+    /// Per metric (spec order); `null` without enough history.
+    pub metrics: Vec<Option<forecast::MetricForecast>>,
+    /// max(plain proposal, each metric's proposal at its forecast ratio).
+    pub proposed_replicas: i32,
+    /// What the decision would be on that proposal (after stabilization and limits).
+    pub desired_replicas: i32,
+    /// The plain decision, for comparison.
+    pub plain_desired_replicas: i32,
 }
 
 /// The metrics a policy scales on: its own, or HPA's default of CPU at 80 %.
@@ -329,6 +354,7 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
         metrics_failed: false,
         fallback_active: false,
         error: None,
+        forecast: None,
     };
     let valid: Vec<&MetricOutcome> = decision
         .metrics
@@ -433,7 +459,7 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
     ));
     decision.proposed_replicas = Some(proposal);
     decision.record = Some(proposal);
-    let normalized = match &spec.behavior {
+    let normalize = |proposal: i32| match &spec.behavior {
         Some(behavior_spec) => {
             let (up, down) =
                 behavior::effective_rules(behavior_spec, input.settings.downscale_stabilization);
@@ -458,6 +484,49 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
             input.now,
         ),
     };
+    let mut normalized = normalize(proposal);
+    if let Some(settings) = &spec.forecast {
+        let metrics: Vec<Option<forecast::MetricForecast>> = decision
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let ratio = m.ratio.filter(|_| m.proposed_replicas.is_some())?;
+                forecast::project(
+                    input
+                        .ratio_history
+                        .get(i)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                    ratio,
+                    input.now,
+                    SignedDuration::from_secs(i64::from(settings.history_seconds)),
+                    SignedDuration::from_secs(i64::from(settings.horizon_seconds)),
+                )
+            })
+            .collect();
+        let base = f64::from(current.max(1));
+        let forecast_proposal = metrics
+            .iter()
+            .flatten()
+            .filter(|f| f.forecast_ratio > f.ratio && !tolerances.is_within(f.forecast_ratio))
+            .map(|f| (f.forecast_ratio * base).ceil() as i32)
+            .fold(proposal, i32::max);
+        let forecast_normalized = normalize(forecast_proposal);
+        decision.forecast = Some(ForecastReport {
+            enabled: settings.enabled,
+            horizon_seconds: settings.horizon_seconds,
+            metrics,
+            proposed_replicas: forecast_proposal,
+            desired_replicas: forecast_normalized.replicas,
+            plain_desired_replicas: normalized.replicas,
+        });
+        if settings.enabled {
+            decision.proposed_replicas = Some(forecast_proposal);
+            decision.record = Some(forecast_proposal);
+            normalized = forecast_normalized;
+        }
+    }
     decision.desired_replicas = normalized.replicas;
     decision.conditions[0] = normalized.able_to_scale;
     if normalized.scaling_limited.status == "True" {

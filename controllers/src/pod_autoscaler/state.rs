@@ -100,6 +100,19 @@ pub struct SampleState {
     /// The source failed with this error.
     #[serde(default)]
     pub error: Option<String>,
+    /// The metric's recent ratios to its target, for `forecast` (oldest first).
+    #[serde(default)]
+    pub history: Vec<RatioPoint>,
+}
+
+/// One past ratio of a metric to its target.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatioPoint {
+    /// When.
+    pub time: Timestamp,
+    /// The metric's value over its target then (`metrics[].ratio` in the output).
+    pub ratio: f64,
 }
 
 /// One pod's sample.
@@ -225,6 +238,7 @@ fn signed(d: &Duration) -> SignedDuration {
 /// The core's inputs from a STATE file.
 #[derive(Clone, Debug)]
 pub struct Prepared {
+    ratios: Vec<super::forecast::RatioHistory>,
     pods: Vec<Pod>,
     readings: Vec<MetricReading>,
     history: History,
@@ -351,7 +365,13 @@ impl State {
                 .collect(),
             consecutive_failures: self.history.consecutive_failures,
         };
+        let ratios = self
+            .samples
+            .iter()
+            .map(|s| s.history.iter().map(|p| (p.time, p.ratio)).collect())
+            .collect();
         Ok(Prepared {
+            ratios,
             pods,
             readings,
             history,
@@ -372,6 +392,7 @@ impl State {
             history: &prepared.history,
             settings: &prepared.settings,
             paused: self.paused,
+            ratio_history: &prepared.ratios,
         }))
     }
 }
