@@ -28,6 +28,7 @@ use weir_controllers::pod_autoscaler::{
     ControllerSettings,
     controller::{Event, Memory, Scale, ScaleApi},
     prometheus::PrometheusSource,
+    source::MetricSource,
     sync::sync_all,
 };
 use weir_crds::scaling_policy::{ScaleTargetRef, ScalingPolicy, ScalingPolicyStatus};
@@ -35,9 +36,10 @@ use weir_store::{Kind, ObjectKey, StateWriter};
 
 use crate::{
     admin::{self, AdminState},
-    cli::ControllersArgs,
+    cli::{ControllersArgs, MetricsSourceKind},
     leader::{self, LeaseConfig},
     metrics::SourceMetrics,
+    metrics_apis::MetricsApiSource,
     shutdown,
     sources::kube::spawn_reflectors,
 };
@@ -238,13 +240,70 @@ impl AutoscalerMetrics {
     }
 }
 
+/// The sync loop: waits for the stores, then syncs every period while leading.
+struct SyncLoop {
+    api: KubeScaleApi,
+    period: Duration,
+    synced: watch::Receiver<BTreeSet<Kind>>,
+    leading: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+    writer: Arc<StateWriter>,
+    metrics: AutoscalerMetrics,
+    shutdown: CancellationToken,
+}
+
+impl SyncLoop {
+    async fn run<S: MetricSource + Send + 'static>(mut self, source: S) {
+        let needed = [Kind::ScalingPolicy, Kind::Pod];
+        let synced = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            synced = self.synced.wait_for(|k| needed.iter().all(|n| k.contains(n))) => synced.is_ok(),
+        };
+        if !synced {
+            return;
+        }
+        self.ready.send_replace(true);
+        info!(period = ?self.period, "pod autoscaler running");
+        let settings = ControllerSettings::default();
+        let mut memory: HashMap<ObjectKey, Memory> = HashMap::new();
+        let mut ticker = tokio::time::interval(self.period);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if !*self.leading.borrow() {
+                // A follower forgets: the leader's history is the one that counts.
+                memory.clear();
+                continue;
+            }
+            let state = self.writer.current();
+            let stats = sync_all(
+                &self.api,
+                &state,
+                &source,
+                &mut memory,
+                &settings,
+                Timestamp::now(),
+            )
+            .await;
+            let metrics = &self.metrics;
+            metrics.sync_seconds.observe(stats.duration.as_secs_f64());
+            metrics
+                .policies
+                .set(i64::try_from(stats.policies).unwrap_or(i64::MAX));
+            metrics.rescales.inc_by(stats.rescaled as u64);
+            metrics.errors.inc_by(stats.errors as u64);
+            metrics.queries.inc_by(stats.queries);
+            info!(policies = stats.policies, rescaled = stats.rescaled, errors = stats.errors, requests = stats.queries, took = ?stats.duration, "autoscaler sync");
+        }
+    }
+}
+
 /// Runs `weir controllers` until SIGTERM or SIGINT.
 pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let shutdown_token = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown_token.clone()).context("installing signal handlers")?;
-    let source = PrometheusSource::new(&args.prometheus_url)
-        .map_err(anyhow::Error::msg)
-        .context("--prometheus-url")?;
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)")?;
@@ -312,40 +371,31 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
             warn!(error = %e, "admin endpoint failed");
         }
     });
-    let api = KubeScaleApi::new(client, identity);
-    let settings = ControllerSettings::default();
+    let api = KubeScaleApi::new(client.clone(), identity);
     let period = Duration::from_secs(args.sync_period_seconds);
-    let token = shutdown_token.clone();
-    let mut synced = synced_rx;
-    tasks.spawn(async move {
-        let needed = [Kind::ScalingPolicy, Kind::Pod];
-        if synced.wait_for(|k| needed.iter().all(|n| k.contains(n))).await.is_err() {
-            return;
+    let sync = SyncLoop {
+        api,
+        period,
+        synced: synced_rx,
+        leading,
+        ready: ready_tx,
+        writer,
+        metrics,
+        shutdown: shutdown_token.clone(),
+    };
+    match args.metrics_source {
+        MetricsSourceKind::Prometheus => {
+            let source = PrometheusSource::new(&args.prometheus_url)
+                .map_err(anyhow::Error::msg)
+                .context("--prometheus-url")?;
+            info!(prometheus = %source.url(), "metrics from Prometheus");
+            tasks.spawn(sync.run(source));
         }
-        ready_tx.send_replace(true);
-        info!(prometheus = %source.url(), period = ?period, "pod autoscaler running");
-        let mut memory: HashMap<ObjectKey, Memory> = HashMap::new();
-        let mut ticker = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            if !*leading.borrow() {
-                // A follower forgets: the leader's history is the one that counts.
-                memory.clear();
-                continue;
-            }
-            let state = writer.current();
-            let stats = sync_all(&api, &state, &source, &mut memory, &settings, Timestamp::now()).await;
-            metrics.sync_seconds.observe(stats.duration.as_secs_f64());
-            metrics.policies.set(i64::try_from(stats.policies).unwrap_or(i64::MAX));
-            metrics.rescales.inc_by(stats.rescaled as u64);
-            metrics.errors.inc_by(stats.errors as u64);
-            metrics.queries.inc_by(stats.queries);
-            info!(policies = stats.policies, rescaled = stats.rescaled, errors = stats.errors, queries = stats.queries, took = ?stats.duration, "autoscaler sync");
+        MetricsSourceKind::Kubernetes => {
+            info!("metrics from the Kubernetes metrics APIs");
+            tasks.spawn(sync.run(MetricsApiSource::new(client)));
         }
-    });
+    }
     info!(admin = %args.admin.admin_addr, "weir controllers running");
     shutdown_token.cancelled().await;
     shutdown::drain(tasks).await;

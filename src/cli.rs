@@ -52,7 +52,12 @@ pub struct ControllersArgs {
     /// Leader election: only the leader scales.
     #[command(flatten)]
     pub leader: LeaderArgs,
-    /// Prometheus, where metrics are read (one query per distinct metric per sync).
+    /// Where metrics are read: Prometheus directly (one query per distinct metric per
+    /// sync), or the cluster's metrics APIs (metrics.k8s.io, custom.metrics.k8s.io,
+    /// external.metrics.k8s.io) served by another adapter.
+    #[arg(long, env = "WEIR_METRICS_SOURCE", value_enum, default_value_t = MetricsSourceKind::Prometheus)]
+    pub metrics_source: MetricsSourceKind,
+    /// Prometheus, for `--metrics-source prometheus`.
     #[arg(
         long,
         env = "WEIR_PROMETHEUS_URL",
@@ -62,6 +67,15 @@ pub struct ControllersArgs {
     /// Seconds between syncs of every ScalingPolicy (HPA's default: 15).
     #[arg(long, env = "WEIR_SYNC_PERIOD_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub sync_period_seconds: u64,
+}
+
+/// Where the pod autoscaler reads metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsSourceKind {
+    /// Prometheus, queried directly.
+    Prometheus,
+    /// The Kubernetes metrics APIs.
+    Kubernetes,
 }
 
 /// What `weir recommend` decides.

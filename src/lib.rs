@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod leader;
 pub mod local;
 pub mod metrics;
+pub mod metrics_apis;
 pub mod proxies;
 pub mod recommend;
 pub mod shutdown;

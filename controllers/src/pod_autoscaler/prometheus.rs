@@ -449,6 +449,33 @@ impl std::fmt::Debug for PrometheusSource {
     }
 }
 
+impl super::source::MetricSource for PrometheusSource {
+    type Batch = Results;
+
+    async fn fetch(
+        &self,
+        policies: &[(&str, &weir_crds::scaling_policy::ScalingPolicySpec)],
+        at: Timestamp,
+    ) -> Results {
+        let batch = batch_for(policies.iter().copied());
+        PrometheusSource::fetch(self, &batch, at).await
+    }
+
+    fn readings(
+        &self,
+        batch: &Results,
+        namespace: &str,
+        metrics: &[MetricSpec],
+        pods: &[Pod],
+    ) -> Vec<MetricReading> {
+        readings(namespace, metrics, pods, batch)
+    }
+
+    fn requests_issued(&self) -> u64 {
+        self.queries_issued()
+    }
+}
+
 /// Prometheus values (cores, bytes, requests per second) in milli-units, as
 /// prometheus-adapter converts them.
 fn milli(value: f64) -> i64 {

@@ -15,7 +15,7 @@ use super::{
     Container, ControllerSettings, Pod, PodPhase,
     controller::{Memory, PolicyInput, ScaleApi, apply, parse_selector, plan},
     effective_metrics,
-    prometheus::{PrometheusSource, Results, batch_for, readings},
+    source::MetricSource,
 };
 
 /// How many policies are reconciled at once.
@@ -30,7 +30,7 @@ pub struct SyncStats {
     pub rescaled: usize,
     /// Policies whose scale could not be read or set.
     pub errors: usize,
-    /// PromQL queries issued.
+    /// Requests to the metric source (PromQL queries, API calls).
     pub queries: u64,
     /// Wall time.
     pub duration: Duration,
@@ -38,23 +38,22 @@ pub struct SyncStats {
 
 /// Syncs every policy in `state`. `memory` is what the reconciler remembers per policy; entries
 /// of deleted policies are dropped.
-pub async fn sync_all<A: ScaleApi + Sync>(
+pub async fn sync_all<A: ScaleApi + Sync, S: MetricSource>(
     api: &A,
     state: &ClusterState,
-    source: &PrometheusSource,
+    source: &S,
     memory: &mut HashMap<ObjectKey, Memory>,
     settings: &ControllerSettings,
     now: Timestamp,
 ) -> SyncStats {
     let started = Instant::now();
-    let queries_before = source.queries_issued();
+    let queries_before = source.requests_issued();
     let policies: Vec<(&ObjectKey, &ScalingPolicyArc)> = state.scaling_policies.iter().collect();
-    let batch = batch_for(
-        policies
-            .iter()
-            .map(|(key, p)| (key.namespace.as_deref().unwrap_or("default"), &p.spec)),
-    );
-    let results = source.fetch(&batch, now).await;
+    let wanted: Vec<(&str, &weir_crds::scaling_policy::ScalingPolicySpec)> = policies
+        .iter()
+        .map(|(key, p)| (key.namespace.as_deref().unwrap_or("default"), &p.spec))
+        .collect();
+    let results = source.fetch(&wanted, now).await;
     let results = &results;
     let remembered: &HashMap<ObjectKey, Memory> = memory;
     // Futures built up front (not in a stream's closure) keep their lifetimes concrete,
@@ -62,7 +61,9 @@ pub async fn sync_all<A: ScaleApi + Sync>(
     let reconciles: Vec<_> = policies
         .into_iter()
         .map(|(key, policy)| {
-            reconcile_one(api, state, results, remembered, settings, now, key, policy)
+            reconcile_one(
+                api, state, source, results, remembered, settings, now, key, policy,
+            )
         })
         .collect();
     let outcomes: Vec<Outcome> = stream::iter(reconciles)
@@ -86,7 +87,7 @@ pub async fn sync_all<A: ScaleApi + Sync>(
         next.insert(key, remembered);
     }
     *memory = next;
-    stats.queries = source.queries_issued() - queries_before;
+    stats.queries = source.requests_issued() - queries_before;
     stats.duration = started.elapsed();
     stats
 }
@@ -101,10 +102,11 @@ struct Outcome {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn reconcile_one<A: ScaleApi + Sync>(
+async fn reconcile_one<A: ScaleApi + Sync, S: MetricSource>(
     api: &A,
     state: &ClusterState,
-    results: &Results,
+    source: &S,
+    results: &S::Batch,
     remembered: &HashMap<ObjectKey, Memory>,
     settings: &ControllerSettings,
     now: Timestamp,
@@ -118,7 +120,7 @@ async fn reconcile_one<A: ScaleApi + Sync>(
         Err(_) => Vec::new(),
     };
     let metrics = effective_metrics(&policy.spec);
-    let readings = readings(namespace, &metrics, &pods, results);
+    let readings = source.readings(results, namespace, &metrics, &pods);
     let memory = remembered.get(key).cloned().unwrap_or_default();
     let planned = plan(&PolicyInput {
         policy,
