@@ -165,6 +165,13 @@ pub struct UpArgs {
     /// Address the xds-server (Envoy's ADS) listens on.
     #[arg(long, env = "WEIR_XDS_ADDR", default_value = "127.0.0.1:18000")]
     pub xds_addr: SocketAddr,
+    /// Run the pod autoscaler on the directory's simulated Deployments, with metrics from
+    /// this Prometheus.
+    #[arg(long, env = "WEIR_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// Seconds between autoscaler syncs.
+    #[arg(long, env = "WEIR_SYNC_PERIOD_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_period_seconds: u64,
 }
 
 /// The admin endpoint every long-running mode serves.

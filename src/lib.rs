@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod leader;
 pub mod local;
+pub mod local_autoscaler;
 pub mod metrics;
 pub mod metrics_apis;
 pub mod proxies;

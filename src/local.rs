@@ -13,9 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weir_store::StateWriter;
 
+use weir_controllers::pod_autoscaler::prometheus::PrometheusSource;
+
 use crate::{
     admin::{self, AdminState},
     cli::UpArgs,
+    local_autoscaler::LocalScaleApi,
     metrics::SourceMetrics,
     shutdown,
     sources::files::DirectorySource,
@@ -49,6 +52,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    if let Some(url) = &args.prometheus_url {
+        let source = PrometheusSource::new(url)
+            .map_err(anyhow::Error::msg)
+            .context("--prometheus-url")?;
+        let api = LocalScaleApi::new(writer.subscribe(), &mut registry);
+        info!(prometheus = %url, "pod autoscaler on simulated Deployments");
+        tasks.spawn(crate::local_autoscaler::run(
+            api,
+            source,
+            std::time::Duration::from_secs(args.sync_period_seconds),
+            shutdown_token.clone(),
+        ));
+    }
     let admin_state = AdminState {
         registry: Arc::new(registry),
         ready: ready_rx,

@@ -6,6 +6,7 @@
 //! (a release build, say) instead.
 
 pub mod envoy;
+pub mod prometheus;
 
 use std::{
     net::{SocketAddr, TcpListener},

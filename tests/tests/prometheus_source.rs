@@ -4,102 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
-
 use k8s_openapi::jiff::Timestamp;
 use weir_controllers::pod_autoscaler::{
     Container, MetricReading, Pod, PodPhase,
     prometheus::{PrometheusSource, batch_for, readings},
 };
 use weir_crds::scaling_policy::ScalingPolicySpec;
-
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-/// Backfills `openmetrics` with promtool and starts Prometheus on it.
-fn prometheus(openmetrics: &str) -> Prometheus {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.om");
-    std::fs::write(&input, openmetrics).unwrap();
-    let data = dir.path().join("data");
-    let status = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(&data)
-        .stdout(Stdio::null())
-        .status()
-        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
-    assert!(status.success(), "promtool failed to backfill");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(&config, "global: {}\n").unwrap();
-    let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package prometheus)");
-    // Owned from here on: dropping it (also on a panic) stops and reaps the process.
-    let prometheus = Prometheus {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if http_get(port, "/-/ready").is_some_and(|r| r.contains(" 200 ")) {
-            return prometheus;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("Prometheus did not become ready");
-}
-
-/// Instant queries Prometheus has answered, from its own /metrics.
-fn queries_answered(port: u16) -> u64 {
-    let metrics = http_get(port, "/metrics").unwrap();
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("prometheus_http_requests_total{")
-                && l.contains(r#"handler="/api/v1/query""#)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
+use weir_tests::prometheus::Prometheus;
 
 fn pod(name: &str) -> Pod {
     Pod {
@@ -149,7 +60,7 @@ async fn one_query_per_template_and_right_per_pod_values() {
     }
     om.push_str("# TYPE queue_messages_ready gauge\nqueue_messages_ready{queue=\"orders\"} 42 ");
     om.push_str(&format!("{t}\n# EOF\n"));
-    let prometheus = prometheus(&om);
+    let prometheus = Prometheus::start(&om);
 
     let spec: ScalingPolicySpec = serde_yaml::from_str(
         "targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\nmaxReplicas: 10\nmetrics:\n\
@@ -171,12 +82,12 @@ async fn one_query_per_template_and_right_per_pod_values() {
         policies.len()
     );
 
-    let source = PrometheusSource::new(&format!("http://127.0.0.1:{}", prometheus.port)).unwrap();
-    let before = queries_answered(prometheus.port);
+    let source = PrometheusSource::new(&prometheus.url()).unwrap();
+    let before = prometheus.queries_answered();
     let results = source.fetch(&batch, at).await;
     assert_eq!(source.queries_issued(), 3);
     assert_eq!(
-        queries_answered(prometheus.port) - before,
+        prometheus.queries_answered() - before,
         3,
         "Prometheus saw one query per template"
     );

@@ -1,0 +1,86 @@
+//! A real Prometheus (Debian's `prometheus`, with `promtool` to backfill data) for tests.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use crate::{eventually, free_port, http_get};
+
+/// A Prometheus on a free loopback port, stopped and reaped on drop.
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Child,
+    /// Its address.
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Starts Prometheus with no scrape targets, its TSDB backfilled from `openmetrics`
+    /// (OpenMetrics text ending in `# EOF`; empty for none).
+    pub fn start(openmetrics: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        if !openmetrics.is_empty() {
+            let input = dir.path().join("input.om");
+            std::fs::write(&input, openmetrics).expect("writing the backfill");
+            let status = Command::new("promtool")
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&input)
+                .arg(&data)
+                .stdout(Stdio::null())
+                .status()
+                .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
+            assert!(status.success(), "promtool failed to backfill");
+        }
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, "global: {}\n").expect("config");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus)");
+        // Owned from here on: dropping it (also on a panic) stops and reaps the process.
+        let prometheus = Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let up = eventually(Duration::from_secs(30), || {
+            http_get(addr, "/-/ready").ok().filter(|(s, _)| *s == 200)
+        });
+        assert!(up.is_some(), "Prometheus did not become ready");
+        prometheus
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Instant queries it has answered, from its own /metrics.
+    pub fn queries_answered(&self) -> u64 {
+        let (_, metrics) = http_get(self.addr, "/metrics").expect("Prometheus /metrics");
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("prometheus_http_requests_total{")
+                    && l.contains(r#"handler="/api/v1/query""#)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
