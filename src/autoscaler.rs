@@ -21,7 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use serde_json::json;
-use tokio::{sync::watch, task::JoinSet};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weir_controllers::pod_autoscaler::{
@@ -37,11 +37,9 @@ use weir_store::{Kind, ObjectKey, StateWriter};
 use crate::{
     admin::{self, AdminState},
     cli::{ControllersArgs, MetricsSourceKind},
-    leader::{self, LeaseConfig},
-    metrics::SourceMetrics,
+    cluster::{ClusterBase, identity, start_leader_election},
     metrics_apis::MetricsApiSource,
     shutdown,
-    sources::kube::spawn_reflectors,
 };
 
 /// The field manager of the autoscaler's status writes (server-side apply).
@@ -302,56 +300,25 @@ impl SyncLoop {
 
 /// Runs `weir controllers` until SIGTERM or SIGINT.
 pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
-    let shutdown_token = CancellationToken::new();
-    shutdown::cancel_on_signal(shutdown_token.clone()).context("installing signal handlers")?;
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)")?;
-    let mut registry = Registry::default();
-    let source_metrics = SourceMetrics::register(&mut registry);
+    let ClusterBase {
+        client,
+        mut registry,
+        metrics: source_metrics,
+        writer,
+        listener,
+        mut tasks,
+        synced: synced_rx,
+        shutdown: shutdown_token,
+    } = ClusterBase::start(args.admin.admin_addr).await?;
     let metrics = AutoscalerMetrics::register(&mut registry);
-    let writer = Arc::new(StateWriter::default());
-    let listener = admin::bind(args.admin.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on --admin-addr {}", args.admin.admin_addr))?;
-    let mut tasks = JoinSet::new();
-    let (synced_tx, synced_rx) = watch::channel(BTreeSet::new());
-    let mut reflectors = spawn_reflectors(
-        client.clone(),
-        writer.clone(),
-        synced_tx,
-        shutdown_token.clone(),
+    let leading = start_leader_election(
+        &client,
+        &args.leader,
+        "weir-controllers",
+        &mut tasks,
+        &shutdown_token,
     );
-    tasks.spawn(async move { while reflectors.join_next().await.is_some() {} });
-    let identity = args
-        .leader
-        .leader_identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("weir-{}", std::process::id()));
-    let leading = if args.leader.leader_elect {
-        let duration = Duration::from_secs(args.leader.leader_lease_seconds);
-        let (tx, rx) = watch::channel(false);
-        tasks.spawn(leader::run(
-            client.clone(),
-            LeaseConfig {
-                namespace: args.leader.leader_election_namespace.clone(),
-                name: args
-                    .leader
-                    .leader_election_id
-                    .clone()
-                    .unwrap_or_else(|| "weir-controllers".into()),
-                identity: identity.clone(),
-                duration,
-                retry: duration / 5,
-            },
-            tx,
-            shutdown_token.clone(),
-        ));
-        rx
-    } else {
-        watch::channel(true).1
-    };
+    let identity = identity(&args.leader);
     let (ready_tx, ready_rx) = watch::channel(false);
     tasks.spawn(crate::metrics::observe_state(
         writer.subscribe(),

@@ -21,30 +21,72 @@ use crate::{
     status_writer::{self, StatusMetrics},
 };
 
+/// What every in-cluster component starts with: signal handling, the API client, the
+/// stores fed by reflectors, the metrics registry and the admin listener.
+pub(crate) struct ClusterBase {
+    pub(crate) client: kube::Client,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: SourceMetrics,
+    pub(crate) writer: Arc<StateWriter>,
+    pub(crate) listener: tokio::net::TcpListener,
+    pub(crate) tasks: JoinSet<()>,
+    /// The kinds listed so far.
+    pub(crate) synced: watch::Receiver<BTreeSet<Kind>>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl ClusterBase {
+    pub(crate) async fn start(admin_addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        shutdown::cancel_on_signal(shutdown.clone()).context("installing signal handlers")?;
+        let client = kube::Client::try_default().await.context(
+            "connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)",
+        )?;
+        let mut registry = Registry::default();
+        let metrics = SourceMetrics::register(&mut registry);
+        let writer = Arc::new(StateWriter::default());
+        let listener = admin::bind(admin_addr)
+            .await
+            .with_context(|| format!("cannot listen on --admin-addr {admin_addr}"))?;
+        let mut tasks = JoinSet::new();
+        let (synced_tx, synced) = watch::channel(BTreeSet::new());
+        let mut reflectors =
+            spawn_reflectors(client.clone(), writer.clone(), synced_tx, shutdown.clone());
+        tasks.spawn(async move { while reflectors.join_next().await.is_some() {} });
+        Ok(ClusterBase {
+            client,
+            registry,
+            metrics,
+            writer,
+            listener,
+            tasks,
+            synced,
+            shutdown,
+        })
+    }
+}
+
+/// This replica's identity in a Lease: `--leader-identity` (the pod name), else the host
+/// name, else the process.
+pub(crate) fn identity(args: &LeaderArgs) -> String {
+    args.leader_identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("weir-{}", std::process::id()))
+}
+
 /// Runs `weir xds-server` until SIGTERM or SIGINT.
 pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
-    let shutdown_token = CancellationToken::new();
-    shutdown::cancel_on_signal(shutdown_token.clone()).context("installing signal handlers")?;
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)")?;
-
-    let mut registry = Registry::default();
-    let metrics = SourceMetrics::register(&mut registry);
-    let writer = Arc::new(StateWriter::default());
-    let listener = admin::bind(args.admin.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on --admin-addr {}", args.admin.admin_addr))?;
-
-    let mut tasks = JoinSet::new();
-    let (synced_tx, synced_rx) = watch::channel(BTreeSet::new());
-    let mut reflectors = spawn_reflectors(
-        client.clone(),
-        writer.clone(),
-        synced_tx,
-        shutdown_token.clone(),
-    );
-    tasks.spawn(async move { while reflectors.join_next().await.is_some() {} });
+    let ClusterBase {
+        client,
+        mut registry,
+        metrics,
+        writer,
+        listener,
+        mut tasks,
+        synced: synced_rx,
+        shutdown: shutdown_token,
+    } = ClusterBase::start(args.admin.admin_addr).await?;
     let (ready_tx, ready_rx) = watch::channel(false);
     tasks.spawn(track_readiness(synced_rx, ready_tx, shutdown_token.clone()));
     let proxies = crate::xds::start_xds(
@@ -56,7 +98,13 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
     )
     .await?;
     if args.write_status {
-        let leading = start_leader_election(&client, &args.leader, &mut tasks, &shutdown_token);
+        let leading = start_leader_election(
+            &client,
+            &args.leader,
+            "weir-xds-server",
+            &mut tasks,
+            &shutdown_token,
+        );
         tasks.spawn(status_writer::run(
             client.clone(),
             writer.subscribe(),
@@ -94,9 +142,10 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
 
 /// Starts leader election (or, with `--leader-elect=false`, leads from the start); the
 /// receiver says whether this replica leads.
-fn start_leader_election(
+pub(crate) fn start_leader_election(
     client: &kube::Client,
     args: &LeaderArgs,
+    default_id: &str,
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
 ) -> watch::Receiver<bool> {
@@ -104,19 +153,14 @@ fn start_leader_election(
         info!("leader election off: this replica writes");
         return watch::channel(true).1;
     }
-    let identity = args
-        .leader_identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("weir-{}", std::process::id()));
     let duration = Duration::from_secs(args.leader_lease_seconds);
     let config = LeaseConfig {
         namespace: args.leader_election_namespace.clone(),
         name: args
             .leader_election_id
             .clone()
-            .unwrap_or_else(|| "weir-xds-server".into()),
-        identity,
+            .unwrap_or_else(|| default_id.into()),
+        identity: identity(args),
         duration,
         retry: duration / 5,
     };

@@ -230,3 +230,26 @@ impl Drop for WeirUp {
         }
     }
 }
+
+/// Runs `kubectl` with `args` (and `stdin`, if any): whether it succeeded, and its output.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(input) = stdin
+        && let Some(mut pipe) = child.stdin.take()
+    {
+        pipe.write_all(input.as_bytes())
+            .expect("writing to kubectl");
+    }
+    let output = child.wait_with_output().expect("kubectl finishes");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}

@@ -77,8 +77,7 @@ fn xds_server_mirrors_the_cluster_into_its_stores() {
 #[test]
 #[ignore = "needs cluster"]
 fn xds_server_writes_gateway_api_status() {
-    use std::process::{Command, Stdio};
-    use weir_tests::{eventually, free_port, weir};
+    use weir_tests::{eventually, free_port, kubectl, weir};
 
     let ns = format!("weir-status-{}", std::process::id());
     let manifests = format!(
@@ -91,29 +90,6 @@ fn xds_server_writes_gateway_api_status() {
          apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: {ns}}}\n\
          spec: {{parentRefs: [{{name: edge}}], rules: [{{backendRefs: [{{name: app, port: 80}}]}}]}}\n"
     );
-    let kubectl = |args: &[&str], input: Option<&str>| -> (bool, String) {
-        let mut child = Command::new("kubectl")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(input) = input {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("writing manifests");
-        }
-        let output = child.wait_with_output().expect("kubectl finishes");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
-    };
     assert!(
         kubectl(&["apply", "-f", "-"], Some(&manifests)).0,
         "kubectl apply"
@@ -176,27 +152,9 @@ fn xds_server_writes_gateway_api_status() {
 #[test]
 #[ignore = "needs cluster"]
 fn controllers_scale_a_deployment_on_a_prometheus_metric() {
-    use std::process::{Command, Stdio};
     use weir_tests::{eventually, free_port, weir};
 
-    let kubectl = |args: &[&str], input: Option<&str>| -> String {
-        let mut child = Command::new("kubectl")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(input) = input {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("stdin");
-        }
-        String::from_utf8_lossy(&child.wait_with_output().expect("kubectl").stdout).into_owned()
-    };
+    let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
     let crds = weir().arg("crds").output().expect("weir crds");
     kubectl(
         &["apply", "-f", "-"],
@@ -212,21 +170,7 @@ fn controllers_scale_a_deployment_on_a_prometheus_metric() {
     );
     kubectl(&["apply", "-f", "-"], Some(&manifests));
 
-    let prometheus_port = free_port();
-    let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("prometheus.yml");
-    std::fs::write(&config, "global: {}\n").unwrap();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            data.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus");
+    let prometheus = weir_tests::prometheus::Prometheus::start("");
     let admin = format!("127.0.0.1:{}", free_port());
     let mut controllers = weir()
         .args([
@@ -236,9 +180,7 @@ fn controllers_scale_a_deployment_on_a_prometheus_metric() {
             "--leader-elect=false",
         ])
         .args(["--sync-period-seconds", "2"])
-        .arg(format!(
-            "--prometheus-url=http://127.0.0.1:{prometheus_port}"
-        ))
+        .arg(format!("--prometheus-url={}", prometheus.url()))
         .spawn()
         .expect("weir controllers starts");
     let scaled = eventually(Duration::from_secs(120), || {
@@ -270,8 +212,7 @@ fn controllers_scale_a_deployment_on_a_prometheus_metric() {
     );
     let _ = controllers.kill();
     let _ = controllers.wait();
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+    drop(prometheus);
     kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
     assert!(scaled.is_some(), "the Deployment was never scaled to 4");
     assert_eq!(status, "4");

@@ -190,62 +190,50 @@ pub fn scale_up_limit(
     history: &History,
     now: Timestamp,
 ) -> i32 {
-    let select = rules.select_policy.unwrap_or(SelectPolicy::Max);
-    if select == SelectPolicy::Disabled {
-        return current;
-    }
-    let mut result = if select == SelectPolicy::Min {
-        i32::MAX
-    } else {
-        i32::MIN
-    };
-    for policy in &rules.policies {
-        let added = changed_within(history, policy.period_seconds, true, now);
-        let deleted = changed_within(history, policy.period_seconds, false, now);
-        let start = current - added + deleted;
-        let proposed = match policy.type_ {
-            ScalingRateType::Pods => start + policy.value,
-            ScalingRateType::Percent => {
-                (f64::from(start) * (1.0 + f64::from(policy.value) / 100.0)).ceil() as i32
-            }
-        };
-        result = if select == SelectPolicy::Min {
-            result.min(proposed)
-        } else {
-            result.max(proposed)
-        };
-    }
-    result
+    rate_limit(rules, current, history, now, true)
 }
 
-/// Upstream's `calculateScaleDownLimitWithBehaviors` (for scaling down, the smallest change
-/// is the largest count).
+/// Upstream's `calculateScaleDownLimitWithBehaviors`.
 pub fn scale_down_limit(
     rules: &ScalingRules,
     current: i32,
     history: &History,
     now: Timestamp,
 ) -> i32 {
+    rate_limit(rules, current, history, now, false)
+}
+
+/// The replica count the rate policies allow in one direction. Each policy counts from
+/// the replica count at the start of its period (current, less what was added, plus what
+/// was removed within it). `Max` picks the policy allowing the largest change, `Min` the
+/// smallest; when scaling down, the largest change is the lowest count.
+fn rate_limit(
+    rules: &ScalingRules,
+    current: i32,
+    history: &History,
+    now: Timestamp,
+    up: bool,
+) -> i32 {
     let select = rules.select_policy.unwrap_or(SelectPolicy::Max);
     if select == SelectPolicy::Disabled {
         return current;
     }
-    let mut result = if select == SelectPolicy::Min {
-        i32::MIN
-    } else {
-        i32::MAX
-    };
+    // Whether the policy allowing the larger count wins.
+    let larger_wins = (select == SelectPolicy::Max) == up;
+    let mut result = if larger_wins { i32::MIN } else { i32::MAX };
     for policy in &rules.policies {
         let added = changed_within(history, policy.period_seconds, true, now);
         let deleted = changed_within(history, policy.period_seconds, false, now);
         let start = current - added + deleted;
-        let proposed = match policy.type_ {
-            ScalingRateType::Pods => start - policy.value,
-            ScalingRateType::Percent => {
-                (f64::from(start) * (1.0 - f64::from(policy.value) / 100.0)) as i32
-            }
+        let fraction = f64::from(policy.value) / 100.0;
+        let proposed = match (policy.type_, up) {
+            (ScalingRateType::Pods, true) => start + policy.value,
+            (ScalingRateType::Pods, false) => start - policy.value,
+            // Rounded up, or a small percent of a small count would never scale up.
+            (ScalingRateType::Percent, true) => (f64::from(start) * (1.0 + fraction)).ceil() as i32,
+            (ScalingRateType::Percent, false) => (f64::from(start) * (1.0 - fraction)) as i32,
         };
-        result = if select == SelectPolicy::Min {
+        result = if larger_wins {
             result.max(proposed)
         } else {
             result.min(proposed)
@@ -268,19 +256,7 @@ fn rate_limited(
 ) -> (i32, &'static str, &'static str) {
     if desired > current {
         let limit = scale_up_limit(up, current, history, now).max(current);
-        let (allowed, reason, message) = if max > limit {
-            (
-                limit,
-                "ScaleUpLimit",
-                "the desired replica count is increasing faster than the maximum scale rate",
-            )
-        } else {
-            (
-                max,
-                "TooManyReplicas",
-                "the desired replica count is more than the maximum replica count",
-            )
-        };
+        let (allowed, reason, message) = upper_bound(max, limit);
         if desired > allowed {
             return (allowed, reason, message);
         }
@@ -356,17 +332,11 @@ pub fn legacy(
     }
 }
 
-/// Upstream's `convertDesiredReplicasWithRules`.
-fn legacy_bounds(
-    current: i32,
-    desired: i32,
-    min: i32,
-    max: i32,
-) -> (i32, &'static str, &'static str) {
-    let scale_up_limit = (2.0 * f64::from(current)).max(4.0) as i32;
-    let (maximum, reason, message) = if max > scale_up_limit {
+/// The lower of maxReplicas and the scale-up rate limit, with the reason it would give.
+fn upper_bound(max: i32, rate_limit: i32) -> (i32, &'static str, &'static str) {
+    if max > rate_limit {
         (
-            scale_up_limit,
+            rate_limit,
             "ScaleUpLimit",
             "the desired replica count is increasing faster than the maximum scale rate",
         )
@@ -376,7 +346,18 @@ fn legacy_bounds(
             "TooManyReplicas",
             "the desired replica count is more than the maximum replica count",
         )
-    };
+    }
+}
+
+/// Upstream's `convertDesiredReplicasWithRules`.
+fn legacy_bounds(
+    current: i32,
+    desired: i32,
+    min: i32,
+    max: i32,
+) -> (i32, &'static str, &'static str) {
+    let scale_up_limit = (2.0 * f64::from(current)).max(4.0) as i32;
+    let (maximum, reason, message) = upper_bound(max, scale_up_limit);
     if desired < min {
         return (
             min,

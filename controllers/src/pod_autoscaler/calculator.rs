@@ -210,25 +210,53 @@ pub fn resource_replicas(
         raw_milli,
         ratio,
     };
+    // Missing pods: max(100 %, target) of their request on the way down, 0 on the way up.
+    let fallback = i64::from(target_utilization.max(100));
+    let missing = |pod: &str| -> Option<i64> {
+        let request = requests.get(pod).copied().unwrap_or(0);
+        (ratio < 1.0)
+            .then_some(request * fallback / 100)
+            .or((ratio > 1.0).then_some(0))
+    };
+    let replicas = rebalance(
+        current,
+        ratio,
+        &groups,
+        metrics,
+        missing,
+        tolerances,
+        |metrics| utilization_ratio(metrics, &requests, target_utilization).map(|(r, _, _)| r),
+        now,
+    )?;
+    Ok(result(replicas))
+}
+
+/// Upstream's shared tail of both calculations. Without missing pods, and without unready
+/// ones while scaling up, the ratio × ready pods decides (or nothing, within tolerance).
+/// Otherwise missing pods are assumed at `missing(pod)` (none: left out), unready pods at 0
+/// while scaling up, and the ratio is recomputed; the change is dropped if the new ratio
+/// lands within tolerance, flips direction, or the count would move against it.
+#[allow(clippy::too_many_arguments)]
+fn rebalance(
+    current: i32,
+    ratio: f64,
+    groups: &PodGroups,
+    mut metrics: BTreeMap<String, PodSample>,
+    missing: impl Fn(&str) -> Option<i64>,
+    tolerances: Tolerances,
+    recompute: impl Fn(&BTreeMap<String, PodSample>) -> Result<f64, String>,
+    now: Timestamp,
+) -> Result<i32, String> {
     let scale_up_with_unready = !groups.unready.is_empty() && ratio > 1.0;
     if !scale_up_with_unready && groups.missing.is_empty() {
         if tolerances.is_within(ratio) {
-            return Ok(result(current));
+            return Ok(current);
         }
-        return Ok(result(ceil_replicas(ratio * groups.ready as f64)));
+        return Ok(ceil_replicas(ratio * groups.ready as f64));
     }
-    if !groups.missing.is_empty() {
-        if ratio < 1.0 {
-            // Assume missing pods use max(100 %, target) of their request on the way down.
-            let fallback = i64::from(target_utilization.max(100));
-            for pod in &groups.missing {
-                let request = requests.get(pod).copied().unwrap_or(0);
-                metrics.insert(pod.clone(), assumed(request * fallback / 100, now));
-            }
-        } else if ratio > 1.0 {
-            for pod in &groups.missing {
-                metrics.insert(pod.clone(), assumed(0, now));
-            }
+    for pod in &groups.missing {
+        if let Some(value) = missing(pod) {
+            metrics.insert(pod.clone(), assumed(value, now));
         }
     }
     if scale_up_with_unready {
@@ -236,18 +264,18 @@ pub fn resource_replicas(
             metrics.insert(pod.clone(), assumed(0, now));
         }
     }
-    let (new_ratio, _, _) = utilization_ratio(&metrics, &requests, target_utilization)?;
+    let new_ratio = recompute(&metrics)?;
     if tolerances.is_within(new_ratio)
         || (ratio < 1.0 && new_ratio > 1.0)
         || (ratio > 1.0 && new_ratio < 1.0)
     {
-        return Ok(result(current));
+        return Ok(current);
     }
     let replicas = ceil_replicas(new_ratio * metrics.len() as f64);
     if (new_ratio < 1.0 && replicas > current) || (new_ratio > 1.0 && replicas < current) {
-        return Ok(result(current));
+        return Ok(current);
     }
-    Ok(result(replicas))
+    Ok(replicas)
 }
 
 fn assumed(milli: i64, now: Timestamp) -> PodSample {
@@ -296,35 +324,18 @@ pub fn plain_replicas(
         usage_milli,
         ratio,
     };
-    let scale_up_with_unready = !groups.unready.is_empty() && ratio > 1.0;
-    if !scale_up_with_unready && groups.missing.is_empty() {
-        if tolerances.is_within(ratio) {
-            return Ok(result(current));
-        }
-        return Ok(result(ceil_replicas(ratio * groups.ready as f64)));
-    }
-    if !groups.missing.is_empty() {
-        let value = if ratio < 1.0 { target_milli } else { 0 };
-        for pod in &groups.missing {
-            metrics.insert(pod.clone(), assumed(value, now));
-        }
-    }
-    if scale_up_with_unready {
-        for pod in &groups.unready {
-            metrics.insert(pod.clone(), assumed(0, now));
-        }
-    }
-    let (new_ratio, _) = usage_ratio(&metrics, target_milli);
-    if tolerances.is_within(new_ratio)
-        || (ratio < 1.0 && new_ratio > 1.0)
-        || (ratio > 1.0 && new_ratio < 1.0)
-    {
-        return Ok(result(current));
-    }
-    let replicas = ceil_replicas(new_ratio * metrics.len() as f64);
-    if (new_ratio < 1.0 && replicas > current) || (new_ratio > 1.0 && replicas < current) {
-        return Ok(result(current));
-    }
+    // Missing pods: at the target on the way down, 0 otherwise.
+    let missing = |_: &str| Some(if ratio < 1.0 { target_milli } else { 0 });
+    let replicas = rebalance(
+        current,
+        ratio,
+        &groups,
+        metrics,
+        missing,
+        tolerances,
+        |metrics| Ok(usage_ratio(metrics, target_milli).0),
+        now,
+    )?;
     Ok(result(replicas))
 }
 
