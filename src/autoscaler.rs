@@ -1,6 +1,6 @@
 //! `weir controllers`: the pod autoscaler in a cluster. Reflectors fill the stores; while
 //! this replica holds the Lease, every sync period it runs one sync of every ScalingPolicy
-//! ([`weir_controllers::pod_autoscaler::sync::sync_all`]) with metrics from Prometheus,
+//! ([`weir_controllers::pod_autoscaler::sync::sync_due`]) with metrics from Prometheus,
 //! through [`KubeScaleApi`], the thin adapter to the Kubernetes API.
 
 use std::{
@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{
     Api, Client, Resource,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
@@ -29,7 +29,7 @@ use weir_controllers::pod_autoscaler::{
     controller::{Event, Memory, Scale, ScaleApi},
     prometheus::PrometheusSource,
     source::MetricSource,
-    sync::sync_all,
+    sync::sync_due,
 };
 use weir_crds::scaling_policy::{ScaleTargetRef, ScalingPolicy, ScalingPolicyStatus};
 use weir_store::{Kind, ObjectKey, StateWriter};
@@ -264,7 +264,10 @@ impl SyncLoop {
         info!(period = ?self.period, "pod autoscaler running");
         let settings = ControllerSettings::default();
         let mut memory: HashMap<ObjectKey, Memory> = HashMap::new();
-        let mut ticker = tokio::time::interval(self.period);
+        // Ticks every second; each policy syncs when its period (its own
+        // syncPeriodSeconds, else --sync-period-seconds) has passed.
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let period = SignedDuration::try_from(self.period).unwrap_or(SignedDuration::from_secs(15));
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -276,15 +279,19 @@ impl SyncLoop {
                 continue;
             }
             let state = self.writer.current();
-            let stats = sync_all(
+            let stats = sync_due(
                 &self.api,
                 &state,
                 &source,
                 &mut memory,
                 &settings,
                 Timestamp::now(),
+                Some(period),
             )
             .await;
+            if stats.policies == 0 {
+                continue;
+            }
             let metrics = &self.metrics;
             metrics.sync_seconds.observe(stats.duration.as_secs_f64());
             metrics

@@ -13,7 +13,7 @@ use std::{
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Pod},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
-    jiff::Timestamp,
+    jiff::{SignedDuration, Timestamp},
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -27,7 +27,7 @@ use weir_controllers::pod_autoscaler::{
     ControllerSettings,
     controller::{Event, Memory, Scale, ScaleApi},
     source::MetricSource,
-    sync::sync_all,
+    sync::sync_due,
 };
 use weir_crds::scaling_policy::{ScaleTargetRef, ScalingPolicy, ScalingPolicyStatus};
 use weir_store::{ClusterState, Object, ObjectKey};
@@ -208,7 +208,9 @@ pub async fn run<S: MetricSource + Send + 'static>(
 ) {
     let settings = ControllerSettings::default();
     let mut memory: HashMap<ObjectKey, Memory> = HashMap::new();
-    let mut ticker = tokio::time::interval(period);
+    // Ticks every second; each policy syncs when its period has passed.
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let period = SignedDuration::try_from(period).unwrap_or(SignedDuration::from_secs(15));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -218,15 +220,19 @@ pub async fn run<S: MetricSource + Send + 'static>(
         if state.scaling_policies.is_empty() {
             continue;
         }
-        let stats = sync_all(
+        let stats = sync_due(
             &api,
             &state,
             &source,
             &mut memory,
             &settings,
             Timestamp::now(),
+            Some(period),
         )
         .await;
+        if stats.policies == 0 {
+            continue;
+        }
         info!(policies = stats.policies, rescaled = stats.rescaled, errors = stats.errors, requests = stats.queries, took = ?stats.duration, "autoscaler sync (local)");
     }
 }

@@ -64,6 +64,10 @@ pub struct ScalingPolicySpec {
     /// Scale ahead of demand on a short-horizon forecast of each metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<Forecast>,
+    /// Seconds between this policy's syncs (default: the controller's sync period, 15 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub sync_period_seconds: Option<i32>,
 }
 
 fn default_min_replicas() -> i32 {

@@ -88,6 +88,8 @@ pub struct Memory {
     pub last_scale_time: Option<Timestamp>,
     /// Per metric, its recent ratios to target (kept only for policies with `forecast`).
     pub ratios: Vec<super::forecast::RatioHistory>,
+    /// When the policy was last synced.
+    pub last_synced: Option<Timestamp>,
 }
 
 /// What to do for one policy.

@@ -7,7 +7,10 @@ use std::{
 };
 
 use futures::{StreamExt, stream};
-use k8s_openapi::{api::core::v1::Pod as KubePod, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::Pod as KubePod,
+    jiff::{SignedDuration, Timestamp},
+};
 use weir_crds::Quantity;
 use weir_store::{ClusterState, ObjectKey};
 
@@ -36,8 +39,8 @@ pub struct SyncStats {
     pub duration: Duration,
 }
 
-/// Syncs every policy in `state`. `memory` is what the reconciler remembers per policy; entries
-/// of deleted policies are dropped.
+/// Syncs every policy in `state` that is due. `memory` is what the reconciler remembers per
+/// policy; entries of deleted policies are dropped.
 pub async fn sync_all<A: ScaleApi + Sync, S: MetricSource>(
     api: &A,
     state: &ClusterState,
@@ -46,9 +49,63 @@ pub async fn sync_all<A: ScaleApi + Sync, S: MetricSource>(
     settings: &ControllerSettings,
     now: Timestamp,
 ) -> SyncStats {
+    sync_due(api, state, source, memory, settings, now, None).await
+}
+
+/// Whether a policy last synced at `last` is due at `now`: its own `syncPeriodSeconds`, else
+/// `default_period`, have passed (with half a second of slack for the loop's ticks).
+pub fn is_due(
+    spec: &weir_crds::scaling_policy::ScalingPolicySpec,
+    last: Option<Timestamp>,
+    default_period: SignedDuration,
+    now: Timestamp,
+) -> bool {
+    let period = spec
+        .sync_period_seconds
+        .map_or(default_period, |s| SignedDuration::from_secs(i64::from(s)));
+    last.is_none_or(|last| now.duration_since(last) + SignedDuration::from_millis(500) >= period)
+}
+
+/// Like [`sync_all`], but with `default_period`, only the policies that are due
+/// ([`is_due`]); the others keep what they remember.
+#[allow(clippy::too_many_arguments)]
+pub async fn sync_due<A: ScaleApi + Sync, S: MetricSource>(
+    api: &A,
+    state: &ClusterState,
+    source: &S,
+    memory: &mut HashMap<ObjectKey, Memory>,
+    settings: &ControllerSettings,
+    now: Timestamp,
+    default_period: Option<SignedDuration>,
+) -> SyncStats {
     let started = Instant::now();
     let queries_before = source.requests_issued();
-    let policies: Vec<(&ObjectKey, &ScalingPolicyArc)> = state.scaling_policies.iter().collect();
+    let mut next: HashMap<ObjectKey, Memory> = HashMap::with_capacity(state.scaling_policies.len());
+    let policies: Vec<(&ObjectKey, &ScalingPolicyArc)> = state
+        .scaling_policies
+        .iter()
+        .filter(|(key, policy)| {
+            let Some(period) = default_period else {
+                return true;
+            };
+            let remembered = memory.get(*key);
+            if is_due(
+                &policy.spec,
+                remembered.and_then(|m| m.last_synced),
+                period,
+                now,
+            ) {
+                return true;
+            }
+            // Not due: keep what it remembers.
+            next.insert((*key).clone(), remembered.cloned().unwrap_or_default());
+            false
+        })
+        .collect();
+    if policies.is_empty() {
+        *memory = next;
+        return SyncStats::default();
+    }
     let wanted: Vec<(&str, &weir_crds::scaling_policy::ScalingPolicySpec)> = policies
         .iter()
         .map(|(key, p)| (key.namespace.as_deref().unwrap_or("default"), &p.spec))
@@ -74,7 +131,6 @@ pub async fn sync_all<A: ScaleApi + Sync, S: MetricSource>(
         policies: outcomes.len(),
         ..SyncStats::default()
     };
-    let mut next = HashMap::with_capacity(outcomes.len());
     for Outcome {
         key,
         memory: remembered,
@@ -84,7 +140,13 @@ pub async fn sync_all<A: ScaleApi + Sync, S: MetricSource>(
     {
         stats.rescaled += usize::from(rescaled);
         stats.errors += usize::from(error);
-        next.insert(key, remembered);
+        next.insert(
+            key,
+            Memory {
+                last_synced: Some(now),
+                ..remembered
+            },
+        );
     }
     *memory = next;
     stats.queries = source.requests_issued() - queries_before;
@@ -212,5 +274,57 @@ pub fn core_pod(pod: &KubePod) -> Pod {
             .and_then(|c| c.last_transition_time.as_ref())
             .map(time),
         containers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(sync: &str) -> weir_crds::scaling_policy::ScalingPolicySpec {
+        serde_yaml::from_str(&format!(
+            "targetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\nmaxReplicas: 3\n{sync}"
+        ))
+        .expect("spec")
+    }
+
+    #[test]
+    fn a_policy_is_due_after_its_own_period_or_the_default() {
+        let at = |s: &str| -> Timestamp { s.parse().expect("time") };
+        let fifteen = SignedDuration::from_secs(15);
+        let now = at("2026-11-22T10:00:30Z");
+        assert!(is_due(&spec(""), None, fifteen, now), "never synced");
+        assert!(is_due(
+            &spec(""),
+            Some(at("2026-11-22T10:00:15Z")),
+            fifteen,
+            now
+        ));
+        assert!(!is_due(
+            &spec(""),
+            Some(at("2026-11-22T10:00:20Z")),
+            fifteen,
+            now
+        ));
+        let minute = spec("syncPeriodSeconds: 60");
+        assert!(!is_due(
+            &minute,
+            Some(at("2026-11-22T10:00:00Z")),
+            fifteen,
+            now
+        ));
+        assert!(is_due(
+            &minute,
+            Some(at("2026-11-22T09:59:30Z")),
+            fifteen,
+            now
+        ));
+        // Half a second of slack for the loop's one-second ticks.
+        assert!(is_due(
+            &spec(""),
+            Some(at("2026-11-22T10:00:15.4Z")),
+            fifteen,
+            now
+        ));
     }
 }
