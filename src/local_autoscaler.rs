@@ -27,7 +27,7 @@ use weir_controllers::pod_autoscaler::{
     ControllerSettings,
     controller::{Event, Memory, Scale, ScaleApi},
     source::MetricSource,
-    sync::sync_due,
+    sync::{is_due, sync_due},
 };
 use weir_crds::scaling_policy::{ScaleTargetRef, ScalingPolicy, ScalingPolicyStatus};
 use weir_store::{ClusterState, Object, ObjectKey};
@@ -216,17 +216,28 @@ pub async fn run<S: MetricSource + Send + 'static>(
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let state = api.with_simulated_pods(&api.state.borrow().clone());
-        if state.scaling_policies.is_empty() {
+        let now = Timestamp::now();
+        let current = api.state.borrow().clone();
+        // Pods are simulated only when some policy is due, not on every tick.
+        let due = current.scaling_policies.iter().any(|(key, policy)| {
+            is_due(
+                &policy.spec,
+                memory.get(key).and_then(|m| m.last_synced),
+                period,
+                now,
+            )
+        });
+        if !due {
             continue;
         }
+        let state = api.with_simulated_pods(&current);
         let stats = sync_due(
             &api,
             &state,
             &source,
             &mut memory,
             &settings,
-            Timestamp::now(),
+            now,
             Some(period),
         )
         .await;

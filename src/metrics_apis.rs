@@ -70,16 +70,29 @@ impl MetricsApiSource {
 pub type Responses = HashMap<String, Result<Value, String>>;
 
 fn selector_query(metric: &MetricIdentifier) -> String {
-    let labels: Vec<String> = metric
-        .selector
-        .as_ref()
-        .and_then(|s| s.match_labels.as_ref())
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
-        .unwrap_or_default();
-    if labels.is_empty() {
+    let Some(selector) = &metric.selector else {
+        return String::new();
+    };
+    // Kubernetes' label selector syntax, as HPA sends it.
+    let mut terms: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.as_deref().unwrap_or_default().join(",");
+        terms.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "DoesNotExist" => format!("!{}", e.key),
+            _ => e.key.clone(),
+        });
+    }
+    if terms.is_empty() {
         String::new()
     } else {
-        format!("?labelSelector={}", encode(&labels.join(",")))
+        format!("?labelSelector={}", encode(&terms.join(",")))
     }
 }
 
@@ -338,6 +351,13 @@ mod tests {
         assert_eq!(
             path("shop", &pods).expect("path"),
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/*/rps?labelSelector=verb%3DGET"
+        );
+        let external = metric(
+            "type: External\nexternal: {metric: {name: queue, selector: {matchExpressions: [{key: q, operator: In, values: [a, b]}]}}, target: {type: Value, value: \"1\"}}",
+        );
+        assert_eq!(
+            path("shop", &external).expect("path"),
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/queue?labelSelector=q%20in%20%28a%2Cb%29"
         );
         let object = metric(
             "type: Object\nobject: {describedObject: {kind: Ingress, name: main}, metric: {name: hits}, target: {type: Value, value: \"1\"}}",

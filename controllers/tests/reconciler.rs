@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Mutex};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use weir_controllers::pod_autoscaler::{
     ControllerSettings, MetricReading, Pod, PodReading,
-    controller::{Event, Memory, PolicyInput, Scale, ScaleApi, apply, plan},
+    controller::{Event, Memory, Plan, PolicyInput, Scale, ScaleApi, apply, plan},
     state,
 };
 use weir_crds::{
@@ -136,6 +136,26 @@ fn pods_and_readings(load: i64) -> (Vec<Pod>, Vec<MetricReading>) {
     (pods, vec![readings])
 }
 
+/// The plan for `policy` with the controller's default settings.
+fn plan_at(
+    policy: &ScalingPolicy,
+    scale: &Result<Scale, String>,
+    pods: &[Pod],
+    readings: &[MetricReading],
+    memory: &Memory,
+    now: Timestamp,
+) -> Plan {
+    plan(&PolicyInput {
+        policy,
+        scale,
+        pods,
+        readings,
+        memory,
+        settings: &ControllerSettings::default(),
+        now,
+    })
+}
+
 fn at(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
@@ -150,18 +170,9 @@ async fn a_rescale_patches_the_scale_and_writes_hpa_shaped_status() {
         status_replicas: 3,
         selector: Some("app=web".into()),
     });
-    let settings = ControllerSettings::default();
     let now = at("2026-11-22T10:00:00Z");
     let memory = Memory::default();
-    let planned = plan(&PolicyInput {
-        policy: &policy,
-        scale: &scale,
-        pods: &pods,
-        readings: &readings,
-        memory: &memory,
-        settings: &settings,
-        now,
-    });
+    let planned = plan_at(&policy, &scale, &pods, &readings, &memory, now);
     assert_eq!(planned.scale_to, Some(6));
     let done = apply(&api, &policy, planned, Some(3), now).await;
     assert_eq!(done.rescale_error, None);
@@ -227,18 +238,9 @@ async fn a_failed_rescale_is_reported_and_not_remembered() {
         status_replicas: 3,
         selector: None,
     });
-    let settings = ControllerSettings::default();
     let now = at("2026-11-22T10:00:00Z");
     let memory = Memory::default();
-    let planned = plan(&PolicyInput {
-        policy: &policy,
-        scale: &scale,
-        pods: &pods,
-        readings: &readings,
-        memory: &memory,
-        settings: &settings,
-        now,
-    });
+    let planned = plan_at(&policy, &scale, &pods, &readings, &memory, now);
     let done = apply(&api, &policy, planned, Some(3), now).await;
     assert!(done.rescale_error.is_some());
     assert!(done.plan.memory.history.scale_events.is_empty());
@@ -266,19 +268,10 @@ async fn an_unreadable_scale_and_a_paused_policy_do_not_scale() {
     let api = FakeApi::default();
     let policy = make_policy("");
     let (pods, readings) = pods_and_readings(450);
-    let settings = ControllerSettings::default();
     let now = at("2026-11-22T10:00:00Z");
     let memory = Memory::default();
     let scale = Err("deployments.apps \"web\" not found".to_string());
-    let planned = plan(&PolicyInput {
-        policy: &policy,
-        scale: &scale,
-        pods: &pods,
-        readings: &readings,
-        memory: &memory,
-        settings: &settings,
-        now,
-    });
+    let planned = plan_at(&policy, &scale, &pods, &readings, &memory, now);
     assert_eq!(planned.scale_to, None);
     assert_eq!(planned.events[0].reason, "FailedGetScale");
     assert_eq!(planned.status.conditions[0].reason, "FailedGetScale");
@@ -289,15 +282,7 @@ async fn an_unreadable_scale_and_a_paused_policy_do_not_scale() {
         status_replicas: 3,
         selector: None,
     });
-    let planned = plan(&PolicyInput {
-        policy: &paused,
-        scale: &scale,
-        pods: &pods,
-        readings: &readings,
-        memory: &memory,
-        settings: &settings,
-        now,
-    });
+    let planned = plan_at(&paused, &scale, &pods, &readings, &memory, now);
     assert_eq!(planned.scale_to, None);
     apply(&api, &paused, planned, Some(3), now).await;
     assert!(
@@ -313,7 +298,6 @@ async fn an_unreadable_scale_and_a_paused_policy_do_not_scale() {
 async fn memory_carries_stabilization_across_syncs() {
     let api = FakeApi::default();
     let policy = make_policy("");
-    let settings = ControllerSettings::default();
     let mut memory = Memory::default();
     let mut replicas = 3;
     // Load at 90 %, then it drops to 10 % (ceil(0.2 × 6) = 2): the scale-down waits out
@@ -348,15 +332,7 @@ async fn memory_carries_stabilization_across_syncs() {
             status_replicas: replicas,
             selector: None,
         });
-        let planned = plan(&PolicyInput {
-            policy: &policy,
-            scale: &scale,
-            pods: &pods,
-            readings: &readings,
-            memory: &memory,
-            settings: &settings,
-            now,
-        });
+        let planned = plan_at(&policy, &scale, &pods, &readings, &memory, now);
         let done = apply(&api, &policy, planned, Some(replicas), now).await;
         memory = done.plan.memory;
         replicas = done.plan.status.desired_replicas;

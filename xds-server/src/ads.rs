@@ -18,22 +18,21 @@ use std::{
 };
 
 use envoy_types::pb::{
-    envoy::config::core::v3::Node,
     envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse},
     google::protobuf::{Struct, value::Kind},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::{
-    cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type},
+    cache::{SnapshotCache, TYPE_ORDER, is_wildcard_type},
     delta::DeltaStream,
     grpc::{Outbox, ResponseBody},
-    metrics::{TypeLabels, XdsMetrics},
-    registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
-    status::objects_behind,
-    translate::{ProxyId, ProxyOptions, ViewKey, view_key},
+    metrics::XdsMetrics,
+    registry::{ProxyRegistry, TypeStatus},
+    stream::{StreamCore, XdsStream, drive},
+    translate::ProxyOptions,
 };
 
 /// Node metadata keys a bootstrap sets to give a proxy its ports.
@@ -77,30 +76,28 @@ impl AdsServer {
 }
 
 impl AdsServer {
+    fn core(&self, protocol: &'static str) -> StreamCore {
+        StreamCore::new(
+            self.next_stream.fetch_add(1, Ordering::Relaxed),
+            protocol,
+            self.cache.clone(),
+            self.registry.clone(),
+            self.metrics.clone(),
+        )
+    }
+
     /// Starts a state-of-the-world stream reading `requests`; returns its response body.
     pub(crate) fn stream_sotw(&self, requests: Streaming<DiscoveryRequest>) -> ResponseBody {
         let stream = SotwStream {
-            id: self.next_stream.fetch_add(1, Ordering::Relaxed),
-            proxy: None,
+            core: self.core("sotw"),
             types: BTreeMap::new(),
-            nonce: 0,
-            view: None,
-            cache: self.cache.clone(),
-            registry: self.registry.clone(),
-            metrics: self.metrics.clone(),
         };
         self.start(stream, requests)
     }
 
     /// Starts an incremental stream reading `requests`; returns its response body.
     pub(crate) fn stream_delta(&self, requests: Streaming<DeltaDiscoveryRequest>) -> ResponseBody {
-        let stream = DeltaStream::new(
-            self.next_stream.fetch_add(1, Ordering::Relaxed),
-            self.cache.clone(),
-            self.registry.clone(),
-            self.metrics.clone(),
-        );
-        self.start(stream, requests)
+        self.start(DeltaStream::new(self.core("delta")), requests)
     }
 
     /// Runs `stream` in its own task and returns the response body it feeds.
@@ -124,15 +121,8 @@ struct TypeState {
 }
 
 struct SotwStream {
-    id: u64,
-    proxy: Option<(ProxyId, ProxyOptions)>,
+    core: StreamCore,
     types: BTreeMap<&'static str, TypeState>,
-    nonce: u64,
-    /// The view for the generation last looked at.
-    view: Option<(u64, Arc<ViewSnapshot>)>,
-    cache: Arc<SnapshotCache>,
-    registry: Arc<ProxyRegistry>,
-    metrics: XdsMetrics,
 }
 
 impl XdsStream for SotwStream {
@@ -143,20 +133,17 @@ impl XdsStream for SotwStream {
     }
 
     async fn push_all(&mut self, tx: &Outbox) -> Result<(), ()> {
-        self.push_changes(tx).await
+        for type_url in TYPE_ORDER {
+            if self.types.get(type_url).is_some_and(|t| t.requested) {
+                self.send(type_url, false, tx).await?;
+            }
+        }
+        self.publish_status();
+        Ok(())
     }
 
-    fn disconnected(&mut self) {
-        record_disconnect(
-            self.id,
-            self.proxy.as_ref().map(|(p, _)| p),
-            &self.registry,
-            &self.metrics,
-        );
-    }
-
-    fn cache(&self) -> &SnapshotCache {
-        &self.cache
+    fn core(&self) -> &StreamCore {
+        &self.core
     }
 }
 
@@ -167,41 +154,17 @@ impl SotwStream {
         request: DiscoveryRequest,
         tx: &Outbox,
     ) -> Result<(), Status> {
-        if self.proxy.is_none() {
-            let identity = identify(request.node.as_ref())?;
-            info!(proxy = %identity.0, stream = self.id, "proxy connected");
-            self.metrics.connected.inc();
-            self.proxy = Some(identity);
-        }
-        let Some(type_url) = TYPE_ORDER.iter().copied().find(|t| *t == request.type_url) else {
-            debug!(stream = self.id, type_url = %request.type_url, "ignoring a request for a type Weir does not serve");
+        let Some(type_url) = self.core.accept(request.node.as_ref(), &request.type_url)? else {
             return Ok(());
-        };
-        let proxy_name = self
-            .proxy
-            .as_ref()
-            .map(|(p, _)| p.to_string())
-            .unwrap_or_default();
-        let nack_objects = match (&request.error_detail, self.current_view(), &self.proxy) {
-            (Some(_), Some(view), Some((proxy, _))) => {
-                objects_behind(&view.config, proxy, type_url)
-            }
-            _ => Vec::new(),
         };
         let state = self.types.entry(type_url).or_default();
         if !request.response_nonce.is_empty() && request.response_nonce != state.sent_nonce {
-            debug!(stream = self.id, type_url, nonce = %request.response_nonce, "ignoring a request with a stale nonce");
+            debug!(stream = self.core.id(), type_url, nonce = %request.response_nonce, "ignoring a request with a stale nonce");
             return Ok(());
         }
         if let Some(error) = &request.error_detail {
-            record_nack(
-                &mut state.status,
-                &self.metrics,
-                &proxy_name,
-                type_url,
-                &error.message,
-                nack_objects,
-            );
+            self.core
+                .record_nack(&mut state.status, type_url, &error.message);
         } else if !request.response_nonce.is_empty() {
             state.status.acked = Some(request.version_info.clone());
         }
@@ -222,21 +185,10 @@ impl SotwStream {
         Ok(())
     }
 
-    /// Sends every requested type whose content changed, in dependency order.
-    async fn push_changes(&mut self, tx: &Outbox) -> Result<(), ()> {
-        for type_url in TYPE_ORDER {
-            if self.types.get(type_url).is_some_and(|t| t.requested) {
-                self.send(type_url, false, tx).await?;
-            }
-        }
-        self.publish_status();
-        Ok(())
-    }
-
     /// Sends `type_url` if its version for this stream's subscription differs from what
     /// was sent (or always, with `force`, for a first request).
     async fn send(&mut self, type_url: &'static str, force: bool, tx: &Outbox) -> Result<(), ()> {
-        let Some(view) = self.current_view() else {
+        let Some(view) = self.core.view() else {
             return Ok(());
         };
         let Some(snapshot) = view.of_type(type_url) else {
@@ -257,8 +209,7 @@ impl SotwStream {
             .select(state.subscription.as_ref())
             .map(|r| r.any.clone())
             .collect();
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
+        let nonce = self.core.next_nonce();
         state.status.resources = resources.len();
         let response = DiscoveryResponse {
             version_info: version.clone(),
@@ -271,168 +222,14 @@ impl SotwStream {
         state.status.sent = Some(version);
         state.sent_nonce = nonce;
         state.checked = Some(snapshot.digest());
-        self.metrics
-            .pushes
-            .get_or_create(&TypeLabels {
-                r#type: type_name(type_url),
-            })
-            .inc();
+        self.core.count_push(type_url);
         Ok(())
     }
 
-    /// What this proxy sees in the current generation; `None` before it identified itself.
-    fn current_view(&mut self) -> Option<Arc<ViewSnapshot>> {
-        let (proxy, options) = self.proxy.as_ref()?;
-        Some(view_for(&self.cache, &mut self.view, proxy, options))
-    }
-
     fn publish_status(&self) {
-        let Some((proxy, _)) = &self.proxy else {
-            return;
-        };
-        self.registry.update(ProxyStatus {
-            stream: self.id,
-            node_id: proxy.to_string(),
-            protocol: "sotw",
-            types: self
-                .types
-                .iter()
-                .map(|(t, s)| (type_name(t), s.status.clone()))
-                .collect(),
-        });
+        self.core
+            .publish(self.types.iter().map(|(t, s)| (*t, &s.status)));
     }
-}
-
-/// What the stream driver needs from each protocol variant.
-pub(crate) trait XdsStream: Send + 'static {
-    type Request: prost::Message + Default + Send + 'static;
-
-    /// Handles one request; an error ends the stream with that status.
-    fn on_request(
-        &mut self,
-        request: Self::Request,
-        tx: &Outbox,
-    ) -> impl std::future::Future<Output = Result<(), Status>> + Send;
-
-    /// Sends what a new generation changed; an error means the stream is gone.
-    fn push_all(&mut self, tx: &Outbox)
-    -> impl std::future::Future<Output = Result<(), ()>> + Send;
-
-    /// Called once when the stream ends.
-    fn disconnected(&mut self);
-
-    /// The cache the stream serves from.
-    fn cache(&self) -> &SnapshotCache;
-}
-
-/// Runs one stream until the proxy hangs up, the stream fails, or `shutdown`: requests are
-/// handled as they come and every new generation is pushed.
-pub(crate) async fn drive<S: XdsStream>(
-    mut stream: S,
-    mut requests: Streaming<S::Request>,
-    tx: Outbox,
-    shutdown: CancellationToken,
-) {
-    let mut generations = stream.cache().subscribe();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            message = requests.message() => match message {
-                Ok(Some(request)) => {
-                    if let Err(status) = stream.on_request(request, &tx).await {
-                        tx.end(status).await;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(status) => {
-                    debug!(%status, "xDS stream ended with an error");
-                    break;
-                }
-            },
-            changed = generations.changed() => {
-                if changed.is_err() || stream.push_all(&tx).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    stream.disconnected();
-}
-
-/// Records a NACK: warns with the proxy and Envoy's error, counts it, and keeps it (with
-/// the objects behind the rejected resources) for `proxy-status` and status conditions.
-pub(crate) fn record_nack(
-    status: &mut TypeStatus,
-    metrics: &XdsMetrics,
-    proxy: &str,
-    type_url: &str,
-    message: &str,
-    objects: Vec<String>,
-) {
-    let rejected = status.sent.clone().unwrap_or_default();
-    warn!(
-        proxy = %proxy,
-        r#type = type_name(type_url),
-        version = %rejected,
-        error = %message,
-        "proxy rejected configuration (NACK); it keeps what it accepted before"
-    );
-    metrics
-        .nacks
-        .get_or_create(&TypeLabels {
-            r#type: type_name(type_url),
-        })
-        .inc();
-    status.last_nack = Some(Nack {
-        version: rejected,
-        message: message.to_string(),
-        objects,
-    });
-}
-
-/// Forgets a stream that ended, if it had identified its proxy.
-pub(crate) fn record_disconnect(
-    id: u64,
-    proxy: Option<&ProxyId>,
-    registry: &ProxyRegistry,
-    metrics: &XdsMetrics,
-) {
-    if let Some(proxy) = proxy {
-        registry.remove(id);
-        metrics.connected.dec();
-        info!(proxy = %proxy, stream = id, "proxy disconnected");
-    }
-}
-
-/// Who a stream's proxy is, from the node of its first request.
-pub(crate) fn identify(node: Option<&Node>) -> Result<(ProxyId, ProxyOptions), Status> {
-    let node =
-        node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
-    let proxy: ProxyId = node
-        .id
-        .parse()
-        .map_err(|e| Status::invalid_argument(format!("{e}")))?;
-    Ok((proxy, options_from_metadata(node.metadata.as_ref())))
-}
-
-/// The proxy's view in the current generation, reusing `cached` while the generation holds.
-pub(crate) fn view_for(
-    cache: &SnapshotCache,
-    cached: &mut Option<(u64, Arc<ViewSnapshot>)>,
-    proxy: &ProxyId,
-    options: &ProxyOptions,
-) -> Arc<ViewSnapshot> {
-    let generation = cache.current();
-    if let Some((number, view)) = cached.as_ref()
-        && *number == generation.number
-    {
-        return view.clone();
-    }
-    let key: ViewKey = view_key(generation.state(), proxy, options);
-    let view = generation.view(&key);
-    *cached = Some((generation.number, view.clone()));
-    view
 }
 
 /// Ports from node metadata (numbers or numeric strings); defaults otherwise.

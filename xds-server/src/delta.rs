@@ -12,23 +12,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::{
+    cache::{Resource as CachedResource, TYPE_ORDER, is_wildcard_type},
+    grpc::Outbox,
+    registry::TypeStatus,
+    stream::{StreamCore, XdsStream},
+};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use tonic::Status;
-use tracing::{debug, info};
-
-use crate::{
-    ads::{XdsStream, identify, record_disconnect, record_nack, view_for},
-    cache::{
-        Resource as CachedResource, SnapshotCache, TYPE_ORDER, ViewSnapshot, is_wildcard_type,
-    },
-    grpc::Outbox,
-    metrics::{TypeLabels, XdsMetrics},
-    registry::{ProxyRegistry, ProxyStatus, TypeStatus, type_name},
-    status::objects_behind,
-    translate::{ProxyId, ProxyOptions},
-};
 
 /// Stands for a version the proxy reported that is not one of Weir's content hashes.
 const UNKNOWN_VERSION: u64 = 0;
@@ -53,14 +46,8 @@ impl TypeState {
 }
 
 pub(crate) struct DeltaStream {
-    pub(crate) id: u64,
-    pub(crate) proxy: Option<(ProxyId, ProxyOptions)>,
+    core: StreamCore,
     types: BTreeMap<&'static str, TypeState>,
-    nonce: u64,
-    view: Option<(u64, Arc<ViewSnapshot>)>,
-    cache: Arc<SnapshotCache>,
-    registry: Arc<ProxyRegistry>,
-    metrics: XdsMetrics,
 }
 
 impl XdsStream for DeltaStream {
@@ -84,36 +71,16 @@ impl XdsStream for DeltaStream {
         Ok(())
     }
 
-    fn disconnected(&mut self) {
-        record_disconnect(
-            self.id,
-            self.proxy.as_ref().map(|(p, _)| p),
-            &self.registry,
-            &self.metrics,
-        );
-    }
-
-    fn cache(&self) -> &SnapshotCache {
-        &self.cache
+    fn core(&self) -> &StreamCore {
+        &self.core
     }
 }
 
 impl DeltaStream {
-    pub(crate) fn new(
-        id: u64,
-        cache: Arc<SnapshotCache>,
-        registry: Arc<ProxyRegistry>,
-        metrics: XdsMetrics,
-    ) -> Self {
+    pub(crate) fn new(core: StreamCore) -> Self {
         DeltaStream {
-            id,
-            proxy: None,
+            core,
             types: BTreeMap::new(),
-            nonce: 0,
-            view: None,
-            cache,
-            registry,
-            metrics,
         }
     }
 
@@ -122,27 +89,8 @@ impl DeltaStream {
         request: DeltaDiscoveryRequest,
         tx: &Outbox,
     ) -> Result<(), Status> {
-        if self.proxy.is_none() {
-            let identity = identify(request.node.as_ref())?;
-            info!(proxy = %identity.0, stream = self.id, protocol = "delta", "proxy connected");
-            self.metrics.connected.inc();
-            self.proxy = Some(identity);
-        }
-        let Some(type_url) = TYPE_ORDER.iter().copied().find(|t| *t == request.type_url) else {
-            debug!(stream = self.id, type_url = %request.type_url, "ignoring a request for a type Weir does not serve");
+        let Some(type_url) = self.core.accept(request.node.as_ref(), &request.type_url)? else {
             return Ok(());
-        };
-        let proxy_name = self
-            .proxy
-            .as_ref()
-            .map(|(p, _)| p.to_string())
-            .unwrap_or_default();
-        let nack_objects = match (&request.error_detail, &self.proxy) {
-            (Some(_), Some((proxy, options))) => {
-                let view = view_for(&self.cache, &mut self.view, proxy, options);
-                objects_behind(&view.config, proxy, type_url)
-            }
-            _ => Vec::new(),
         };
         let state = self.types.entry(type_url).or_default();
         state.checked = None;
@@ -163,14 +111,8 @@ impl DeltaStream {
                 .collect();
         }
         if let Some(error) = &request.error_detail {
-            record_nack(
-                &mut state.status,
-                &self.metrics,
-                &proxy_name,
-                type_url,
-                &error.message,
-                nack_objects,
-            );
+            self.core
+                .record_nack(&mut state.status, type_url, &error.message);
         } else if !request.response_nonce.is_empty() {
             state.status.acked = state.status.sent.clone();
         }
@@ -198,10 +140,9 @@ impl DeltaStream {
 
     /// Sends what differs between the current view and what the proxy holds, if anything.
     async fn send(&mut self, type_url: &'static str, tx: &Outbox) -> Result<(), ()> {
-        let Some((proxy, options)) = &self.proxy else {
+        let Some(view) = self.core.view() else {
             return Ok(());
         };
-        let view = view_for(&self.cache, &mut self.view, proxy, options);
         let Some(snapshot) = view.of_type(type_url) else {
             return Ok(());
         };
@@ -231,11 +172,10 @@ impl DeltaStream {
             return Ok(());
         }
         let system_version = snapshot.version(None);
-        self.nonce += 1;
         let response = DeltaDiscoveryResponse {
             system_version_info: system_version.clone(),
             type_url: type_url.to_string(),
-            nonce: self.nonce.to_string(),
+            nonce: self.core.next_nonce(),
             removed_resources: removed.iter().map(|n| n.to_string()).collect(),
             resources: changed
                 .iter()
@@ -258,28 +198,12 @@ impl DeltaStream {
         state.status.sent = Some(system_version);
         state.status.resources = state.known.len();
         state.checked = Some(snapshot.digest());
-        self.metrics
-            .pushes
-            .get_or_create(&TypeLabels {
-                r#type: type_name(type_url),
-            })
-            .inc();
+        self.core.count_push(type_url);
         Ok(())
     }
 
     fn publish_status(&self) {
-        let Some((proxy, _)) = &self.proxy else {
-            return;
-        };
-        self.registry.update(ProxyStatus {
-            stream: self.id,
-            node_id: proxy.to_string(),
-            protocol: "delta",
-            types: self
-                .types
-                .iter()
-                .map(|(t, s)| (type_name(t), s.status.clone()))
-                .collect(),
-        });
+        self.core
+            .publish(self.types.iter().map(|(t, s)| (*t, &s.status)));
     }
 }

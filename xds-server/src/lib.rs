@@ -18,6 +18,7 @@ pub mod registry;
 pub mod server;
 pub mod status;
 pub mod status_patch;
+mod stream;
 pub mod translate;
 
 #[cfg(test)]

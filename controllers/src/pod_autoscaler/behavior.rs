@@ -93,6 +93,39 @@ pub struct Normalized {
     pub scaling_limited: ConditionOut,
 }
 
+impl Normalized {
+    /// The outcome for proposal `desired`: `stabilized` (with the reason stabilization gives
+    /// when it changed the proposal), then limited to `limited` (with the reason the limit
+    /// gives, or DesiredWithinRange).
+    fn new(
+        desired: i32,
+        stabilized: i32,
+        (stabilized_reason, stabilized_message): (&'static str, &'static str),
+        (replicas, reason, message): (i32, &'static str, &'static str),
+    ) -> Self {
+        let able_to_scale = if stabilized != desired {
+            ConditionOut::new("AbleToScale", true, stabilized_reason, stabilized_message)
+        } else {
+            ConditionOut::new(
+                "AbleToScale",
+                true,
+                "ReadyForNewScale",
+                "recommended size matches current size",
+            )
+        };
+        Normalized {
+            replicas,
+            able_to_scale,
+            scaling_limited: ConditionOut::new(
+                "ScalingLimited",
+                replicas != stabilized,
+                reason,
+                message,
+            ),
+        }
+    }
+}
+
 fn window(seconds: Option<i32>) -> SignedDuration {
     SignedDuration::from_secs(i64::from(seconds.unwrap_or(0)))
 }
@@ -110,28 +143,12 @@ pub fn with_behaviors(
     now: Timestamp,
 ) -> Normalized {
     let (stabilized, reason, message) = stabilize(up, down, current, desired, history, now);
-    let able_to_scale = if stabilized != desired {
-        ConditionOut::new("AbleToScale", true, reason, message)
-    } else {
-        ConditionOut::new(
-            "AbleToScale",
-            true,
-            "ReadyForNewScale",
-            "recommended size matches current size",
-        )
-    };
-    let (replicas, reason, message) =
-        rate_limited(up, down, current, stabilized, min, max, history, now);
-    Normalized {
-        replicas,
-        able_to_scale,
-        scaling_limited: ConditionOut::new(
-            "ScalingLimited",
-            replicas != stabilized,
-            reason,
-            message,
-        ),
-    }
+    Normalized::new(
+        desired,
+        stabilized,
+        (reason, message),
+        rate_limited(up, down, current, stabilized, min, max, history, now),
+    )
 }
 
 /// Upstream's `stabilizeRecommendationWithBehaviors`: the lowest recommendation within the
@@ -304,32 +321,15 @@ pub fn legacy(
         .filter(|(time, _)| *time >= cutoff)
         .map(|(_, r)| *r)
         .fold(desired, i32::max);
-    let able_to_scale = if stabilized != desired {
-        ConditionOut::new(
-            "AbleToScale",
-            true,
+    Normalized::new(
+        desired,
+        stabilized,
+        (
             "ScaleDownStabilized",
             "recent recommendations were higher than current one, applying the highest recent recommendation",
-        )
-    } else {
-        ConditionOut::new(
-            "AbleToScale",
-            true,
-            "ReadyForNewScale",
-            "recommended size matches current size",
-        )
-    };
-    let (replicas, reason, message) = legacy_bounds(current, stabilized, min, max);
-    Normalized {
-        replicas,
-        able_to_scale,
-        scaling_limited: ConditionOut::new(
-            "ScalingLimited",
-            replicas != stabilized,
-            reason,
-            message,
         ),
-    }
+        legacy_bounds(current, stabilized, min, max),
+    )
 }
 
 /// The lower of maxReplicas and the scale-up rate limit, with the reason it would give.

@@ -6,10 +6,8 @@
 //! (`weir`'s `pod_autoscaler` module) or a fake in tests. What to do for one policy is pure
 //! ([`plan`]); [`reconcile`] applies it.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, Time},
     jiff::{SignedDuration, Timestamp},
 };
 use weir_crds::{
@@ -412,33 +410,29 @@ pub async fn apply<A: ScaleApi>(
                     reason: "FailedRescale",
                     message: format!("New size: {replicas}; error: {e}"),
                 });
-                let before = plan.status.conditions.clone();
-                let mut conditions: Vec<NewCondition<'_>> = vec![NewCondition {
-                    type_: "AbleToScale",
-                    status: "False",
-                    reason: "FailedUpdateScale",
-                    message: &message,
-                }];
-                let others: Vec<(String, String, String, String)> = before
-                    .iter()
-                    .filter(|c| c.type_ != "AbleToScale")
-                    .map(|c| {
-                        (
-                            c.type_.clone(),
-                            c.status.clone(),
-                            c.reason.clone(),
-                            c.message.clone(),
-                        )
-                    })
-                    .collect();
-                conditions.extend(others.iter().map(|(t, s, r, m)| NewCondition {
-                    type_: t,
-                    status: s,
-                    reason: r,
-                    message: m,
-                }));
-                plan.status.conditions =
-                    merge_conditions(conditions, &before, policy.metadata.generation, &Time(now));
+                // AbleToScale turns False; its transition time compares with the status
+                // the policy had, like every other condition.
+                let before = policy
+                    .status
+                    .as_ref()
+                    .map(|s| s.conditions.as_slice())
+                    .unwrap_or_default();
+                let failed = merge_conditions(
+                    [NewCondition {
+                        type_: "AbleToScale",
+                        status: "False",
+                        reason: "FailedUpdateScale",
+                        message: &message,
+                    }],
+                    before,
+                    policy.metadata.generation,
+                    &Time(now),
+                );
+                for condition in &mut plan.status.conditions {
+                    if condition.type_ == "AbleToScale" {
+                        condition.clone_from(&failed[0]);
+                    }
+                }
                 plan.status.desired_replicas =
                     previous_replicas.unwrap_or(plan.status.desired_replicas);
                 plan.status.last_scale_time = policy
@@ -462,9 +456,11 @@ pub async fn apply<A: ScaleApi>(
     }
 }
 
-/// Parses a label selector string (`a=b,c!=d,e in (f,g),h notin (i),j,!k`) into a matcher.
-pub fn parse_selector(selector: &str) -> Result<Selector, String> {
-    let mut requirements = Vec::new();
+/// Parses a label selector string (`a=b,c!=d,e in (f,g),h notin (i),j,!k`, as a scale's
+/// `status.selector` carries it) into a [`LabelSelector`], to match with
+/// [`weir_store::selector_matches`].
+pub fn parse_selector(selector: &str) -> Result<LabelSelector, String> {
+    let mut parsed = LabelSelector::default();
     let mut rest = selector.trim();
     while !rest.is_empty() {
         // Split at the next comma outside parentheses.
@@ -483,18 +479,15 @@ pub fn parse_selector(selector: &str) -> Result<Selector, String> {
         }
         let term = rest[..end].trim();
         rest = rest.get(end + 1..).unwrap_or("").trim();
-        if term.is_empty() {
-            continue;
+        if !term.is_empty() {
+            add_term(&mut parsed, term)
+                .ok_or_else(|| format!("cannot parse selector term {term:?}"))?;
         }
-        requirements.push(
-            parse_requirement(term)
-                .ok_or_else(|| format!("cannot parse selector term {term:?}"))?,
-        );
     }
-    Ok(Selector(requirements))
+    Ok(parsed)
 }
 
-fn parse_requirement(term: &str) -> Option<Requirement> {
+fn add_term(selector: &mut LabelSelector, term: &str) -> Option<()> {
     let set = |s: &str| -> Option<Vec<String>> {
         let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
         Some(
@@ -505,93 +498,74 @@ fn parse_requirement(term: &str) -> Option<Requirement> {
                 .collect(),
         )
     };
-    if let Some((key, values)) = term.split_once(" notin ") {
-        return Some(Requirement::NotIn(key.trim().into(), set(values)?));
-    }
-    if let Some((key, values)) = term.split_once(" in ") {
-        return Some(Requirement::In(key.trim().into(), set(values)?));
-    }
-    if let Some((key, value)) = term.split_once("!=") {
-        return Some(Requirement::NotEquals(
-            key.trim().into(),
-            value.trim().into(),
-        ));
-    }
-    if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-        return Some(Requirement::Equals(key.trim().into(), value.trim().into()));
-    }
-    if let Some(key) = term.strip_prefix('!') {
-        return Some(Requirement::Absent(key.trim().into()));
-    }
-    Some(Requirement::Present(term.into()))
-}
-
-/// One requirement of a label selector.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Requirement {
-    /// `k=v`
-    Equals(String, String),
-    /// `k!=v`
-    NotEquals(String, String),
-    /// `k in (a,b)`
-    In(String, Vec<String>),
-    /// `k notin (a,b)`
-    NotIn(String, Vec<String>),
-    /// `k`
-    Present(String),
-    /// `!k`
-    Absent(String),
-}
-
-/// A parsed label selector.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Selector(pub Vec<Requirement>);
-
-impl Selector {
-    /// Whether `labels` satisfy every requirement.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().all(|r| match r {
-            Requirement::Equals(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Present(k) => labels.contains_key(k),
-            Requirement::Absent(k) => !labels.contains_key(k),
-        })
-    }
+    let (key, operator, values) = if let Some((key, values)) = term.split_once(" notin ") {
+        (key, "NotIn", set(values)?)
+    } else if let Some((key, values)) = term.split_once(" in ") {
+        (key, "In", set(values)?)
+    } else if let Some((key, value)) = term.split_once("!=") {
+        (key, "NotIn", vec![value.trim().to_string()])
+    } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+        selector
+            .match_labels
+            .get_or_insert_default()
+            .insert(key.trim().into(), value.trim().into());
+        return Some(());
+    } else if let Some(key) = term.strip_prefix('!') {
+        (key, "DoesNotExist", Vec::new())
+    } else {
+        (term, "Exists", Vec::new())
+    };
+    selector
+        .match_expressions
+        .get_or_insert_default()
+        .push(LabelSelectorRequirement {
+            key: key.trim().into(),
+            operator: operator.into(),
+            values: Some(values),
+        });
+    Some(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
     fn selectors_parse_equality_and_set_terms() {
         let s = parse_selector("app=web, tier in (front,edge),env!=dev,canary,!legacy")
             .expect("selector");
-        let labels = |pairs: &[(&str, &str)]| {
-            pairs
+        let matches = |pairs: &[(&str, &str)]| {
+            let labels: BTreeMap<String, String> = pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>()
+                .collect();
+            weir_store::selector_matches(&s, Some(&labels))
         };
-        assert!(s.matches(&labels(&[
+        assert!(matches(&[
             ("app", "web"),
             ("tier", "edge"),
             ("canary", "1")
-        ])));
-        assert!(!s.matches(&labels(&[
+        ]));
+        assert!(!matches(&[
             ("app", "web"),
             ("tier", "back"),
             ("canary", "1")
-        ])));
-        assert!(!s.matches(&labels(&[
+        ]));
+        assert!(!matches(&[
             ("app", "web"),
             ("tier", "edge"),
             ("canary", "1"),
             ("legacy", "y")
-        ])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "edge")])));
-        assert_eq!(parse_selector("").expect("empty").0, vec![]);
+        ]));
+        assert!(!matches(&[("app", "web"), ("tier", "edge")]));
+        assert!(!matches(&[
+            ("app", "web"),
+            ("tier", "edge"),
+            ("canary", "1"),
+            ("env", "dev")
+        ]));
+        assert_eq!(parse_selector("").expect("empty"), LabelSelector::default());
     }
 }

@@ -2,7 +2,7 @@
 //! per policy (a bounded number at a time) read the scale, select the pods, plan and apply.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     time::{Duration, Instant},
 };
 
@@ -12,7 +12,7 @@ use k8s_openapi::{
     jiff::{SignedDuration, Timestamp},
 };
 use weir_crds::Quantity;
-use weir_store::{ClusterState, ObjectKey};
+use weir_store::{ClusterState, ObjectKey, selector_matches};
 
 use super::{
     Container, ControllerSettings, Pod, PodPhase,
@@ -209,11 +209,10 @@ pub fn target_pods(state: &ClusterState, namespace: &str, selector: Option<&str>
     let Some(selector) = selector.and_then(|s| parse_selector(s).ok()) else {
         return Vec::new();
     };
-    let empty = BTreeMap::new();
     state
         .pods
         .in_namespace(namespace)
-        .filter(|pod| selector.matches(pod.metadata.labels.as_ref().unwrap_or(&empty)))
+        .filter(|pod| selector_matches(&selector, pod.metadata.labels.as_ref()))
         .map(|pod| core_pod(pod))
         .collect()
 }

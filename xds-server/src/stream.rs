@@ -1,0 +1,234 @@
+//! What every ADS stream does, whichever protocol variant: identify the proxy from its
+//! first request, keep its view of the current generation, number responses, record NACKs,
+//! publish its status to the registry, and clean up when it ends ([`StreamCore`]); and the
+//! loop that drives a stream ([`drive`]).
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::{
+    ads::options_from_metadata,
+    cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot},
+    grpc::Outbox,
+    metrics::{TypeLabels, XdsMetrics},
+    registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
+    status::objects_behind,
+    translate::{ProxyId, ProxyOptions, view_key},
+};
+
+/// The state and bookkeeping shared by state-of-the-world and delta streams.
+pub(crate) struct StreamCore {
+    id: u64,
+    protocol: &'static str,
+    proxy: Option<(ProxyId, ProxyOptions)>,
+    /// The view for the generation last looked at.
+    view: Option<(u64, Arc<ViewSnapshot>)>,
+    nonce: u64,
+    cache: Arc<SnapshotCache>,
+    registry: Arc<ProxyRegistry>,
+    metrics: XdsMetrics,
+}
+
+impl StreamCore {
+    pub(crate) fn new(
+        id: u64,
+        protocol: &'static str,
+        cache: Arc<SnapshotCache>,
+        registry: Arc<ProxyRegistry>,
+        metrics: XdsMetrics,
+    ) -> Self {
+        StreamCore {
+            id,
+            protocol,
+            proxy: None,
+            view: None,
+            nonce: 0,
+            cache,
+            registry,
+            metrics,
+        }
+    }
+
+    /// Starts handling a request: identifies the proxy from the first request's node, and
+    /// returns the served type the request is about (`None`: a type Weir does not serve,
+    /// to be ignored).
+    pub(crate) fn accept(
+        &mut self,
+        node: Option<&Node>,
+        type_url: &str,
+    ) -> Result<Option<&'static str>, Status> {
+        if self.proxy.is_none() {
+            let identity = identify(node)?;
+            info!(proxy = %identity.0, stream = self.id, protocol = self.protocol, "proxy connected");
+            self.metrics.connected.inc();
+            self.proxy = Some(identity);
+        }
+        let served = TYPE_ORDER.iter().copied().find(|t| *t == type_url);
+        if served.is_none() {
+            debug!(
+                stream = self.id,
+                type_url, "ignoring a request for a type Weir does not serve"
+            );
+        }
+        Ok(served)
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// What this proxy sees in the current generation; `None` before it identified itself.
+    pub(crate) fn view(&mut self) -> Option<Arc<ViewSnapshot>> {
+        let (proxy, options) = self.proxy.as_ref()?;
+        let generation = self.cache.current();
+        if let Some((number, view)) = self.view.as_ref()
+            && *number == generation.number
+        {
+            return Some(view.clone());
+        }
+        let view = generation.view(&view_key(generation.state(), proxy, options));
+        self.view = Some((generation.number, view.clone()));
+        Some(view)
+    }
+
+    /// The next response nonce.
+    pub(crate) fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        self.nonce.to_string()
+    }
+
+    /// Counts a response of `type_url` sent.
+    pub(crate) fn count_push(&self, type_url: &str) {
+        self.metrics
+            .pushes
+            .get_or_create(&TypeLabels {
+                r#type: type_name(type_url),
+            })
+            .inc();
+    }
+
+    /// Records a NACK of `type_url`: warns with the proxy and Envoy's error, counts it, and
+    /// keeps it in `status` with the objects behind the rejected resources, for
+    /// `proxy-status` and status conditions.
+    pub(crate) fn record_nack(&mut self, status: &mut TypeStatus, type_url: &str, message: &str) {
+        let objects = match (self.view(), &self.proxy) {
+            (Some(view), Some((proxy, _))) => objects_behind(&view.config, proxy, type_url),
+            _ => Vec::new(),
+        };
+        let rejected = status.sent.clone().unwrap_or_default();
+        let proxy = self
+            .proxy
+            .as_ref()
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
+        warn!(
+            proxy = %proxy,
+            r#type = type_name(type_url),
+            version = %rejected,
+            error = %message,
+            "proxy rejected configuration (NACK); it keeps what it accepted before"
+        );
+        self.metrics
+            .nacks
+            .get_or_create(&TypeLabels {
+                r#type: type_name(type_url),
+            })
+            .inc();
+        status.last_nack = Some(Nack {
+            version: rejected,
+            message: message.to_string(),
+            objects,
+        });
+    }
+
+    /// Publishes the stream's per-type status for `proxy-status`.
+    pub(crate) fn publish<'a>(&self, types: impl Iterator<Item = (&'a str, &'a TypeStatus)>) {
+        let Some((proxy, _)) = &self.proxy else {
+            return;
+        };
+        self.registry.update(ProxyStatus {
+            stream: self.id,
+            node_id: proxy.to_string(),
+            protocol: self.protocol,
+            types: types.map(|(t, s)| (type_name(t), s.clone())).collect(),
+        });
+    }
+
+    /// Forgets the stream, if it had identified its proxy.
+    fn disconnected(&self) {
+        if let Some((proxy, _)) = &self.proxy {
+            self.registry.remove(self.id);
+            self.metrics.connected.dec();
+            info!(proxy = %proxy, stream = self.id, "proxy disconnected");
+        }
+    }
+}
+
+/// Who a stream's proxy is, from the node of its first request.
+fn identify(node: Option<&Node>) -> Result<(ProxyId, ProxyOptions), Status> {
+    let node =
+        node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+    let proxy: ProxyId = node
+        .id
+        .parse()
+        .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+    Ok((proxy, options_from_metadata(node.metadata.as_ref())))
+}
+
+/// What the stream driver needs from each protocol variant.
+pub(crate) trait XdsStream: Send + 'static {
+    type Request: prost::Message + Default + Send + 'static;
+
+    /// Handles one request; an error ends the stream with that status.
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+        tx: &Outbox,
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send;
+
+    /// Sends what a new generation changed; an error means the stream is gone.
+    fn push_all(&mut self, tx: &Outbox)
+    -> impl std::future::Future<Output = Result<(), ()>> + Send;
+
+    /// The shared part.
+    fn core(&self) -> &StreamCore;
+}
+
+/// Runs one stream until the proxy hangs up, the stream fails, or `shutdown`: requests are
+/// handled as they come and every new generation is pushed.
+pub(crate) async fn drive<S: XdsStream>(
+    mut stream: S,
+    mut requests: Streaming<S::Request>,
+    tx: Outbox,
+    shutdown: CancellationToken,
+) {
+    let mut generations = stream.core().cache.subscribe();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            message = requests.message() => match message {
+                Ok(Some(request)) => {
+                    if let Err(status) = stream.on_request(request, &tx).await {
+                        tx.end(status).await;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    debug!(%status, "xDS stream ended with an error");
+                    break;
+                }
+            },
+            changed = generations.changed() => {
+                if changed.is_err() || stream.push_all(&tx).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    stream.core().disconnected();
+}
