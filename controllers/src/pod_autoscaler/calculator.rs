@@ -95,10 +95,24 @@ fn group_pods(
     groups
 }
 
-fn remove(metrics: &mut BTreeMap<String, PodSample>, pods: &BTreeSet<String>) {
-    for pod in pods {
-        metrics.remove(pod);
+/// Groups the pods and keeps the samples of the ready ones (upstream's preamble of both
+/// calculations); an error when there are no pods or no ready samples.
+fn usable_samples(
+    pods: &[Pod],
+    mut metrics: BTreeMap<String, PodSample>,
+    cpu: bool,
+    settings: &ControllerSettings,
+    now: Timestamp,
+) -> Result<(PodGroups, BTreeMap<String, PodSample>), String> {
+    if pods.is_empty() {
+        return Err(NO_PODS.into());
     }
+    let groups = group_pods(pods, &metrics, cpu, settings, now);
+    metrics.retain(|pod, _| !groups.ignored.contains(pod) && !groups.unready.contains(pod));
+    if metrics.is_empty() {
+        return Err(NO_READY_METRICS.into());
+    }
+    Ok((groups, metrics))
 }
 
 /// Requests of `resource` per pod (all containers, or the named one), in milli-units.
@@ -187,20 +201,12 @@ pub fn resource_replicas(
     resource: &str,
     container: Option<&str>,
     pods: &[Pod],
-    mut metrics: BTreeMap<String, PodSample>,
+    metrics: BTreeMap<String, PodSample>,
     tolerances: Tolerances,
     settings: &ControllerSettings,
     now: Timestamp,
 ) -> Result<UtilizationResult, String> {
-    if pods.is_empty() {
-        return Err(NO_PODS.into());
-    }
-    let groups = group_pods(pods, &metrics, resource == "cpu", settings, now);
-    remove(&mut metrics, &groups.ignored);
-    remove(&mut metrics, &groups.unready);
-    if metrics.is_empty() {
-        return Err(NO_READY_METRICS.into());
-    }
+    let (groups, metrics) = usable_samples(pods, metrics, resource == "cpu", settings, now)?;
     let requests = pod_requests(pods, container, resource)?;
     let (ratio, utilization, raw_milli) =
         utilization_ratio(&metrics, &requests, target_utilization)?;
@@ -304,20 +310,12 @@ pub fn plain_replicas(
     target_milli: i64,
     cpu: bool,
     pods: &[Pod],
-    mut metrics: BTreeMap<String, PodSample>,
+    metrics: BTreeMap<String, PodSample>,
     tolerances: Tolerances,
     settings: &ControllerSettings,
     now: Timestamp,
 ) -> Result<AverageResult, String> {
-    if pods.is_empty() {
-        return Err(NO_PODS.into());
-    }
-    let groups = group_pods(pods, &metrics, cpu, settings, now);
-    remove(&mut metrics, &groups.ignored);
-    remove(&mut metrics, &groups.unready);
-    if metrics.is_empty() {
-        return Err(NO_READY_METRICS.into());
-    }
+    let (groups, metrics) = usable_samples(pods, metrics, cpu, settings, now)?;
     let (ratio, usage_milli) = usage_ratio(&metrics, target_milli);
     let result = |replicas| AverageResult {
         replicas,
