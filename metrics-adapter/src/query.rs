@@ -1,0 +1,173 @@
+//! The PromQL for one request: a rule's template rendered with matchers built only from
+//! validated, escaped values. Pure.
+
+use crate::{
+    config::{QueryValues, Rule},
+    discovery::{CustomMetric, ExternalMetric},
+    promql::{self, MatchOp, Matcher},
+    selector::Selector,
+};
+
+/// Which objects a custom-metrics request covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Objects {
+    /// These names (one for a single-object request; the objects a selector picked).
+    Named(Vec<String>),
+    /// Every object the series mention (`*` on a resource Weir does not index).
+    Any,
+}
+
+/// The query for a custom metric request.
+pub fn custom(
+    rule: &Rule,
+    metric: &CustomMetric,
+    namespace: Option<&str>,
+    objects: &Objects,
+    metric_selector: &Selector,
+) -> Result<String, String> {
+    let mut matchers = Vec::new();
+    if metric.namespaced() {
+        let (Some(label), Some(namespace)) = (&metric.namespace_label, namespace) else {
+            return Err(format!("{} metrics are namespaced", metric.resource));
+        };
+        matchers.push(Matcher::new(label, MatchOp::Equal, namespace)?);
+    }
+    matchers.push(match objects {
+        Objects::Named(names) => Matcher::names(&metric.label, names)?,
+        Objects::Any => Matcher::new(&metric.label, MatchOp::NotEqual, "")?,
+    });
+    matchers.extend(metric_selector.matchers()?);
+    Ok(rule.query.render(&QueryValues {
+        series: &metric.series,
+        label_matchers: &promql::join(&matchers),
+        group_by: &metric.label,
+    }))
+}
+
+/// The query for an external metric request.
+pub fn external(
+    rule: &Rule,
+    metric: &ExternalMetric,
+    namespace: &str,
+    selector: &Selector,
+) -> Result<String, String> {
+    let mut matchers = Vec::new();
+    if let Some(label) = &metric.namespace_label {
+        matchers.push(Matcher::new(label, MatchOp::Equal, namespace)?);
+    }
+    matchers.extend(selector.matchers()?);
+    Ok(rule.query.render(&QueryValues {
+        series: &metric.series,
+        label_matchers: &promql::join(&matchers),
+        group_by: metric.namespace_label.as_deref().unwrap_or_default(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{config::Rules, discovery::MetricIndex};
+
+    fn setup() -> (Rules, MetricIndex) {
+        let rules = Rules::from_yaml(
+            r#"
+rules:
+- seriesQuery: '{namespace!="",pod!=""}'
+  resources: {template: "<<.Resource>>"}
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+externalRules:
+- seriesQuery: '{__name__="queue_depth"}'
+  resources: {overrides: {namespace: {resource: namespace}}}
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (queue)'
+"#,
+            "t",
+        )
+        .unwrap();
+        let labels = |pairs: &[&str]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap();
+                    (k.to_string(), v.to_string())
+                })
+                .collect()
+        };
+        let index = MetricIndex::build(
+            &rules,
+            &[
+                vec![labels(&[
+                    "__name__=inflight",
+                    "namespace=shop",
+                    "pod=web-1",
+                ])],
+                vec![labels(&[
+                    "__name__=queue_depth",
+                    "namespace=shop",
+                    "queue=q",
+                ])],
+            ],
+        );
+        (rules, index)
+    }
+
+    #[test]
+    fn custom_queries() {
+        let (rules, index) = setup();
+        let metric = &index.custom[&("pods".to_string(), "inflight".to_string())];
+        let rule = &rules.rules[metric.rule];
+        let q = custom(
+            rule,
+            metric,
+            Some("shop"),
+            &Objects::Named(vec!["web-1".into(), "web-2".into()]),
+            &Selector::parse("code=200").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            r#"sum(inflight{namespace="shop",pod=~"web-1|web-2",code="200"}) by (pod)"#
+        );
+        let any = custom(
+            rule,
+            metric,
+            Some("shop"),
+            &Objects::Any,
+            &Selector::default(),
+        )
+        .unwrap();
+        assert_eq!(any, r#"sum(inflight{namespace="shop",pod!=""}) by (pod)"#);
+        assert!(custom(rule, metric, None, &Objects::Any, &Selector::default()).is_err());
+    }
+
+    #[test]
+    fn hostile_values_stay_inside_literals() {
+        let (rules, index) = setup();
+        let metric = &index.custom[&("pods".to_string(), "inflight".to_string())];
+        let q = custom(
+            &rules.rules[metric.rule],
+            metric,
+            Some(r#"shop"} or vector(1) or x{a=""#),
+            &Objects::Named(vec![".*".into(), "a\nb".into()]),
+            &Selector::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            r#"sum(inflight{namespace="shop\"} or vector(1) or x{a=\"",pod=~"\\.\\*|a\nb"}) by (pod)"#
+        );
+        let external_metric = &index.external["queue_depth"];
+        let e = external(
+            &rules.rules[external_metric.rule],
+            external_metric,
+            "shop",
+            &Selector::parse("queue in (a,b)").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            r#"sum(queue_depth{namespace="shop",queue=~"a|b"}) by (queue)"#
+        );
+    }
+}
