@@ -8,10 +8,13 @@
 //! HTTP).
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod discovery;
+pub mod engine;
 pub mod promql;
 pub mod quantity;
 pub mod query;
 pub mod resources;
 pub mod selector;
+pub mod server;

@@ -1,0 +1,633 @@
+//! The rule engine at work: series discovery against Prometheus (re-listed periodically),
+//! and values for requests, fetched with one query per (rule, namespace, objects,
+//! selector) and cached for a short max age, with concurrent identical requests collapsed
+//! into one query.
+//!
+//! The engine is what both the API server and, in-process, other components use.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use futures::future::join_all;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use prometheus_http_query::{Client, response::Data};
+use tokio::sync::{OnceCell, watch};
+use tracing::{info, warn};
+use weir_store::ClusterState;
+
+use crate::{
+    api::{ApiError, CustomPath, ExternalValue, ObjectValue},
+    config::Rules,
+    discovery::MetricIndex,
+    quantity,
+    query::{self, Objects},
+    resources::{self, Resource},
+    selector::Selector,
+};
+
+/// One sample of an instant query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+    /// Its time (Unix seconds).
+    pub timestamp: f64,
+}
+
+type Fetched = Result<Arc<Vec<Sample>>, String>;
+
+/// The Prometheus HTTP API, as the adapter uses it.
+#[derive(Clone)]
+pub struct Prometheus {
+    client: Client,
+}
+
+impl std::fmt::Debug for Prometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prometheus")
+            .field("url", &self.client.base_url().as_str())
+            .finish()
+    }
+}
+
+impl Prometheus {
+    /// A client for `url` (e.g. `http://prometheus.monitoring:9090`).
+    pub fn new(url: &str) -> Result<Prometheus, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client: Client = url
+            .parse()
+            .map_err(|e| format!("Prometheus URL {url:?}: {e}"))?;
+        Ok(Prometheus { client })
+    }
+
+    /// Label sets of the series matching `selector` seen since `start`.
+    pub async fn series(
+        &self,
+        selector: &str,
+        start: Timestamp,
+    ) -> Result<Vec<BTreeMap<String, String>>, String> {
+        #[derive(serde::Deserialize)]
+        struct Response {
+            status: String,
+            #[serde(default)]
+            data: Vec<BTreeMap<String, String>>,
+            #[serde(default)]
+            error: Option<String>,
+        }
+        let mut url = self.client.base_url().clone();
+        url.path_segments_mut()
+            .map_err(|()| "the Prometheus URL cannot be a base".to_string())?
+            .pop_if_empty()
+            .extend(["api", "v1", "series"]);
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("match[]", selector)
+            .append_pair("start", &start.as_second().to_string())
+            .finish();
+        let response = self
+            .client
+            .inner()
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("Prometheus series request failed: {e}"))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("Prometheus series response: {e}"))?;
+        let parsed: Response = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("Prometheus series response ({status}): {e}"))?;
+        if parsed.status != "success" {
+            return Err(format!(
+                "Prometheus rejected series query {selector:?}: {}",
+                parsed.error.unwrap_or_default()
+            ));
+        }
+        Ok(parsed.data)
+    }
+
+    /// The instant vector (or scalar) `query` evaluates to now.
+    pub async fn query(&self, query: &str) -> Result<Vec<Sample>, String> {
+        let result = self
+            .client
+            .query(query)
+            .post()
+            .await
+            .map_err(|e| format!("Prometheus query failed: {e}"))?;
+        match result.data() {
+            Data::Vector(vector) => Ok(vector
+                .iter()
+                .map(|s| Sample {
+                    labels: s.metric().clone().into_iter().collect(),
+                    value: s.sample().value(),
+                    timestamp: s.sample().timestamp(),
+                })
+                .collect()),
+            Data::Scalar(s) => Ok(vec![Sample {
+                labels: BTreeMap::new(),
+                value: s.value(),
+                timestamp: s.timestamp(),
+            }]),
+            Data::Matrix(_) => Err("the query returned a range vector".into()),
+        }
+    }
+}
+
+/// Which objects exist, with their labels: what `*` with a `labelSelector` selects.
+pub trait ObjectSource: Send + Sync {
+    /// Names of the objects of `resource` (in `namespace`) matching `selector`, sorted;
+    /// `None` when this source does not know `resource`.
+    fn names(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        selector: &Selector,
+    ) -> Option<Vec<String>>;
+}
+
+/// Objects from Weir's stores: the YAML directory in local mode, reflectors in a cluster.
+/// Pods, namespaces, nodes, services, deployments and daemon sets are indexed.
+#[derive(Debug, Clone)]
+pub struct StoreObjects(pub watch::Receiver<ClusterState>);
+
+fn select<'a, K: kube::Resource + 'a>(
+    objects: impl Iterator<Item = &'a Arc<K>>,
+    selector: &Selector,
+) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .filter(|o| selector.matches(o.labels()))
+        .map(|o| o.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+impl ObjectSource for StoreObjects {
+    fn names(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        selector: &Selector,
+    ) -> Option<Vec<String>> {
+        let state = self.0.borrow();
+        let ns = namespace.unwrap_or_default();
+        Some(match (resource.group.as_str(), resource.plural.as_str()) {
+            ("", "pods") => select(state.pods.in_namespace(ns), selector),
+            ("", "services") => select(state.services.in_namespace(ns), selector),
+            ("apps", "deployments") => select(state.deployments.in_namespace(ns), selector),
+            ("apps", "daemonsets") => select(state.daemon_sets.in_namespace(ns), selector),
+            ("", "nodes") => select(state.nodes.iter().map(|(_, o)| o), selector),
+            ("", "namespaces") => select(state.namespaces.iter().map(|(_, o)| o), selector),
+            _ => return None,
+        })
+    }
+}
+
+/// Labels of a cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: CacheResult,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum CacheResult {
+    /// A fresh stored result.
+    hit,
+    /// Joined a query already in flight.
+    shared,
+    /// Sent a query.
+    miss,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum Outcome {
+    ok,
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: &'static str,
+}
+
+/// The engine's metrics.
+#[derive(Clone, Debug, Default)]
+pub struct EngineMetrics {
+    cache: Family<CacheLabels, Counter>,
+    queries: Family<ResultLabels, Counter>,
+    relists: Family<ResultLabels, Counter>,
+    discovered: Family<ApiLabels, Gauge>,
+}
+
+impl EngineMetrics {
+    /// Registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> EngineMetrics {
+        let m = EngineMetrics::default();
+        registry.register(
+            "weir_metrics_adapter_cache_lookups",
+            "Value lookups by outcome: hit (fresh cached result), shared (joined an identical query in flight), miss (sent a query)",
+            m.cache.clone(),
+        );
+        registry.register(
+            "weir_metrics_adapter_prometheus_queries",
+            "Instant queries sent to Prometheus, by result",
+            m.queries.clone(),
+        );
+        registry.register(
+            "weir_metrics_adapter_relists",
+            "Series discovery rounds, by result",
+            m.relists.clone(),
+        );
+        registry.register(
+            "weir_metrics_adapter_metrics_available",
+            "Metrics the rules currently expose, by API (custom counts resource/metric pairs)",
+            m.discovered.clone(),
+        );
+        m
+    }
+}
+
+struct Slot {
+    cell: Arc<OnceCell<Fetched>>,
+    created: Instant,
+}
+
+/// Query results by query text, kept for `max_age`; identical queries in flight share one
+/// request.
+struct QueryCache {
+    max_age: Duration,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl QueryCache {
+    fn slot(&self, query: &str) -> (Arc<OnceCell<Fetched>>, CacheResult) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get(query) {
+            match slot.cell.get() {
+                None => return (slot.cell.clone(), CacheResult::shared),
+                Some(Ok(_)) if slot.created.elapsed() < self.max_age => {
+                    return (slot.cell.clone(), CacheResult::hit);
+                }
+                _ => {}
+            }
+        }
+        if slots.len() >= 4096 {
+            let max_age = self.max_age;
+            slots.retain(|_, s| s.cell.get().is_none() || s.created.elapsed() < max_age);
+        }
+        let cell = Arc::new(OnceCell::new());
+        slots.insert(
+            query.to_string(),
+            Slot {
+                cell: cell.clone(),
+                created: Instant::now(),
+            },
+        );
+        (cell, CacheResult::miss)
+    }
+
+    fn forget(&self, query: &str, cell: &Arc<OnceCell<Fetched>>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.get(query).is_some_and(|s| Arc::ptr_eq(&s.cell, cell)) {
+            slots.remove(query);
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// How long a value stays cached (0: only concurrent identical requests share).
+    pub cache_max_age: Duration,
+    /// How far back discovery looks for series.
+    pub series_max_age: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            cache_max_age: Duration::from_secs(5),
+            series_max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The rules, the metrics they currently expose, and the way to their values.
+pub struct Engine {
+    rules: Rules,
+    index: ArcSwap<MetricIndex>,
+    prometheus: Prometheus,
+    objects: Arc<dyn ObjectSource>,
+    cache: QueryCache,
+    settings: EngineSettings,
+    metrics: EngineMetrics,
+    discovered: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules.rules.len())
+            .field("prometheus", &self.prometheus)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine with no metrics discovered yet.
+    pub fn new(
+        rules: Rules,
+        prometheus: Prometheus,
+        objects: Arc<dyn ObjectSource>,
+        settings: EngineSettings,
+        metrics: EngineMetrics,
+    ) -> Engine {
+        Engine {
+            rules,
+            index: ArcSwap::from_pointee(MetricIndex::default()),
+            prometheus,
+            objects,
+            cache: QueryCache {
+                max_age: settings.cache_max_age,
+                slots: Mutex::new(HashMap::new()),
+            },
+            settings,
+            metrics,
+            discovered: AtomicBool::new(false),
+        }
+    }
+
+    /// The metrics available now.
+    pub fn index(&self) -> Arc<MetricIndex> {
+        self.index.load_full()
+    }
+
+    /// Whether discovery has completed at least once.
+    pub fn discovered(&self) -> bool {
+        self.discovered.load(Ordering::Relaxed)
+    }
+
+    /// Lists series for every rule and replaces the index. A rule whose listing fails
+    /// keeps the metrics it exposed before (the last good discovery stays in force).
+    pub async fn relist(&self) -> Result<(), String> {
+        let start = Timestamp::now() - self.settings.series_max_age;
+        let listings = join_all(
+            self.rules
+                .rules
+                .iter()
+                .map(|r| self.prometheus.series(&r.series_query, start)),
+        )
+        .await;
+        let mut errors = Vec::new();
+        let mut failed = BTreeSet::new();
+        let series: Vec<Vec<BTreeMap<String, String>>> = listings
+            .into_iter()
+            .zip(&self.rules.rules)
+            .enumerate()
+            .map(|(i, (listing, rule))| {
+                listing.unwrap_or_else(|e| {
+                    errors.push(format!("{}: {e}", rule.origin));
+                    failed.insert(i);
+                    Vec::new()
+                })
+            })
+            .collect();
+        let mut next = MetricIndex::build(&self.rules, &series);
+        if !failed.is_empty() {
+            // Keep what failed rules exposed before.
+            let previous = self.index.load();
+            for (k, v) in &previous.custom {
+                if failed.contains(&v.rule) {
+                    next.custom.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            for (k, v) in &previous.external {
+                if failed.contains(&v.rule) {
+                    next.external.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        self.metrics
+            .discovered
+            .get_or_create(&ApiLabels { api: "custom" })
+            .set(next.custom.len() as i64);
+        self.metrics
+            .discovered
+            .get_or_create(&ApiLabels { api: "external" })
+            .set(next.external.len() as i64);
+        let changed = **self.index.load() != next;
+        if changed {
+            info!(
+                custom = next.custom.len(),
+                external = next.external.len(),
+                conflicts = next.conflicts,
+                "metrics discovered"
+            );
+        }
+        self.index.store(Arc::new(next));
+        let outcome = if errors.is_empty() {
+            self.discovered.store(true, Ordering::Relaxed);
+            Outcome::ok
+        } else {
+            Outcome::error
+        };
+        self.metrics
+            .relists
+            .get_or_create(&ResultLabels { result: outcome })
+            .inc();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Re-lists every `interval` until `shutdown`.
+    pub async fn relist_every(&self, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Err(e) = self.relist().await {
+                warn!(error = %e, "series discovery failed; the metrics found before stay available");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Runs `query`, from the cache when a fresh result is there.
+    pub async fn fetch(&self, query: &str) -> Fetched {
+        let (cell, outcome) = self.cache.slot(query);
+        self.metrics
+            .cache
+            .get_or_create(&CacheLabels { result: outcome })
+            .inc();
+        let result = cell
+            .get_or_init(|| async {
+                let result = self.prometheus.query(query).await;
+                let outcome = if result.is_ok() { Outcome::ok } else { Outcome::error };
+                self.metrics
+                    .queries
+                    .get_or_create(&ResultLabels { result: outcome })
+                    .inc();
+                result.map(Arc::new)
+            })
+            .await
+            .clone();
+        if result.is_err() {
+            self.cache.forget(query, &cell);
+        }
+        result
+    }
+
+    /// Values of a custom metric.
+    pub async fn custom(
+        &self,
+        path: &CustomPath,
+        selector: &Selector,
+        metric_selector: &Selector,
+    ) -> Result<Vec<ObjectValue>, ApiError> {
+        let index = self.index();
+        let not_found = || {
+            ApiError::not_found(format!(
+                "the server could not find the metric {} for {}",
+                path.metric, path.resource
+            ))
+        };
+        let known: BTreeSet<&Resource> = index.custom.values().map(|m| &m.resource).collect();
+        let resource = resources::from_path(known, &path.resource).ok_or_else(not_found)?;
+        let metric = index
+            .custom
+            .get(&(resource.path_name(), path.metric.clone()))
+            .ok_or_else(not_found)?;
+        if metric.namespaced() != path.namespace.is_some() {
+            return Err(ApiError::not_found(if metric.namespaced() {
+                format!("{} is namespaced: ask under /namespaces/<namespace>/", resource)
+            } else {
+                format!("{} is not namespaced", resource)
+            }));
+        }
+        let namespace = path.namespace.as_deref();
+        let objects = if path.name != "*" {
+            Objects::Named(vec![path.name.clone()])
+        } else {
+            match self.objects.names(resource, namespace, selector) {
+                Some(names) if names.is_empty() => return Ok(Vec::new()),
+                Some(names) => Objects::Named(names),
+                None if selector.is_empty() => Objects::Any,
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "labelSelector is not supported for {resource}: Weir indexes the labels of \
+                         pods, services, deployments, daemonsets, nodes and namespaces"
+                    )));
+                }
+            }
+        };
+        let rule = &self.rules.rules[metric.rule];
+        let promql = query::custom(rule, metric, namespace, &objects, metric_selector)
+            .map_err(|e| ApiError::bad_request(format!("metricLabelSelector: {e}")))?;
+        let samples = self
+            .fetch(&promql)
+            .await
+            .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))?;
+        let wanted: Option<BTreeSet<&str>> = match &objects {
+            Objects::Named(names) => Some(names.iter().map(String::as_str).collect()),
+            Objects::Any => None,
+        };
+        let mut values: Vec<ObjectValue> = samples
+            .iter()
+            .filter_map(|s| {
+                let name = s.labels.get(&metric.label)?;
+                if wanted.as_ref().is_some_and(|w| !w.contains(name.as_str())) {
+                    return None;
+                }
+                Some(ObjectValue {
+                    kind: resource.kind.clone(),
+                    api_version: resource.api_version(),
+                    namespace: if resource.is_namespace() {
+                        None
+                    } else {
+                        path.namespace.clone()
+                    },
+                    name: name.clone(),
+                    timestamp: timestamp(s.timestamp),
+                    value: quantity::format(s.value)?,
+                })
+            })
+            .collect();
+        values.sort_by(|a, b| a.name.cmp(&b.name));
+        values.dedup_by(|a, b| a.name == b.name);
+        if path.name != "*" && values.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "the server could not find the metric {} for {} {}",
+                path.metric, resource, path.name
+            )));
+        }
+        Ok(values)
+    }
+
+    /// Values of an external metric.
+    pub async fn external(
+        &self,
+        namespace: &str,
+        metric_name: &str,
+        selector: &Selector,
+    ) -> Result<Vec<ExternalValue>, ApiError> {
+        let index = self.index();
+        let metric = index.external.get(metric_name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the server could not find the external metric {metric_name}"
+            ))
+        })?;
+        let rule = &self.rules.rules[metric.rule];
+        let promql = query::external(rule, metric, namespace, selector)
+            .map_err(|e| ApiError::bad_request(format!("labelSelector: {e}")))?;
+        let samples = self
+            .fetch(&promql)
+            .await
+            .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))?;
+        Ok(samples
+            .iter()
+            .filter_map(|s| {
+                let mut labels = s.labels.clone();
+                labels.remove("__name__");
+                Some(ExternalValue {
+                    labels,
+                    timestamp: timestamp(s.timestamp),
+                    value: quantity::format(s.value)?,
+                })
+            })
+            .collect())
+    }
+}
+
+fn timestamp(unix_seconds: f64) -> String {
+    Timestamp::from_second(unix_seconds.floor() as i64)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_string()
+}
