@@ -316,7 +316,8 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
         mut tasks,
         synced: synced_rx,
         shutdown: shutdown_token,
-    } = ClusterBase::start(args.admin.admin_addr).await?;
+        ..
+    } = ClusterBase::start(args.admin.admin_addr, Kind::ALL).await?;
     let metrics = AutoscalerMetrics::register(&mut registry);
     let leading = start_leader_election(
         &client,

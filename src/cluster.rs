@@ -33,10 +33,17 @@ pub(crate) struct ClusterBase {
     /// The kinds listed so far.
     pub(crate) synced: watch::Receiver<BTreeSet<Kind>>,
     pub(crate) shutdown: CancellationToken,
+    /// The kinds watched.
+    pub(crate) kinds: &'static [Kind],
 }
 
 impl ClusterBase {
-    pub(crate) async fn start(admin_addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+    /// Starts the base, watching `kinds` (`Kind::ALL` for the components that read
+    /// everything).
+    pub(crate) async fn start(
+        admin_addr: std::net::SocketAddr,
+        kinds: &'static [Kind],
+    ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         shutdown::cancel_on_signal(shutdown.clone()).context("installing signal handlers")?;
         let client = kube::Client::try_default().await.context(
@@ -50,8 +57,13 @@ impl ClusterBase {
             .with_context(|| format!("cannot listen on --admin-addr {admin_addr}"))?;
         let mut tasks = JoinSet::new();
         let (synced_tx, synced) = watch::channel(BTreeSet::new());
-        let mut reflectors =
-            spawn_reflectors(client.clone(), writer.clone(), synced_tx, shutdown.clone());
+        let mut reflectors = spawn_reflectors(
+            client.clone(),
+            writer.clone(),
+            synced_tx,
+            shutdown.clone(),
+            kinds,
+        );
         tasks.spawn(async move { while reflectors.join_next().await.is_some() {} });
         Ok(ClusterBase {
             client,
@@ -62,6 +74,7 @@ impl ClusterBase {
             tasks,
             synced,
             shutdown,
+            kinds,
         })
     }
 }
@@ -86,9 +99,15 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
         mut tasks,
         synced: synced_rx,
         shutdown: shutdown_token,
-    } = ClusterBase::start(args.admin.admin_addr).await?;
+        ..
+    } = ClusterBase::start(args.admin.admin_addr, Kind::ALL).await?;
     let (ready_tx, ready_rx) = watch::channel(false);
-    tasks.spawn(track_readiness(synced_rx, ready_tx, shutdown_token.clone()));
+    tasks.spawn(track_readiness(
+        synced_rx,
+        ready_tx,
+        shutdown_token.clone(),
+        Kind::ALL,
+    ));
     let proxies = crate::xds::start_xds(
         args.xds_addr,
         &writer,
@@ -170,17 +189,18 @@ pub(crate) fn start_leader_election(
     rx
 }
 
-/// Ready once every kind has been listed. Until then, says every 30 s which kinds are
+/// Ready once every one of `kinds` has been listed. Until then, says every 30 s which kinds are
 /// missing: usually a CRD that is not installed (Weir's, or the Gateway API's).
-async fn track_readiness(
+pub(crate) async fn track_readiness(
     mut synced: watch::Receiver<BTreeSet<Kind>>,
     ready: watch::Sender<bool>,
     shutdown: CancellationToken,
+    kinds: &'static [Kind],
 ) {
     let mut reminder = tokio::time::interval(Duration::from_secs(30));
     reminder.tick().await;
     loop {
-        let missing: Vec<&str> = Kind::ALL
+        let missing: Vec<&str> = kinds
             .iter()
             .filter(|k| !synced.borrow().contains(k))
             .map(|k| k.name())

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod local;
 pub mod local_autoscaler;
 pub mod metrics;
+pub mod metrics_adapter;
 pub mod metrics_apis;
 pub mod proxies;
 pub mod recommend;

@@ -2,7 +2,7 @@
 //!
 //! The directory source feeds the stores; the admin endpoint reports health, readiness,
 //! metrics and problems; SIGTERM or SIGINT stops every task and waits for them to finish.
-//! The components (xds-server, controllers, metrics adapter) plug in here as they arrive.
+//! With --prometheus-url, the pod autoscaler and the metrics adapter run too.
 
 use std::sync::Arc;
 
@@ -64,6 +64,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             std::time::Duration::from_secs(args.sync_period_seconds),
             shutdown_token.clone(),
         ));
+        let objects = Arc::new(weir_metrics_adapter::engine::StoreObjects(
+            writer.subscribe(),
+        ));
+        crate::metrics_adapter::start(
+            &args.adapter,
+            args.metrics_adapter_addr,
+            url,
+            objects,
+            crate::metrics_adapter::Mode::Local,
+            &mut registry,
+            &mut tasks,
+            &shutdown_token,
+        )
+        .await?;
+        info!(addr = %args.metrics_adapter_addr, "metrics adapter on the configuration's objects");
     }
     let admin_state = AdminState {
         registry: Arc::new(registry),

@@ -85,7 +85,10 @@ pub struct PeerIdentity {
 /// TokenReview and SubjectAccessReview, against the Kubernetes API (or a stand-in).
 pub trait Reviewer: Send + Sync {
     /// The user a bearer token belongs to; `None` when it is not valid.
-    fn review_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<UserInfo>, String>>;
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<UserInfo>, String>>;
     /// Whether `user` may do `attributes`, with the reason when not.
     fn review_access<'a>(
         &'a self,
@@ -121,7 +124,10 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
 ];
 
 impl Reviewer for KubeReviewer {
-    fn review_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<UserInfo>, String>> {
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<UserInfo>, String>> {
         Box::pin(async move {
             let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
             let review = TokenReview {
@@ -269,9 +275,15 @@ impl DelegatedSettings {
             requestheader_ca: data.get("requestheader-client-ca-file").cloned(),
             requestheader: RequestHeader {
                 allowed_names: list("requestheader-allowed-names", vec![])?,
-                username_headers: list("requestheader-username-headers", defaults.username_headers)?,
+                username_headers: list(
+                    "requestheader-username-headers",
+                    defaults.username_headers,
+                )?,
                 group_headers: list("requestheader-group-headers", defaults.group_headers)?,
-                extra_prefixes: list("requestheader-extra-headers-prefix", defaults.extra_prefixes)?,
+                extra_prefixes: list(
+                    "requestheader-extra-headers-prefix",
+                    defaults.extra_prefixes,
+                )?,
             },
         })
     }
@@ -333,9 +345,35 @@ pub fn subject(cert: &CertificateDer<'_>) -> Option<(String, Vec<String>)> {
     Some((cn, orgs))
 }
 
-struct Cached<T> {
-    value: T,
-    at: Instant,
+/// Review results kept for a short time (10 s), like the API server's delegating
+/// authenticator and authorizer caches.
+struct TtlCache<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> TtlCache<K, V> {
+    fn new(ttl: Duration) -> Self {
+        TtlCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl;
+        entries.retain(|_, (_, at)| at.elapsed() < ttl);
+        entries.insert(key, (value, Instant::now()));
+    }
 }
 
 /// Authentication and authorization for the secured mode.
@@ -345,9 +383,8 @@ pub struct Authenticator {
     client_verifier: Option<Arc<dyn ClientCertVerifier>>,
     roots: Vec<CertificateDer<'static>>,
     reviewer: Option<Arc<dyn Reviewer>>,
-    ttl: Duration,
-    tokens: Mutex<HashMap<String, Cached<Option<UserInfo>>>>,
-    decisions: Mutex<HashMap<(UserInfo, String), Cached<(bool, String)>>>,
+    tokens: TtlCache<String, Option<UserInfo>>,
+    decisions: TtlCache<(UserInfo, String), (bool, String)>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -392,9 +429,8 @@ impl Authenticator {
             client_verifier,
             roots,
             reviewer,
-            ttl: Duration::from_secs(10),
-            tokens: Mutex::new(HashMap::new()),
-            decisions: Mutex::new(HashMap::new()),
+            tokens: TtlCache::new(Duration::from_secs(10)),
+            decisions: TtlCache::new(Duration::from_secs(10)),
         })
     }
 
@@ -409,8 +445,10 @@ impl Authenticator {
             return PeerIdentity::default();
         };
         let verified = |v: &Option<Arc<dyn ClientCertVerifier>>| {
-            v.as_ref()
-                .is_some_and(|v| v.verify_client_cert(end, intermediates, UnixTime::now()).is_ok())
+            v.as_ref().is_some_and(|v| {
+                v.verify_client_cert(end, intermediates, UnixTime::now())
+                    .is_ok()
+            })
         };
         let subject = subject(end);
         let front_proxy = verified(&self.requestheader_verifier)
@@ -439,7 +477,7 @@ impl Authenticator {
         headers: &HeaderMap,
     ) -> Result<UserInfo, ApiError> {
         if peer.front_proxy
-            && let Some(user) = self.from_headers(headers)
+            && let Some(user) = self.user_from_headers(headers)
         {
             return Ok(user);
         }
@@ -455,37 +493,21 @@ impl Authenticator {
         let (Some(token), Some(reviewer)) = (token, &self.reviewer) else {
             return Err(ApiError::unauthorized("Unauthorized"));
         };
-        let cached = {
-            let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-            tokens
-                .get(token)
-                .filter(|c| c.at.elapsed() < self.ttl)
-                .map(|c| c.value.clone())
-        };
-        let user = match cached {
+        let user = match self.tokens.get(&token.to_string()) {
             Some(user) => user,
             None => {
                 let user = reviewer
                     .review_token(token)
                     .await
                     .map_err(ApiError::internal)?;
-                let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-                let ttl = self.ttl;
-                tokens.retain(|_, c| c.at.elapsed() < ttl);
-                tokens.insert(
-                    token.to_string(),
-                    Cached {
-                        value: user.clone(),
-                        at: Instant::now(),
-                    },
-                );
+                self.tokens.put(token.to_string(), user.clone());
                 user
             }
         };
         user.ok_or_else(|| ApiError::unauthorized("Unauthorized"))
     }
 
-    fn from_headers(&self, headers: &HeaderMap) -> Option<UserInfo> {
+    fn user_from_headers(&self, headers: &HeaderMap) -> Option<UserInfo> {
         let name = self.requestheader.username_headers.iter().find_map(|h| {
             headers
                 .get(h.as_str())
@@ -523,7 +545,11 @@ impl Authenticator {
     }
 
     /// Whether `user` may do `attributes`, or 403.
-    pub async fn authorize(&self, user: &UserInfo, attributes: &Attributes) -> Result<(), ApiError> {
+    pub async fn authorize(
+        &self,
+        user: &UserInfo,
+        attributes: &Attributes,
+    ) -> Result<(), ApiError> {
         let describe = || match attributes {
             Attributes::Resource {
                 group,
@@ -553,33 +579,20 @@ impl Authenticator {
             }
         };
         let Some(reviewer) = &self.reviewer else {
-            return Err(ApiError::forbidden(format!("{}: no authorizer configured", describe())));
+            return Err(ApiError::forbidden(format!(
+                "{}: no authorizer configured",
+                describe()
+            )));
         };
         let key = (user.clone(), format!("{attributes:?}"));
-        let cached = {
-            let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-            decisions
-                .get(&key)
-                .filter(|c| c.at.elapsed() < self.ttl)
-                .map(|c| c.value.clone())
-        };
-        let (allowed, reason) = match cached {
-            Some(d) => d,
+        let (allowed, reason) = match self.decisions.get(&key) {
+            Some(decision) => decision,
             None => {
                 let decision = reviewer
                     .review_access(user, attributes)
                     .await
                     .map_err(ApiError::internal)?;
-                let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-                let ttl = self.ttl;
-                decisions.retain(|_, c| c.at.elapsed() < ttl);
-                decisions.insert(
-                    key,
-                    Cached {
-                        value: decision.clone(),
-                        at: Instant::now(),
-                    },
-                );
+                self.decisions.put(key, decision.clone());
                 decision
             }
         };
@@ -603,7 +616,10 @@ mod tests {
             ("requestheader-allowed-names", r#"["front-proxy-client"]"#),
             ("requestheader-username-headers", r#"["X-Remote-User"]"#),
             ("requestheader-group-headers", r#"["X-Remote-Group"]"#),
-            ("requestheader-extra-headers-prefix", r#"["X-Remote-Extra-"]"#),
+            (
+                "requestheader-extra-headers-prefix",
+                r#"["X-Remote-Extra-"]"#,
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

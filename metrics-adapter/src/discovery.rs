@@ -1,7 +1,7 @@
 //! Series discovery: which metrics the rules make available, from the series Prometheus
 //! holds. Pure: the adapter lists series per rule and hands them here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map::Entry};
 
 use crate::{
     config::{Api, Rule, Rules},
@@ -85,10 +85,11 @@ impl MetricIndex {
                                 .flatten()
                                 .filter(|l| labels.contains(l.as_str())),
                         };
-                        if index.external.contains_key(&metric) {
-                            index.conflicts += 1;
-                        } else {
-                            index.external.insert(metric, entry);
+                        match index.external.entry(metric) {
+                            Entry::Occupied(_) => index.conflicts += 1,
+                            Entry::Vacant(slot) => {
+                                slot.insert(entry);
+                            }
                         }
                     }
                 }
@@ -117,21 +118,21 @@ impl MetricIndex {
             if resource.namespaced && namespace_label.is_none() {
                 continue;
             }
-            let key = (resource.path_name(), metric.to_string());
-            if self.custom.contains_key(&key) {
-                self.conflicts += 1;
-                continue;
+            match self
+                .custom
+                .entry((resource.path_name(), metric.to_string()))
+            {
+                Entry::Occupied(_) => self.conflicts += 1,
+                Entry::Vacant(slot) => {
+                    slot.insert(CustomMetric {
+                        rule: rule_index,
+                        series: series.to_string(),
+                        namespace_label: namespace_label.clone(),
+                        resource,
+                        label: label.to_string(),
+                    });
+                }
             }
-            self.custom.insert(
-                key,
-                CustomMetric {
-                    rule: rule_index,
-                    series: series.to_string(),
-                    namespace_label: namespace_label.clone(),
-                    resource,
-                    label: label.to_string(),
-                },
-            );
         }
     }
 }

@@ -468,7 +468,11 @@ impl Engine {
     }
 
     /// Re-lists every `interval` until `shutdown`.
-    pub async fn relist_every(&self, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    pub async fn relist_every(
+        &self,
+        interval: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         loop {
             if let Err(e) = self.relist().await {
                 warn!(error = %e, "series discovery failed; the metrics found before stay available");
@@ -490,7 +494,11 @@ impl Engine {
         let result = cell
             .get_or_init(|| async {
                 let result = self.prometheus.query(query).await;
-                let outcome = if result.is_ok() { Outcome::ok } else { Outcome::error };
+                let outcome = if result.is_ok() {
+                    Outcome::ok
+                } else {
+                    Outcome::error
+                };
                 self.metrics
                     .queries
                     .get_or_create(&ResultLabels { result: outcome })
@@ -527,7 +535,10 @@ impl Engine {
             .ok_or_else(not_found)?;
         if metric.namespaced() != path.namespace.is_some() {
             return Err(ApiError::not_found(if metric.namespaced() {
-                format!("{} is namespaced: ask under /namespaces/<namespace>/", resource)
+                format!(
+                    "{} is namespaced: ask under /namespaces/<namespace>/",
+                    resource
+                )
             } else {
                 format!("{} is not namespaced", resource)
             }));

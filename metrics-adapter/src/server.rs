@@ -74,7 +74,10 @@ impl TlsIdentity {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("--tls-cert-file {}: {e:?}", cert.display()))?;
             if chain.is_empty() {
-                return Err(format!("--tls-cert-file {}: no certificate", cert.display()));
+                return Err(format!(
+                    "--tls-cert-file {}: no certificate",
+                    cert.display()
+                ));
             }
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| format!("--tls-private-key-file {}: {e:?}", key.display()))?;
@@ -88,9 +91,7 @@ impl TlsIdentity {
             (Some(cert), Some(key)) => return read(cert, key),
             (None, None) => {}
             _ => {
-                return Err(
-                    "--tls-cert-file and --tls-private-key-file go together".to_string()
-                );
+                return Err("--tls-cert-file and --tls-private-key-file go together".to_string());
             }
         }
         if let Some(dir) = cert_dir {
@@ -105,7 +106,8 @@ impl TlsIdentity {
         let key_pem = generated.signing_key.serialize_pem();
         let mut cert_path = None;
         if let Some(dir) = cert_dir {
-            std::fs::create_dir_all(dir).map_err(|e| format!("--cert-dir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("--cert-dir {}: {e}", dir.display()))?;
             let (cert, key) = (dir.join("apiserver.crt"), dir.join("apiserver.key"));
             std::fs::write(&cert, &cert_pem).map_err(|e| format!("{}: {e}", cert.display()))?;
             std::fs::write(&key, &key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
@@ -211,7 +213,9 @@ impl Server {
             .map(|p| p.into_owned())
             .unwrap_or_else(|_| raw_path.to_string());
         let query = parts.uri.query().unwrap_or_default();
-        let (label, answer) = self.answer(peer, &parts.method, &parts.headers, &path, query).await;
+        let (label, answer) = self
+            .answer(peer, &parts.method, &parts.headers, &path, query)
+            .await;
         let (status, body) = match answer {
             Ok(body) => (StatusCode::OK, body),
             Err(e) => {
@@ -263,7 +267,9 @@ impl Server {
                     if self.engine.discovered() {
                         Ok(Value::String("ok".into()))
                     } else {
-                        Err(ApiError::unavailable("series discovery has not completed yet"))
+                        Err(ApiError::unavailable(
+                            "series discovery has not completed yet",
+                        ))
                     },
                 );
             }
@@ -310,7 +316,10 @@ impl Server {
                         "major": "1", "minor": "0",
                         "gitVersion": concat!("weir-v", env!("CARGO_PKG_VERSION")),
                     })),
-                    p => match p.strip_prefix("/openapi/v3/apis/").and_then(|gv| gv.split_once('/')) {
+                    p => match p
+                        .strip_prefix("/openapi/v3/apis/")
+                        .and_then(|gv| gv.split_once('/'))
+                    {
                         Some((g, v)) => api::openapi_v3(g, v).ok_or(e),
                         None => Err(e),
                     },
@@ -411,7 +420,9 @@ pub async fn serve(
         let server = server.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     debug!(%remote, error = %e, "TLS handshake failed");
@@ -432,7 +443,9 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(server.handle(&peer, request).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
+            let connection = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
             if let Err(e) = watcher.watch(connection).await {
                 debug!(%remote, error = %e, "connection ended with an error");
             }

@@ -29,18 +29,19 @@ use weir_crds::{
 };
 use weir_store::{Kind, Object, ObjectKey, StateWriter};
 
-/// Starts a watcher for every kind Weir reads. `synced` collects the kinds whose initial
-/// list has arrived; the source is ready when it holds every kind. A kind whose API is not
+/// Starts a watcher for each of `kinds`. `synced` collects the kinds whose initial list
+/// has arrived; the source is ready when it holds every one of them. A kind whose API is not
 /// served (its CRD is not installed) never syncs, and its watcher logs why while retrying.
 pub fn spawn_reflectors(
     client: Client,
     writer: Arc<StateWriter>,
     synced: watch::Sender<BTreeSet<Kind>>,
     shutdown: CancellationToken,
+    kinds: &[Kind],
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let synced = Arc::new(synced);
-    for kind in Kind::ALL {
+    for kind in kinds {
         let ctx = (
             client.clone(),
             writer.clone(),

@@ -43,12 +43,18 @@ impl Prometheus {
             assert!(status.success(), "promtool failed to backfill");
         }
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, "global: {}\n").expect("config");
+        let query_log = dir.path().join("queries.log");
+        std::fs::write(
+            &config,
+            format!("global:\n  query_log_file: {}\n", query_log.display()),
+        )
+        .expect("config");
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-admin-api")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -69,6 +75,36 @@ impl Prometheus {
     /// Its base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The text of every query it has evaluated, in order, from its query log.
+    pub fn logged_queries(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self._dir.path().join("queries.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|entry| entry["params"]["query"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Deletes the series `selector` matches, and their tombstones (the admin API).
+    pub fn delete_series(&self, selector: &str) {
+        for (path, data) in [
+            ("/api/v1/admin/tsdb/delete_series", Some(selector)),
+            ("/api/v1/admin/tsdb/clean_tombstones", None),
+        ] {
+            let mut curl = Command::new("curl");
+            curl.args(["-sf", "-X", "POST"]);
+            if let Some(selector) = data {
+                curl.args(["-G", "--data-urlencode"])
+                    .arg(format!("match[]={selector}"));
+            }
+            let status = curl
+                .arg(format!("{}{path}", self.url()))
+                .stdout(Stdio::null())
+                .status()
+                .expect("curl");
+            assert!(status.success(), "Prometheus {path} failed");
+        }
     }
 
     /// Instant queries it has answered, from its own /metrics.

@@ -16,8 +16,13 @@ async fn reflectors_fill_the_stores_from_the_cluster() {
     let writer = Arc::new(StateWriter::default());
     let (synced_tx, mut synced) = watch::channel(BTreeSet::new());
     let shutdown = CancellationToken::new();
-    let mut tasks =
-        weir::sources::kube::spawn_reflectors(client, writer.clone(), synced_tx, shutdown.clone());
+    let mut tasks = weir::sources::kube::spawn_reflectors(
+        client,
+        writer.clone(),
+        synced_tx,
+        shutdown.clone(),
+        weir_store::Kind::ALL,
+    );
     tokio::time::timeout(
         Duration::from_secs(60),
         synced.wait_for(|kinds| kinds.contains(&Kind::Namespace) && kinds.contains(&Kind::Service)),
