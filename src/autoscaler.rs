@@ -333,6 +333,20 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
         source_metrics,
         shutdown_token.clone(),
     ));
+    // Pods, Object and External metrics through prometheus-adapter rules.
+    let rules_engine = if args.metrics_source == MetricsSourceKind::Rules {
+        Some(crate::metrics_adapter::engine(
+            args.rules.as_deref(),
+            &args.prometheus_url,
+            Arc::new(weir_metrics_adapter::engine::StoreObjects(
+                writer.subscribe(),
+            )),
+            Default::default(),
+            &mut registry,
+        )?)
+    } else {
+        None
+    };
     let admin_state = AdminState {
         registry: Arc::new(registry),
         ready: ready_rx,
@@ -365,6 +379,17 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
                 .context("--prometheus-url")?;
             info!(prometheus = %source.url(), "metrics from Prometheus");
             tasks.spawn(sync.run(source));
+        }
+        MetricsSourceKind::Rules => {
+            let prometheus = PrometheusSource::new(&args.prometheus_url)
+                .map_err(anyhow::Error::msg)
+                .context("--prometheus-url")?;
+            let engine = rules_engine.context("the rule engine")?;
+            let relist = engine.clone();
+            let token = shutdown_token.clone();
+            tasks.spawn(async move { relist.relist_every(Duration::from_secs(60), token).await });
+            info!(prometheus = %args.prometheus_url, "metrics through prometheus-adapter rules");
+            tasks.spawn(sync.run(crate::rules_source::RulesSource::new(engine, prometheus)));
         }
         MetricsSourceKind::Kubernetes => {
             info!("metrics from the Kubernetes metrics APIs");

@@ -149,7 +149,10 @@ pub struct ControllersArgs {
     /// external.metrics.k8s.io) served by another adapter.
     #[arg(long, env = "WEIR_METRICS_SOURCE", value_enum, default_value_t = MetricsSourceKind::Prometheus)]
     pub metrics_source: MetricsSourceKind,
-    /// Prometheus, for `--metrics-source prometheus`.
+    /// prometheus-adapter rules for `--metrics-source rules` (default: the built-in rules).
+    #[arg(long = "rules", env = "WEIR_METRICS_ADAPTER_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Prometheus, for `--metrics-source prometheus` and `rules`.
     #[arg(
         long,
         env = "WEIR_PROMETHEUS_URL",
@@ -164,8 +167,13 @@ pub struct ControllersArgs {
 /// Where the pod autoscaler reads metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MetricsSourceKind {
-    /// Prometheus, queried directly.
+    /// Prometheus, queried directly (one query per distinct metric per sync, for every
+    /// namespace; series labelled as prometheus-adapter's conventions have them).
     Prometheus,
+    /// Pods, Object and External metrics through prometheus-adapter rules (`--rules`),
+    /// with the metrics adapter's engine in-process; Resource and Prometheus metrics
+    /// straight from Prometheus.
+    Rules,
     /// The Kubernetes metrics APIs.
     Kubernetes,
 }

@@ -17,6 +17,7 @@ pub mod metrics_adapter;
 pub mod metrics_apis;
 pub mod proxies;
 pub mod recommend;
+pub mod rules_source;
 pub mod shutdown;
 pub mod sources;
 pub mod status_writer;

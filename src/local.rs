@@ -57,17 +57,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)
             .context("--prometheus-url")?;
         let api = LocalScaleApi::new(writer.subscribe(), &mut registry);
-        info!(prometheus = %url, "pod autoscaler on simulated Deployments");
-        tasks.spawn(crate::local_autoscaler::run(
-            api,
-            source,
-            std::time::Duration::from_secs(args.sync_period_seconds),
-            shutdown_token.clone(),
-        ));
         let objects = Arc::new(weir_metrics_adapter::engine::StoreObjects(
             writer.subscribe(),
         ));
-        crate::metrics_adapter::start(
+        let engine = crate::metrics_adapter::start(
             &args.adapter,
             args.metrics_adapter_addr,
             url,
@@ -79,6 +72,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         )
         .await?;
         info!(addr = %args.metrics_adapter_addr, "metrics adapter on the configuration's objects");
+        let period = std::time::Duration::from_secs(args.sync_period_seconds);
+        if args.adapter.rules.is_some() {
+            // The autoscaler reads Pods, Object and External metrics through the same
+            // rules the adapter serves, in-process.
+            info!(prometheus = %url, "pod autoscaler on simulated Deployments, metrics through --rules");
+            let source = crate::rules_source::RulesSource::new(engine, source);
+            tasks.spawn(crate::local_autoscaler::run(
+                api,
+                source,
+                period,
+                shutdown_token.clone(),
+            ));
+        } else {
+            info!(prometheus = %url, "pod autoscaler on simulated Deployments");
+            tasks.spawn(crate::local_autoscaler::run(
+                api,
+                source,
+                period,
+                shutdown_token.clone(),
+            ));
+        }
     }
     let admin_state = AdminState {
         registry: Arc::new(registry),

@@ -152,6 +152,32 @@ pub async fn access(
     Ok(Access::Secured(Arc::new(authenticator)))
 }
 
+/// The rule engine: rules from `rules` (prometheus-adapter format) or the built-in ones,
+/// against the Prometheus at `prometheus_url`.
+pub fn engine(
+    rules: Option<&Path>,
+    prometheus_url: &str,
+    objects: Arc<dyn ObjectSource>,
+    settings: EngineSettings,
+    registry: &mut Registry,
+) -> anyhow::Result<Arc<Engine>> {
+    let rules = match rules {
+        Some(path) => Rules::from_yaml(&read(path, "--rules")?, &path.display().to_string())
+            .map_err(anyhow::Error::msg)?,
+        None => Rules::defaults(),
+    };
+    let prometheus = Prometheus::new(prometheus_url)
+        .map_err(anyhow::Error::msg)
+        .context("--prometheus-url")?;
+    Ok(Arc::new(Engine::new(
+        rules,
+        prometheus,
+        objects,
+        settings,
+        EngineMetrics::register(registry),
+    )))
+}
+
 /// Starts the adapter: discovery every relist interval and the API server on `addr`.
 /// Returns the engine (for readiness).
 #[allow(clippy::too_many_arguments)]
@@ -165,25 +191,17 @@ pub async fn start(
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Arc<Engine>> {
-    let rules = match &args.rules {
-        Some(path) => Rules::from_yaml(&read(path, "--rules")?, &path.display().to_string())
-            .map_err(anyhow::Error::msg)?,
-        None => Rules::defaults(),
-    };
-    let prometheus = Prometheus::new(prometheus_url)
-        .map_err(anyhow::Error::msg)
-        .context("--prometheus-url")?;
     let settings = EngineSettings {
         cache_max_age: args.cache_max_age.get(),
         series_max_age: args.metrics_max_age.get(),
     };
-    let engine = Arc::new(Engine::new(
-        rules,
-        prometheus,
+    let engine = engine(
+        args.rules.as_deref(),
+        prometheus_url,
         objects,
         settings,
-        EngineMetrics::register(registry),
-    ));
+        registry,
+    )?;
     let access = access(args, addr, mode).await?;
     let mut hosts = vec!["localhost".to_string(), addr.ip().to_string()];
     if let Ok(host) = std::env::var("HOSTNAME") {

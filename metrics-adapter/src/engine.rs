@@ -9,7 +9,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -148,6 +148,17 @@ impl Prometheus {
             Data::Matrix(_) => Err("the query returned a range vector".into()),
         }
     }
+}
+
+/// One object's value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedValue {
+    /// The object's name.
+    pub name: String,
+    /// The value.
+    pub value: f64,
+    /// When it was sampled (Unix seconds).
+    pub timestamp: f64,
 }
 
 /// Which objects exist, with their labels: what `*` with a `labelSelector` selects.
@@ -346,6 +357,7 @@ pub struct Engine {
     settings: EngineSettings,
     metrics: EngineMetrics,
     discovered: AtomicBool,
+    queries_sent: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -379,12 +391,18 @@ impl Engine {
             settings,
             metrics,
             discovered: AtomicBool::new(false),
+            queries_sent: AtomicU64::new(0),
         }
     }
 
     /// The metrics available now.
     pub fn index(&self) -> Arc<MetricIndex> {
         self.index.load_full()
+    }
+
+    /// Queries sent to Prometheus so far.
+    pub fn queries_sent(&self) -> u64 {
+        self.queries_sent.load(Ordering::Relaxed)
     }
 
     /// Whether discovery has completed at least once.
@@ -493,6 +511,7 @@ impl Engine {
             .inc();
         let result = cell
             .get_or_init(|| async {
+                self.queries_sent.fetch_add(1, Ordering::Relaxed);
                 let result = self.prometheus.query(query).await;
                 let outcome = if result.is_ok() {
                     Outcome::ok
@@ -513,13 +532,62 @@ impl Engine {
         result
     }
 
-    /// Values of a custom metric.
+    /// Values of a custom metric, as the API serves them.
     pub async fn custom(
         &self,
         path: &CustomPath,
         selector: &Selector,
         metric_selector: &Selector,
     ) -> Result<Vec<ObjectValue>, ApiError> {
+        let (resource, values) = self.custom_values(path, selector, metric_selector).await?;
+        Ok(values
+            .into_iter()
+            .filter_map(|v| {
+                Some(ObjectValue {
+                    kind: resource.kind.clone(),
+                    api_version: resource.api_version(),
+                    namespace: if resource.is_namespace() {
+                        None
+                    } else {
+                        path.namespace.clone()
+                    },
+                    timestamp: timestamp(v.timestamp),
+                    value: quantity::format(v.value)?,
+                    name: v.name,
+                })
+            })
+            .collect())
+    }
+
+    /// Values of a custom metric per object, sorted by name, with the resource they
+    /// describe: what [`Engine::custom`] serves, for in-process readers.
+    pub async fn custom_values(
+        &self,
+        path: &CustomPath,
+        selector: &Selector,
+        metric_selector: &Selector,
+    ) -> Result<(Resource, Vec<NamedValue>), ApiError> {
+        self.values(path, selector, metric_selector, false).await
+    }
+
+    /// Like [`Engine::custom_values`], but `*` covers every object the series mention,
+    /// without asking the object source (the caller picks its own objects out).
+    pub async fn every_object_values(
+        &self,
+        path: &CustomPath,
+        metric_selector: &Selector,
+    ) -> Result<(Resource, Vec<NamedValue>), ApiError> {
+        self.values(path, &Selector::default(), metric_selector, true)
+            .await
+    }
+
+    async fn values(
+        &self,
+        path: &CustomPath,
+        selector: &Selector,
+        metric_selector: &Selector,
+        any: bool,
+    ) -> Result<(Resource, Vec<NamedValue>), ApiError> {
         let index = self.index();
         let not_found = || {
             ApiError::not_found(format!(
@@ -546,9 +614,11 @@ impl Engine {
         let namespace = path.namespace.as_deref();
         let objects = if path.name != "*" {
             Objects::Named(vec![path.name.clone()])
+        } else if any {
+            Objects::Any
         } else {
             match self.objects.names(resource, namespace, selector) {
-                Some(names) if names.is_empty() => return Ok(Vec::new()),
+                Some(names) if names.is_empty() => return Ok((resource.clone(), Vec::new())),
                 Some(names) => Objects::Named(names),
                 None if selector.is_empty() => Objects::Any,
                 None => {
@@ -570,58 +640,42 @@ impl Engine {
             Objects::Named(names) => Some(names.iter().map(String::as_str).collect()),
             Objects::Any => None,
         };
-        let mut values: Vec<ObjectValue> = samples
+        let mut values: Vec<NamedValue> = samples
             .iter()
             .filter_map(|s| {
                 let name = s.labels.get(&metric.label)?;
                 if wanted.as_ref().is_some_and(|w| !w.contains(name.as_str())) {
                     return None;
                 }
-                Some(ObjectValue {
-                    kind: resource.kind.clone(),
-                    api_version: resource.api_version(),
-                    namespace: if resource.is_namespace() {
-                        None
-                    } else {
-                        path.namespace.clone()
-                    },
+                Some(NamedValue {
                     name: name.clone(),
-                    timestamp: timestamp(s.timestamp),
-                    value: quantity::format(s.value)?,
+                    value: s.value,
+                    timestamp: s.timestamp,
                 })
             })
             .collect();
         values.sort_by(|a, b| a.name.cmp(&b.name));
         values.dedup_by(|a, b| a.name == b.name);
+        values.retain(|v| v.value.is_finite());
         if path.name != "*" && values.is_empty() {
             return Err(ApiError::not_found(format!(
                 "the server could not find the metric {} for {} {}",
                 path.metric, resource, path.name
             )));
         }
-        Ok(values)
+        Ok((resource.clone(), values))
     }
 
-    /// Values of an external metric.
+    /// Values of an external metric, as the API serves them.
     pub async fn external(
         &self,
         namespace: &str,
         metric_name: &str,
         selector: &Selector,
     ) -> Result<Vec<ExternalValue>, ApiError> {
-        let index = self.index();
-        let metric = index.external.get(metric_name).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "the server could not find the external metric {metric_name}"
-            ))
-        })?;
-        let rule = &self.rules.rules[metric.rule];
-        let promql = query::external(rule, metric, namespace, selector)
-            .map_err(|e| ApiError::bad_request(format!("labelSelector: {e}")))?;
         let samples = self
-            .fetch(&promql)
-            .await
-            .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))?;
+            .external_samples(namespace, metric_name, selector)
+            .await?;
         Ok(samples
             .iter()
             .filter_map(|s| {
@@ -634,6 +688,27 @@ impl Engine {
                 })
             })
             .collect())
+    }
+
+    /// The samples of an external metric, for in-process readers.
+    pub async fn external_samples(
+        &self,
+        namespace: &str,
+        metric_name: &str,
+        selector: &Selector,
+    ) -> Result<Arc<Vec<Sample>>, ApiError> {
+        let index = self.index();
+        let metric = index.external.get(metric_name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the server could not find the external metric {metric_name}"
+            ))
+        })?;
+        let rule = &self.rules.rules[metric.rule];
+        let promql = query::external(rule, metric, namespace, selector)
+            .map_err(|e| ApiError::bad_request(format!("labelSelector: {e}")))?;
+        self.fetch(&promql)
+            .await
+            .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))
     }
 }
 

@@ -63,6 +63,35 @@ impl Selector {
         Ok(Selector { requirements })
     }
 
+    /// The selector a `metav1.LabelSelector` describes (as autoscaling/v2 metrics carry
+    /// them), validated like the string form.
+    pub fn from_label_selector(selector: &LabelSelector) -> Result<Selector, String> {
+        let mut requirements = Vec::new();
+        for (key, value) in selector.match_labels.iter().flatten() {
+            requirements.push(parse_requirement(&format!("{key}={value}"))?);
+        }
+        for e in selector.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            let op = match e.operator.as_str() {
+                "In" => Op::In,
+                "NotIn" => Op::NotIn,
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::DoesNotExist,
+                other => return Err(format!("{}: unknown operator {other:?}", e.key)),
+            };
+            validate_key(&e.key)?;
+            for v in &values {
+                validate_value(v)?;
+            }
+            requirements.push(Requirement {
+                key: e.key.clone(),
+                op,
+                values,
+            });
+        }
+        Ok(Selector { requirements })
+    }
+
     /// Whether it selects everything.
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()

@@ -68,3 +68,78 @@ fn weir_up_scales_a_simulated_deployment_on_a_prometheus_metric() {
     assert!(log.contains("New size: 4"), "{log}");
     assert!(prometheus.queries_answered() >= 1);
 }
+
+#[test]
+fn with_rules_the_autoscaler_reads_pods_metrics_through_the_adapters_engine() {
+    // `http_requests_per_second` exists only through the rule (a rate of
+    // http_requests_total): 30 requests/s per pod on 2 pods, 10 per pod wanted → 6.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let mut om = String::from("# TYPE http_requests counter\n");
+    for pod in ["worker-0", "worker-1"] {
+        for step in 0..=40u64 {
+            let t = now - 600 + step * 15;
+            om.push_str(&format!(
+                "http_requests_total{{namespace=\"shop\",pod=\"{pod}\"}} {} {t}\n",
+                30 * step * 15
+            ));
+        }
+    }
+    om.push_str("# EOF\n");
+    let prometheus = Prometheus::start(&om);
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG
+        .replace("replicas: 1\n", "replicas: 2\n")
+        .replace(
+            "  - type: Prometheus\n    prometheus:\n      query: sum(queue_messages_ready)\n      target: {type: AverageValue, averageValue: \"10\"}\n",
+            "  - type: Pods\n    pods:\n      metric: {name: http_requests_per_second}\n      target: {type: AverageValue, averageValue: \"10\"}\n",
+        );
+    assert!(config.contains("type: Pods"));
+    fs::create_dir(dir.path().join("config")).unwrap();
+    fs::write(dir.path().join("config/app.yaml"), config).unwrap();
+    let rules = dir.path().join("rules.yaml");
+    fs::write(
+        &rules,
+        r#"
+rules:
+- seriesQuery: '{__name__="http_requests_total",namespace!="",pod!=""}'
+  resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}}}
+  name: {matches: "^(.*)_total$", as: "${1}_per_second"}
+  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
+"#,
+    )
+    .unwrap();
+    let url = prometheus.url();
+    let adapter = format!("127.0.0.1:{}", weir_tests::free_port());
+    let weir = WeirUp::start(
+        &dir.path().join("config"),
+        &[
+            "--prometheus-url",
+            &url,
+            "--sync-period-seconds",
+            "1",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--metrics-adapter-addr",
+            &adapter,
+            "--cert-dir",
+            dir.path().join("certs").to_str().unwrap(),
+        ],
+    );
+    let sample = r#"weir_autoscaler_desired_replicas{namespace="shop",policy="worker"}"#;
+    let desired = eventually(Duration::from_secs(20), || {
+        weir.metric(sample).filter(|v| *v == 6.0)
+    });
+    assert_eq!(desired, Some(6.0), "log:\n{}", weir.log());
+    // The engine sent the rule's query.
+    assert!(
+        prometheus.logged_queries().iter().any(
+            |q| q == r#"sum(rate(http_requests_total{namespace="shop",pod!=""}[2m])) by (pod)"#
+        ),
+        "{:?}",
+        prometheus.logged_queries()
+    );
+}
