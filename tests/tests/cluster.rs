@@ -222,3 +222,51 @@ fn controllers_scale_a_deployment_on_a_prometheus_metric() {
     assert!(scaled.is_some(), "the Deployment was never scaled to 4");
     assert_eq!(status, "4");
 }
+
+/// `weir metrics-adapter` in a cluster: it reads the front-proxy and client CAs from
+/// kube-system/extension-apiserver-authentication, indexes the cluster's pods, and serves
+/// kubectl (authenticated by the kubeconfig's own client certificate or token, authorized
+/// with a SubjectAccessReview against the cluster).
+#[test]
+#[ignore = "needs cluster"]
+fn metrics_adapter_serves_the_cluster_with_delegated_auth() {
+    use weir_tests::{eventually, free_port, kubectl, prometheus::Prometheus, weir};
+    let prometheus = Prometheus::start("");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let certs = dir.path().join("certs");
+    let mut child = weir()
+        .args([
+            "metrics-adapter",
+            "--admin-addr",
+            &admin,
+            "--metrics-adapter-addr",
+            &addr,
+        ])
+        .args(["--prometheus-url", &prometheus.url(), "--cert-dir"])
+        .arg(&certs)
+        .spawn()
+        .expect("weir metrics-adapter starts");
+    let ca = certs.join("apiserver.crt");
+    let server = format!("https://{addr}");
+    let served = eventually(Duration::from_secs(60), || {
+        let (ok, out) = kubectl(
+            &[
+                "get",
+                "--raw",
+                "/apis/custom.metrics.k8s.io/v1beta2",
+                "--server",
+                &server,
+                "--certificate-authority",
+                ca.to_str()?,
+            ],
+            None,
+        );
+        ok.then_some(out)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let served = served.expect("kubectl was not served by the adapter");
+    assert!(served.contains("APIResourceList"), "{served}");
+}
