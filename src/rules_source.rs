@@ -1,33 +1,42 @@
 //! The pod autoscaler reading Pods, Object and External metrics through the metrics
 //! adapter's rule engine, in-process: the same prometheus-adapter rules, discovery, query
 //! cache and request collapsing that serve `custom.metrics.k8s.io`, without an HTTP hop.
-//! Resource, ContainerResource and Prometheus metrics go straight to Prometheus, batched
-//! ([`PrometheusSource`]).
+//!
+//! Batched like the direct source: per sync, one query per (metric, selector) for Pods
+//! metrics and per (resource, metric, selector) for Object metrics, covering every
+//! namespace that needs it (grouped by namespace and object); External metrics one query
+//! per (namespace, metric, selector). Resource, ContainerResource and Prometheus metrics go
+//! straight to Prometheus, batched ([`PrometheusSource`]).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use futures::StreamExt;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
+    jiff::{SignedDuration, Timestamp},
+};
 use weir_controllers::pod_autoscaler::{
     MetricReading, Pod, PodReading, effective_metrics,
     prometheus::{self, Batch, PrometheusSource, Results},
     source::MetricSource,
 };
 use weir_crds::scaling_policy::{MetricSourceType, MetricSpec, ScalingPolicySpec};
-use weir_metrics_adapter::{api::CustomPath, engine::Engine, resources, selector::Selector};
+use weir_metrics_adapter::{engine::Engine, resources, selector::Selector};
 
-/// What one metric of one policy asks the engine for.
+/// What a metric of a policy asks the engine for, less the namespace and object that
+/// batching gathers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Request {
-    /// A custom metric: resource path name, object name (`*` for every pod).
+enum Key {
+    /// A custom metric of `resource` (path name, `pods` for Pods metrics).
     Custom {
-        namespace: String,
         resource: String,
-        name: String,
         metric: String,
         selector: String,
     },
-    /// An external metric.
+    /// An external metric in one namespace.
     External {
         namespace: String,
         metric: String,
@@ -35,15 +44,27 @@ enum Request {
     },
 }
 
-/// Engine answers for one request: per object (custom) or per series (external), in
+/// Which objects a custom metric's key is asked for.
+#[derive(Debug, Default)]
+struct Wanted {
+    namespaces: BTreeSet<String>,
+    /// Object names; `None` for every pod (Pods metrics).
+    names: Option<BTreeSet<String>>,
+}
+
+/// Values by (namespace, object) for custom keys, per series for external ones, in
 /// milli-units.
-type Answer = Result<Vec<(String, i64)>, String>;
+#[derive(Debug)]
+enum Answer {
+    Custom(BTreeMap<(String, String), i64>),
+    External(Vec<i64>),
+}
 
 /// One sync's values.
 #[derive(Debug)]
 pub struct RulesBatch {
     direct: Results,
-    answers: BTreeMap<Request, Answer>,
+    answers: BTreeMap<Key, Result<Answer, String>>,
     at: Timestamp,
 }
 
@@ -69,10 +90,8 @@ fn via_engine(metric: &MetricSpec) -> bool {
     )
 }
 
-fn selector_text(
-    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-) -> Result<String, String> {
-    // Round-trip through the validated form, so a bad selector fails here, by field.
+/// The selector as a canonical key, validated (a bad one fails here, naming the label).
+fn selector_key(selector: Option<&LabelSelector>) -> Result<String, String> {
     let parsed = match selector {
         Some(s) => Selector::from_label_selector(s)?,
         None => Selector::default(),
@@ -80,18 +99,25 @@ fn selector_text(
     Ok(serde_json::to_string(&parsed.to_label_selector()).unwrap_or_default())
 }
 
-/// The engine request for `metric` of a policy in `namespace`.
-fn request(namespace: &str, metric: &MetricSpec) -> Result<Request, String> {
+fn parse_key(key: &str) -> Result<Selector, String> {
+    let selector: LabelSelector = serde_json::from_str(key).map_err(|e| e.to_string())?;
+    Selector::from_label_selector(&selector)
+}
+
+/// The key of `metric` for a policy in `namespace`, and the object it names (Object
+/// metrics).
+fn key(namespace: &str, metric: &MetricSpec) -> Result<(Key, Option<String>), String> {
     match metric.type_ {
         MetricSourceType::Pods => {
             let pods = metric.pods.as_ref().ok_or("pods: missing")?;
-            Ok(Request::Custom {
-                namespace: namespace.into(),
-                resource: "pods".into(),
-                name: "*".into(),
-                metric: pods.metric.name.clone(),
-                selector: selector_text(pods.metric.selector.as_ref())?,
-            })
+            Ok((
+                Key::Custom {
+                    resource: "pods".into(),
+                    metric: pods.metric.name.clone(),
+                    selector: selector_key(pods.metric.selector.as_ref())?,
+                },
+                None,
+            ))
         }
         MetricSourceType::Object => {
             let object = metric.object.as_ref().ok_or("object: missing")?;
@@ -103,21 +129,25 @@ fn request(namespace: &str, metric: &MetricSpec) -> Result<Request, String> {
                 .unwrap_or_default();
             let resource = resources::lookup(group, &reference.kind)
                 .unwrap_or_else(|| resources::custom(group, &reference.kind));
-            Ok(Request::Custom {
-                namespace: namespace.into(),
-                resource: resource.path_name(),
-                name: reference.name.clone(),
-                metric: object.metric.name.clone(),
-                selector: selector_text(object.metric.selector.as_ref())?,
-            })
+            Ok((
+                Key::Custom {
+                    resource: resource.path_name(),
+                    metric: object.metric.name.clone(),
+                    selector: selector_key(object.metric.selector.as_ref())?,
+                },
+                Some(reference.name.clone()),
+            ))
         }
         MetricSourceType::External => {
             let external = metric.external.as_ref().ok_or("external: missing")?;
-            Ok(Request::External {
-                namespace: namespace.into(),
-                metric: external.metric.name.clone(),
-                selector: selector_text(external.metric.selector.as_ref())?,
-            })
+            Ok((
+                Key::External {
+                    namespace: namespace.into(),
+                    metric: external.metric.name.clone(),
+                    selector: selector_key(external.metric.selector.as_ref())?,
+                },
+                None,
+            ))
         }
         _ => Err("not an engine metric".into()),
     }
@@ -128,53 +158,51 @@ fn milli(value: f64) -> i64 {
 }
 
 impl RulesSource {
-    async fn answer(&self, request: &Request) -> Answer {
-        let parse = |text: &str| -> Result<Selector, String> {
-            let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
-                serde_json::from_str(text).map_err(|e| e.to_string())?;
-            Selector::from_label_selector(&selector)
-        };
-        match request {
-            Request::Custom {
-                namespace,
+    async fn answer(&self, key: &Key, wanted: &Wanted) -> Result<Answer, String> {
+        match key {
+            Key::Custom {
                 resource,
-                name,
                 metric,
                 selector,
             } => {
-                let path = CustomPath {
-                    version: "v1beta2".into(),
-                    namespace: Some(namespace.clone()),
-                    resource: resource.clone(),
-                    name: name.clone(),
-                    metric: metric.clone(),
-                };
-                // Every pod the series mention; each policy then picks its own.
-                let (_, values) = self
+                let namespaces: Vec<String> = wanted.namespaces.iter().cloned().collect();
+                let names: Option<Vec<String>> =
+                    wanted.names.as_ref().map(|n| n.iter().cloned().collect());
+                let values = self
                     .engine
-                    .every_object_values(&path, &parse(selector)?)
+                    .values_across(
+                        resource,
+                        metric,
+                        &namespaces,
+                        names.as_deref(),
+                        &parse_key(selector)?,
+                    )
                     .await
                     .map_err(|e| e.message)?;
-                Ok(values
-                    .into_iter()
-                    .map(|v| (v.name, milli(v.value)))
-                    .collect())
+                Ok(Answer::Custom(
+                    values
+                        .into_iter()
+                        .map(|(ns, v)| ((ns, v.name), milli(v.value)))
+                        .collect(),
+                ))
             }
-            Request::External {
+            Key::External {
                 namespace,
                 metric,
                 selector,
             } => {
                 let samples = self
                     .engine
-                    .external_samples(namespace, metric, &parse(selector)?)
+                    .external_samples(namespace, metric, &parse_key(selector)?)
                     .await
                     .map_err(|e| e.message)?;
-                Ok(samples
-                    .iter()
-                    .filter(|s| s.value.is_finite())
-                    .map(|s| (String::new(), milli(s.value)))
-                    .collect())
+                Ok(Answer::External(
+                    samples
+                        .iter()
+                        .filter(|s| s.value.is_finite())
+                        .map(|s| milli(s.value))
+                        .collect(),
+                ))
             }
         }
     }
@@ -189,23 +217,28 @@ impl MetricSource for RulesSource {
             let _ = self.engine.relist().await;
         }
         let mut direct = Batch::default();
-        let mut requests = BTreeMap::new();
+        let mut wanted: BTreeMap<Key, Wanted> = BTreeMap::new();
         for (namespace, spec) in policies {
-            let metrics = effective_metrics(spec);
             let (engine, rest): (Vec<MetricSpec>, Vec<MetricSpec>) =
-                metrics.into_iter().partition(via_engine);
+                effective_metrics(spec).into_iter().partition(via_engine);
             direct.add_policy(namespace, &rest);
             for metric in &engine {
-                if let Ok(r) = request(namespace, metric) {
-                    requests.insert(r, ());
+                // A metric whose key fails is reported by `readings`.
+                let Ok((key, object)) = key(namespace, metric) else {
+                    continue;
+                };
+                let entry = wanted.entry(key).or_default();
+                entry.namespaces.insert(namespace.to_string());
+                if let Some(object) = object {
+                    entry.names.get_or_insert_with(BTreeSet::new).insert(object);
                 }
             }
         }
-        let futures: Vec<_> = requests
-            .into_keys()
-            .map(|r| async move {
-                let answer = self.answer(&r).await;
-                (r, answer)
+        let futures: Vec<_> = wanted
+            .into_iter()
+            .map(|(key, wanted)| async move {
+                let answer = self.answer(&key, &wanted).await;
+                (key, answer)
             })
             .collect();
         let answers = futures::stream::iter(futures)
@@ -239,50 +272,43 @@ impl MetricSource for RulesSource {
                     .pop()
                     .unwrap_or_else(|| MetricReading::Failed("no reading".into()));
                 }
-                let request = match request(namespace, metric) {
-                    Ok(r) => r,
+                let (key, object) = match key(namespace, metric) {
+                    Ok(k) => k,
                     Err(e) => return MetricReading::Failed(e),
                 };
-                let values = match batch.answers.get(&request) {
-                    Some(Ok(values)) => values,
+                let answer = match batch.answers.get(&key) {
+                    Some(Ok(answer)) => answer,
                     Some(Err(e)) => return MetricReading::Failed(e.clone()),
                     None => return MetricReading::Failed("the metric was not fetched".into()),
                 };
-                match (&request, metric.type_) {
-                    (_, MetricSourceType::Pods) => {
-                        let wanted: std::collections::BTreeSet<&str> =
-                            pods.iter().map(|p| p.name.as_str()).collect();
-                        MetricReading::Pods(
-                            values
-                                .iter()
-                                .filter(|(name, _)| wanted.contains(name.as_str()))
-                                .map(|(name, milli)| {
-                                    (
-                                        name.clone(),
-                                        PodReading {
-                                            milli: *milli,
-                                            containers: BTreeMap::new(),
-                                            timestamp: batch.at,
-                                            window: SignedDuration::from_mins(5),
-                                        },
-                                    )
-                                })
-                                .collect(),
-                        )
-                    }
-                    (Request::Custom { name, .. }, _) => {
-                        values.iter().find(|(n, _)| n == name).map_or_else(
-                            || MetricReading::Failed(format!("no value for {name}")),
-                            |(_, v)| MetricReading::Value(*v),
-                        )
-                    }
-                    // HPA sums an external metric's series.
-                    (Request::External { .. }, _) if values.is_empty() => {
+                match (answer, object) {
+                    (Answer::Custom(values), None) => MetricReading::Pods(
+                        pods.iter()
+                            .filter_map(|p| {
+                                let milli = values.get(&(namespace.to_string(), p.name.clone()))?;
+                                Some((
+                                    p.name.clone(),
+                                    PodReading {
+                                        milli: *milli,
+                                        containers: BTreeMap::new(),
+                                        timestamp: batch.at,
+                                        window: SignedDuration::from_mins(5),
+                                    },
+                                ))
+                            })
+                            .collect(),
+                    ),
+                    (Answer::Custom(values), Some(object)) => values
+                        .get(&(namespace.to_string(), object.clone()))
+                        .map_or_else(
+                            || MetricReading::Failed(format!("no value for {object}")),
+                            |v| MetricReading::Value(*v),
+                        ),
+                    (Answer::External(values), _) if values.is_empty() => {
                         MetricReading::Failed("the external metric has no series".into())
                     }
-                    (Request::External { .. }, _) => {
-                        MetricReading::Value(values.iter().map(|(_, v)| v).sum())
-                    }
+                    // HPA sums an external metric's series.
+                    (Answer::External(values), _) => MetricReading::Value(values.iter().sum()),
                 }
             })
             .collect()

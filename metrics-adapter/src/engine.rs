@@ -567,27 +567,6 @@ impl Engine {
         selector: &Selector,
         metric_selector: &Selector,
     ) -> Result<(Resource, Vec<NamedValue>), ApiError> {
-        self.values(path, selector, metric_selector, false).await
-    }
-
-    /// Like [`Engine::custom_values`], but `*` covers every object the series mention,
-    /// without asking the object source (the caller picks its own objects out).
-    pub async fn every_object_values(
-        &self,
-        path: &CustomPath,
-        metric_selector: &Selector,
-    ) -> Result<(Resource, Vec<NamedValue>), ApiError> {
-        self.values(path, &Selector::default(), metric_selector, true)
-            .await
-    }
-
-    async fn values(
-        &self,
-        path: &CustomPath,
-        selector: &Selector,
-        metric_selector: &Selector,
-        any: bool,
-    ) -> Result<(Resource, Vec<NamedValue>), ApiError> {
         let index = self.index();
         let not_found = || {
             ApiError::not_found(format!(
@@ -614,8 +593,6 @@ impl Engine {
         let namespace = path.namespace.as_deref();
         let objects = if path.name != "*" {
             Objects::Named(vec![path.name.clone()])
-        } else if any {
-            Objects::Any
         } else {
             match self.objects.names(resource, namespace, selector) {
                 Some(names) if names.is_empty() => return Ok((resource.clone(), Vec::new())),
@@ -664,6 +641,57 @@ impl Engine {
             )));
         }
         Ok((resource.clone(), values))
+    }
+
+    /// Values of a namespaced custom metric in several namespaces, with one query
+    /// ([`query::custom_across`]): `(namespace, value)` pairs. `names` limits the objects
+    /// (all the series mention when `None`).
+    pub async fn values_across(
+        &self,
+        resource: &str,
+        metric_name: &str,
+        namespaces: &[String],
+        names: Option<&[String]>,
+        metric_selector: &Selector,
+    ) -> Result<Vec<(String, NamedValue)>, ApiError> {
+        let index = self.index();
+        let not_found = || {
+            ApiError::not_found(format!(
+                "the server could not find the metric {metric_name} for {resource}"
+            ))
+        };
+        let known: BTreeSet<&Resource> = index.custom.values().map(|m| &m.resource).collect();
+        let resource = resources::from_path(known, resource).ok_or_else(not_found)?;
+        let metric = index
+            .custom
+            .get(&(resource.path_name(), metric_name.to_string()))
+            .ok_or_else(not_found)?;
+        let objects = match names {
+            Some(names) => Objects::Named(names.to_vec()),
+            None => Objects::Any,
+        };
+        let rule = &self.rules.rules[metric.rule];
+        let promql = query::custom_across(rule, metric, namespaces, &objects, metric_selector)
+            .map_err(ApiError::bad_request)?;
+        let samples = self
+            .fetch(&promql)
+            .await
+            .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))?;
+        let namespace_label = metric.namespace_label.as_deref().unwrap_or_default();
+        Ok(samples
+            .iter()
+            .filter(|s| s.value.is_finite())
+            .filter_map(|s| {
+                Some((
+                    s.labels.get(namespace_label)?.clone(),
+                    NamedValue {
+                        name: s.labels.get(&metric.label)?.clone(),
+                        value: s.value,
+                        timestamp: s.timestamp,
+                    },
+                ))
+            })
+            .collect())
     }
 
     /// Values of an external metric, as the API serves them.

@@ -44,6 +44,39 @@ pub fn custom(
     }))
 }
 
+/// The query for a namespaced custom metric in several `namespaces` at once, grouped by
+/// namespace and object: one query where a batch of requests would send one per
+/// namespace. The rule's `<<.GroupBy>>` becomes `<namespace label>,<object label>`.
+pub fn custom_across(
+    rule: &Rule,
+    metric: &CustomMetric,
+    namespaces: &[String],
+    objects: &Objects,
+    metric_selector: &Selector,
+) -> Result<String, String> {
+    let Some(namespace_label) = metric
+        .namespace_label
+        .as_deref()
+        .filter(|_| metric.namespaced())
+    else {
+        return Err(format!("{} metrics are not namespaced", metric.resource));
+    };
+    if namespaces.is_empty() {
+        return Err("no namespace asked for".into());
+    }
+    let mut matchers = vec![Matcher::names(namespace_label, namespaces)?];
+    matchers.push(match objects {
+        Objects::Named(names) => Matcher::names(&metric.label, names)?,
+        Objects::Any => Matcher::new(&metric.label, MatchOp::NotEqual, "")?,
+    });
+    matchers.extend(metric_selector.matchers()?);
+    Ok(rule.query.render(&QueryValues {
+        series: &metric.series,
+        label_matchers: &promql::join(&matchers),
+        group_by: &format!("{namespace_label},{}", metric.label),
+    }))
+}
+
 /// The query for an external metric request.
 pub fn external(
     rule: &Rule,
@@ -139,6 +172,24 @@ externalRules:
         .unwrap();
         assert_eq!(any, r#"sum(inflight{namespace="shop",pod!=""}) by (pod)"#);
         assert!(custom(rule, metric, None, &Objects::Any, &Selector::default()).is_err());
+    }
+
+    #[test]
+    fn one_query_across_namespaces() {
+        let (rules, index) = setup();
+        let metric = &index.custom[&("pods".to_string(), "inflight".to_string())];
+        let q = custom_across(
+            &rules.rules[metric.rule],
+            metric,
+            &["shop".into(), "web".into()],
+            &Objects::Any,
+            &Selector::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            r#"sum(inflight{namespace=~"shop|web",pod!=""}) by (namespace,pod)"#
+        );
     }
 
     #[test]

@@ -137,7 +137,7 @@ rules:
     // The engine sent the rule's query.
     assert!(
         prometheus.logged_queries().iter().any(
-            |q| q == r#"sum(rate(http_requests_total{namespace="shop",pod!=""}[2m])) by (pod)"#
+            |q| q == r#"sum(rate(http_requests_total{namespace="shop",pod!=""}[2m])) by (namespace,pod)"#
         ),
         "{:?}",
         prometheus.logged_queries()

@@ -112,3 +112,95 @@ async fn one_query_per_template_and_right_per_pod_values() {
     assert_eq!(rps3.len(), 1);
     assert_eq!(rps3["web-0"].milli, 3000);
 }
+
+/// The rules source (the metrics adapter's engine in-process): Pods and Object metrics
+/// of policies in 20 namespaces cost one query each, with the right per-namespace values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_source_batches_across_namespaces() {
+    use std::sync::Arc;
+
+    use weir_controllers::pod_autoscaler::source::MetricSource;
+    use weir_metrics_adapter::{
+        config::Rules,
+        engine::{Engine, EngineMetrics, EngineSettings, StoreObjects},
+    };
+
+    let now = Timestamp::now().as_second() - 1;
+    let mut om = String::from("# TYPE inflight gauge\n");
+    for ns in 0..NAMESPACES {
+        for p in 0..2 {
+            for step in 0..5 {
+                om.push_str(&format!(
+                    "inflight{{namespace=\"ns-{ns}\",pod=\"web-{p}\"}} {} {}\n",
+                    ns as f64 + p as f64 / 2.0,
+                    now - 120 + step * 30
+                ));
+            }
+        }
+    }
+    om.push_str("# TYPE queue_length gauge\n");
+    for ns in 0..NAMESPACES {
+        for step in 0..5 {
+            om.push_str(&format!(
+                "queue_length{{namespace=\"ns-{ns}\",deployment=\"web\"}} {} {}\n",
+                ns * 10,
+                now - 120 + step * 30
+            ));
+        }
+    }
+    om.push_str("# EOF\n");
+    let prometheus = Prometheus::start(&om);
+    let rules = Rules::from_yaml(
+        r#"
+rules:
+- seriesQuery: '{namespace!="",pod!=""}'
+  resources: {template: "<<.Resource>>"}
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+- seriesQuery: '{namespace!="",deployment!=""}'
+  resources: {template: "<<.Resource>>"}
+  metricsQuery: 'max(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+"#,
+        "test rules",
+    )
+    .unwrap();
+    let engine = Arc::new(Engine::new(
+        rules,
+        weir_metrics_adapter::engine::Prometheus::new(&prometheus.url()).unwrap(),
+        Arc::new(StoreObjects(weir_store::StateWriter::default().subscribe())),
+        EngineSettings::default(),
+        EngineMetrics::default(),
+    ));
+    let source = weir::rules_source::RulesSource::new(
+        engine.clone(),
+        PrometheusSource::new(&prometheus.url()).unwrap(),
+    );
+    let spec: ScalingPolicySpec = serde_yaml::from_str(
+        "targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\nmaxReplicas: 10\nmetrics:\n\
+         - type: Pods\n  pods: {metric: {name: inflight}, target: {type: AverageValue, averageValue: \"5\"}}\n\
+         - type: Object\n  object: {describedObject: {apiVersion: apps/v1, kind: Deployment, name: web}, metric: {name: queue_length}, target: {type: Value, value: \"10\"}}\n",
+    )
+    .unwrap();
+    let namespaces: Vec<String> = (0..NAMESPACES).map(|n| format!("ns-{n}")).collect();
+    let policies: Vec<(&str, &ScalingPolicySpec)> = namespaces
+        .iter()
+        .flat_map(|ns| std::iter::repeat_n((ns.as_str(), &spec), POLICIES_PER_NAMESPACE))
+        .collect();
+    let queries_before = prometheus.logged_queries().len();
+    let batch = source.fetch(&policies, Timestamp::now()).await;
+    assert_eq!(
+        prometheus.logged_queries().len() - queries_before,
+        2,
+        "one query for the Pods metric and one for the Object metric: {:?}",
+        prometheus.logged_queries()
+    );
+    let pods = [pod("web-0"), pod("web-1")];
+    let ns7 = source.readings(&batch, "ns-7", &spec.metrics, &pods);
+    let MetricReading::Pods(inflight) = &ns7[0] else {
+        panic!("{:?}", ns7[0])
+    };
+    assert_eq!(
+        (inflight["web-0"].milli, inflight["web-1"].milli),
+        (7000, 7500)
+    );
+    assert_eq!(ns7[1], MetricReading::Value(70_000));
+}
