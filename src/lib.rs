@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod leader;
 pub mod local;
 pub mod local_autoscaler;
+pub mod local_samples;
 pub mod metrics;
 pub mod metrics_adapter;
 pub mod metrics_apis;

@@ -93,6 +93,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 shutdown_token.clone(),
             ));
         }
+    } else {
+        // Without Prometheus, the autoscaler scales on the directory's MetricSamples.
+        let api = LocalScaleApi::new(writer.subscribe(), &mut registry);
+        info!(
+            "pod autoscaler on simulated Deployments, metrics from the directory's MetricSamples"
+        );
+        tasks.spawn(crate::local_autoscaler::run(
+            api,
+            crate::local_samples::SamplesSource::new(&args.config),
+            std::time::Duration::from_secs(args.sync_period_seconds),
+            shutdown_token.clone(),
+        ));
     }
     let admin_state = AdminState {
         registry: Arc::new(registry),

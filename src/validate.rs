@@ -35,7 +35,12 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     for problem in &problems {
         println!("{problem}");
     }
-    let total = problems.len() + unreadable.len();
+    // Local mode's MetricSamples, read as `weir up` reads them.
+    let samples = crate::local_samples::read_samples(&args.dir).err();
+    if let Some(problem) = &samples {
+        println!("{problem}");
+    }
+    let total = problems.len() + unreadable.len() + usize::from(samples.is_some());
     let objects: usize = Kind::ALL.iter().map(|k| state.count(*k)).sum();
     if total == 0 {
         eprintln!("ok: {objects} objects in {} files", files.len());

@@ -143,3 +143,36 @@ rules:
         prometheus.logged_queries()
     );
 }
+
+#[test]
+fn without_prometheus_the_autoscaler_scales_on_the_directorys_samples() {
+    // 35 messages over 10 per replica → 4; then the sample is edited to 72 → 8.
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("app.yaml"), CONFIG).unwrap();
+    let samples = |value: &str| {
+        format!(
+            "apiVersion: weir.io/v1alpha1\nkind: MetricSamples\nmetadata: {{name: load, namespace: shop}}\nsamples:\n  sum(queue_messages_ready): {{value: \"{value}\"}}\n"
+        )
+    };
+    fs::write(dir.path().join("samples.yaml"), samples("35")).unwrap();
+    let weir = WeirUp::start(dir.path(), &["--sync-period-seconds", "1"]);
+    let sample = r#"weir_autoscaler_desired_replicas{namespace="shop",policy="worker"}"#;
+    let desired = eventually(Duration::from_secs(20), || {
+        weir.metric(sample).filter(|v| *v == 4.0)
+    });
+    assert_eq!(desired, Some(4.0), "log:\n{}", weir.log());
+    fs::write(dir.path().join("samples.yaml"), samples("72")).unwrap();
+    let desired = eventually(Duration::from_secs(20), || {
+        weir.metric(sample).filter(|v| *v == 8.0)
+    });
+    assert_eq!(desired, Some(8.0), "log:\n{}", weir.log());
+    // A broken edit is reported and the last good samples stay in force.
+    fs::write(dir.path().join("samples.yaml"), samples("lots")).unwrap();
+    let reported = eventually(Duration::from_secs(20), || {
+        weir.log()
+            .contains("samples.sum(queue_messages_ready)")
+            .then_some(())
+    });
+    assert!(reported.is_some(), "log:\n{}", weir.log());
+    assert_eq!(weir.metric(sample), Some(8.0));
+}

@@ -17,7 +17,7 @@ fn the_quickstart_is_valid() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("ok: 32 objects in 8 files"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ok: 32 objects in 9 files"));
 }
 
 #[test]
@@ -91,4 +91,21 @@ fn weir_crds_prints_the_checked_in_crds() {
         );
     }
     assert!(printed == expected, "weir crds differs from crds/yaml/");
+}
+
+#[test]
+fn bad_metric_samples_are_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("samples.yaml"),
+        "apiVersion: weir.io/v1alpha1\nkind: MetricSamples\nmetadata: {name: load, namespace: shop}\nsamples:\n  rps: {total: lots}\n",
+    )
+    .unwrap();
+    let output = weir().arg("validate").arg(dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("samples.yaml: document 1: MetricSamples: samples.rps.total"),
+        "{stdout}"
+    );
 }
