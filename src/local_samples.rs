@@ -76,8 +76,10 @@ pub fn read_samples(root: &Path) -> Result<Samples, String> {
     for (name, path) in files {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
         for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            // The directory source reports syntax errors; the rest of a file after one
+            // cannot be read (and the iterator would not move past it).
             let Ok(value) = serde_yaml::Value::deserialize(document) else {
-                continue; // the directory source reports syntax errors
+                break;
             };
             if value.get("kind").and_then(|k| k.as_str()) != Some("MetricSamples") {
                 continue;
@@ -303,6 +305,17 @@ mod tests {
             &readings(&samples, "web", &specs, &pods, Timestamp::UNIX_EPOCH)[0],
             MetricReading::Failed(_)
         ));
+    }
+
+    #[test]
+    fn a_syntax_error_ends_the_file_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("broken.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web\n  ports: [\n",
+        )
+        .unwrap();
+        assert_eq!(read_samples(dir.path()).unwrap(), Samples::new());
     }
 
     #[test]
