@@ -200,16 +200,8 @@ fn versions(group: &str) -> &'static [&'static str] {
 
 /// A namespace name: a DNS label.
 pub fn validate_namespace(ns: &str) -> Result<(), ApiError> {
-    let ok = !ns.is_empty()
-        && ns.len() <= 63
-        && ns
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !ns.starts_with('-')
-        && !ns.ends_with('-');
-    ok.then_some(()).ok_or_else(|| {
-        ApiError::bad_request(format!("invalid namespace {ns:?}: must be a DNS label"))
-    })
+    weir_store::manifest::invalid_dns_label(ns)
+        .map_or(Ok(()), |why| Err(ApiError::bad_request(why)))
 }
 
 /// An object or metric name: `*`, or at most 253 of `[A-Za-z0-9._:-]`.

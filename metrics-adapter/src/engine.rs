@@ -125,9 +125,21 @@ impl Prometheus {
 
     /// The instant vector (or scalar) `query` evaluates to now.
     pub async fn query(&self, query: &str) -> Result<Vec<Sample>, String> {
-        let result = self
-            .client
-            .query(query)
+        self.query_at(query, None).await
+    }
+
+    /// The instant vector (or scalar) `query` evaluates to at `at` (Prometheus's now when
+    /// `None`).
+    pub async fn query_at(
+        &self,
+        query: &str,
+        at: Option<Timestamp>,
+    ) -> Result<Vec<Sample>, String> {
+        let mut request = self.client.query(query);
+        if let Some(at) = at {
+            request = request.at(at.as_second());
+        }
+        let result = request
             .post()
             .await
             .map_err(|e| format!("Prometheus query failed: {e}"))?;
@@ -145,7 +157,9 @@ impl Prometheus {
                 value: s.value(),
                 timestamp: s.timestamp(),
             }]),
-            Data::Matrix(_) => Err("the query returned a range vector".into()),
+            Data::Matrix(_) => {
+                Err("the query returned a range vector; use an instant query".into())
+            }
         }
     }
 }

@@ -238,19 +238,8 @@ fn validate_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    if let Some(prefix) = prefix {
-        let ok = !prefix.is_empty()
-            && prefix.len() <= 253
-            && prefix.split('.').all(|l| {
-                !l.is_empty()
-                    && l.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            });
-        if !ok {
-            return Err(format!("invalid label key {key:?}: bad prefix"));
-        }
+    if let Some(why) = prefix.and_then(weir_store::manifest::invalid_dns_subdomain) {
+        return Err(format!("invalid label key {key:?}: bad prefix: {why}"));
     }
     if name.is_empty() || !valid_name_part(name) {
         return Err(format!(

@@ -214,7 +214,7 @@ fn parse_document(
 }
 
 /// Why `name` is not an RFC 1123 subdomain (object names), if it is not.
-fn invalid_dns_subdomain(name: &str) -> Option<String> {
+pub fn invalid_dns_subdomain(name: &str) -> Option<String> {
     let ok = name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -230,7 +230,7 @@ fn invalid_dns_subdomain(name: &str) -> Option<String> {
 }
 
 /// Why `name` is not an RFC 1123 label (namespace names), if it is not.
-fn invalid_dns_label(name: &str) -> Option<String> {
+pub fn invalid_dns_label(name: &str) -> Option<String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name

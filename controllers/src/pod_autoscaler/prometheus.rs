@@ -27,8 +27,12 @@ use std::{
 
 use futures::{StreamExt, stream};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use prometheus_http_query::{Client, response::Data};
 use weir_crds::scaling_policy::{MetricIdentifier, MetricSourceType, MetricSpec};
+use weir_metrics_adapter::{
+    engine::Prometheus,
+    promql::{self, quote},
+};
+use weir_store::manifest::invalid_dns_label;
 
 use super::{MetricReading, Pod, PodReading, effective_metrics};
 
@@ -182,48 +186,17 @@ fn match_labels(metric: &MetricIdentifier) -> Result<BTreeMap<String, String>, S
 }
 
 fn valid_name(name: &str, what: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (what == "metric" && c == ':'));
-    let rest_ok =
-        chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (what == "metric" && c == ':'));
-    if first_ok && rest_ok {
-        Ok(())
+    let ok = if what == "metric" {
+        promql::valid_metric_name(name)
     } else {
-        Err(format!("{name:?} is not a valid Prometheus {what} name"))
-    }
+        promql::valid_label_name(name)
+    };
+    ok.then_some(())
+        .ok_or_else(|| format!("{name:?} is not a valid Prometheus {what} name"))
 }
 
 fn valid_namespace(namespace: &str) -> Result<(), String> {
-    let ok = !namespace.is_empty()
-        && namespace.len() <= 63
-        && namespace
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !namespace.starts_with('-')
-        && !namespace.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{namespace:?} is not a valid namespace name"))
-    }
-}
-
-/// A PromQL string literal.
-pub fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    invalid_dns_label(namespace).map_or(Ok(()), Err)
 }
 
 fn matchers(
@@ -358,7 +331,7 @@ pub struct Results {
 /// The Prometheus HTTP API, counting the queries it issues.
 pub struct PrometheusSource {
     url: String,
-    client: Client,
+    prometheus: Prometheus,
     queries: AtomicU64,
     concurrency: usize,
 }
@@ -366,15 +339,9 @@ pub struct PrometheusSource {
 impl PrometheusSource {
     /// A source on `url` (e.g. `http://prometheus.monitoring:9090`).
     pub fn new(url: &str) -> Result<Self, String> {
-        // HTTPS to Prometheus uses rustls with ring, like the Kubernetes client (a second
-        // call finds it installed, which is fine).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client: Client = url
-            .parse()
-            .map_err(|e| format!("Prometheus URL {url:?}: {e}"))?;
         Ok(PrometheusSource {
             url: url.to_string(),
-            client,
+            prometheus: Prometheus::new(url)?,
             queries: AtomicU64::new(0),
             concurrency: 8,
         })
@@ -412,31 +379,8 @@ impl PrometheusSource {
 
     async fn query(&self, query: &str, at: Timestamp) -> Series {
         self.queries.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .client
-            .query(query)
-            .at(at.as_second())
-            .post()
-            .await
-            .map_err(|e| format!("Prometheus query failed: {e}"))?;
-        match result.data() {
-            Data::Vector(vector) => Ok(vector
-                .iter()
-                .map(|s| {
-                    (
-                        s.metric()
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                        s.sample().value(),
-                    )
-                })
-                .collect()),
-            Data::Scalar(sample) => Ok(vec![(BTreeMap::new(), sample.value())]),
-            Data::Matrix(_) => {
-                Err("the query returned a range vector; use an instant query".into())
-            }
-        }
+        let samples = self.prometheus.query_at(query, Some(at)).await?;
+        Ok(samples.into_iter().map(|s| (s.labels, s.value)).collect())
     }
 }
 
