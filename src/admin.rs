@@ -38,6 +38,39 @@ pub struct AdminState {
     pub proxies: Option<Arc<ProxyRegistry>>,
 }
 
+impl AdminState {
+    /// The state of an in-cluster component: configuration problems go to object status
+    /// and events there, so the problems view stays empty.
+    pub fn in_cluster(
+        registry: Registry,
+        ready: watch::Receiver<bool>,
+        state: watch::Receiver<ClusterState>,
+        proxies: Option<Arc<ProxyRegistry>>,
+    ) -> AdminState {
+        AdminState {
+            registry: Arc::new(registry),
+            ready,
+            problems: watch::channel(Vec::new()).1,
+            state,
+            proxies,
+        }
+    }
+}
+
+/// Serves `state` on `listener` as a task of `tasks` until `shutdown`; a failure is logged.
+pub fn spawn(
+    tasks: &mut tokio::task::JoinSet<()>,
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) {
+    tasks.spawn(async move {
+        if let Err(e) = serve(listener, state, shutdown).await {
+            tracing::warn!(error = %e, "admin endpoint failed");
+        }
+    });
+}
+
 /// Binds the admin address (separately from serving, so a busy port fails at start).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await

@@ -23,7 +23,7 @@ use prometheus_client::{
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 use weir_controllers::pod_autoscaler::{
     ControllerSettings,
     controller::{Event, Memory, Scale, ScaleApi},
@@ -347,19 +347,8 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let admin_state = AdminState {
-        registry: Arc::new(registry),
-        ready: ready_rx,
-        problems: watch::channel(Vec::new()).1,
-        state: writer.subscribe(),
-        proxies: None,
-    };
-    let token = shutdown_token.clone();
-    tasks.spawn(async move {
-        if let Err(e) = admin::serve(listener, admin_state, token).await {
-            warn!(error = %e, "admin endpoint failed");
-        }
-    });
+    let admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe(), None);
+    admin::spawn(&mut tasks, listener, admin_state, shutdown_token.clone());
     let api = KubeScaleApi::new(client.clone(), identity);
     let period = Duration::from_secs(args.sync_period_seconds);
     let sync = SyncLoop {

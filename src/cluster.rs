@@ -140,19 +140,8 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
         metrics,
         shutdown_token.clone(),
     ));
-    let admin_state = AdminState {
-        registry: Arc::new(registry),
-        ready: ready_rx,
-        problems: watch::channel(Vec::new()).1,
-        state: writer.subscribe(),
-        proxies: Some(proxies),
-    };
-    let token = shutdown_token.clone();
-    tasks.spawn(async move {
-        if let Err(e) = admin::serve(listener, admin_state, token).await {
-            warn!(error = %e, "admin endpoint failed");
-        }
-    });
+    let admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe(), Some(proxies));
+    admin::spawn(&mut tasks, listener, admin_state, shutdown_token.clone());
     info!(xds = %args.xds_addr, admin = %args.admin.admin_addr, "weir xds-server running");
     shutdown_token.cancelled().await;
     shutdown::drain(tasks).await;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 use weir_store::StateWriter;
 
 use weir_controllers::pod_autoscaler::prometheus::PrometheusSource;
@@ -113,13 +113,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         state: writer.subscribe(),
         proxies: Some(proxies.clone()),
     };
-
-    let token = shutdown_token.clone();
-    tasks.spawn(async move {
-        if let Err(e) = admin::serve(listener, admin_state, token).await {
-            warn!(error = %e, "admin endpoint failed");
-        }
-    });
+    admin::spawn(&mut tasks, listener, admin_state, shutdown_token.clone());
     tasks.spawn(crate::metrics::observe_state(
         writer.subscribe(),
         metrics,

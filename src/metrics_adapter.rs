@@ -283,19 +283,8 @@ pub async fn run(args: MetricsAdapterCommandArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let admin_state = AdminState {
-        registry: Arc::new(registry),
-        ready: ready_rx,
-        problems: watch::channel(Vec::new()).1,
-        state: writer.subscribe(),
-        proxies: None,
-    };
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = admin::serve(listener, admin_state, token).await {
-            warn!(error = %e, "admin endpoint failed");
-        }
-    });
+    let admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe(), None);
+    admin::spawn(&mut tasks, listener, admin_state, shutdown.clone());
     shutdown.cancelled().await;
     crate::shutdown::drain(tasks).await;
     Ok(())

@@ -34,13 +34,13 @@ enum Key {
     Custom {
         resource: String,
         metric: String,
-        selector: String,
+        selector: Selector,
     },
     /// An external metric in one namespace.
     External {
         namespace: String,
         metric: String,
-        selector: String,
+        selector: Selector,
     },
 }
 
@@ -90,18 +90,9 @@ fn via_engine(metric: &MetricSpec) -> bool {
     )
 }
 
-/// The selector as a canonical key, validated (a bad one fails here, naming the label).
-fn selector_key(selector: Option<&LabelSelector>) -> Result<String, String> {
-    let parsed = match selector {
-        Some(s) => Selector::from_label_selector(s)?,
-        None => Selector::default(),
-    };
-    Ok(serde_json::to_string(&parsed.to_label_selector()).unwrap_or_default())
-}
-
-fn parse_key(key: &str) -> Result<Selector, String> {
-    let selector: LabelSelector = serde_json::from_str(key).map_err(|e| e.to_string())?;
-    Selector::from_label_selector(&selector)
+/// The selector, validated (a bad one fails here, naming the label).
+fn selector(selector: Option<&LabelSelector>) -> Result<Selector, String> {
+    selector.map_or(Ok(Selector::default()), Selector::from_label_selector)
 }
 
 /// The key of `metric` for a policy in `namespace`, and the object it names (Object
@@ -114,7 +105,7 @@ fn key(namespace: &str, metric: &MetricSpec) -> Result<(Key, Option<String>), St
                 Key::Custom {
                     resource: "pods".into(),
                     metric: pods.metric.name.clone(),
-                    selector: selector_key(pods.metric.selector.as_ref())?,
+                    selector: selector(pods.metric.selector.as_ref())?,
                 },
                 None,
             ))
@@ -133,7 +124,7 @@ fn key(namespace: &str, metric: &MetricSpec) -> Result<(Key, Option<String>), St
                 Key::Custom {
                     resource: resource.path_name(),
                     metric: object.metric.name.clone(),
-                    selector: selector_key(object.metric.selector.as_ref())?,
+                    selector: selector(object.metric.selector.as_ref())?,
                 },
                 Some(reference.name.clone()),
             ))
@@ -144,7 +135,7 @@ fn key(namespace: &str, metric: &MetricSpec) -> Result<(Key, Option<String>), St
                 Key::External {
                     namespace: namespace.into(),
                     metric: external.metric.name.clone(),
-                    selector: selector_key(external.metric.selector.as_ref())?,
+                    selector: selector(external.metric.selector.as_ref())?,
                 },
                 None,
             ))
@@ -170,13 +161,7 @@ impl RulesSource {
                     wanted.names.as_ref().map(|n| n.iter().cloned().collect());
                 let values = self
                     .engine
-                    .values_across(
-                        resource,
-                        metric,
-                        &namespaces,
-                        names.as_deref(),
-                        &parse_key(selector)?,
-                    )
+                    .values_across(resource, metric, &namespaces, names.as_deref(), selector)
                     .await
                     .map_err(|e| e.message)?;
                 Ok(Answer::Custom(
@@ -193,7 +178,7 @@ impl RulesSource {
             } => {
                 let samples = self
                     .engine
-                    .external_samples(namespace, metric, &parse_key(selector)?)
+                    .external_samples(namespace, metric, selector)
                     .await
                     .map_err(|e| e.message)?;
                 Ok(Answer::External(

@@ -384,7 +384,7 @@ pub struct Authenticator {
     roots: Vec<CertificateDer<'static>>,
     reviewer: Option<Arc<dyn Reviewer>>,
     tokens: TtlCache<String, Option<UserInfo>>,
-    decisions: TtlCache<(UserInfo, String), (bool, String)>,
+    decisions: TtlCache<(UserInfo, Attributes), (bool, String)>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -570,8 +570,8 @@ impl Authenticator {
                     format!("in the namespace \"{namespace}\"")
                 };
                 format!(
-                    "{} \"{}\" cannot {verb} resource \"{what}\" in API group \"{group}\" {scope}",
-                    "user", user.name
+                    "user \"{}\" cannot {verb} resource \"{what}\" in API group \"{group}\" {scope}",
+                    user.name
                 )
             }
             Attributes::NonResource { path } => {
@@ -584,7 +584,7 @@ impl Authenticator {
                 describe()
             )));
         };
-        let key = (user.clone(), format!("{attributes:?}"));
+        let key = (user.clone(), attributes.clone());
         let (allowed, reason) = match self.decisions.get(&key) {
             Some(decision) => decision,
             None => {

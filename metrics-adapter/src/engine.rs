@@ -31,7 +31,7 @@ use weir_store::ClusterState;
 use crate::{
     api::{ApiError, CustomPath, ExternalValue, ObjectValue},
     config::Rules,
-    discovery::MetricIndex,
+    discovery::{CustomMetric, MetricIndex},
     quantity,
     query::{self, Objects},
     resources::{self, Resource},
@@ -582,18 +582,8 @@ impl Engine {
         metric_selector: &Selector,
     ) -> Result<(Resource, Vec<NamedValue>), ApiError> {
         let index = self.index();
-        let not_found = || {
-            ApiError::not_found(format!(
-                "the server could not find the metric {} for {}",
-                path.metric, path.resource
-            ))
-        };
-        let known: BTreeSet<&Resource> = index.custom.values().map(|m| &m.resource).collect();
-        let resource = resources::from_path(known, &path.resource).ok_or_else(not_found)?;
-        let metric = index
-            .custom
-            .get(&(resource.path_name(), path.metric.clone()))
-            .ok_or_else(not_found)?;
+        let metric = custom_metric(&index, &path.resource, &path.metric)?;
+        let resource = &metric.resource;
         if metric.namespaced() != path.namespace.is_some() {
             return Err(ApiError::not_found(if metric.namespaced() {
                 format!(
@@ -623,10 +613,7 @@ impl Engine {
         let rule = &self.rules.rules[metric.rule];
         let promql = query::custom(rule, metric, namespace, &objects, metric_selector)
             .map_err(|e| ApiError::bad_request(format!("metricLabelSelector: {e}")))?;
-        let samples = self
-            .fetch(&promql)
-            .await
-            .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))?;
+        let samples = self.fetch_for_api(&promql).await?;
         let wanted: Option<BTreeSet<&str>> = match &objects {
             Objects::Named(names) => Some(names.iter().map(String::as_str).collect()),
             Objects::Any => None,
@@ -669,17 +656,7 @@ impl Engine {
         metric_selector: &Selector,
     ) -> Result<Vec<(String, NamedValue)>, ApiError> {
         let index = self.index();
-        let not_found = || {
-            ApiError::not_found(format!(
-                "the server could not find the metric {metric_name} for {resource}"
-            ))
-        };
-        let known: BTreeSet<&Resource> = index.custom.values().map(|m| &m.resource).collect();
-        let resource = resources::from_path(known, resource).ok_or_else(not_found)?;
-        let metric = index
-            .custom
-            .get(&(resource.path_name(), metric_name.to_string()))
-            .ok_or_else(not_found)?;
+        let metric = custom_metric(&index, resource, metric_name)?;
         let objects = match names {
             Some(names) => Objects::Named(names.to_vec()),
             None => Objects::Any,
@@ -687,10 +664,7 @@ impl Engine {
         let rule = &self.rules.rules[metric.rule];
         let promql = query::custom_across(rule, metric, namespaces, &objects, metric_selector)
             .map_err(ApiError::bad_request)?;
-        let samples = self
-            .fetch(&promql)
-            .await
-            .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))?;
+        let samples = self.fetch_for_api(&promql).await?;
         let namespace_label = metric.namespace_label.as_deref().unwrap_or_default();
         Ok(samples
             .iter()
@@ -748,10 +722,37 @@ impl Engine {
         let rule = &self.rules.rules[metric.rule];
         let promql = query::external(rule, metric, namespace, selector)
             .map_err(|e| ApiError::bad_request(format!("labelSelector: {e}")))?;
-        self.fetch(&promql)
+        self.fetch_for_api(&promql).await
+    }
+
+    /// [`Engine::fetch`], failing as the API answers a Prometheus failure.
+    async fn fetch_for_api(&self, promql: &str) -> Result<Arc<Vec<Sample>>, ApiError> {
+        self.fetch(promql)
             .await
             .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))
     }
+}
+
+/// The custom metric `metric` of the resource a path names (`pods`, `deployments`,
+/// `deployments.apps`): the index's key directly, else the resource resolved among those
+/// with metrics.
+fn custom_metric<'a>(
+    index: &'a MetricIndex,
+    resource: &str,
+    metric: &str,
+) -> Result<&'a CustomMetric, ApiError> {
+    let key = (resource.to_string(), metric.to_string());
+    if let Some(found) = index.custom.get(&key) {
+        return Ok(found);
+    }
+    let known: BTreeSet<&Resource> = index.custom.values().map(|m| &m.resource).collect();
+    resources::from_path(known, resource)
+        .and_then(|r| index.custom.get(&(r.path_name(), key.1)))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the server could not find the metric {metric} for {resource}"
+            ))
+        })
 }
 
 fn timestamp(unix_seconds: f64) -> String {

@@ -25,23 +25,14 @@ pub fn custom(
     objects: &Objects,
     metric_selector: &Selector,
 ) -> Result<String, String> {
-    let mut matchers = Vec::new();
-    if metric.namespaced() {
-        let (Some(label), Some(namespace)) = (&metric.namespace_label, namespace) else {
-            return Err(format!("{} metrics are namespaced", metric.resource));
-        };
-        matchers.push(Matcher::new(label, MatchOp::Equal, namespace)?);
-    }
-    matchers.push(match objects {
-        Objects::Named(names) => Matcher::names(&metric.label, names)?,
-        Objects::Any => Matcher::new(&metric.label, MatchOp::NotEqual, "")?,
-    });
-    matchers.extend(metric_selector.matchers()?);
-    Ok(rule.query.render(&QueryValues {
-        series: &metric.series,
-        label_matchers: &promql::join(&matchers),
-        group_by: &metric.label,
-    }))
+    let scope = match (metric.namespaced(), &metric.namespace_label, namespace) {
+        (false, _, _) => None,
+        (true, Some(label), Some(namespace)) => {
+            Some(Matcher::new(label, MatchOp::Equal, namespace)?)
+        }
+        (true, _, _) => return Err(format!("{} metrics are namespaced", metric.resource)),
+    };
+    render_custom(rule, metric, scope, objects, metric_selector, &metric.label)
 }
 
 /// The query for a namespaced custom metric in several `namespaces` at once, grouped by
@@ -64,7 +55,29 @@ pub fn custom_across(
     if namespaces.is_empty() {
         return Err("no namespace asked for".into());
     }
-    let mut matchers = vec![Matcher::names(namespace_label, namespaces)?];
+    let scope = Matcher::names(namespace_label, namespaces)?;
+    let group_by = format!("{namespace_label},{}", metric.label);
+    render_custom(
+        rule,
+        metric,
+        Some(scope),
+        objects,
+        metric_selector,
+        &group_by,
+    )
+}
+
+/// `rule`'s template with the namespace matcher (`scope`), the objects and the metric
+/// selector as `<<.LabelMatchers>>`.
+fn render_custom(
+    rule: &Rule,
+    metric: &CustomMetric,
+    scope: Option<Matcher>,
+    objects: &Objects,
+    metric_selector: &Selector,
+    group_by: &str,
+) -> Result<String, String> {
+    let mut matchers: Vec<Matcher> = scope.into_iter().collect();
     matchers.push(match objects {
         Objects::Named(names) => Matcher::names(&metric.label, names)?,
         Objects::Any => Matcher::new(&metric.label, MatchOp::NotEqual, "")?,
@@ -73,7 +86,7 @@ pub fn custom_across(
     Ok(rule.query.render(&QueryValues {
         series: &metric.series,
         label_matchers: &promql::join(&matchers),
-        group_by: &format!("{namespace_label},{}", metric.label),
+        group_by,
     }))
 }
 

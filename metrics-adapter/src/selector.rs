@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use crate::promql::{MatchOp, Matcher, any_of};
 
 /// A requirement's operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Op {
     /// `k=v` or `k==v`
     Equals,
@@ -29,7 +29,7 @@ pub enum Op {
 }
 
 /// One requirement of a selector.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Requirement {
     /// The label key.
     pub key: String,
@@ -40,7 +40,7 @@ pub struct Requirement {
 }
 
 /// A parsed selector: every requirement must hold. Empty selects everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Selector {
     /// The requirements, in the order given.
     pub requirements: Vec<Requirement>,

@@ -50,11 +50,7 @@ fn options() -> Options {
 }
 
 fn openmetrics(pods: usize) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        - 1;
+    let now = weir_tests::prometheus::last_second();
     let mut om = String::from("# TYPE http_requests counter\n");
     for p in 0..pods {
         for step in 0..=40 {

@@ -8,6 +8,15 @@ use std::{
 
 use crate::{eventually, free_port, http_get};
 
+/// The last whole second before now (Unix seconds): where backfilled data ends, so that a
+/// query evaluated at "now" finds it.
+pub fn last_second() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+        - 1
+}
+
 /// A Prometheus on a free loopback port, stopped and reaped on drop.
 #[derive(Debug)]
 pub struct Prometheus {

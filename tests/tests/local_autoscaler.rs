@@ -39,10 +39,7 @@ spec:
 #[test]
 fn weir_up_scales_a_simulated_deployment_on_a_prometheus_metric() {
     // 35 messages queued, 10 per replica: ceil(35 / 10) = 4 replicas, then stable.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = weir_tests::prometheus::last_second();
     let mut om = String::from("# TYPE queue_messages_ready gauge\n");
     for ago in (0..=600).rev().step_by(60) {
         om.push_str(&format!("queue_messages_ready 35 {}\n", now - ago - 60));
@@ -73,14 +70,10 @@ fn weir_up_scales_a_simulated_deployment_on_a_prometheus_metric() {
 fn with_rules_the_autoscaler_reads_pods_metrics_through_the_adapters_engine() {
     // `http_requests_per_second` exists only through the rule (a rate of
     // http_requests_total): 30 requests/s per pod on 2 pods, 10 per pod wanted → 6.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 1;
+    let now = weir_tests::prometheus::last_second();
     let mut om = String::from("# TYPE http_requests counter\n");
     for pod in ["worker-0", "worker-1"] {
-        for step in 0..=40u64 {
+        for step in 0..=40i64 {
             let t = now - 600 + step * 15;
             om.push_str(&format!(
                 "http_requests_total{{namespace=\"shop\",pod=\"{pod}\"}} {} {t}\n",

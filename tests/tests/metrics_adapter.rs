@@ -61,11 +61,7 @@ spec: {containers: [{name: app, image: api}]}
 /// Ten minutes of data ending a second ago: counters rising at a fixed rate per pod,
 /// gauges, queue depths, and cAdvisor-style CPU counters.
 fn openmetrics() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        - 1;
+    let now = weir_tests::prometheus::last_second();
     let mut om = String::from("# TYPE http_requests counter\n");
     let rates = [
         ("web-1", "200", 2.0),
@@ -238,14 +234,11 @@ fn values(list: &Value) -> BTreeMap<String, f64> {
                     .as_str()
                     .unwrap()
                     .to_string(),
-                weir_metrics_adapter_quantity(q),
+                weir_metrics_adapter::quantity::parse(q)
+                    .unwrap_or_else(|| panic!("bad quantity {q}")),
             )
         })
         .collect()
-}
-
-fn weir_metrics_adapter_quantity(q: &str) -> f64 {
-    weir_metrics_adapter::quantity::parse(q).unwrap_or_else(|| panic!("bad quantity {q}"))
 }
 
 /// What Prometheus itself returns for `query`, by the value of `label`.
@@ -722,6 +715,7 @@ mod secured {
     }
 
     struct Ca {
+        name: String,
         issuer: CertifiedIssuer<'static, KeyPair>,
     }
 
@@ -731,6 +725,7 @@ mod secured {
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.distinguished_name.push(DnType::CommonName, name);
             Ca {
+                name: name.to_string(),
                 issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
             }
         }
@@ -743,6 +738,20 @@ mod secured {
             let key = KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &self.issuer).unwrap();
             (cert.pem(), key.serialize_pem())
+        }
+
+        /// curl's `--cert`/`--key` arguments for a client certificate for `cn`, written
+        /// to `dir`.
+        fn curl_args(&self, dir: &Path, cn: &str) -> Vec<String> {
+            let (cert, key) = self.client(cn);
+            let cert = write(dir, &format!("{}-{cn}.crt", self.name), &cert);
+            let key = write(dir, &format!("{}-{cn}.key", self.name), &key);
+            vec![
+                "--cert".into(),
+                cert.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+            ]
         }
     }
 
@@ -834,75 +843,36 @@ mod secured {
         );
 
         // The aggregation layer's front-proxy certificate vouches for the header's user.
-        let (cert, key) = front_proxy_ca.client("front-proxy-client");
-        let cert_file = write(dir.path(), "proxy.crt", &cert);
-        let key_file = write(dir.path(), "proxy.key", &key);
-        let tls = [
-            "--cert",
-            cert_file.to_str().unwrap(),
-            "--key",
-            key_file.to_str().unwrap(),
-        ];
-        let with = |extra: &[&str]| {
-            let mut args: Vec<&str> = tls.to_vec();
-            args.extend_from_slice(extra);
-            adapter.curl(&[path], &args).unwrap().0
+        let curl = |certificate: &[String], headers: &[&str]| {
+            let args: Vec<&str> = certificate
+                .iter()
+                .map(String::as_str)
+                .chain(headers.iter().copied())
+                .collect();
+            adapter.curl(&[path], &args).map(|(code, _)| code)
         };
+        let proxy = front_proxy_ca.curl_args(dir.path(), "front-proxy-client");
+        let alice = ["-H", "X-Remote-User: alice"];
         assert_eq!(
-            with(&[
-                "-H",
-                "X-Remote-User: alice",
-                "-H",
-                "X-Remote-Group: system:authenticated"
-            ]),
-            200
+            curl(
+                &proxy,
+                &[
+                    alice[0],
+                    alice[1],
+                    "-H",
+                    "X-Remote-Group: system:authenticated"
+                ]
+            ),
+            Some(200)
         );
-        assert_eq!(with(&["-H", "X-Remote-User: bob"]), 403);
-        assert_eq!(with(&[]), 401);
+        assert_eq!(curl(&proxy, &["-H", "X-Remote-User: bob"]), Some(403));
+        assert_eq!(curl(&proxy, &[]), Some(401));
         // The same CA, a name that is not allowed: the headers are not believed.
-        let (cert, key) = front_proxy_ca.client("intruder");
-        let intruder = [
-            "--cert".to_string(),
-            write(dir.path(), "intruder.crt", &cert)
-                .to_str()
-                .unwrap()
-                .to_string(),
-            "--key".to_string(),
-            write(dir.path(), "intruder.key", &key)
-                .to_str()
-                .unwrap()
-                .to_string(),
-        ];
-        let intruder: Vec<&str> = intruder
-            .iter()
-            .map(String::as_str)
-            .chain(["-H", "X-Remote-User: alice"])
-            .collect();
-        assert_eq!(adapter.curl(&[path], &intruder).unwrap().0, 401);
+        let intruder = front_proxy_ca.curl_args(dir.path(), "intruder");
+        assert_eq!(curl(&intruder, &alice), Some(401));
         // A certificate from another CA does not get past the handshake.
-        let (cert, key) = Ca::new("other-ca").client("front-proxy-client");
-        let other = [
-            "--cert".to_string(),
-            write(dir.path(), "other.crt", &cert)
-                .to_str()
-                .unwrap()
-                .to_string(),
-            "--key".to_string(),
-            write(dir.path(), "other.key", &key)
-                .to_str()
-                .unwrap()
-                .to_string(),
-        ];
-        let other: Vec<&str> = other
-            .iter()
-            .map(String::as_str)
-            .chain(["-H", "X-Remote-User: alice"])
-            .collect();
-        assert!(
-            adapter
-                .curl(&[path], &other)
-                .is_none_or(|(code, _)| code != 200)
-        );
+        let other = Ca::new("other-ca").curl_args(dir.path(), "front-proxy-client");
+        assert!(curl(&other, &alice).is_none_or(|code| code != 200));
         // Health probes need no credentials.
         assert_eq!(adapter.curl(&["/healthz"], &[]).unwrap().0, 200);
     }
