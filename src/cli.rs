@@ -184,6 +184,24 @@ pub enum RecommendCommand {
     /// The pod autoscaler: desired replicas for a ScalingPolicy, per metric and with the
     /// status conditions, from a STATE file (see docs/recommend-replicas.md).
     Replicas(RecommendReplicasArgs),
+    /// The node autoscaler: scale-ups, scale-downs and the reason for every pending pod
+    /// and every node, from a SNAPSHOT of the cluster (see docs/node-autoscaler.md).
+    Nodes(Box<RecommendNodesArgs>),
+}
+
+/// Flags of `weir recommend nodes`.
+#[derive(Debug, Args)]
+pub struct RecommendNodesArgs {
+    /// The SNAPSHOT: a `List` or multi-document YAML of Nodes, Pods,
+    /// PodDisruptionBudgets, DaemonSets and NodePools; `-` reads standard input.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// The time to plan for (RFC 3339, e.g. 2026-11-22T10:00:00Z); default: the clock.
+    #[arg(long)]
+    pub now: Option<String>,
+    /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults).
+    #[command(flatten)]
+    pub settings: weir_controllers::node_autoscaler::Settings,
 }
 
 /// Flags of `weir recommend replicas`.

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::XdsServer(args) => block_on(weir::cluster::run_xds_server(args)),
         Command::Controllers(args) => block_on(weir::autoscaler::run_controllers(args)),
         Command::Recommend(RecommendCommand::Replicas(args)) => weir::recommend::replicas(&args),
+        Command::Recommend(RecommendCommand::Nodes(args)) => weir::recommend::nodes(&args),
         Command::MetricsAdapter(args) => block_on(weir::metrics_adapter::run(args)),
     };
     result.unwrap_or_else(|e| {

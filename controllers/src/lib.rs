@@ -4,5 +4,7 @@
 //! logic in pure modules, with Kubernetes writes in thin adapters.
 //!
 //! - [`pod_autoscaler`]: HorizontalPodAutoscaler's decisions for ScalingPolicies.
+//! - [`node_autoscaler`]: cluster-autoscaler's decisions for NodePools.
 
+pub mod node_autoscaler;
 pub mod pod_autoscaler;
