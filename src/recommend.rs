@@ -102,6 +102,11 @@ pub fn nodes(args: &RecommendNodesArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let snapshot = Snapshot::build(&file.objects());
+    // A dry run plans on all of the snapshot or not at all.
+    if let Some(warning) = snapshot.warnings.first() {
+        println!("{name}: {warning}");
+        return Ok(ExitCode::FAILURE);
+    }
     let plan = node_autoscaler::plan(&snapshot, &args.settings, now);
     println!("{}", serde_json::to_string_pretty(&plan)?);
     Ok(ExitCode::SUCCESS)

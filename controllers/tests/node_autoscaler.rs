@@ -7,82 +7,16 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use weir_controllers::node_autoscaler::{
-    Plan, Settings, Snapshot, plan,
+    Plan, Settings, plan,
     settings::{Expander, ExpanderChain},
-    snapshot::SnapshotFile,
 };
 
-const NOW: &str = "2026-11-22T10:00:00Z";
+mod node_fixtures;
 
-fn now() -> Timestamp {
-    NOW.parse().unwrap()
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, p) => *b = p,
-    }
-}
-
-fn with(mut v: Value, patch: Value) -> Value {
-    merge(&mut v, patch);
-    v
-}
-
-fn pool(name: &str, cpu: &str, memory: &str, min: i32, max: i32) -> Value {
-    json!({
-        "apiVersion": "weir.io/v1alpha1", "kind": "NodePool",
-        "metadata": {"name": name},
-        "spec": {
-            "template": {"capacity": {"cpu": cpu, "memory": memory}},
-            "minSize": min, "maxSize": max,
-            "provider": {"simulated": {}}
-        }
-    })
-}
-
-fn node(name: &str, pool: &str, cpu: &str, memory: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"weir.io/node-pool": pool, "kubernetes.io/hostname": name}},
-        "status": {
-            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "True"}]
-        }
-    })
-}
-
-fn pod(name: &str, cpu: &str, memory: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": name, "namespace": "shop", "labels": {"app": name.split('-').next().unwrap()},
-            "creationTimestamp": "2026-11-01T00:00:00Z",
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u", "controller": true}]
-        },
-        "spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
-        "status": {"phase": "Pending"}
-    })
-}
-
-fn on(p: Value, node: &str) -> Value {
-    with(
-        p,
-        json!({"spec": {"nodeName": node}, "status": {"phase": "Running"}}),
-    )
-}
+use node_fixtures::*;
 
 fn run_with(objects: Vec<Value>, settings: &Settings, now: Timestamp) -> Plan {
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    let file = SnapshotFile::parse(&serde_json::to_string(&list).unwrap()).unwrap();
-    let snapshot = Snapshot::build(&file.objects());
-    assert!(snapshot.warnings.is_empty(), "{:?}", snapshot.warnings);
-    plan(&snapshot, settings, now)
+    plan(&snapshot(objects), settings, now)
 }
 
 fn run(objects: Vec<Value>) -> Plan {
@@ -491,7 +425,12 @@ fn pools_at_max_in_backoff_or_past_limits_are_skipped() {
     // Room for one more node: two pods get it, one stays with the reason.
     assert_eq!(ups(&plan), vec![("general".into(), 1)]);
     assert_eq!(plan.scale_up.unschedulable.len(), 1);
-    assert!(plan.scale_up.unschedulable[0].pools["general"].contains("can add only 1"));
+    let left = &plan.scale_up.unschedulable[0];
+    assert_eq!(left.pools["general"], "MaxNodesTotalReached");
+    assert_eq!(
+        left.reason,
+        "pools that could run it are at their maxSize, the cluster limits or in backoff"
+    );
     let plan = limited(Settings {
         cores_total: "0:7".parse().unwrap(),
         ..Settings::default()

@@ -82,3 +82,112 @@ fn a_bad_state_gets_one_line_naming_the_field_and_exit_1() {
         );
     }
 }
+
+/// The flags on an example's first line: `# weir recommend nodes FLAGS -f FILE`.
+fn example_flags(text: &str) -> Vec<String> {
+    let first = text.lines().next().unwrap();
+    let flags = first
+        .strip_prefix("# weir recommend nodes ")
+        .and_then(|rest| rest.split(" -f ").next())
+        .unwrap_or_else(|| {
+            panic!("first line must be `# weir recommend nodes FLAGS -f FILE`: {first}")
+        });
+    flags.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn node_examples_give_their_recorded_plans() {
+    let dir = workspace_root().join("examples/recommend-nodes");
+    let bless = std::env::var_os("WEIR_BLESS").is_some();
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let flags = example_flags(&fs::read_to_string(&path).unwrap());
+        let output = weir()
+            .args(["recommend", "nodes"])
+            .args(&flags)
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {stdout}{}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let golden = path.with_extension("json");
+        if bless {
+            fs::write(&golden, &stdout).unwrap();
+        } else {
+            let expected = fs::read_to_string(&golden)
+                .unwrap_or_else(|_| panic!("{} missing; run with WEIR_BLESS=1", golden.display()));
+            assert_eq!(stdout, expected, "{} changed its plan", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} examples");
+}
+
+#[test]
+fn a_bad_snapshot_or_flag_gets_one_line_naming_it_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        fs::read_to_string(workspace_root().join("examples/recommend-nodes/scale-up.yaml"))
+            .unwrap();
+    let cases: [(String, &[&str], &str); 5] = [
+        (
+            example.replace("cpu: \"1500m\"", "cpu: lots"),
+            &[],
+            "Pod shop/web-1: spec.containers[0].resources.requests.cpu",
+        ),
+        (
+            example.replace("    maxSize: 5\n", "    maxSize: -1\n"),
+            &[],
+            "NodePool highmem: spec.maxSize",
+        ),
+        (
+            example.replace("kind: Node\n", "kind: Node\n  spec: {taints: 3}\n"),
+            &[],
+            "items[4] (Node general-1): spec.taints",
+        ),
+        (
+            example.clone(),
+            &["--expander", "cheapest"],
+            "error: invalid value 'cheapest'",
+        ),
+        (
+            example.clone(),
+            &["--scale-down-utilization-threshold", "1.5"],
+            "--scale-down-utilization-threshold: 1.5 is not between 0 and 1",
+        ),
+    ];
+    for (i, (text, flags, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("snapshot-{i}.yaml"));
+        fs::write(&path, text).unwrap();
+        let output = weir()
+            .args(["recommend", "nodes", "--now", "2026-11-22T10:00:00Z"])
+            .args(*flags)
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_ne!(output.status.code(), Some(0), "{out}");
+        assert!(
+            out.contains(expected),
+            "case {i}: expected {expected}: {out}"
+        );
+        if output.status.code() == Some(1) {
+            assert_eq!(out.lines().count(), 1, "{out}");
+        }
+    }
+}

@@ -343,8 +343,8 @@ pub fn plan(
                         reasons.entry(p).or_default().insert(
                             pool.name.clone(),
                             format!(
-                                "fits a new node, but the pool can add only {cap} ({} by max size, limits)",
-                                pool.max_size - state.target
+                                "fits a new node, but only {cap} more node(s) fit under the pool's maxSize ({}) and the cluster limits",
+                                pool.max_size
                             ),
                         );
                     }
@@ -423,13 +423,28 @@ pub fn plan(
 
     for p in remaining {
         let mut per_pool = reasons.remove(&p).unwrap_or_default();
-        for (pool, why) in &out.skipped_pools {
-            per_pool.entry(pool.clone()).or_insert_with(|| why.clone());
+        // Where a pool ended up skipped, that is the reason that holds now, unless the
+        // pod could never run there anyway.
+        for (i, pool) in snapshot.pools.iter().enumerate() {
+            if let Some(why) = out.skipped_pools.get(&pool.name) {
+                let reason = match eligible(i, p) {
+                    Ok(()) => why.clone(),
+                    Err(unfit) => unfit.to_string(),
+                };
+                per_pool.insert(pool.name.clone(), reason);
+            }
         }
+        let out_of_room = |r: &String| {
+            r.starts_with("fits a new node")
+                || r.starts_with("Backoff")
+                || r.starts_with("NodeGroupMaxSizeReached")
+                || r.ends_with("TotalReached")
+        };
         let reason = if snapshot.pools.is_empty() {
             "no NodePools".to_string()
-        } else if per_pool.values().all(|r| r.starts_with("fits a new node")) {
-            "pools that could run it are at their max size or the cluster limits".to_string()
+        } else if per_pool.values().any(out_of_room) {
+            "pools that could run it are at their maxSize, the cluster limits or in backoff"
+                .to_string()
         } else {
             format!(
                 "no pool can run it ({} pool(s) checked)",

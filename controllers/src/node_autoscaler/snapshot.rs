@@ -413,7 +413,10 @@ impl PodInfo {
 /// containers and the largest init container, plus the pod overhead, plus one pod slot. A
 /// container's limit stands in for a missing request, as the API server defaults it.
 pub fn pod_requests(spec: &PodSpec) -> Result<Resources, String> {
-    fn container_requests(c: &k8s_openapi::api::core::v1::Container) -> Result<Resources, String> {
+    fn container_requests(
+        c: &k8s_openapi::api::core::v1::Container,
+        field: &str,
+    ) -> Result<Resources, String> {
         let res = c.resources.as_ref();
         let mut all: BTreeMap<&String, &str> = BTreeMap::new();
         for (k, v) in res.and_then(|r| r.limits.as_ref()).into_iter().flatten() {
@@ -422,15 +425,14 @@ pub fn pod_requests(spec: &PodSpec) -> Result<Resources, String> {
         for (k, v) in res.and_then(|r| r.requests.as_ref()).into_iter().flatten() {
             all.insert(k, v.0.as_str());
         }
-        Resources::from_quantities(all)
-            .map_err(|e| format!("containers[{}].resources.requests.{e}", c.name))
+        Resources::from_quantities(all).map_err(|e| format!("{field}.resources.requests.{e}"))
     }
     let mut sum = Resources::default();
-    for c in &spec.containers {
-        sum.add(&container_requests(c)?);
+    for (i, c) in spec.containers.iter().enumerate() {
+        sum.add(&container_requests(c, &format!("containers[{i}]"))?);
     }
-    for c in spec.init_containers.iter().flatten() {
-        let init = container_requests(c)?;
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        let init = container_requests(c, &format!("initContainers[{i}]"))?;
         sum.cpu = sum.cpu.max(init.cpu);
         sum.memory = sum.memory.max(init.memory);
         sum.ephemeral_storage = sum.ephemeral_storage.max(init.ephemeral_storage);
