@@ -87,6 +87,9 @@ pub struct Bin {
     pub ports: Vec<HostPort>,
     /// Indexes in the snapshot's pods of the pods on it.
     pub pods: Vec<usize>,
+    /// How many of those pods carry anti-affinity terms (when none do and the incoming
+    /// pod has none, the pods need not be looked at).
+    pub with_anti_affinity: usize,
 }
 
 impl Bin {
@@ -107,6 +110,11 @@ impl Bin {
                 .flat_map(|p| pods[*p].host_ports.iter().cloned())
                 .collect(),
             pods: node.pods.clone(),
+            with_anti_affinity: node
+                .pods
+                .iter()
+                .filter(|p| !pods[**p].anti_affinity.is_empty())
+                .count(),
         }
     }
 
@@ -121,6 +129,9 @@ impl Bin {
             .find(|p| self.ports.iter().any(|q| q.conflicts(p)))
         {
             return Err(Unfit::HostPort(port.clone()));
+        }
+        if pod.anti_affinity.is_empty() && self.with_anti_affinity == 0 {
+            return Ok(());
         }
         for other in &self.pods {
             let other = &pods[*other];
@@ -144,6 +155,9 @@ impl Bin {
         self.free.sub(&pod.requests);
         self.ports.extend(pod.host_ports.iter().cloned());
         self.pods.push(index);
+        if !pod.anti_affinity.is_empty() {
+            self.with_anti_affinity += 1;
+        }
     }
 
     /// Takes pod `index` off the bin.
@@ -156,6 +170,9 @@ impl Bin {
         }
         if let Some(i) = self.pods.iter().rposition(|p| *p == index) {
             self.pods.swap_remove(i);
+            if !pod.anti_affinity.is_empty() {
+                self.with_anti_affinity -= 1;
+            }
         }
     }
 }
@@ -177,6 +194,7 @@ pub fn template_bin(pool: &PoolInfo) -> Bin {
             .flat_map(|p| p.host_ports.iter().cloned())
             .collect(),
         pods: Vec::new(),
+        with_anti_affinity: 0,
     }
 }
 

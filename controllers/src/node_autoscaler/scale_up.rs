@@ -190,6 +190,7 @@ fn first_fit(
     out
 }
 
+#[derive(Clone)]
 struct ScaleOption {
     pool: usize,
     nodes: i64,
@@ -261,7 +262,8 @@ pub fn plan(
         return out;
     }
 
-    // 2. Each pool's template node: which pods could ever run there.
+    // 2. Each pool's template node: which pods could ever run there. Pods of one class
+    // schedule identically, so this is decided once per (pool, class).
     let templates: Vec<Bin> = snapshot.pools.iter().map(template_bin).collect();
     let mut eligibility: HashMap<(usize, u64), Result<(), Unfit>> = HashMap::new();
     let mut eligible = |pool: usize, p: usize| -> Result<(), Unfit> {
@@ -270,12 +272,24 @@ pub fn plan(
             .or_insert_with(|| templates[pool].fit(&pods[p], pods))
             .clone()
     };
-    let mut reasons: BTreeMap<usize, BTreeMap<String, String>> = BTreeMap::new();
+    // Why a class of pods has no place (predicates, or the pool's cap), per pool.
+    let mut class_reasons: HashMap<u64, BTreeMap<String, String>> = HashMap::new();
+    // Each pool's option, kept across rounds while its cap and its pods stay the same.
+    let mut cached: HashMap<usize, (i64, Vec<u64>, Option<ScaleOption>)> = HashMap::new();
 
     // 3. Rounds: choose one option per round, until no option schedules anything.
     let mut round = 0;
     loop {
         round += 1;
+        let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+        let mut group_of: HashMap<u64, usize> = HashMap::new();
+        for &p in &remaining {
+            let g = *group_of.entry(pods[p].class).or_insert_with(|| {
+                groups.push((pods[p].class, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(p);
+        }
         let mut options = Vec::new();
         for (i, pool) in snapshot.pools.iter().enumerate() {
             let state = &states[i];
@@ -295,30 +309,42 @@ pub fn plan(
             }
             out.skipped_pools.remove(&pool.name);
             let cap = (pool.max_size - state.target).min(totals.room_for(pool, settings).0);
-            let mut candidates: Vec<usize> = Vec::new();
-            for &p in &remaining {
-                match eligible(i, p) {
-                    Ok(()) => candidates.push(p),
+            if let Some((cached_cap, _, option)) = cached.get(&i)
+                && *cached_cap == cap
+            {
+                if let Some(option) = option {
+                    options.push(option.clone());
+                }
+                continue;
+            }
+            let mut candidate_groups: Vec<&(u64, Vec<usize>)> = Vec::new();
+            for group in &groups {
+                match eligible(i, group.1[0]) {
+                    Ok(()) => candidate_groups.push(group),
                     Err(why) => {
-                        reasons
-                            .entry(p)
+                        class_reasons
+                            .entry(group.0)
                             .or_default()
                             .insert(pool.name.clone(), why.to_string());
                     }
                 }
             }
-            if candidates.is_empty() {
+            let classes: Vec<u64> = candidate_groups.iter().map(|g| g.0).collect();
+            if candidate_groups.is_empty() {
+                cached.insert(i, (cap, classes, None));
                 continue;
             }
-            candidates.sort_by(|a, b| {
+            candidate_groups.sort_by(|a, b| {
                 let (sa, sb) = (
-                    ffd_score(&pods[*a].requests, &pool.allocatable),
-                    ffd_score(&pods[*b].requests, &pool.allocatable),
+                    ffd_score(&pods[a.1[0]].requests, &pool.allocatable),
+                    ffd_score(&pods[b.1[0]].requests, &pool.allocatable),
                 );
-                sb.total_cmp(&sa)
-                    .then(pods[*a].class.cmp(&pods[*b].class))
-                    .then(a.cmp(b))
+                sb.total_cmp(&sa).then(a.0.cmp(&b.0))
             });
+            let candidates: Vec<usize> = candidate_groups
+                .iter()
+                .flat_map(|g| g.1.iter().copied())
+                .collect();
             let mut bins = Vec::new();
             let template = &templates[i];
             let result = first_fit(
@@ -336,11 +362,13 @@ pub fn plan(
                 &mut |_, _| true,
             );
             let mut scheduled = Vec::new();
+            let mut last_unplaced = None;
             for (p, bin) in result {
                 match bin {
                     Some(_) => scheduled.push(p),
-                    None => {
-                        reasons.entry(p).or_default().insert(
+                    None if last_unplaced != Some(pods[p].class) => {
+                        last_unplaced = Some(pods[p].class);
+                        class_reasons.entry(pods[p].class).or_default().insert(
                             pool.name.clone(),
                             format!(
                                 "fits a new node, but only {cap} more node(s) fit under the pool's maxSize ({}) and the cluster limits",
@@ -348,15 +376,18 @@ pub fn plan(
                             ),
                         );
                     }
+                    None => {}
                 }
             }
-            if !scheduled.is_empty() {
-                options.push(ScaleOption {
-                    pool: i,
-                    nodes: bins.len() as i64,
-                    pods: scheduled,
-                });
+            let option = (!scheduled.is_empty()).then(|| ScaleOption {
+                pool: i,
+                nodes: bins.len() as i64,
+                pods: scheduled,
+            });
+            if let Some(option) = &option {
+                options.push(option.clone());
             }
+            cached.insert(i, (cap, classes, option));
         }
         if options.is_empty() {
             break;
@@ -413,16 +444,19 @@ pub fn plan(
         }
         let done: std::collections::HashSet<usize> = option.pods.iter().copied().collect();
         remaining.retain(|p| !done.contains(p));
-        for p in &done {
-            reasons.remove(p);
-        }
+        // Options that counted on the pods just placed are planned again.
+        let touched: std::collections::HashSet<u64> = done.iter().map(|p| pods[*p].class).collect();
+        cached.retain(|_, (_, classes, _)| !classes.iter().any(|c| touched.contains(c)));
         if remaining.is_empty() {
             break;
         }
     }
 
     for p in remaining {
-        let mut per_pool = reasons.remove(&p).unwrap_or_default();
+        let mut per_pool = class_reasons
+            .get(&pods[p].class)
+            .cloned()
+            .unwrap_or_default();
         // Where a pool ended up skipped, that is the reason that holds now, unless the
         // pod could never run there anyway.
         for (i, pool) in snapshot.pools.iter().enumerate() {
