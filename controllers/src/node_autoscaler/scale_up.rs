@@ -379,7 +379,7 @@ pub fn plan(
                     None => {}
                 }
             }
-            let option = (!scheduled.is_empty()).then(|| ScaleOption {
+            let option = (!scheduled.is_empty()).then_some(ScaleOption {
                 pool: i,
                 nodes: bins.len() as i64,
                 pods: scheduled,
