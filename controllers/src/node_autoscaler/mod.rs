@@ -14,6 +14,7 @@
 //! Weir plans several pools in one pass when pending pods need different pools (one round
 //! per pool, recorded in the plan), where CA grows one pool per loop.
 
+pub mod controller;
 pub mod plan;
 pub mod predicates;
 pub mod scale_down;

@@ -190,6 +190,57 @@ fn first_fit(
     out
 }
 
+/// Pending pods, largest first (so big pods get the room).
+fn pending_largest_first(snapshot: &Snapshot) -> Vec<usize> {
+    let pods = &snapshot.pods;
+    let mut pending = snapshot.pending();
+    pending.sort_by(|a, b| {
+        let (ra, rb) = (&pods[*a].requests, &pods[*b].requests);
+        (rb.cpu, rb.memory, pods[*a].class, *a).cmp(&(ra.cpu, ra.memory, pods[*b].class, *b))
+    });
+    pending
+}
+
+/// A bin per Ready, schedulable node that is not being deleted, with the node's index.
+fn node_bins(snapshot: &Snapshot) -> (Vec<Bin>, Vec<usize>) {
+    snapshot
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.ready && !n.unschedulable && !n.deleting)
+        .map(|(i, n)| (Bin::of_node(n, &snapshot.pods), i))
+        .unzip()
+}
+
+/// First fit of `order` onto `bins` under every predicate.
+fn fit_onto(
+    snapshot: &Snapshot,
+    order: &[usize],
+    bins: &mut Vec<Bin>,
+) -> Vec<(usize, Option<usize>)> {
+    let pods = &snapshot.pods;
+    let mut shape_cache: HashMap<(u64, usize), bool> = HashMap::new();
+    first_fit(snapshot, order, bins, |_| false, &mut |p, bin| {
+        // Bins cloned from one template share a shape; nodes each have their own.
+        let key = (pods[p].class, std::sync::Arc::as_ptr(&bin.shape) as usize);
+        *shape_cache
+            .entry(key)
+            .or_insert_with(|| static_fit(&pods[p], &bin.shape).is_ok())
+    })
+}
+
+/// The scheduler, simulated (local mode): each pending pod, largest first, onto the first
+/// Ready, schedulable node where it fits. Returns (pod, node) indexes; `None` for a pod
+/// that stays pending.
+pub fn schedule(snapshot: &Snapshot) -> Vec<(usize, Option<usize>)> {
+    let pending = pending_largest_first(snapshot);
+    let (mut bins, nodes) = node_bins(snapshot);
+    fit_onto(snapshot, &pending, &mut bins)
+        .into_iter()
+        .map(|(p, b)| (p, b.map(|b| nodes[b])))
+        .collect()
+}
+
 #[derive(Clone)]
 struct ScaleOption {
     pool: usize,
@@ -207,24 +258,14 @@ pub fn plan(
 ) -> ScaleUpPlan {
     let pods = &snapshot.pods;
     let mut out = ScaleUpPlan::default();
-    let mut pending = snapshot.pending();
+    let pending = pending_largest_first(snapshot);
     out.pending_pods = pending.len();
     if pending.is_empty() {
         return out;
     }
-    // Largest first, so big pods get the room.
-    pending.sort_by(|a, b| {
-        let (ra, rb) = (&pods[*a].requests, &pods[*b].requests);
-        (rb.cpu, rb.memory, pods[*a].class, *a).cmp(&(ra.cpu, ra.memory, pods[*b].class, *b))
-    });
 
     // 1. Existing nodes' free room, then nodes already being provisioned.
-    let mut bins: Vec<Bin> = snapshot
-        .nodes
-        .iter()
-        .filter(|n| n.ready && !n.unschedulable && !n.deleting)
-        .map(|n| Bin::of_node(n, pods))
-        .collect();
+    let (mut bins, _) = node_bins(snapshot);
     let existing = bins.len();
     let mut upcoming_pool = Vec::new();
     for (i, state) in states.iter().enumerate() {
@@ -233,14 +274,7 @@ pub fn plan(
             upcoming_pool.push(i);
         }
     }
-    let mut shape_cache: HashMap<(u64, usize), bool> = HashMap::new();
-    let placed = first_fit(snapshot, &pending, &mut bins, |_| false, &mut |p, bin| {
-        // Upcoming bins of one pool share a shape; existing nodes each have their own.
-        let key = (pods[p].class, std::sync::Arc::as_ptr(&bin.shape) as usize);
-        *shape_cache
-            .entry(key)
-            .or_insert_with(|| static_fit(&pods[p], &bin.shape).is_ok())
-    });
+    let placed = fit_onto(snapshot, &pending, &mut bins);
     let mut remaining = Vec::new();
     for (p, bin) in placed {
         match bin {
