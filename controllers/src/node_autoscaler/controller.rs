@@ -398,11 +398,11 @@ pub async fn sync<A: NodeApi>(
             pool.metadata.generation,
             &now_time,
         );
-        if pool.status.as_ref() != Some(status) {
-            if let Err(e) = api.write_status(&info.name, status).await {
-                outcome.errors += 1;
-                tracing::warn!(pool = %info.name, error = %e, "cannot write NodePool status");
-            }
+        if pool.status.as_ref() != Some(status)
+            && let Err(e) = api.write_status(&info.name, status).await
+        {
+            outcome.errors += 1;
+            tracing::warn!(pool = %info.name, error = %e, "cannot write NodePool status");
         }
     }
     for (pool, event) in &events {
