@@ -36,7 +36,12 @@ pub struct AdminState {
     pub state: watch::Receiver<ClusterState>,
     /// Connected proxies, where this process serves xDS.
     pub proxies: Option<Arc<ProxyRegistry>>,
+    /// The node autoscaler's last plan, where this process runs it.
+    pub node_plan: Option<NodePlan>,
 }
+
+/// The node autoscaler's last plan, shared with the admin endpoint.
+pub type NodePlan = Arc<std::sync::Mutex<Option<weir_controllers::node_autoscaler::Plan>>>;
 
 impl AdminState {
     /// The state of an in-cluster component: configuration problems go to object status
@@ -53,6 +58,7 @@ impl AdminState {
             problems: watch::channel(Vec::new()).1,
             state,
             proxies,
+            node_plan: None,
         }
     }
 }
@@ -90,10 +96,26 @@ pub async fn serve(
         .route("/debug/objects", get(objects))
         .route("/debug/proxies", get(proxies))
         .route("/debug/status", get(gateway_status))
+        .route("/debug/nodes", get(node_plan))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+async fn node_plan(State(state): State<AdminState>) -> Response {
+    let plan = state
+        .node_plan
+        .as_ref()
+        .and_then(|p| p.lock().ok().and_then(|p| p.clone()));
+    match plan {
+        Some(plan) => Json(plan).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no node autoscaler plan yet (it runs in weir up and weir controllers)\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

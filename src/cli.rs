@@ -162,6 +162,9 @@ pub struct ControllersArgs {
     /// Seconds between syncs of every ScalingPolicy (HPA's default: 15).
     #[arg(long, env = "WEIR_SYNC_PERIOD_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub sync_period_seconds: u64,
+    /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults).
+    #[command(flatten, next_help_heading = "Node autoscaler")]
+    pub nodes: weir_controllers::node_autoscaler::Settings,
 }
 
 /// Where the pod autoscaler reads metrics.
@@ -302,6 +305,10 @@ pub struct UpArgs {
     /// The metrics adapter's settings.
     #[command(flatten)]
     pub adapter: MetricsAdapterArgs,
+    /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults); in
+    /// local mode it acts on NodePools with the simulated provider.
+    #[command(flatten, next_help_heading = "Node autoscaler")]
+    pub nodes: weir_controllers::node_autoscaler::Settings,
 }
 
 /// The admin endpoint every long-running mode serves.

@@ -52,11 +52,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    // Simulated Deployments, shared by the pod autoscaler (their replica counts) and the
+    // node autoscaler (their pods, scheduled onto simulated nodes).
+    let api = Arc::new(LocalScaleApi::new(writer.subscribe(), &mut registry));
     if let Some(url) = &args.prometheus_url {
         let source = PrometheusSource::new(url)
             .map_err(anyhow::Error::msg)
             .context("--prometheus-url")?;
-        let api = LocalScaleApi::new(writer.subscribe(), &mut registry);
         let objects = Arc::new(weir_metrics_adapter::engine::StoreObjects(
             writer.subscribe(),
         ));
@@ -79,7 +81,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             info!(prometheus = %url, "pod autoscaler on simulated Deployments, metrics through --rules");
             let source = crate::rules_source::RulesSource::new(engine, source);
             tasks.spawn(crate::local_autoscaler::run(
-                api,
+                api.clone(),
                 source,
                 period,
                 shutdown_token.clone(),
@@ -87,7 +89,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         } else {
             info!(prometheus = %url, "pod autoscaler on simulated Deployments");
             tasks.spawn(crate::local_autoscaler::run(
-                api,
+                api.clone(),
                 source,
                 period,
                 shutdown_token.clone(),
@@ -95,23 +97,44 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     } else {
         // Without Prometheus, the autoscaler scales on the directory's MetricSamples.
-        let api = LocalScaleApi::new(writer.subscribe(), &mut registry);
         info!(
             "pod autoscaler on simulated Deployments, metrics from the directory's MetricSamples"
         );
         tasks.spawn(crate::local_autoscaler::run(
-            api,
+            api.clone(),
             crate::local_samples::SamplesSource::new(&args.config),
             std::time::Duration::from_secs(args.sync_period_seconds),
             shutdown_token.clone(),
         ));
     }
+    let nodes = crate::local_nodes::SimulatedNodes::default();
+    let node_metrics = crate::node_autoscaler::NodeMetrics::register(&mut registry);
+    let (_leading_tx, leading) = watch::channel(true);
+    let view = {
+        let state = writer.subscribe();
+        let nodes = nodes.clone();
+        let api = api.clone();
+        move |now| {
+            let current = state.borrow().clone();
+            nodes.view(&api.with_simulated_pods(&current), now)
+        }
+    };
+    info!(scan_interval = ?args.nodes.scan_interval, "node autoscaler on simulated NodePools");
+    tasks.spawn(crate::node_autoscaler::run(
+        nodes,
+        view,
+        args.nodes.clone(),
+        node_metrics.clone(),
+        leading,
+        shutdown_token.clone(),
+    ));
     let admin_state = AdminState {
         registry: Arc::new(registry),
         ready: ready_rx,
         problems: source.problems(),
         state: writer.subscribe(),
         proxies: Some(proxies.clone()),
+        node_plan: Some(node_metrics.last_plan.clone()),
     };
     admin::spawn(&mut tasks, listener, admin_state, shutdown_token.clone());
     tasks.spawn(crate::metrics::observe_state(

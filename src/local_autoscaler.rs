@@ -201,7 +201,7 @@ impl ScaleApi for LocalScaleApi {
 
 /// Syncs every `period` until `shutdown`.
 pub async fn run<S: MetricSource + Send + 'static>(
-    api: LocalScaleApi,
+    api: Arc<LocalScaleApi>,
     source: S,
     period: Duration,
     shutdown: CancellationToken,
@@ -232,7 +232,7 @@ pub async fn run<S: MetricSource + Send + 'static>(
         }
         let state = api.with_simulated_pods(&current);
         let stats = sync_due(
-            &api,
+            api.as_ref(),
             &state,
             &source,
             &mut memory,

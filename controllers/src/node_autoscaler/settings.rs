@@ -149,6 +149,10 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
+    /// How often the node autoscaler plans and acts.
+    #[cfg_attr(feature = "clap", arg(long, env = "WEIR_SCAN_INTERVAL", default_value = "10s", value_parser = parse_duration))]
+    #[serde(serialize_with = "ser_duration")]
+    pub scan_interval: Duration,
     /// Expanders, left to right, choosing between scale-up options.
     #[cfg_attr(
         feature = "clap",
@@ -248,6 +252,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            scan_interval: Duration::from_secs(10),
             expander: ExpanderChain(vec![Expander::Random]),
             scale_down_utilization_threshold: 0.5,
             scale_down_unneeded_time: Duration::from_secs(600),
