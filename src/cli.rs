@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run Weir locally against a directory of manifests (local mode).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Check a directory of manifests the way `weir up` would; exit 1 if any problem.
     Validate(ValidateArgs),
     /// Print Weir's CustomResourceDefinitions as YAML.
@@ -37,13 +37,13 @@ pub enum Command {
     XdsServer(XdsServerArgs),
     /// Run the controllers in a cluster: the pod autoscaler (ScalingPolicies), with
     /// metrics from Prometheus.
-    Controllers(ControllersArgs),
+    Controllers(Box<ControllersArgs>),
     /// Dry-run an autoscaler on a captured state and print its decision as JSON.
     #[command(subcommand)]
     Recommend(RecommendCommand),
     /// Run the metrics adapter in a cluster: the custom and external metrics APIs
     /// (custom.metrics.k8s.io, external.metrics.k8s.io) served from Prometheus.
-    MetricsAdapter(MetricsAdapterCommandArgs),
+    MetricsAdapter(Box<MetricsAdapterCommandArgs>),
 }
 
 /// Flags of `weir metrics-adapter`.

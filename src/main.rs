@@ -31,12 +31,12 @@ fn main() -> ExitCode {
             weir::proxies::print_bootstrap(&args).map(|()| ExitCode::SUCCESS)
         }
         Command::ProxyStatus(args) => weir::proxies::proxy_status(&args),
-        Command::Up(args) => block_on(weir::local::run(args)),
+        Command::Up(args) => block_on(weir::local::run(*args)),
         Command::XdsServer(args) => block_on(weir::cluster::run_xds_server(args)),
-        Command::Controllers(args) => block_on(weir::autoscaler::run_controllers(args)),
+        Command::Controllers(args) => block_on(weir::autoscaler::run_controllers(*args)),
         Command::Recommend(RecommendCommand::Replicas(args)) => weir::recommend::replicas(&args),
         Command::Recommend(RecommendCommand::Nodes(args)) => weir::recommend::nodes(&args),
-        Command::MetricsAdapter(args) => block_on(weir::metrics_adapter::run(args)),
+        Command::MetricsAdapter(args) => block_on(weir::metrics_adapter::run(*args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
