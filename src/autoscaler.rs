@@ -305,6 +305,36 @@ impl SyncLoop {
     }
 }
 
+/// The node autoscaler: once Nodes, Pods, NodePools, PodDisruptionBudgets and DaemonSets
+/// are listed (planning on a partial picture could remove busy nodes), a pass every
+/// `--scan-interval` while leading.
+async fn run_node_autoscaler(
+    api: crate::node_provider::KubeNodeApi,
+    settings: weir_controllers::node_autoscaler::Settings,
+    metrics: crate::node_autoscaler::NodeMetrics,
+    mut synced: watch::Receiver<BTreeSet<Kind>>,
+    leading: watch::Receiver<bool>,
+    writer: Arc<StateWriter>,
+    shutdown: CancellationToken,
+) {
+    let needed = [
+        Kind::Node,
+        Kind::Pod,
+        Kind::NodePool,
+        Kind::PodDisruptionBudget,
+        Kind::DaemonSet,
+    ];
+    let synced = tokio::select! {
+        () = shutdown.cancelled() => return,
+        synced = synced.wait_for(|k| needed.iter().all(|n| k.contains(n))) => synced.is_ok(),
+    };
+    if !synced {
+        return;
+    }
+    let view = move |_| writer.current();
+    crate::node_autoscaler::run(api, view, settings, metrics, leading, shutdown).await;
+}
+
 /// Runs `weir controllers` until SIGTERM or SIGINT.
 pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let ClusterBase {
@@ -347,8 +377,20 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe(), None);
+    args.nodes.validate().map_err(anyhow::Error::msg)?;
+    let node_metrics = crate::node_autoscaler::NodeMetrics::register(&mut registry);
+    let mut admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe(), None);
+    admin_state.node_plan = Some(node_metrics.last_plan.clone());
     admin::spawn(&mut tasks, listener, admin_state, shutdown_token.clone());
+    tasks.spawn(run_node_autoscaler(
+        crate::node_provider::KubeNodeApi::new(client.clone(), identity.clone()),
+        args.nodes.clone(),
+        node_metrics,
+        synced_rx.clone(),
+        leading.clone(),
+        writer.clone(),
+        shutdown_token.clone(),
+    ));
     let api = KubeScaleApi::new(client.clone(), identity);
     let period = Duration::from_secs(args.sync_period_seconds);
     let sync = SyncLoop {

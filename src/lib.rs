@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod metrics_adapter;
 pub mod metrics_apis;
 pub mod node_autoscaler;
+pub mod node_provider;
 pub mod proxies;
 pub mod recommend;
 pub mod rules_source;

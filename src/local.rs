@@ -107,6 +107,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             shutdown_token.clone(),
         ));
     }
+    args.nodes
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("node autoscaler settings")?;
     let nodes = crate::local_nodes::SimulatedNodes::default();
     let node_metrics = crate::node_autoscaler::NodeMetrics::register(&mut registry);
     let (_leading_tx, leading) = watch::channel(true);
