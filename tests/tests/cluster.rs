@@ -270,3 +270,52 @@ fn metrics_adapter_serves_the_cluster_with_delegated_auth() {
     let served = served.expect("kubectl was not served by the adapter");
     assert!(served.contains("APIResourceList"), "{served}");
 }
+
+/// `weir controllers` runs the node autoscaler against a cluster: a NodePool that owns no
+/// nodes and is needed by no pending pod gets its status written (sizes and conditions),
+/// and a node labelled into it is reported on `/debug/nodes`.
+#[test]
+#[ignore = "needs cluster"]
+fn controllers_write_node_pool_status() {
+    use weir_tests::{eventually, free_port, http_get, weir};
+
+    let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
+    let crds = weir().arg("crds").output().expect("weir crds");
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&String::from_utf8_lossy(&crds.stdout)),
+    );
+    let pool = format!("weir-pool-{}", std::process::id());
+    let manifest = format!(
+        "apiVersion: weir.io/v1alpha1\nkind: NodePool\nmetadata: {{name: {pool}}}\n\
+         spec:\n  template: {{capacity: {{cpu: '4', memory: 16Gi}}}}\n  minSize: 0\n  maxSize: 3\n  provider: {{clusterAPI: {{namespace: default, name: {pool}}}}}\n"
+    );
+    kubectl(&["apply", "-f", "-"], Some(&manifest));
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut controllers = weir()
+        .args(["controllers", "--leader-elect=false"])
+        .arg(format!("--admin-addr={admin}"))
+        .args(["--scan-interval", "2s"])
+        .spawn()
+        .expect("weir controllers starts");
+    let status = eventually(Duration::from_secs(60), || {
+        let out = kubectl(
+            &[
+                "get",
+                "nodepool",
+                &pool,
+                "-o",
+                "jsonpath={.status.targetSize}/{.status.conditions[?(@.type=='ScaledUp')].reason}",
+            ],
+            None,
+        );
+        (out == "0/NoScaleUpNeeded").then_some(out)
+    });
+    let plan = http_get(admin, "/debug/nodes").map(|(_, body)| body);
+    let _ = controllers.kill();
+    let _ = controllers.wait();
+    kubectl(&["delete", "nodepool", &pool, "--wait=false"], None);
+    assert!(status.is_some(), "NodePool status never written");
+    let plan = plan.expect("/debug/nodes");
+    assert!(plan.contains("\"scaleDown\""), "{plan}");
+}
