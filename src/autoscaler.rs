@@ -171,25 +171,34 @@ impl ScaleApi for KubeScaleApi {
     }
 
     async fn event(&self, policy: &ScalingPolicy, event: &Event) -> Result<(), String> {
-        let reference = policy.object_ref(&());
-        self.recorder
-            .publish(
-                &KubeEvent {
-                    type_: if event.type_ == "Warning" {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: event.reason.into(),
-                    note: Some(event.message.clone()),
-                    action: "Scale".into(),
-                    secondary: None,
-                },
-                &reference,
-            )
-            .await
-            .map_err(|e| e.to_string())
+        publish_event(&self.recorder, &policy.object_ref(&()), event, "Scale").await
     }
+}
+
+/// Publishes a controller's event about `reference` through `recorder`.
+pub async fn publish_event(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    event: &Event,
+    action: &str,
+) -> Result<(), String> {
+    recorder
+        .publish(
+            &KubeEvent {
+                type_: if event.type_ == "Warning" {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: event.reason.into(),
+                note: Some(event.message.clone()),
+                action: action.into(),
+                secondary: None,
+            },
+            reference,
+        )
+        .await
+        .map_err(|e| e.to_string())
 }
 
 struct AutoscalerMetrics {

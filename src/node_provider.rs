@@ -17,7 +17,7 @@ use kube::{
     api::{
         ApiResource, DynamicObject, EvictParams, GroupVersionKind, ListParams, Patch, PatchParams,
     },
-    runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter},
+    runtime::events::{Recorder, Reporter},
 };
 use serde_json::json;
 use weir_controllers::node_autoscaler::{
@@ -242,23 +242,7 @@ impl NodeApi for KubeNodeApi {
     }
 
     async fn event(&self, pool: &NodePool, event: &Event) -> Result<(), String> {
-        let reference = pool.object_ref(&());
-        self.recorder
-            .publish(
-                &KubeEvent {
-                    type_: if event.type_ == "Warning" {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: event.reason.into(),
-                    note: Some(event.message.clone()),
-                    action: "ScaleNodes".into(),
-                    secondary: None,
-                },
-                &reference,
-            )
+        crate::autoscaler::publish_event(&self.recorder, &pool.object_ref(&()), event, "ScaleNodes")
             .await
-            .map_err(|e| e.to_string())
     }
 }

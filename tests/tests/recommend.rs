@@ -7,9 +7,11 @@ use std::fs;
 
 use weir_tests::{weir, workspace_root};
 
-#[test]
-fn documented_examples_give_their_recorded_decisions() {
-    let dir = workspace_root().join("examples/recommend");
+/// Runs `weir recommend <what>` on every `dir/*.yaml` (with the flags `flags` reads from
+/// the file) and compares its output with the `.json` beside it; `WEIR_BLESS=1` rewrites
+/// them. Returns how many it checked.
+fn check_goldens(dir: &str, what: &str, flags: impl Fn(&str) -> Vec<String>) -> usize {
+    let dir = workspace_root().join(dir);
     let bless = std::env::var_os("WEIR_BLESS").is_some();
     let mut checked = 0;
     for entry in fs::read_dir(&dir).unwrap() {
@@ -18,7 +20,9 @@ fn documented_examples_give_their_recorded_decisions() {
             continue;
         }
         let output = weir()
-            .args(["recommend", "replicas", "-f"])
+            .args(["recommend", what])
+            .args(flags(&fs::read_to_string(&path).unwrap()))
+            .arg("-f")
             .arg(&path)
             .output()
             .unwrap();
@@ -35,10 +39,16 @@ fn documented_examples_give_their_recorded_decisions() {
         } else {
             let expected = fs::read_to_string(&golden)
                 .unwrap_or_else(|_| panic!("{} missing; run with WEIR_BLESS=1", golden.display()));
-            assert_eq!(stdout, expected, "{} changed its decision", path.display());
+            assert_eq!(stdout, expected, "{} changed its output", path.display());
         }
         checked += 1;
     }
+    checked
+}
+
+#[test]
+fn documented_examples_give_their_recorded_decisions() {
+    let checked = check_goldens("examples/recommend", "replicas", |_| Vec::new());
     assert!(checked >= 5, "only {checked} examples");
 }
 
@@ -97,39 +107,7 @@ fn example_flags(text: &str) -> Vec<String> {
 
 #[test]
 fn node_examples_give_their_recorded_plans() {
-    let dir = workspace_root().join("examples/recommend-nodes");
-    let bless = std::env::var_os("WEIR_BLESS").is_some();
-    let mut checked = 0;
-    for entry in fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let flags = example_flags(&fs::read_to_string(&path).unwrap());
-        let output = weir()
-            .args(["recommend", "nodes"])
-            .args(&flags)
-            .arg("-f")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        assert!(
-            output.status.success(),
-            "{}: {stdout}{}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let golden = path.with_extension("json");
-        if bless {
-            fs::write(&golden, &stdout).unwrap();
-        } else {
-            let expected = fs::read_to_string(&golden)
-                .unwrap_or_else(|_| panic!("{} missing; run with WEIR_BLESS=1", golden.display()));
-            assert_eq!(stdout, expected, "{} changed its plan", path.display());
-        }
-        checked += 1;
-    }
+    let checked = check_goldens("examples/recommend-nodes", "nodes", example_flags);
     assert!(checked >= 3, "only {checked} examples");
 }
 
