@@ -1,4 +1,5 @@
-//! `weir controllers`: the pod autoscaler in a cluster. Reflectors fill the stores; while
+//! `weir controllers`: the pod autoscaler (and, through [`crate::node_autoscaler`], the
+//! node autoscaler) in a cluster. Reflectors fill the stores; while
 //! this replica holds the Lease, every sync period it runs one sync of every ScalingPolicy
 //! ([`weir_controllers::pod_autoscaler::sync::sync_due`]) with metrics from Prometheus,
 //! through [`KubeScaleApi`], the thin adapter to the Kubernetes API.

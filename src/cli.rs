@@ -35,8 +35,8 @@ pub enum Command {
     ProxyStatus(ProxyStatusArgs),
     /// Run the xds-server in a cluster: watch the API server, serve Envoy over ADS.
     XdsServer(XdsServerArgs),
-    /// Run the controllers in a cluster: the pod autoscaler (ScalingPolicies), with
-    /// metrics from Prometheus.
+    /// Run the controllers in a cluster: the pod autoscaler (ScalingPolicies, metrics from
+    /// Prometheus) and the node autoscaler (NodePools, through Cluster API).
     Controllers(Box<ControllersArgs>),
     /// Dry-run an autoscaler on a captured state and print its decision as JSON.
     #[command(subcommand)]
