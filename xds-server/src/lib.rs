@@ -14,6 +14,7 @@ pub mod envoy;
 pub mod grpc;
 pub mod metrics;
 pub mod model;
+pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod status;
