@@ -230,6 +230,37 @@ pub struct XdsServerArgs {
     /// Write Gateway API status (GatewayClass, Gateway, HTTPRoute) while leading.
     #[arg(long, env = "WEIR_WRITE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub write_status: bool,
+    /// The global rate-limit service (default address 0.0.0.0:18081).
+    #[command(flatten)]
+    pub rate_limit: RateLimitArgs,
+}
+
+/// The global rate-limit service (Envoy's `envoy.service.ratelimit.v3`).
+#[derive(Debug, Args, Clone)]
+pub struct RateLimitArgs {
+    /// Where the rate-limit service listens (gRPC).
+    #[arg(long = "rate-limit-addr", env = "WEIR_RATE_LIMIT_ADDR")]
+    pub rate_limit_addr: Option<SocketAddr>,
+    /// Redis for the counters, e.g. `redis://redis.weir-system:6379/0`, shared by every
+    /// replica; without it, counters live in this process's memory.
+    #[arg(long, env = "WEIR_RATE_LIMIT_REDIS_URL")]
+    pub rate_limit_redis_url: Option<String>,
+    /// Deadline of one Redis round trip (e.g. `100ms`).
+    #[arg(long, env = "WEIR_RATE_LIMIT_REDIS_TIMEOUT", default_value = "100ms", value_parser = weir_controllers::node_autoscaler::settings::parse_duration)]
+    pub rate_limit_redis_timeout: std::time::Duration,
+    /// What the service answers when the counters cannot be reached: `allow` (fail open,
+    /// like Envoy) or `deny`.
+    #[arg(long, env = "WEIR_RATE_LIMIT_FAILURE_MODE", value_enum, default_value_t = RateLimitFailureMode::Allow)]
+    pub rate_limit_failure_mode: RateLimitFailureMode,
+}
+
+/// `--rate-limit-failure-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RateLimitFailureMode {
+    /// Let requests through.
+    Allow,
+    /// Refuse them (429).
+    Deny,
 }
 
 /// Leader election on a Lease: every replica serves, the leader also writes.
@@ -305,6 +336,10 @@ pub struct UpArgs {
     /// The metrics adapter's settings.
     #[command(flatten)]
     pub adapter: MetricsAdapterArgs,
+    /// The global rate-limit service (default address 127.0.0.1:18081, counters in
+    /// memory unless --rate-limit-redis-url).
+    #[command(flatten)]
+    pub rate_limit: RateLimitArgs,
     /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults); in
     /// local mode it acts on NodePools with the simulated provider.
     #[command(flatten, next_help_heading = "Node autoscaler")]
@@ -350,6 +385,9 @@ pub struct BootstrapArgs {
     /// The xds-server, `host:port`.
     #[arg(long, env = "WEIR_XDS_ADDR", default_value = "127.0.0.1:18000")]
     pub xds_addr: String,
+    /// Weir's rate-limit service, `host:port`, called on routes with global limits.
+    #[arg(long, env = "WEIR_RATE_LIMIT_ADDR", default_value = "127.0.0.1:18081")]
+    pub rate_limit_addr: String,
     /// Envoy's admin port (on 127.0.0.1).
     #[arg(long, default_value_t = 15000)]
     pub admin_port: u16,

@@ -116,6 +116,15 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    crate::xds::start_rate_limit(
+        &args.rate_limit,
+        std::net::SocketAddr::from(([0, 0, 0, 0], 18081)),
+        &writer,
+        &mut registry,
+        &mut tasks,
+        &shutdown_token,
+    )
+    .await?;
     if args.write_status {
         let leading = start_leader_election(
             &client,

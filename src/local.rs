@@ -55,6 +55,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Simulated Deployments, shared by the pod autoscaler (their replica counts) and the
     // node autoscaler (their pods, scheduled onto simulated nodes).
     let api = Arc::new(LocalScaleApi::new(writer.subscribe(), &mut registry));
+    crate::xds::start_rate_limit(
+        &args.rate_limit,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 18081)),
+        &writer,
+        &mut registry,
+        &mut tasks,
+        &shutdown_token,
+    )
+    .await?;
     if let Some(url) = &args.prometheus_url {
         let source = PrometheusSource::new(url)
             .map_err(anyhow::Error::msg)

@@ -23,6 +23,7 @@ pub fn print_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
             namespace: args.namespace.clone(),
         },
         xds_addr: args.xds_addr.clone(),
+        rate_limit_addr: args.rate_limit_addr.clone(),
         admin_port: args.admin_port,
         options: ProxyOptions {
             inbound_port: args.inbound_port,

@@ -49,3 +49,75 @@ pub async fn start_xds(
     });
     Ok(proxies)
 }
+
+/// Starts the global rate-limit service on `addr` (or `default_addr`): limits follow the
+/// TrafficPolicies in the stores; counters in Redis or memory.
+pub async fn start_rate_limit(
+    args: &crate::cli::RateLimitArgs,
+    default_addr: SocketAddr,
+    writer: &StateWriter,
+    registry: &mut Registry,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    use arc_swap::ArcSwap;
+    use weir_xds::ratelimit::{
+        LimitTable,
+        backend::{Counters, MemoryCounters, RedisCounters},
+        service::{FailureMode, RateLimitMetrics, RateLimitServer},
+    };
+    let addr = args.rate_limit_addr.unwrap_or(default_addr);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --rate-limit-addr {addr}"))?;
+    let counters = match &args.rate_limit_redis_url {
+        Some(url) => Counters::Redis(
+            RedisCounters::new(url, args.rate_limit_redis_timeout)
+                .map_err(anyhow::Error::msg)
+                .context("--rate-limit-redis-url")?,
+        ),
+        None => Counters::Memory(MemoryCounters::default()),
+    };
+    let failure = match args.rate_limit_failure_mode {
+        crate::cli::RateLimitFailureMode::Allow => FailureMode::Allow,
+        crate::cli::RateLimitFailureMode::Deny => FailureMode::Deny,
+    };
+    tracing::info!(%addr, counters = counters.name(), ?failure, "rate-limit service listening");
+    let limits = Arc::new(ArcSwap::from_pointee(LimitTable::from_state(
+        &writer.current(),
+    )));
+    let mut state = writer.subscribe();
+    let table = limits.clone();
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                changed = state.changed() => if changed.is_err() { return },
+            }
+            let next = LimitTable::from_state(&state.borrow_and_update());
+            if **table.load() != next {
+                tracing::info!(limits = next.len(), "global rate limits updated");
+                table.store(Arc::new(next));
+            }
+        }
+    });
+    let server = RateLimitServer::new(
+        limits,
+        Arc::new(counters),
+        failure,
+        Some(RateLimitMetrics::register(registry)),
+    );
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "rate-limit service failed");
+        }
+    });
+    Ok(addr)
+}

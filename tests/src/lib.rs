@@ -149,14 +149,21 @@ impl WeirUp {
         let log = scratch.path().join("weir.log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let child = weir()
+        let rate_limit: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut command = weir();
+        command
             .arg("up")
             .arg("--config")
             .arg(config)
             .arg("--admin-addr")
             .arg(admin.to_string())
             .arg("--xds-addr")
-            .arg(xds.to_string())
+            .arg(xds.to_string());
+        // Every instance gets its own rate-limit port unless the test chose one.
+        if !extra.contains(&"--rate-limit-addr") {
+            command.arg("--rate-limit-addr").arg(rate_limit.to_string());
+        }
+        let child = command
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

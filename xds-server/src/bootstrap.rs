@@ -15,6 +15,8 @@ pub struct BootstrapSpec {
     pub proxy: ProxyId,
     /// The xds-server, `host:port`.
     pub xds_addr: String,
+    /// Weir's rate-limit service (`host:port`), for routes with global limits.
+    pub rate_limit_addr: String,
     /// Envoy's admin port (on 127.0.0.1).
     pub admin_port: u16,
     /// Ports, told to the xds-server in node metadata.
@@ -28,17 +30,39 @@ pub fn bootstrap_yaml(spec: &BootstrapSpec) -> Result<String, serde_yaml::Error>
     serde_yaml::to_string(&bootstrap(spec))
 }
 
-fn bootstrap(spec: &BootstrapSpec) -> Value {
-    let (host, port) = spec
-        .xds_addr
-        .rsplit_once(':')
+/// `host:port` split, brackets of an IPv6 host removed; `default` when there is no port.
+fn host_port(addr: &str, default: u16) -> (&str, u16) {
+    addr.rsplit_once(':')
         .map(|(h, p)| {
             (
                 h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse::<u16>().unwrap_or(18000),
+                p.parse::<u16>().unwrap_or(default),
             )
         })
-        .unwrap_or((spec.xds_addr.as_str(), 18000));
+        .unwrap_or((addr, default))
+}
+
+/// A static HTTP/2 cluster for a gRPC service of Weir's.
+fn grpc_cluster(name: &str, addr: &str, default_port: u16) -> Value {
+    let (host, port) = host_port(addr, default_port);
+    json!({
+        "name": name,
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}],
+        },
+    })
+}
+
+fn bootstrap(spec: &BootstrapSpec) -> Value {
     let mut meta = serde_json::Map::new();
     if spec.proxy.role == Role::Sidecar {
         meta.insert(
@@ -79,21 +103,10 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
             "lds_config": ads,
         },
         "static_resources": {
-            "clusters": [{
-                "name": "weir-xds",
-                "type": "STRICT_DNS",
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {}},
-                    },
-                },
-                "load_assignment": {
-                    "cluster_name": "weir-xds",
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}],
-                },
-            }],
+            "clusters": [
+                grpc_cluster("weir-xds", &spec.xds_addr, 18000),
+                grpc_cluster(crate::envoy::RATE_LIMIT_CLUSTER, &spec.rate_limit_addr, 18081),
+            ],
         },
     })
 }
@@ -107,6 +120,7 @@ mod tests {
         let spec = BootstrapSpec {
             proxy: "sidecar~web-0.shop".parse().unwrap(),
             xds_addr: "127.0.0.1:18000".into(),
+            rate_limit_addr: "127.0.0.1:18081".into(),
             admin_port: 15000,
             options: ProxyOptions {
                 inbound_port: 25006,
@@ -131,5 +145,12 @@ mod tests {
             18000
         );
         assert!(bootstrap_yaml(&spec).unwrap().contains("api_type: GRPC"));
+        let rls = &value["static_resources"]["clusters"][1];
+        assert_eq!(rls["name"], "weir-ratelimit");
+        assert_eq!(
+            rls["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["port_value"],
+            18081
+        );
     }
 }

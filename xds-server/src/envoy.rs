@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::config::{
 };
 use envoy_types::pb::{
     envoy::{
+        config::ratelimit::v3::RateLimitServiceConfig,
         config::{
             cluster::v3::{
                 Cluster as EnvoyCluster,
@@ -50,7 +51,15 @@ use envoy_types::pb::{
             },
         },
         extensions::filters::{
-            http::{local_ratelimit::v3::LocalRateLimit, router::v3::Router},
+            http::{
+                local_ratelimit::v3::LocalRateLimit,
+                ratelimit::v3::{
+                    RateLimit as RateLimitFilter, RateLimitPerRoute,
+                    rate_limit::XRateLimitHeadersRfcVersion,
+                    rate_limit_per_route::VhRateLimitsOptions,
+                },
+                router::v3::Router,
+            },
             listener::tls_inspector::v3::TlsInspector,
             network::http_connection_manager::v3::{
                 HttpConnectionManager, HttpFilter, Rds,
@@ -76,8 +85,9 @@ use envoy_types::pb::{
 use envoy_types::util::pack_any;
 
 use crate::model::{
-    Cluster, HeaderChanges, Listener, LoadAssignment, PathMatch, PathRewrite, Redirect,
-    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, TokenBucket, ValueMatch, VirtualHost,
+    Cluster, DescriptorAction, GlobalLimit, HeaderChanges, Listener, LoadAssignment, PathMatch,
+    PathRewrite, Redirect, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, TokenBucket,
+    ValueMatch, VirtualHost,
 };
 
 /// Type URL of clusters (CDS).
@@ -92,6 +102,71 @@ pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteCon
 
 /// The name of Envoy's local rate-limit HTTP filter (also its per-route config key).
 const LOCAL_RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
+const RATE_LIMIT_FILTER: &str = "envoy.filters.http.ratelimit";
+/// The bootstrap's cluster for Weir's rate-limit service (`weir bootstrap --rate-limit-addr`).
+pub const RATE_LIMIT_CLUSTER: &str = "weir-ratelimit";
+
+/// Envoy's `envoy.filters.http.ratelimit`: asks Weir's rate-limit service about requests
+/// on routes with global limits. It fails open when the service cannot be reached (the
+/// service itself applies `--rate-limit-failure-mode` when its counters fail), and adds
+/// the `X-RateLimit-*` headers.
+fn global_rate_limit_filter() -> RateLimitFilter {
+    use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
+    RateLimitFilter {
+        domain: crate::ratelimit::DOMAIN.into(),
+        failure_mode_deny: false,
+        timeout: Some(duration(250)),
+        rate_limit_service: Some(RateLimitServiceConfig {
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: RATE_LIMIT_CLUSTER.into(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+        }),
+        enable_x_ratelimit_headers: XRateLimitHeadersRfcVersion::DraftVersion03 as i32,
+        ..Default::default()
+    }
+}
+
+/// The actions that build a global limit's descriptor.
+fn rate_limit_actions(limit: &GlobalLimit) -> envoy_types::pb::envoy::config::route::v3::RateLimit {
+    use envoy_types::pb::envoy::config::route::v3::rate_limit::{
+        Action as RateLimitAction,
+        action::{ActionSpecifier, GenericKey, RemoteAddress, RequestHeaders},
+    };
+    let generic = |key: &str, value: &str| RateLimitAction {
+        action_specifier: Some(ActionSpecifier::GenericKey(GenericKey {
+            descriptor_key: key.into(),
+            descriptor_value: value.into(),
+            ..Default::default()
+        })),
+    };
+    let mut actions = vec![generic(crate::ratelimit::POLICY_KEY, &limit.policy)];
+    for d in &limit.descriptors {
+        actions.push(match d {
+            DescriptorAction::RemoteAddress => RateLimitAction {
+                action_specifier: Some(ActionSpecifier::RemoteAddress(RemoteAddress::default())),
+            },
+            DescriptorAction::RequestHeader(name) => RateLimitAction {
+                action_specifier: Some(ActionSpecifier::RequestHeaders(RequestHeaders {
+                    header_name: name.clone(),
+                    descriptor_key: format!("header.{name}"),
+                    ..Default::default()
+                })),
+            },
+            DescriptorAction::Key(value) => generic("key", value),
+        });
+    }
+    envoy_types::pb::envoy::config::route::v3::RateLimit {
+        actions,
+        ..Default::default()
+    }
+}
 
 fn duration(ms: u64) -> ProtoDuration {
     let d = Duration::from_millis(ms);
@@ -196,7 +271,7 @@ fn local_rate_limit(stat_prefix: &str, bucket: Option<&TokenBucket>) -> LocalRat
 
 /// A listener with one HTTP connection manager that takes its routes over RDS.
 pub fn to_listener(listener: &Listener) -> EnvoyListener {
-    let http_filters = vec![
+    let mut http_filters = vec![
         HttpFilter {
             name: LOCAL_RATE_LIMIT_FILTER.into(),
             config_type: Some(HttpFilterConfigType::TypedConfig(pack_any(
@@ -215,6 +290,18 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
             ..Default::default()
         },
     ];
+    if listener.global_rate_limit {
+        http_filters.insert(
+            1,
+            HttpFilter {
+                name: RATE_LIMIT_FILTER.into(),
+                config_type: Some(HttpFilterConfigType::TypedConfig(pack_any(
+                    global_rate_limit_filter(),
+                ))),
+                ..Default::default()
+            },
+        );
+    }
     let manager = HttpConnectionManager {
         stat_prefix: listener.stat_prefix.clone(),
         codec_type: CodecType::Auto as i32,
@@ -320,6 +407,11 @@ fn to_virtual_host(host: &VirtualHost) -> EnvoyVirtualHost {
             "virtual_host_rate_limit",
             host.local_rate_limit.as_ref(),
         ),
+        rate_limits: host
+            .global_rate_limit
+            .iter()
+            .map(rate_limit_actions)
+            .collect(),
         ..Default::default()
     }
 }
@@ -379,6 +471,11 @@ fn to_route(route: &Route) -> EnvoyRoute {
                 cluster_specifier: Some(cluster_specifier),
                 timeout: route.timeout_ms.map(duration),
                 retry_policy: route.retry.as_ref().map(to_retry_policy),
+                rate_limits: route
+                    .global_rate_limit
+                    .iter()
+                    .map(rate_limit_actions)
+                    .collect(),
                 ..Default::default()
             };
             if let Some(rewrite) = rewrite {
@@ -420,10 +517,21 @@ fn to_route(route: &Route) -> EnvoyRoute {
         request_headers_to_remove: route.request_headers.remove.clone(),
         response_headers_to_add: header_options(&route.response_headers),
         response_headers_to_remove: route.response_headers.remove.clone(),
-        typed_per_filter_config: per_filter_rate_limit(
-            "route_rate_limit",
-            route.local_rate_limit.as_ref(),
-        ),
+        typed_per_filter_config: {
+            let mut config =
+                per_filter_rate_limit("route_rate_limit", route.local_rate_limit.as_ref());
+            if route.global_rate_limit.is_some() {
+                // The virtual host's global limit applies too: a request passes both.
+                config.insert(
+                    RATE_LIMIT_FILTER.into(),
+                    pack_any(RateLimitPerRoute {
+                        vh_rate_limits: VhRateLimitsOptions::Include as i32,
+                        ..Default::default()
+                    }),
+                );
+            }
+            config
+        },
         ..Default::default()
     }
 }

@@ -69,6 +69,10 @@ pub struct Listener {
     /// A rate limit over every request the listener takes (a TrafficPolicy on a Gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_rate_limit: Option<TokenBucket>,
+    /// Whether some route of the listener's table is under a global rate limit: the
+    /// listener then calls Weir's rate-limit service.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub global_rate_limit: bool,
     /// TLS termination, one entry per certificate chosen by SNI; empty for plaintext.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsTermination>,
@@ -119,6 +123,10 @@ pub struct VirtualHost {
     /// A rate limit over every request to this host (a TrafficPolicy on a Service).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_rate_limit: Option<TokenBucket>,
+    /// A global rate limit over every request to this host (a TrafficPolicy on a Service
+    /// or a Gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_rate_limit: Option<GlobalLimit>,
     /// Retries for every route of this host (a TrafficPolicy on a Service).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
@@ -149,6 +157,10 @@ pub struct Route {
     /// A rate limit on this route (a TrafficPolicy on its HTTPRoute).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_rate_limit: Option<TokenBucket>,
+    /// A global rate limit on this route (a TrafficPolicy on its HTTPRoute); the virtual
+    /// host's applies too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_rate_limit: Option<GlobalLimit>,
 }
 
 /// A request match; every given part must hold.
@@ -294,6 +306,29 @@ pub struct TokenBucket {
     pub tokens_per_fill: u32,
     /// The interval.
     pub fill_interval_ms: u64,
+}
+
+/// A global rate limit: the descriptor Envoy sends Weir's rate-limit service. Its first
+/// entry is always `weir.policy = <policy>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GlobalLimit {
+    /// The TrafficPolicy, `namespace/name`.
+    pub policy: String,
+    /// What else the request is counted by, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub descriptors: Vec<DescriptorAction>,
+}
+
+/// One descriptor entry Envoy fills in from the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DescriptorAction {
+    /// The client's address (`remote_address`).
+    RemoteAddress,
+    /// A request header's value (`header.<name>`); a request without it is not limited.
+    RequestHeader(String),
+    /// A fixed value (`key`).
+    Key(String),
 }
 
 /// Retries of failed requests.

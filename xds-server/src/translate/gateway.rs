@@ -32,7 +32,9 @@ pub(super) fn translate_gateway(
         return;
     };
     let conflicts = listener_conflicts(gateway);
-    let gateway_policy = policy::policy_for(state, namespace, PolicyTargetKind::Gateway, name);
+    let attached_gateway_policy =
+        policy::policy_for(state, namespace, PolicyTargetKind::Gateway, name);
+    let gateway_policy = attached_gateway_policy.map(|p| p.spec);
     let mut by_port: BTreeMap<u16, Vec<&GatewayListener>> = BTreeMap::new();
     let mut tls_by_port: BTreeMap<u16, Vec<TlsTermination>> = BTreeMap::new();
     for listener in &gateway.spec.listeners {
@@ -80,10 +82,12 @@ pub(super) fn translate_gateway(
                 domains: vec![host],
                 routes: in_precedence_order(routes),
                 local_rate_limit: None,
+                global_rate_limit: attached_gateway_policy.and_then(|p| p.global_limit()),
                 retry: None,
             })
             .collect();
         config.listeners.push(Listener {
+            global_rate_limit: false,
             name: table.clone(),
             address: "0.0.0.0".into(),
             port: port.saturating_add(options.gateway_port_offset),

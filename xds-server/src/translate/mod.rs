@@ -187,6 +187,18 @@ pub fn translate_view(state: &ClusterState, key: &ViewKey) -> ProxyConfig {
         }
         _ => sidecar::translate_sidecar(state, &key.namespace, &key.options, &mut config),
     }
+    // A listener calls the rate-limit service only where some route needs it.
+    for listener in &mut config.listeners {
+        listener.global_rate_limit = config
+            .route_tables
+            .iter()
+            .filter(|t| t.name == listener.route_table)
+            .flat_map(|t| &t.virtual_hosts)
+            .any(|h| {
+                h.global_rate_limit.is_some()
+                    || h.routes.iter().any(|r| r.global_rate_limit.is_some())
+            });
+    }
     config
 }
 

@@ -1,11 +1,46 @@
 //! TrafficPolicies: which one applies to a target, and what it becomes.
 
 use weir_crds::traffic_policy::{
-    LocalRateLimit, PolicyTargetKind, RateLimitUnit, Retries, RetryOn, TrafficPolicySpec,
+    LocalRateLimit, PolicyTargetKind, RateLimitDescriptorType, RateLimitUnit, Retries, RetryOn,
+    TrafficPolicySpec,
 };
 use weir_store::ClusterState;
 
-use crate::model::{RetryPolicy, TokenBucket};
+use crate::model::{DescriptorAction, GlobalLimit, RetryPolicy, TokenBucket};
+
+/// A TrafficPolicy attached to a target: its spec, and its name for global limits.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Attached<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    /// The policy's spec.
+    pub(super) spec: &'a TrafficPolicySpec,
+}
+
+impl Attached<'_> {
+    /// The policy's global rate limit, as the descriptor Envoy sends.
+    pub(super) fn global_limit(&self) -> Option<GlobalLimit> {
+        let global = self.spec.rate_limit.as_ref()?.global.as_ref()?;
+        Some(GlobalLimit {
+            policy: format!("{}/{}", self.namespace, self.name),
+            descriptors: global
+                .descriptors
+                .iter()
+                .filter_map(|d| match d.type_ {
+                    RateLimitDescriptorType::RemoteAddress => Some(DescriptorAction::RemoteAddress),
+                    RateLimitDescriptorType::RequestHeader => d
+                        .request_header
+                        .as_ref()
+                        .map(|h| DescriptorAction::RequestHeader(h.name.to_ascii_lowercase())),
+                    RateLimitDescriptorType::Key => d
+                        .key
+                        .as_ref()
+                        .map(|k| DescriptorAction::Key(k.value.clone())),
+                })
+                .collect(),
+        })
+    }
+}
 
 /// The TrafficPolicy attached to `kind` `namespace/name` (section-less), if any. Several
 /// attached to one target: the first by name applies (later ones are reported as
@@ -15,12 +50,16 @@ pub(super) fn policy_for<'a>(
     namespace: &str,
     kind: PolicyTargetKind,
     name: &str,
-) -> Option<&'a TrafficPolicySpec> {
+) -> Option<Attached<'a>> {
     state
         .traffic_policies
         .in_namespace(namespace)
-        .map(|p| &p.spec)
-        .find(|spec| spec.target_ref.kind == kind && spec.target_ref.name == name)
+        .find(|p| p.spec.target_ref.kind == kind && p.spec.target_ref.name == name)
+        .map(|p| Attached {
+            namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            spec: &p.spec,
+        })
 }
 
 /// A local rate limit as a token bucket.

@@ -56,7 +56,8 @@ pub(super) fn translate_http_route(state: &ClusterState, route: &HTTPRoute) -> V
         .as_ref()
         .map(|t| t.0.to_string())
         .unwrap_or_default();
-    let policy = policy::policy_for(state, ns, PolicyTargetKind::HTTPRoute, name);
+    let attached_policy = policy::policy_for(state, ns, PolicyTargetKind::HTTPRoute, name);
+    let policy = attached_policy.map(|p| p.spec);
     let mut ranked = Vec::new();
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
         let (action, request_headers, response_headers) = rule_action(state, ns, rule);
@@ -107,6 +108,7 @@ pub(super) fn translate_http_route(state: &ClusterState, route: &HTTPRoute) -> V
                         .and_then(|p| p.rate_limit.as_ref())
                         .and_then(|r| r.local.as_ref())
                         .map(policy::token_bucket),
+                    global_rate_limit: attached_policy.and_then(|p| p.global_limit()),
                 },
             });
         }

@@ -35,7 +35,9 @@ pub(super) fn translate_sidecar(
             .as_ref()
             .and_then(|s| s.ports.as_deref())
             .unwrap_or_default();
-        let service_policy = policy::policy_for(state, ns, PolicyTargetKind::Service, &key.name);
+        let attached_service_policy =
+            policy::policy_for(state, ns, PolicyTargetKind::Service, &key.name);
+        let service_policy = attached_service_policy.map(|p| p.spec);
         for port in ports {
             let Ok(number) = u16::try_from(port.port) else {
                 continue;
@@ -64,6 +66,7 @@ pub(super) fn translate_sidecar(
                     .and_then(|p| p.rate_limit.as_ref())
                     .and_then(|r| r.local.as_ref())
                     .map(policy::token_bucket),
+                global_rate_limit: attached_service_policy.and_then(|p| p.global_limit()),
                 retry: service_policy
                     .and_then(|p| p.retries.as_ref())
                     .map(policy::retry_policy),
@@ -71,6 +74,7 @@ pub(super) fn translate_sidecar(
         }
     }
     config.listeners.push(Listener {
+        global_rate_limit: false,
         name: OUTBOUND.into(),
         address: "127.0.0.1".into(),
         port: options.outbound_port,
@@ -96,6 +100,7 @@ pub(super) fn translate_sidecar(
             }),
         });
         config.listeners.push(Listener {
+            global_rate_limit: false,
             name: INBOUND.into(),
             address: "0.0.0.0".into(),
             port: options.inbound_port,
@@ -108,6 +113,7 @@ pub(super) fn translate_sidecar(
         config.route_tables.push(RouteTable {
             name: INBOUND.into(),
             virtual_hosts: vec![VirtualHost {
+                global_rate_limit: None,
                 name: INBOUND.into(),
                 domains: vec!["*".into()],
                 routes: vec![default_route(&cluster)],
@@ -159,6 +165,7 @@ fn mesh_routes(
 
 fn default_route(cluster: &str) -> Route {
     Route {
+        global_rate_limit: None,
         name: format!("{cluster}/default"),
         matcher: RouteMatch {
             path: PathMatch::Prefix("/".into()),
