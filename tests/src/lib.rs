@@ -7,6 +7,7 @@
 
 pub mod envoy;
 pub mod prometheus;
+pub mod redis;
 
 use std::{
     net::{SocketAddr, TcpListener},

@@ -56,17 +56,20 @@ impl Counters {
 /// Counters in a map, dropped once their window is over.
 #[derive(Debug, Default)]
 pub struct MemoryCounters {
-    counts: Mutex<HashMap<String, (u64, u64)>>,
+    /// Counters (value, window end), and when expired ones were last swept.
+    counts: Mutex<(HashMap<String, (u64, u64)>, u64)>,
 }
 
 impl MemoryCounters {
     fn increment(&self, batch: &[Increment], now: u64) -> Vec<u64> {
-        let Ok(mut counts) = self.counts.lock() else {
+        let Ok(mut guard) = self.counts.lock() else {
             return batch.iter().map(|_| u64::MAX).collect();
         };
-        // Sweep expired windows now and then, so the map stays the size of live windows.
-        if counts.len() > 4096 && now % 8 == 0 {
+        let (counts, swept) = &mut *guard;
+        // Sweep expired windows at most once a second, so the map holds live windows only.
+        if now > *swept {
             counts.retain(|_, (_, expires)| *expires > now);
+            *swept = now;
         }
         batch
             .iter()
@@ -140,7 +143,6 @@ impl RedisCounters {
     }
 
     async fn increment(&self, batch: &[Increment], now: u64) -> Result<Vec<u64>, BackendError> {
-        let mut connection = self.connection().await?;
         let mut pipe = redis::pipe();
         for i in batch {
             pipe.cmd("INCRBY").arg(&i.key).arg(i.hits);
@@ -149,11 +151,25 @@ impl RedisCounters {
                 .arg(i.expires_at.saturating_sub(now).max(1))
                 .ignore();
         }
-        let result: Result<Vec<u64>, _> =
-            tokio::time::timeout(self.timeout, pipe.query_async(&mut connection))
-                .await
-                .map_err(|_| self.error("timed out"))?;
-        result.map_err(|e| self.error(e))
+        // A connection Redis dropped (a restart) fails once and is then re-made: try the
+        // round trip a second time before giving up. A dropped connection almost always
+        // fails on the write; if it failed after Redis ran the commands, the retry counts
+        // the request twice, which errs on the side of limiting.
+        let mut last = None;
+        for _ in 0..2 {
+            let mut connection = self.connection().await?;
+            let result: Result<Vec<u64>, redis::RedisError> =
+                match tokio::time::timeout(self.timeout, pipe.query_async(&mut connection)).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(self.error("timed out")),
+                };
+            match result {
+                Ok(counts) => return Ok(counts),
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => last = Some(e),
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        Err(self.error(last.map_or_else(|| "failed".to_string(), |e| e.to_string())))
     }
 }
 
