@@ -56,8 +56,14 @@ impl Counters {
 /// Counters in a map, dropped once their window is over.
 #[derive(Debug, Default)]
 pub struct MemoryCounters {
-    /// Counters (value, window end), and when expired ones were last swept.
-    counts: Mutex<(HashMap<String, (u64, u64)>, u64)>,
+    counts: Mutex<MemoryState>,
+}
+
+/// Counters (value, window end) by key, and when expired ones were last swept.
+#[derive(Debug, Default)]
+struct MemoryState {
+    counts: HashMap<String, (u64, u64)>,
+    swept: u64,
 }
 
 impl MemoryCounters {
@@ -65,7 +71,7 @@ impl MemoryCounters {
         let Ok(mut guard) = self.counts.lock() else {
             return batch.iter().map(|_| u64::MAX).collect();
         };
-        let (counts, swept) = &mut *guard;
+        let MemoryState { counts, swept } = &mut *guard;
         // Sweep expired windows at most once a second, so the map holds live windows only.
         if now > *swept {
             counts.retain(|_, (_, expires)| *expires > now);
