@@ -2,8 +2,13 @@
 //! pipelined round trip per request, `INCRBY` and `EXPIRE` per descriptor) or memory
 //! (local mode, one process).
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -97,7 +102,10 @@ pub struct RedisCounters {
     client: redis::Client,
     url: String,
     timeout: Duration,
-    connection: AsyncMutex<Option<ConnectionManager>>,
+    /// The connection once made (read without locking on every request).
+    connection: ArcSwapOption<ConnectionManager>,
+    /// Held while the first connection is made.
+    connecting: AsyncMutex<()>,
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -116,7 +124,8 @@ impl RedisCounters {
             client,
             url: url.to_string(),
             timeout,
-            connection: AsyncMutex::new(None),
+            connection: ArcSwapOption::empty(),
+            connecting: AsyncMutex::new(()),
         })
     }
 
@@ -128,9 +137,12 @@ impl RedisCounters {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, BackendError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+        if let Some(c) = self.connection.load_full() {
+            return Ok((*c).clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.connection.load_full() {
+            return Ok((*c).clone());
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -144,7 +156,7 @@ impl RedisCounters {
         .await
         .map_err(|_| self.error("connection timed out"))?
         .map_err(|e| self.error(e))?;
-        *slot = Some(manager.clone());
+        self.connection.store(Some(Arc::new(manager.clone())));
         Ok(manager)
     }
 
