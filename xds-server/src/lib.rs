@@ -8,6 +8,7 @@
 
 pub mod ads;
 pub mod bootstrap;
+pub mod ca;
 pub mod cache;
 mod delta;
 pub mod envoy;

@@ -1,0 +1,528 @@
+//! The mesh's certificate authority: workload certificates with SPIFFE identities
+//! (`spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>`), short-lived and
+//! rotated at half their lifetime, issued by a root Weir generates and keeps, or by a root
+//! or intermediate the operator provides.
+//!
+//! Keys are ECDSA P-256; everything is PEM, as rustls and Envoy read it. Issuing is pure
+//! apart from key generation: `now` comes in. [`load_or_create`] keeps the root in a
+//! directory (local mode); in a cluster the same two PEM files live in a Secret.
+
+use std::{fmt, path::Path, str::FromStr, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// The trust domain when none is configured.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+/// A workload certificate's lifetime when none is configured.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The file names of a CA kept in a directory.
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// The key's file name (mode 0600).
+pub const CA_KEY_FILE: &str = "ca.key";
+/// Optional: the chain above a provided intermediate, up to the root.
+pub const CA_CHAIN_FILE: &str = "ca-chain.crt";
+
+/// Why a CA or a certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CaError(String);
+
+fn err(context: &str, e: impl fmt::Display) -> CaError {
+    CaError(format!("{context}: {e}"))
+}
+
+/// A workload identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpiffeId {
+    /// The trust domain, e.g. `cluster.local`.
+    pub trust_domain: String,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// Its ServiceAccount.
+    pub service_account: String,
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
+    }
+}
+
+impl FromStr for SpiffeId {
+    type Err = CaError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            CaError(format!(
+                "{s:?} is not spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>"
+            ))
+        };
+        let rest = s.strip_prefix("spiffe://").ok_or_else(bad)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            [td, "ns", ns, "sa", sa] if !td.is_empty() && !ns.is_empty() && !sa.is_empty() => {
+                Ok(SpiffeId {
+                    trust_domain: td.to_string(),
+                    namespace: ns.to_string(),
+                    service_account: sa.to_string(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// A trust domain is a DNS-like name: lowercase letters, digits, `-`, `.`, `_`.
+pub fn valid_trust_domain(td: &str) -> bool {
+    !td.is_empty()
+        && td.len() <= 255
+        && td
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
+}
+
+/// A certificate a workload presents, with its key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkloadCertificate {
+    /// The identity in its URI SAN.
+    pub id: SpiffeId,
+    /// PEM: the leaf, then the issuing chain up to (not including) the root.
+    pub chain_pem: String,
+    /// PEM private key (PKCS#8).
+    pub key_pem: String,
+    /// Valid from.
+    pub not_before: Timestamp,
+    /// Valid until.
+    pub not_after: Timestamp,
+}
+
+impl fmt::Debug for WorkloadCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadCertificate")
+            .field("id", &self.id.to_string())
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkloadCertificate {
+    /// Due for rotation: half its lifetime is gone (so a failed renewal has the other
+    /// half to succeed).
+    pub fn rotation_due(&self, now: Timestamp) -> bool {
+        let lifetime = self.not_after.duration_since(self.not_before);
+        now >= self.not_before + lifetime / 2
+    }
+}
+
+/// The certificate authority.
+pub struct CertificateAuthority {
+    trust_domain: String,
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA's own certificate (root, or the provided intermediate).
+    cert_pem: String,
+    key_pem: String,
+    /// Above an intermediate: the rest of the chain, up to and including the root.
+    chain_pem: String,
+    /// What peers trust: the root (the last certificate of the chain).
+    root_pem: String,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+fn offset(t: Timestamp) -> Result<time::OffsetDateTime, CaError> {
+    time::OffsetDateTime::from_unix_timestamp(t.as_second()).map_err(|e| err("time", e))
+}
+
+fn pem_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE-----") {
+            current.clear();
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.starts_with("-----END CERTIFICATE-----") {
+            blocks.push(std::mem::take(&mut current));
+        }
+    }
+    blocks
+}
+
+impl CertificateAuthority {
+    /// A new self-signed root for `trust_domain`, valid for ten years from `now`.
+    pub fn generate(trust_domain: &str, now: Timestamp) -> Result<Self, CaError> {
+        if !valid_trust_domain(trust_domain) {
+            return Err(CaError(format!(
+                "trust domain {trust_domain:?}: use lowercase letters, digits, '-', '.', '_'"
+            )));
+        }
+        let key = KeyPair::generate().map_err(|e| err("generating the CA key", e))?;
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| err("CA parameters", e))?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Weir");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("Weir mesh CA {trust_domain}"));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = offset(now - jiff_hours(1))?;
+        params.not_after = offset(now + jiff_hours(24 * 3650))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| err("signing the CA certificate", e))?;
+        let cert_pem = cert.pem();
+        let key_pem = key.serialize_pem();
+        Self::from_pem(trust_domain, &cert_pem, &key_pem, None)
+    }
+
+    /// A CA from PEM: a root, or an intermediate with `chain_pem` (the certificates above
+    /// it, up to the root). The key must be the certificate's.
+    pub fn from_pem(
+        trust_domain: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        chain_pem: Option<&str>,
+    ) -> Result<Self, CaError> {
+        if !valid_trust_domain(trust_domain) {
+            return Err(CaError(format!(
+                "trust domain {trust_domain:?} is not valid"
+            )));
+        }
+        let key = KeyPair::from_pem(key_pem).map_err(|e| err("CA key", e))?;
+        let der = pem_blocks(cert_pem);
+        let first = der
+            .first()
+            .ok_or_else(|| CaError("CA certificate: no PEM CERTIFICATE block".into()))?;
+        // The key must match the certificate's public key.
+        let parsed = pem_parse(first)?;
+        let (_, x509) =
+            x509_parser::parse_x509_certificate(&parsed).map_err(|e| err("CA certificate", e))?;
+        if x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(CaError(
+                "CA key: it is not the key of the CA certificate".into(),
+            ));
+        }
+        if !x509.is_ca() {
+            return Err(CaError(
+                "CA certificate: not a CA (basicConstraints CA:TRUE is missing)".into(),
+            ));
+        }
+        let issuer = Issuer::from_ca_cert_pem(first, key).map_err(|e| err("CA certificate", e))?;
+        let chain_pem = chain_pem.unwrap_or_default().to_string();
+        let root_pem = pem_blocks(&chain_pem)
+            .last()
+            .cloned()
+            .unwrap_or_else(|| first.clone());
+        Ok(CertificateAuthority {
+            trust_domain: trust_domain.to_string(),
+            issuer,
+            cert_pem: first.clone(),
+            key_pem: key_pem.to_string(),
+            chain_pem,
+            root_pem,
+        })
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The root peers validate against (PEM).
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// Issues a certificate for `id`, valid from `now` (minus a minute of clock skew) for
+    /// `lifetime`, for both TLS client and server use.
+    pub fn issue(
+        &self,
+        id: &SpiffeId,
+        lifetime: Duration,
+        now: Timestamp,
+    ) -> Result<WorkloadCertificate, CaError> {
+        if id.trust_domain != self.trust_domain {
+            return Err(CaError(format!(
+                "{id}: trust domain is not the CA's {:?}",
+                self.trust_domain
+            )));
+        }
+        let key = KeyPair::generate().map_err(|e| err("generating a workload key", e))?;
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| err("certificate parameters", e))?;
+        let uri =
+            rcgen::string::Ia5String::try_from(id.to_string()).map_err(|e| err("SPIFFE id", e))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Weir");
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let lifetime = k8s_openapi::jiff::SignedDuration::try_from(lifetime)
+            .map_err(|e| err("lifetime", e))?;
+        let not_before = now - k8s_openapi::jiff::SignedDuration::from_secs(60);
+        let not_after = now + lifetime;
+        params.not_before = offset(not_before)?;
+        params.not_after = offset(not_after)?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| err("signing the workload certificate", e))?;
+        let mut chain_pem = cert.pem();
+        if !self.chain_pem.is_empty() {
+            // An intermediate: the leaf, the intermediate, and what is above it but the root.
+            chain_pem.push_str(&self.cert_pem);
+            let above = pem_blocks(&self.chain_pem);
+            for c in above.iter().take(above.len().saturating_sub(1)) {
+                chain_pem.push_str(c);
+            }
+        }
+        Ok(WorkloadCertificate {
+            id: id.clone(),
+            chain_pem,
+            key_pem: key.serialize_pem(),
+            not_before: Timestamp::from_second(not_before.as_second()).unwrap_or(not_before),
+            not_after: Timestamp::from_second(not_after.as_second()).unwrap_or(not_after),
+        })
+    }
+
+    /// The CA's certificate and key (PEM), to keep.
+    pub fn to_pem(&self) -> (&str, &str) {
+        (&self.cert_pem, &self.key_pem)
+    }
+}
+
+fn jiff_hours(h: i64) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::from_hours(h)
+}
+
+/// The DER inside one PEM block.
+fn pem_parse(block: &str) -> Result<Vec<u8>, CaError> {
+    x509_parser::pem::parse_x509_pem(block.as_bytes())
+        .map(|(_, pem)| pem.contents)
+        .map_err(|e| err("CA certificate: PEM", e))
+}
+
+/// The CA kept in `dir` (`ca.crt`, `ca.key`, optionally `ca-chain.crt`): loaded if there,
+/// else generated and written (the key with mode 0600). A provided root or intermediate is
+/// used by placing its files there.
+pub fn load_or_create(
+    dir: &Path,
+    trust_domain: &str,
+    now: Timestamp,
+) -> Result<CertificateAuthority, CaError> {
+    let cert_path = dir.join(CA_CERT_FILE);
+    let key_path = dir.join(CA_KEY_FILE);
+    if cert_path.exists() || key_path.exists() {
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|e| err(&p.display().to_string(), e));
+        let chain_path = dir.join(CA_CHAIN_FILE);
+        let chain = if chain_path.exists() {
+            Some(read(&chain_path)?)
+        } else {
+            None
+        };
+        return CertificateAuthority::from_pem(
+            trust_domain,
+            &read(&cert_path)?,
+            &read(&key_path)?,
+            chain.as_deref(),
+        )
+        .map_err(|e| CaError(format!("{}: {e}", dir.display())));
+    }
+    let ca = CertificateAuthority::generate(trust_domain, now)?;
+    std::fs::create_dir_all(dir).map_err(|e| err(&dir.display().to_string(), e))?;
+    let (cert, key) = ca.to_pem();
+    write_private(&key_path, key)?;
+    std::fs::write(&cert_path, cert).map_err(|e| err(&cert_path.display().to_string(), e))?;
+    Ok(ca)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| err(&path.display().to_string(), e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| err(&path.display().to_string(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use x509_parser::{extensions::GeneralName, parse_x509_certificate};
+
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-22T10:00:00Z".parse().unwrap()
+    }
+
+    fn id(td: &str) -> SpiffeId {
+        SpiffeId {
+            trust_domain: td.into(),
+            namespace: "shop".into(),
+            service_account: "web".into(),
+        }
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        pem_parse(&pem_blocks(pem)[0]).unwrap()
+    }
+
+    #[test]
+    fn spiffe_ids_round_trip_and_reject_other_shapes() {
+        let parsed: SpiffeId = "spiffe://cluster.local/ns/shop/sa/web".parse().unwrap();
+        assert_eq!(parsed, id("cluster.local"));
+        assert_eq!(parsed.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
+        for bad in [
+            "spiffe://cluster.local/ns/shop",
+            "https://x/ns/a/sa/b",
+            "spiffe:///ns/a/sa/b",
+        ] {
+            assert!(bad.parse::<SpiffeId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn issued_certificates_carry_the_identity_and_verify_against_the_root() {
+        let ca = CertificateAuthority::generate("cluster.local", now()).unwrap();
+        let cert = ca
+            .issue(&id("cluster.local"), DEFAULT_LIFETIME, now())
+            .unwrap();
+        let leaf_der = der(&cert.chain_pem);
+        let (_, leaf) = parse_x509_certificate(&leaf_der).unwrap();
+        let uris: Vec<String> = leaf
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::URI(u) => Some(u.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(uris, vec!["spiffe://cluster.local/ns/shop/sa/web"]);
+        let root_der = der(ca.root_pem());
+        let (_, root) = parse_x509_certificate(&root_der).unwrap();
+        leaf.verify_signature(Some(root.public_key())).unwrap();
+        assert_eq!(
+            leaf.validity().not_after.timestamp(),
+            (now() + jiff_hours(24)).as_second()
+        );
+        // Another CA's root does not verify it.
+        let other = CertificateAuthority::generate("cluster.local", now()).unwrap();
+        let other_der = der(other.root_pem());
+        let (_, other_root) = parse_x509_certificate(&other_der).unwrap();
+        assert!(
+            leaf.verify_signature(Some(other_root.public_key()))
+                .is_err()
+        );
+        // Not for another trust domain.
+        assert!(
+            ca.issue(&id("other.domain"), DEFAULT_LIFETIME, now())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn rotation_is_due_at_half_the_lifetime() {
+        let ca = CertificateAuthority::generate("cluster.local", now()).unwrap();
+        let cert = ca
+            .issue(&id("cluster.local"), Duration::from_secs(3600), now())
+            .unwrap();
+        assert!(!cert.rotation_due(now() + jiff_hours(0)));
+        let half = cert.not_before + cert.not_after.duration_since(cert.not_before) / 2;
+        assert!(cert.rotation_due(half));
+        assert!(!cert.rotation_due(half - k8s_openapi::jiff::SignedDuration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_provided_intermediate_issues_with_the_chain_and_a_mismatched_key_is_refused() {
+        let root = CertificateAuthority::generate("cluster.local", now()).unwrap();
+        // An intermediate signed by the root.
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "intermediate");
+        let intermediate = params.signed_by(&key, &root.issuer).unwrap();
+        let ca = CertificateAuthority::from_pem(
+            "cluster.local",
+            &intermediate.pem(),
+            &key.serialize_pem(),
+            Some(root.root_pem()),
+        )
+        .unwrap();
+        assert_eq!(ca.root_pem(), root.root_pem());
+        let cert = ca
+            .issue(&id("cluster.local"), DEFAULT_LIFETIME, now())
+            .unwrap();
+        assert_eq!(pem_blocks(&cert.chain_pem).len(), 2, "leaf + intermediate");
+        let wrong = KeyPair::generate().unwrap();
+        let e = CertificateAuthority::from_pem(
+            "cluster.local",
+            &intermediate.pem(),
+            &wrong.serialize_pem(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("not the key of the CA certificate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_directory_keeps_the_root_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create(dir.path(), "cluster.local", now()).unwrap();
+        let again = load_or_create(dir.path(), "cluster.local", now()).unwrap();
+        assert_eq!(first.root_pem(), again.root_pem());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
