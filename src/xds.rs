@@ -110,16 +110,7 @@ pub async fn start_rate_limit(
     );
     let token = shutdown.clone();
     tasks.spawn(async move {
-        // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and
-        // delayed ACKs add ~40 ms to some answers.
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |stream| {
-                stream.inspect(|s| {
-                    let _ = s.set_nodelay(true);
-                })
-            },
-        );
+        let incoming = weir_xds::server::incoming_nodelay(listener);
         let result = tonic::transport::Server::builder()
             .add_service(server.into_service())
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())

@@ -129,14 +129,7 @@ async fn main() {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(server.into_service())
-            .serve_with_incoming(tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |s| {
-                    s.inspect(|s| {
-                        let _ = s.set_nodelay(true);
-                    })
-                },
-            ))
+            .serve_with_incoming(weir_xds::server::incoming_nodelay(listener))
             .await
             .unwrap();
     });
