@@ -392,8 +392,15 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let mut admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe(), None);
     admin_state.node_plan = Some(node_metrics.last_plan.clone());
     admin::spawn(&mut tasks, listener, admin_state, shutdown_token.clone());
+    let node_api = crate::node_provider::KubeNodeApi::from_config(
+        kube::Config::infer()
+            .await
+            .context("Kubernetes client configuration")?,
+        identity.clone(),
+    )
+    .context("Kubernetes client for the node autoscaler")?;
     tasks.spawn(run_node_autoscaler(
-        crate::node_provider::KubeNodeApi::new(client.clone(), identity.clone()),
+        node_api,
         args.nodes.clone(),
         node_metrics,
         synced_rx.clone(),

@@ -79,6 +79,14 @@ fn machine_deployment(pool: &NodePool) -> Result<(String, String), String> {
 }
 
 impl KubeNodeApi {
+    /// An adapter on its own client, without kube's automatic retries. A 429 from the
+    /// Eviction API means a PodDisruptionBudget refuses, and retrying it in place for
+    /// minutes would stall every pool; the next pass decides again instead.
+    pub fn from_config(mut config: kube::Config, instance: String) -> Result<Self, kube::Error> {
+        config.default_retry = false;
+        Ok(Self::new(Client::try_from(config)?, instance))
+    }
+
     /// An adapter reporting events as `weir-node-autoscaler`/`instance`.
     pub fn new(client: Client, instance: String) -> Self {
         let recorder = Recorder::new(
