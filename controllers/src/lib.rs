@@ -5,6 +5,8 @@
 //!
 //! - [`pod_autoscaler`]: HorizontalPodAutoscaler's decisions for ScalingPolicies.
 //! - [`node_autoscaler`]: cluster-autoscaler's decisions for NodePools.
+//! - [`mesh_tls`]: a MeshPolicy's effective mTLS mode and safe promotion to Strict.
 
+pub mod mesh_tls;
 pub mod node_autoscaler;
 pub mod pod_autoscaler;
