@@ -162,6 +162,7 @@ pub async fn run<A, V>(
     V: Fn(Timestamp) -> ClusterState,
 {
     let mut memory = Memory::default();
+    let mut last_unschedulable = 0;
     let mut ticker = tokio::time::interval(settings.scan_interval.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(scan_interval = ?settings.scan_interval, expander = %settings.expander, "node autoscaler running");
@@ -176,15 +177,22 @@ pub async fn run<A, V>(
         }
         let now = Timestamp::now();
         let state = view(now);
+        if state.node_pools.is_empty() {
+            // Nothing to scale: no plan, no "unschedulable" noise about pools that do not
+            // exist.
+            continue;
+        }
         let outcome = controller::sync(&api, &state, &settings, &mut memory, now).await;
         metrics.observe(&outcome, &state);
         let plan = &outcome.plan;
+        let unschedulable = plan.scale_up.unschedulable.len();
+        // Log what changed: actions, errors, or a different number of stuck pods.
         if outcome.scaled_up + outcome.removed + outcome.errors > 0
-            || !plan.scale_up.unschedulable.is_empty()
+            || unschedulable != last_unschedulable
         {
             info!(
                 pending = plan.scale_up.pending_pods,
-                unschedulable = plan.scale_up.unschedulable.len(),
+                unschedulable,
                 scaled_up = outcome.scaled_up,
                 unneeded = plan.scale_down.unneeded.len(),
                 removed = outcome.removed,
@@ -193,5 +201,6 @@ pub async fn run<A, V>(
                 "node autoscaler pass"
             );
         }
+        last_unschedulable = unschedulable;
     }
 }
