@@ -110,7 +110,7 @@ pub fn evaluate(
                 "False",
                 "TransitionRefused",
                 format!(
-                    "{before:?} to {wanted:?} must go through Permissive (set Permissive first, or annotate weir.io/force-mode: \"true\"); {before:?} stays in force"
+                    "{before:?} to {wanted:?} must go through Permissive (set Permissive first, or force the change); {before:?} stays in force"
                 ),
             ),
             event: Some((

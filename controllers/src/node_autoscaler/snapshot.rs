@@ -58,32 +58,28 @@ pub struct Resources {
 impl Resources {
     /// Adds `other` to these.
     pub fn add(&mut self, other: &Resources) {
-        self.cpu += other.cpu;
-        self.memory += other.memory;
-        self.ephemeral_storage += other.ephemeral_storage;
-        self.pods += other.pods;
+        self.add_times(other, 1);
+    }
+
+    /// Takes `other` from these (they may go negative: an overcommitted node).
+    pub fn sub(&mut self, other: &Resources) {
+        self.add_times(other, -1);
+    }
+
+    fn add_times(&mut self, other: &Resources, sign: i64) {
+        self.cpu += sign * other.cpu;
+        self.memory += sign * other.memory;
+        self.ephemeral_storage += sign * other.ephemeral_storage;
+        self.pods += sign * other.pods;
         for (name, v) in &other.extended {
             match self
                 .extended
                 .binary_search_by(|(n, _)| n.as_str().cmp(name))
             {
-                Ok(i) => self.extended[i].1 += v,
-                Err(i) => self.extended.insert(i, (name.clone(), *v)),
+                Ok(i) => self.extended[i].1 += sign * v,
+                Err(i) => self.extended.insert(i, (name.clone(), sign * v)),
             }
         }
-    }
-
-    /// Takes `other` from these (they may go negative: an overcommitted node).
-    pub fn sub(&mut self, other: &Resources) {
-        let mut negated = other.clone();
-        negated.cpu = -negated.cpu;
-        negated.memory = -negated.memory;
-        negated.ephemeral_storage = -negated.ephemeral_storage;
-        negated.pods = -negated.pods;
-        for e in &mut negated.extended {
-            e.1 = -e.1;
-        }
-        self.add(&negated);
     }
 
     /// The extended resource `name`, 0 when absent.
@@ -144,6 +140,21 @@ impl Resources {
     }
 }
 
+/// Allocatable resources from a node's (or template's) quantities; `pods` defaults to the
+/// kubelet's 110.
+fn allocatable<'a>(
+    quantities: impl IntoIterator<Item = (&'a String, &'a str)>,
+) -> Result<Resources, String> {
+    let mut has_pods = false;
+    let mut r = Resources::from_quantities(quantities.into_iter().inspect(|(k, _)| {
+        has_pods |= k.as_str() == "pods";
+    }))?;
+    if !has_pods {
+        r.pods = DEFAULT_MAX_PODS;
+    }
+    Ok(r)
+}
+
 /// A node taint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TaintInfo {
@@ -178,8 +189,8 @@ impl HostPort {
 /// A required pod anti-affinity term on the hostname topology.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AntiAffinityTerm {
-    /// Pods it keeps away.
-    pub selector: LabelSelector,
+    /// Pods it keeps away; `None` (no selector) keeps none away.
+    pub selector: Option<LabelSelector>,
     /// Namespaces those pods are in; `None` means every namespace.
     pub namespaces: Option<Vec<String>>,
 }
@@ -190,7 +201,10 @@ impl AntiAffinityTerm {
         self.namespaces
             .as_ref()
             .is_none_or(|ns| ns.contains(&pod.namespace))
-            && weir_store::selector_matches(&self.selector, Some(&pod.labels))
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| weir_store::selector_matches(s, Some(&pod.labels)))
     }
 }
 
@@ -246,12 +260,14 @@ impl PodInfo {
             return Ok(None);
         }
         let meta = &pod.metadata;
-        let spec = pod.spec.clone().unwrap_or_default();
+        let no_spec = PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
         let node = spec.node_name.clone().filter(|n| !n.is_empty());
         if node.is_none() && meta.deletion_timestamp.is_some() {
             return Ok(None);
         }
-        let annotations = meta.annotations.clone().unwrap_or_default();
+        let no_annotations = BTreeMap::new();
+        let annotations = meta.annotations.as_ref().unwrap_or(&no_annotations);
         let owner = meta
             .owner_references
             .iter()
@@ -260,7 +276,7 @@ impl PodInfo {
         let mut info = PodInfo::from_spec(
             meta.namespace.as_deref().unwrap_or("default"),
             meta.name.as_deref().unwrap_or_default(),
-            &spec,
+            spec,
             meta.labels.clone().unwrap_or_default(),
         )?;
         info.node = node;
@@ -321,17 +337,7 @@ impl PodInfo {
             .flatten()
             .filter(|t| t.topology_key == HOSTNAME_LABEL)
             .map(|t| AntiAffinityTerm {
-                selector: t.label_selector.clone().unwrap_or(LabelSelector {
-                    // No selector selects nothing.
-                    match_expressions: Some(vec![
-                        k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
-                            key: "weir.io/none".into(),
-                            operator: "In".into(),
-                            values: Some(vec![]),
-                        },
-                    ]),
-                    match_labels: None,
-                }),
+                selector: t.label_selector.clone(),
                 namespaces: match (&t.namespaces, &t.namespace_selector) {
                     (Some(ns), _) if !ns.is_empty() => Some(ns.clone()),
                     // An empty namespaceSelector selects every namespace.
@@ -488,20 +494,19 @@ impl NodeInfo {
     /// Reads a node. Errors name the field.
     pub fn from_node(node: &Node, pools: &HashMap<String, usize>) -> Result<NodeInfo, String> {
         let meta = &node.metadata;
-        let status = node.status.clone().unwrap_or_default();
+        let no_status = k8s_openapi::api::core::v1::NodeStatus::default();
+        let status = node.status.as_ref().unwrap_or(&no_status);
         let quantities = status.allocatable.as_ref().or(status.capacity.as_ref());
-        let mut allocatable = Resources::from_quantities(
+        let allocatable = allocatable(
             quantities
                 .into_iter()
                 .flatten()
                 .map(|(k, v)| (k, v.0.as_str())),
         )
         .map_err(|e| format!("status.allocatable.{e}"))?;
-        if quantities.is_none_or(|q| !q.contains_key("pods")) {
-            allocatable.pods = DEFAULT_MAX_PODS;
-        }
         let labels = meta.labels.clone().unwrap_or_default();
-        let annotations = meta.annotations.clone().unwrap_or_default();
+        let no_annotations = BTreeMap::new();
+        let annotations = meta.annotations.as_ref().unwrap_or(&no_annotations);
         let taints: Vec<TaintInfo> = node
             .spec
             .as_ref()
@@ -581,8 +586,6 @@ pub struct PoolInfo {
     pub daemonset_requests: Resources,
     /// `status.lastScaleUpTime`.
     pub last_scale_up: Option<Timestamp>,
-    /// `status.lastScaleDownTime`.
-    pub last_scale_down: Option<Timestamp>,
     /// `status.backoffUntil`.
     pub backoff_until: Option<Timestamp>,
 }
@@ -590,12 +593,10 @@ pub struct PoolInfo {
 /// A PodDisruptionBudget: which pods, and how many may go now.
 #[derive(Clone, Debug)]
 pub struct PdbInfo {
-    /// `namespace/name`.
-    pub key: String,
     /// Namespace.
     pub namespace: String,
-    /// `spec.selector`.
-    pub selector: LabelSelector,
+    /// `spec.selector`; `None` (null) covers no pods.
+    pub selector: Option<LabelSelector>,
     /// `status.disruptionsAllowed`.
     pub disruptions_allowed: i32,
 }
@@ -604,7 +605,10 @@ impl PdbInfo {
     /// Whether the budget covers `pod`.
     pub fn covers(&self, pod: &PodInfo) -> bool {
         self.namespace == pod.namespace
-            && weir_store::selector_matches(&self.selector, Some(&pod.labels))
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| weir_store::selector_matches(s, Some(&pod.labels)))
     }
 }
 
@@ -646,6 +650,7 @@ impl Snapshot {
         let mut pools: Vec<&NodePool> = objects.pools.clone();
         pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let mut pool_index = HashMap::new();
+        let mut declared_targets = Vec::new();
         let daemonsets: Vec<PodInfo> = objects
             .daemonsets
             .iter()
@@ -677,22 +682,16 @@ impl Snapshot {
         for pool in pools {
             let name = pool.metadata.name.clone().unwrap_or_default();
             let spec = &pool.spec;
-            let allocatable = match Resources::from_quantities(
-                spec.template.capacity.iter().map(|(k, v)| (k, v.as_str())),
-            ) {
-                Ok(mut r) => {
-                    if !spec.template.capacity.contains_key("pods") {
-                        r.pods = DEFAULT_MAX_PODS;
+            let allocatable =
+                match allocatable(spec.template.capacity.iter().map(|(k, v)| (k, v.as_str()))) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        snapshot
+                            .warnings
+                            .push(format!("NodePool {name}: spec.template.capacity.{e}"));
+                        continue;
                     }
-                    r
-                }
-                Err(e) => {
-                    snapshot
-                        .warnings
-                        .push(format!("NodePool {name}: spec.template.capacity.{e}"));
-                    continue;
-                }
-            };
+                };
             let mut labels = spec.template.labels.clone();
             labels.insert(NODE_POOL_LABEL.into(), name.clone());
             let taints: Vec<TaintInfo> = spec
@@ -711,7 +710,8 @@ impl Snapshot {
                 min_size: i64::from(spec.min_size),
                 max_size: i64::from(spec.max_size),
                 current: 0,
-                target: status.target_size.map_or(-1, i64::from),
+                // Resolved once the pool's nodes are counted.
+                target: 0,
                 price: spec.price_per_hour,
                 priority: spec.priority,
                 allocatable,
@@ -720,17 +720,21 @@ impl Snapshot {
                 daemonset_pods: Vec::new(),
                 daemonset_requests: Resources::default(),
                 last_scale_up: status.last_scale_up_time.map(|t| t.0),
-                last_scale_down: status.last_scale_down_time.map(|t| t.0),
                 backoff_until: status.backoff_until.map(|t| t.0),
             };
+            let shape = crate::node_autoscaler::predicates::Shape {
+                name: None,
+                labels: info.labels.clone(),
+                taints: info.taints.clone(),
+            };
             for ds in &daemonsets {
-                let template = crate::node_autoscaler::predicates::template_bin(&info);
-                if crate::node_autoscaler::predicates::static_fit(ds, &template.shape).is_ok() {
+                if crate::node_autoscaler::predicates::static_fit(ds, &shape).is_ok() {
                     info.daemonset_requests.add(&ds.requests);
                     info.daemonset_pods.push(ds.clone());
                 }
             }
             pool_index.insert(name, snapshot.pools.len());
+            declared_targets.push(status.target_size.map(i64::from));
             snapshot.pools.push(info);
         }
         let mut nodes: Vec<&Node> = objects.nodes.clone();
@@ -751,10 +755,8 @@ impl Snapshot {
                 )),
             }
         }
-        for pool in &mut snapshot.pools {
-            if pool.target < 0 {
-                pool.target = pool.current;
-            }
+        for (pool, declared) in snapshot.pools.iter_mut().zip(declared_targets) {
+            pool.target = declared.unwrap_or(pool.current);
         }
         let mut pods: Vec<&Pod> = objects.pods.clone();
         pods.sort_by(|a, b| {
@@ -782,15 +784,9 @@ impl Snapshot {
         }
         for pdb in &objects.pdbs {
             let meta = &pdb.metadata;
-            let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
             snapshot.pdbs.push(PdbInfo {
-                key: format!("{namespace}/{}", meta.name.as_deref().unwrap_or_default()),
-                namespace,
-                selector: pdb
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.selector.clone())
-                    .unwrap_or_default(),
+                namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+                selector: pdb.spec.as_ref().and_then(|s| s.selector.clone()),
                 disruptions_allowed: pdb
                     .status
                     .as_ref()
