@@ -333,8 +333,7 @@ fn three_pools() -> Vec<Value> {
 
 #[test]
 fn every_expander_chooses_by_its_own_measure() {
-    // small: 4 nodes (1 pod each), large: 1 node (4 pods... 6 cpu of 8), odd: 2 pods per
-    // node? no: 3 cpu holds 2 × 1.5 → 2 nodes.
+    // Four 1.5-cpu pods: small (2 cpu) needs 4 nodes, large (8 cpu) 1, odd (3 cpu) 2.
     let by = |e: &[Expander]| run_with(three_pools(), &chain(e), now());
     let plan = by(&[Expander::LeastNodes]);
     assert_eq!(ups(&plan), vec![("large".into(), 1)]);

@@ -151,18 +151,17 @@ pub async fn sync<A: NodeApi>(
 
     // Nodes asked for that never came: give them up and back off.
     for timed_out in &plan.provisioning_timed_out {
-        let (Some(pool), Some(status)) = (
+        let (Some(pool), Some(status), Some(current)) = (
             pools.get(&timed_out.pool),
             statuses.get_mut(&timed_out.pool),
+            snapshot
+                .pools
+                .iter()
+                .find(|p| p.name == timed_out.pool)
+                .map(|p| p.current),
         ) else {
             continue;
         };
-        let current = i64::from(status.current_size.max(0));
-        let current = snapshot
-            .pools
-            .iter()
-            .find(|p| p.name == timed_out.pool)
-            .map_or(current, |p| p.current);
         if let Err(e) = api.set_size(pool, current).await {
             outcome.errors += 1;
             tracing::warn!(pool = %timed_out.pool, error = %e, "cannot give up nodes that did not come");

@@ -671,6 +671,5 @@ fn balance(
         // The chosen pool leads the list even when balancing gave it nothing.
         out.insert(0, (options[chosen].pool, 0));
     }
-    out.retain(|(p, d)| *d > 0 || *p == options[chosen].pool);
     out
 }
