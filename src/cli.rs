@@ -34,7 +34,7 @@ pub enum Command {
     /// NACK.
     ProxyStatus(ProxyStatusArgs),
     /// Run the xds-server in a cluster: watch the API server, serve Envoy over ADS.
-    XdsServer(XdsServerArgs),
+    XdsServer(Box<XdsServerArgs>),
     /// Run the controllers in a cluster: the pod autoscaler (ScalingPolicies, metrics from
     /// Prometheus) and the node autoscaler (NodePools, through Cluster API).
     Controllers(Box<ControllersArgs>),
@@ -233,6 +233,14 @@ pub struct XdsServerArgs {
     /// The global rate-limit service (default address 0.0.0.0:18081).
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,
+    /// The mesh CA.
+    #[command(flatten, next_help_heading = "Mesh CA")]
+    pub mesh_ca: MeshCaArgs,
+    /// The Secret holding the mesh CA (`namespace/name`, keys `ca.crt`, `ca.key`,
+    /// optionally `ca-chain.crt`): created with a generated root if missing, so every
+    /// replica uses the same one. Ignored with --ca-dir.
+    #[arg(long, env = "WEIR_CA_SECRET", default_value = "weir-system/weir-ca")]
+    pub ca_secret: String,
 }
 
 /// The global rate-limit service (Envoy's `envoy.service.ratelimit.v3`).
@@ -252,6 +260,23 @@ pub struct RateLimitArgs {
     /// like Envoy) or `deny`.
     #[arg(long, env = "WEIR_RATE_LIMIT_FAILURE_MODE", value_enum, default_value_t = RateLimitFailureMode::Allow)]
     pub rate_limit_failure_mode: RateLimitFailureMode,
+}
+
+/// The mesh CA: workload certificates (SPIFFE identities) delivered to proxies over SDS.
+#[derive(Debug, Args, Clone)]
+pub struct MeshCaArgs {
+    /// Trust domain of workload identities, `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
+    #[arg(long, env = "WEIR_TRUST_DOMAIN", default_value = weir_xds::ca::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// How long workload certificates are valid; they are renewed at half their lifetime.
+    #[arg(long, env = "WEIR_WORKLOAD_CERT_LIFETIME", default_value = "24h", value_parser = weir_controllers::node_autoscaler::settings::parse_duration)]
+    pub workload_cert_lifetime: std::time::Duration,
+    /// Directory holding the CA (`ca.crt`, `ca.key`, optionally `ca-chain.crt` above an
+    /// intermediate): loaded if there, else a root is generated and written. Put your own
+    /// root or intermediate there to use it. `weir up` defaults to `.weir/ca`; the
+    /// xds-server keeps it in --ca-secret unless this is given.
+    #[arg(long, env = "WEIR_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
 }
 
 /// `--rate-limit-failure-mode`.
@@ -340,6 +365,9 @@ pub struct UpArgs {
     /// memory unless --rate-limit-redis-url).
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,
+    /// The mesh CA (kept in --ca-dir, default `.weir/ca`).
+    #[command(flatten, next_help_heading = "Mesh CA")]
+    pub mesh_ca: MeshCaArgs,
     /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults); in
     /// local mode it acts on NodePools with the simulated provider.
     #[command(flatten, next_help_heading = "Node autoscaler")]

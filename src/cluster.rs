@@ -108,9 +108,14 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
         shutdown_token.clone(),
         Kind::ALL,
     ));
+    let identities = match &args.mesh_ca.ca_dir {
+        Some(dir) => crate::mesh_ca::from_dir(&args.mesh_ca, dir)?,
+        None => crate::mesh_ca::from_secret(&client, &args.mesh_ca, &args.ca_secret).await?,
+    };
     let proxies = crate::xds::start_xds(
         args.xds_addr,
         &writer,
+        identities,
         &mut registry,
         &mut tasks,
         &shutdown_token,

@@ -14,6 +14,7 @@ pub mod local;
 pub mod local_autoscaler;
 pub mod local_nodes;
 pub mod local_samples;
+pub mod mesh_ca;
 pub mod metrics;
 pub mod metrics_adapter;
 pub mod metrics_apis;

@@ -44,9 +44,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .sync()
         .with_context(|| format!("cannot read --config {}", args.config.display()))?;
     let mut tasks = JoinSet::new();
+    let ca_dir = args
+        .mesh_ca
+        .ca_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(".weir/ca"));
+    let identities = crate::mesh_ca::from_dir(&args.mesh_ca, &ca_dir)?;
     let proxies = crate::xds::start_xds(
         args.xds_addr,
         &writer,
+        identities,
         &mut registry,
         &mut tasks,
         &shutdown_token,

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         }
         Command::ProxyStatus(args) => weir::proxies::proxy_status(&args),
         Command::Up(args) => block_on(weir::local::run(*args)),
-        Command::XdsServer(args) => block_on(weir::cluster::run_xds_server(args)),
+        Command::XdsServer(args) => block_on(weir::cluster::run_xds_server(*args)),
         Command::Controllers(args) => block_on(weir::autoscaler::run_controllers(*args)),
         Command::Recommend(RecommendCommand::Replicas(args)) => weir::recommend::replicas(&args),
         Command::Recommend(RecommendCommand::Nodes(args)) => weir::recommend::nodes(&args),

@@ -12,6 +12,7 @@ use weir_store::StateWriter;
 use weir_xds::{
     ads::AdsServer,
     cache::SnapshotCache,
+    identities::MeshIdentities,
     metrics::XdsMetrics,
     registry::ProxyRegistry,
     server::{DEBOUNCE, MAX_DELAY, run_publisher, serve},
@@ -19,9 +20,11 @@ use weir_xds::{
 
 /// Binds `addr` and starts the publisher (store changes → generations) and the ADS server
 /// as tasks in `tasks`. Returns the registry of connected proxies for the admin endpoint.
+/// Workload certificates from `identities` are served over SDS and rotated.
 pub async fn start_xds(
     addr: SocketAddr,
     writer: &StateWriter,
+    identities: Arc<MeshIdentities>,
     registry: &mut Registry,
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
@@ -31,7 +34,11 @@ pub async fn start_xds(
         .with_context(|| format!("cannot listen on --xds-addr {addr}"))?;
     let metrics = XdsMetrics::register(registry);
     let proxies = Arc::new(ProxyRegistry::default());
-    let cache = Arc::new(SnapshotCache::new(writer.current()));
+    let cache = Arc::new(SnapshotCache::with_identities(
+        writer.current(),
+        Some(identities.clone()),
+    ));
+    crate::mesh_ca::spawn_rotation(identities, cache.clone(), tasks, shutdown);
     tasks.spawn(run_publisher(
         writer.subscribe(),
         cache.clone(),

@@ -164,6 +164,10 @@ impl WeirUp {
         if !extra.contains(&"--rate-limit-addr") {
             command.arg("--rate-limit-addr").arg(rate_limit.to_string());
         }
+        // And its own mesh CA, in its scratch directory.
+        if !extra.contains(&"--ca-dir") {
+            command.arg("--ca-dir").arg(scratch.path().join("ca"));
+        }
         let child = command
             .args(extra)
             .stdin(Stdio::null())

@@ -89,6 +89,10 @@ pub fn valid_trust_domain(td: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
 }
 
+/// How far before issue a certificate is valid, for peers whose clocks are behind.
+const CLOCK_SKEW: k8s_openapi::jiff::SignedDuration =
+    k8s_openapi::jiff::SignedDuration::from_secs(60);
+
 /// A certificate a workload presents, with its key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WorkloadCertificate {
@@ -115,11 +119,11 @@ impl fmt::Debug for WorkloadCertificate {
 }
 
 impl WorkloadCertificate {
-    /// Due for rotation: half its lifetime is gone (so a failed renewal has the other
-    /// half to succeed).
+    /// Due for rotation: half its lifetime since issue is gone (so a failed renewal has
+    /// the other half to succeed). The clock-skew allowance before issue does not count.
     pub fn rotation_due(&self, now: Timestamp) -> bool {
-        let lifetime = self.not_after.duration_since(self.not_before);
-        now >= self.not_before + lifetime / 2
+        let issued = self.not_before + CLOCK_SKEW;
+        now >= issued + self.not_after.duration_since(issued) / 2
     }
 }
 
@@ -289,7 +293,7 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         let lifetime = k8s_openapi::jiff::SignedDuration::try_from(lifetime)
             .map_err(|e| err("lifetime", e))?;
-        let not_before = now - k8s_openapi::jiff::SignedDuration::from_secs(60);
+        let not_before = now - CLOCK_SKEW;
         let not_after = now + lifetime;
         params.not_before = offset(not_before)?;
         params.not_after = offset(not_after)?;
@@ -467,7 +471,8 @@ mod tests {
             .issue(&id("cluster.local"), Duration::from_secs(3600), now())
             .unwrap();
         assert!(!cert.rotation_due(now() + jiff_hours(0)));
-        let half = cert.not_before + cert.not_after.duration_since(cert.not_before) / 2;
+        // 30 minutes after issue, not counting the skew allowance.
+        let half = now() + k8s_openapi::jiff::SignedDuration::from_mins(30);
         assert!(cert.rotation_due(half));
         assert!(!cert.rotation_due(half - k8s_openapi::jiff::SignedDuration::from_secs(1)));
     }

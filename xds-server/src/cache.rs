@@ -21,14 +21,22 @@ use tokio::sync::watch;
 use weir_store::ClusterState;
 
 use crate::{
-    envoy::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE},
+    envoy::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
+    identities::IdentityIssuer,
     model::ProxyConfig,
     translate::{ViewKey, translate_shared, translate_view},
 };
 
 /// The resource types Weir serves, in the order a push sends them: clusters before the
-/// endpoints and listeners that use them, listeners before the routes they name.
-pub const TYPE_ORDER: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+/// endpoints and listeners that use them, secrets before the listeners whose TLS names
+/// them, listeners before the routes they name.
+pub const TYPE_ORDER: [&str; 5] = [
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    SECRET_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+];
 
 /// Whether a type is subscribed to as a whole (CDS, LDS) rather than by name (EDS, RDS).
 pub fn is_wildcard_type(type_url: &str) -> bool {
@@ -128,7 +136,7 @@ impl TypeSnapshot {
 /// Everything one view sees, per type (indexed like [`TYPE_ORDER`]).
 #[derive(Debug)]
 pub struct ViewSnapshot {
-    types: [Arc<TypeSnapshot>; 4],
+    types: [Arc<TypeSnapshot>; 5],
     /// The model the resources were encoded from, for debugging and status.
     pub config: ProxyConfig,
 }
@@ -149,6 +157,7 @@ pub struct Generation {
     /// Counts up from 1 with each publish.
     pub number: u64,
     state: ClusterState,
+    identities: Option<Arc<dyn IdentityIssuer>>,
     shared: OnceLock<SharedResources>,
     views: Mutex<HashMap<ViewKey, Arc<OnceLock<Arc<ViewSnapshot>>>>>,
 }
@@ -161,10 +170,11 @@ struct SharedResources {
 }
 
 impl Generation {
-    fn new(number: u64, state: ClusterState) -> Self {
+    fn new(number: u64, state: ClusterState, identities: Option<Arc<dyn IdentityIssuer>>) -> Self {
         Generation {
             number,
             state,
+            identities,
             shared: OnceLock::new(),
             views: Mutex::new(HashMap::new()),
         }
@@ -250,6 +260,7 @@ impl Generation {
             types: [
                 Arc::new(TypeSnapshot::from_resources(clusters)),
                 shared.endpoints.clone(),
+                Arc::new(TypeSnapshot::from_resources(self.secrets(key))),
                 Arc::new(TypeSnapshot::from_resources(listeners)),
                 Arc::new(TypeSnapshot::from_resources(routes)),
             ],
@@ -258,19 +269,54 @@ impl Generation {
     }
 }
 
+impl Generation {
+    /// The SDS secrets of a view: its identity's certificate and the trust bundle. None
+    /// without a CA, and no certificate if it cannot be issued (the proxy keeps waiting
+    /// for it, and the failure is logged).
+    fn secrets(&self, key: &ViewKey) -> Vec<Arc<Resource>> {
+        let Some(identities) = &self.identities else {
+            return Vec::new();
+        };
+        let mut secrets = vec![Resource::new(
+            envoy::TRUST_BUNDLE_SECRET,
+            pack_any(envoy::to_trust_bundle_secret(
+                identities.roots_pem(),
+                identities.trust_domain(),
+            )),
+        )];
+        if let Some(cert) = identities.certificate(&key.namespace, &key.service_account) {
+            secrets.push(Resource::new(
+                envoy::IDENTITY_SECRET,
+                pack_any(envoy::to_identity_secret(&cert.chain_pem, &cert.key_pem)),
+            ));
+        }
+        secrets
+    }
+}
+
 /// The current generation, and a signal when it changes.
 #[derive(Debug)]
 pub struct SnapshotCache {
     current: ArcSwap<Generation>,
     changed: watch::Sender<u64>,
+    identities: Option<Arc<dyn IdentityIssuer>>,
 }
 
 impl SnapshotCache {
-    /// A cache starting from `state` (generation 1).
+    /// A cache starting from `state` (generation 1), without a CA: no secrets are served.
     pub fn new(state: ClusterState) -> Self {
+        Self::with_identities(state, None)
+    }
+
+    /// A cache whose views carry SDS secrets from `identities`.
+    pub fn with_identities(
+        state: ClusterState,
+        identities: Option<Arc<dyn IdentityIssuer>>,
+    ) -> Self {
         SnapshotCache {
-            current: ArcSwap::from_pointee(Generation::new(1, state)),
+            current: ArcSwap::from_pointee(Generation::new(1, state, identities.clone())),
             changed: watch::Sender::new(1),
+            identities,
         }
     }
 
@@ -282,9 +328,20 @@ impl SnapshotCache {
     /// Publishes a new state as the next generation and wakes every stream.
     pub fn publish(&self, state: ClusterState) -> u64 {
         let number = self.current.load().number + 1;
-        self.current.store(Arc::new(Generation::new(number, state)));
+        self.current.store(Arc::new(Generation::new(
+            number,
+            state,
+            self.identities.clone(),
+        )));
         self.changed.send_replace(number);
         number
+    }
+
+    /// Publishes the current state again as a new generation, so that views are computed
+    /// afresh (after certificates were rotated). Unchanged resources keep their versions.
+    pub fn republish(&self) -> u64 {
+        let state = self.current.load().state.clone();
+        self.publish(state)
     }
 
     /// A receiver woken on every publish.

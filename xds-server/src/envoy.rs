@@ -20,11 +20,13 @@ use envoy_types::pb::{
         config::{
             cluster::v3::{
                 Cluster as EnvoyCluster,
-                cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
+                cluster::{
+                    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, TransportSocketMatch,
+                },
             },
             core::v3::{
                 Address, AggregatedConfigSource, ApiVersion, ConfigSource, HeaderValue,
-                HeaderValueOption, RuntimeFractionalPercent, SocketAddress, address,
+                HeaderValueOption, Metadata, RuntimeFractionalPercent, SocketAddress, address,
                 config_source::ConfigSourceSpecifier, header_value_option::HeaderAppendAction,
                 socket_address::PortSpecifier,
             },
@@ -68,7 +70,10 @@ use envoy_types::pb::{
             },
         },
         extensions::transport_sockets::tls::v3::{
-            CommonTlsContext, DownstreamTlsContext, TlsCertificate,
+            CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+            Secret, SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
+            common_tls_context::ValidationContextType, secret::Type as SecretType,
+            subject_alt_name_matcher::SanType,
         },
         r#type::{
             matcher::v3::{
@@ -80,9 +85,13 @@ use envoy_types::pb::{
             },
         },
     },
-    google::protobuf::{Any, Duration as ProtoDuration, UInt32Value},
+    google::protobuf::{
+        Any, BoolValue, Duration as ProtoDuration, Struct, UInt32Value, Value as ProtoValue,
+        value::Kind as ProtoKind,
+    },
 };
 use envoy_types::util::pack_any;
+use weir_crds::mesh_policy::MtlsMode;
 
 use crate::model::{
     Cluster, DescriptorAction, GlobalLimit, HeaderChanges, Listener, LoadAssignment, PathMatch,
@@ -99,6 +108,22 @@ pub const ENDPOINT_TYPE: &str =
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// Type URL of route configurations (RDS).
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// Type URL of secrets (SDS).
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// The SDS secret holding a proxy's own workload certificate and key.
+pub const IDENTITY_SECRET: &str = "weir-identity";
+/// The SDS secret holding the mesh's trust bundle and the trust domain peers must be in.
+pub const TRUST_BUNDLE_SECRET: &str = "weir-trust-bundle";
+/// Endpoint metadata key (under `envoy.transport_socket_match`) marking endpoints that take
+/// mTLS.
+const MTLS_MATCH_KEY: &str = "weir.io/mtls";
+/// The inbound chain of a Permissive listener that takes plaintext gets its statistics
+/// under `<stat_prefix>` + this suffix, so plaintext callers can be counted
+/// (`http.inbound_plaintext.downstream_cx_total`).
+pub const PLAINTEXT_STAT_SUFFIX: &str = "_plaintext";
 
 /// The name of Envoy's local rate-limit HTTP filter (also its per-route config key).
 const LOCAL_RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
@@ -219,7 +244,99 @@ pub fn to_cluster(cluster: &Cluster) -> EnvoyCluster {
             }));
         }
     }
+    if cluster.mtls {
+        // Endpoints marked by EDS get mTLS; the others (no sidecar, or Disable) plaintext.
+        out.transport_socket_matches = vec![TransportSocketMatch {
+            name: "mtls".into(),
+            r#match: Some(mtls_match()),
+            transport_socket: Some(tls_socket(UpstreamTlsContext {
+                common_tls_context: Some(mesh_tls_context()),
+                ..Default::default()
+            })),
+        }];
+    }
     out
+}
+
+fn mtls_match() -> Struct {
+    Struct {
+        fields: [(
+            MTLS_MATCH_KEY.to_string(),
+            ProtoValue {
+                kind: Some(ProtoKind::BoolValue(true)),
+            },
+        )]
+        .into(),
+    }
+}
+
+fn mtls_endpoint_metadata() -> Metadata {
+    Metadata {
+        filter_metadata: [("envoy.transport_socket_match".to_string(), mtls_match())].into(),
+        ..Default::default()
+    }
+}
+
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.into(),
+        sds_config: Some(ads()),
+    }
+}
+
+/// The proxy's workload certificate, and peers validated against the mesh's trust bundle
+/// and trust domain, both over SDS (so rotation needs no listener or cluster change).
+fn mesh_tls_context() -> CommonTlsContext {
+    CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds(IDENTITY_SECRET)],
+        validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(
+            sds(TRUST_BUNDLE_SECRET),
+        )),
+        ..Default::default()
+    }
+}
+
+fn tls_socket(context: impl prost::Name) -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(TransportSocketConfigType::TypedConfig(pack_any(context))),
+    }
+}
+
+/// The SDS secret with a proxy's workload certificate chain and key.
+pub fn to_identity_secret(certificate_chain_pem: &str, private_key_pem: &str) -> Secret {
+    Secret {
+        name: IDENTITY_SECRET.into(),
+        r#type: Some(SecretType::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline_string(certificate_chain_pem)),
+            private_key: Some(inline_string(private_key_pem)),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The SDS secret with the mesh's roots; peers must also carry a SPIFFE id in
+/// `trust_domain`.
+pub fn to_trust_bundle_secret(roots_pem: &str, trust_domain: &str) -> Secret {
+    Secret {
+        name: TRUST_BUNDLE_SECRET.into(),
+        r#type: Some(SecretType::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(inline_string(roots_pem)),
+                match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+                    san_type: SanType::Uri as i32,
+                    matcher: Some(StringMatcher {
+                        match_pattern: Some(MatchPattern::Prefix(format!(
+                            "spiffe://{trust_domain}/"
+                        ))),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+    }
 }
 
 /// A cluster's endpoints.
@@ -235,6 +352,7 @@ pub fn to_load_assignment(assignment: &LoadAssignment) -> ClusterLoadAssignment 
                         address: Some(socket_address(&e.address, e.port)),
                         ..Default::default()
                     })),
+                    metadata: e.mtls.then(mtls_endpoint_metadata),
                     ..Default::default()
                 })
                 .collect(),
@@ -302,23 +420,29 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
             },
         );
     }
-    let manager = HttpConnectionManager {
-        stat_prefix: listener.stat_prefix.clone(),
+    let manager = |stat_prefix: String| HttpConnectionManager {
+        stat_prefix,
         codec_type: CodecType::Auto as i32,
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: listener.route_table.clone(),
         })),
-        http_filters,
+        http_filters: http_filters.clone(),
         strip_port_mode: listener
             .strip_host_port
             .then_some(StripPortMode::StripAnyHostPort(true)),
         ..Default::default()
     };
-    let manager_filter = Filter {
+    let manager_filter = |stat_prefix: String| Filter {
         name: "envoy.filters.network.http_connection_manager".into(),
-        config_type: Some(FilterConfigType::TypedConfig(pack_any(manager))),
+        config_type: Some(FilterConfigType::TypedConfig(pack_any(manager(
+            stat_prefix,
+        )))),
     };
+    if let Some(mode) = listener.mesh_tls {
+        return mesh_listener(listener, mode, manager_filter);
+    }
+    let manager_filter = manager_filter(listener.stat_prefix.clone());
     if listener.tls.is_empty() {
         return EnvoyListener {
             name: listener.name.clone(),
@@ -334,13 +458,7 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
     EnvoyListener {
         name: listener.name.clone(),
         address: Some(socket_address(&listener.address, listener.port)),
-        listener_filters: vec![ListenerFilter {
-            name: "envoy.filters.listener.tls_inspector".into(),
-            config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(
-                TlsInspector::default(),
-            ))),
-            ..Default::default()
-        }],
+        listener_filters: vec![tls_inspector()],
         filter_chains: listener
             .tls
             .iter()
@@ -350,25 +468,82 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
                     ..Default::default()
                 }),
                 filters: vec![manager_filter.clone()],
-                transport_socket: Some(TransportSocket {
-                    name: "envoy.transport_sockets.tls".into(),
-                    config_type: Some(TransportSocketConfigType::TypedConfig(pack_any(
-                        DownstreamTlsContext {
-                            common_tls_context: Some(CommonTlsContext {
-                                tls_certificates: vec![TlsCertificate {
-                                    certificate_chain: Some(inline_string(&tls.certificate_pem)),
-                                    private_key: Some(inline_string(&tls.private_key_pem)),
-                                    ..Default::default()
-                                }],
-                                ..Default::default()
-                            }),
+                transport_socket: Some(tls_socket(DownstreamTlsContext {
+                    common_tls_context: Some(CommonTlsContext {
+                        tls_certificates: vec![TlsCertificate {
+                            certificate_chain: Some(inline_string(&tls.certificate_pem)),
+                            private_key: Some(inline_string(&tls.private_key_pem)),
                             ..Default::default()
-                        },
-                    ))),
-                }),
+                        }],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
+    }
+}
+
+fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(
+            TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// A sidecar's inbound listener in its mTLS mode:
+/// - Strict: one chain, mTLS only, a client certificate from the mesh CA required;
+/// - Permissive: the TLS inspector sends TLS to the mTLS chain and anything else to a
+///   plaintext chain (counted under `<stat_prefix>_plaintext`);
+/// - Disable: plaintext only.
+fn mesh_listener(
+    listener: &Listener,
+    mode: MtlsMode,
+    manager_filter: impl Fn(String) -> Filter,
+) -> EnvoyListener {
+    let mtls_chain = |transport_protocol: &str| FilterChain {
+        name: "mtls".into(),
+        filter_chain_match: (!transport_protocol.is_empty()).then(|| FilterChainMatch {
+            transport_protocol: transport_protocol.into(),
+            ..Default::default()
+        }),
+        filters: vec![manager_filter(listener.stat_prefix.clone())],
+        transport_socket: Some(tls_socket(DownstreamTlsContext {
+            common_tls_context: Some(mesh_tls_context()),
+            require_client_certificate: Some(BoolValue { value: true }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let plaintext_chain = |stat_prefix: String| FilterChain {
+        name: "plaintext".into(),
+        filters: vec![manager_filter(stat_prefix)],
+        ..Default::default()
+    };
+    let (listener_filters, filter_chains) = match mode {
+        MtlsMode::Strict => (Vec::new(), vec![mtls_chain("")]),
+        MtlsMode::Disable => (
+            Vec::new(),
+            vec![plaintext_chain(listener.stat_prefix.clone())],
+        ),
+        MtlsMode::Permissive => (
+            vec![tls_inspector()],
+            vec![
+                mtls_chain("tls"),
+                plaintext_chain(format!("{}{PLAINTEXT_STAT_SUFFIX}", listener.stat_prefix)),
+            ],
+        ),
+    };
+    EnvoyListener {
+        name: listener.name.clone(),
+        address: Some(socket_address(&listener.address, listener.port)),
+        listener_filters,
+        filter_chains,
         ..Default::default()
     }
 }

@@ -13,6 +13,7 @@ pub mod cache;
 mod delta;
 pub mod envoy;
 pub mod grpc;
+pub mod identities;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;

@@ -6,6 +6,7 @@
 //! Envoy's API surface out of the translation logic.
 
 use serde::Serialize;
+use weir_crds::mesh_policy::MtlsMode;
 
 /// Everything one proxy receives: the four resource types of an HTTP data plane.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -30,6 +31,10 @@ pub struct Cluster {
     /// Endpoints are static (the sidecar's own workload) rather than from EDS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub static_endpoint: Option<Endpoint>,
+    /// Some endpoints run sidecars that take mTLS: connections to those (and only those)
+    /// originate mTLS with the proxy's workload certificate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mtls: bool,
 }
 
 /// The endpoints of one cluster.
@@ -48,6 +53,9 @@ pub struct Endpoint {
     pub address: String,
     /// The port.
     pub port: u16,
+    /// The endpoint runs a sidecar that takes mTLS (and is not Disable).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mtls: bool,
 }
 
 /// An HTTP listener: an address and the route table requests are matched against.
@@ -76,6 +84,10 @@ pub struct Listener {
     /// TLS termination, one entry per certificate chosen by SNI; empty for plaintext.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsTermination>,
+    /// A sidecar's inbound listener: the workload's mTLS mode (Strict: mTLS with a mesh
+    /// certificate only; Permissive: mTLS or plaintext; Disable: plaintext only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh_tls: Option<MtlsMode>,
 }
 
 /// Terminating TLS for some server names with one certificate.

@@ -81,6 +81,7 @@ pub fn type_name(type_url: &str) -> &'static str {
         crate::envoy::ENDPOINT_TYPE => "endpoints",
         crate::envoy::LISTENER_TYPE => "listeners",
         crate::envoy::ROUTE_TYPE => "routes",
+        crate::envoy::SECRET_TYPE => "secrets",
         _ => "other",
     }
 }

@@ -13,6 +13,7 @@
 //! TrafficPolicies attach rate limits, retries and timeouts to what they target.
 
 pub(crate) mod gateway;
+pub mod mesh;
 mod policy;
 pub(crate) mod routes;
 mod services;
@@ -20,6 +21,7 @@ mod sidecar;
 
 use std::{fmt, str::FromStr};
 
+use weir_crds::mesh_policy::MtlsMode;
 use weir_store::ClusterState;
 
 use crate::model::ProxyConfig;
@@ -162,19 +164,37 @@ pub struct ViewKey {
     pub gateway: Option<String>,
     /// Ports, with the workload port resolved from the Pod.
     pub options: ProxyOptions,
+    /// A sidecar's inbound mTLS mode, from the MeshPolicy that governs its Pod.
+    pub mesh_tls: Option<MtlsMode>,
+    /// The ServiceAccount the proxy's workload certificate names: the Pod's (sidecars),
+    /// the Gateway's name (gateways).
+    pub service_account: String,
 }
 
 /// The view key of a proxy in `state`.
 pub fn view_key(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -> ViewKey {
     let mut options = options.clone();
-    if proxy.role == Role::Sidecar && options.app_port.is_none() {
-        options.app_port = sidecar::pod_port(state, proxy);
-    }
+    let (mesh_tls, service_account) = match proxy.role {
+        Role::Sidecar => {
+            let pod = sidecar::pod(state, proxy);
+            if options.app_port.is_none() {
+                options.app_port = pod.and_then(sidecar::pod_port);
+            }
+            let labels = pod.and_then(|p| p.metadata.labels.as_ref());
+            (
+                Some(mesh::workload_mode(state, &proxy.namespace, labels)),
+                pod.map_or("default", mesh::service_account).to_string(),
+            )
+        }
+        Role::Gateway => (None, proxy.name.clone()),
+    };
     ViewKey {
         role: proxy.role,
         namespace: proxy.namespace.clone(),
         gateway: (proxy.role == Role::Gateway).then(|| proxy.name.clone()),
         options,
+        mesh_tls,
+        service_account,
     }
 }
 
@@ -185,7 +205,13 @@ pub fn translate_view(state: &ClusterState, key: &ViewKey) -> ProxyConfig {
         (Role::Gateway, Some(name)) => {
             gateway::translate_gateway(state, &key.namespace, name, &key.options, &mut config)
         }
-        _ => sidecar::translate_sidecar(state, &key.namespace, &key.options, &mut config),
+        _ => sidecar::translate_sidecar(
+            state,
+            &key.namespace,
+            &key.options,
+            key.mesh_tls.unwrap_or(MtlsMode::Permissive),
+            &mut config,
+        ),
     }
     // A listener calls the rate-limit service only where some route needs it.
     for listener in &mut config.listeners {

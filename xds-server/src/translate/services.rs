@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::{core::v1::ServicePort, discovery::v1::EndpointSlice};
 use weir_store::ClusterState;
 
-use super::service_cluster_name;
+use super::{mesh, service_cluster_name};
 use crate::model::{Cluster, Endpoint, LoadAssignment};
 
 /// Connect timeout of service clusters.
@@ -48,14 +48,16 @@ pub(super) fn translate_services(state: &ClusterState) -> (Vec<Cluster>, Vec<Loa
                 continue;
             };
             let name = service_cluster_name(ns, &key.name, number);
+            let endpoints = ready_endpoints(state, port, ports.len(), service_slices);
             clusters.push(Cluster {
                 name: name.clone(),
                 connect_timeout_ms: CONNECT_TIMEOUT_MS,
                 static_endpoint: None,
+                mtls: endpoints.iter().any(|e| e.mtls),
             });
             assignments.push(LoadAssignment {
                 cluster: name,
-                endpoints: ready_endpoints(port, ports.len(), service_slices),
+                endpoints,
             });
         }
     }
@@ -64,8 +66,11 @@ pub(super) fn translate_services(state: &ClusterState) -> (Vec<Cluster>, Vec<Loa
 
 /// The ready endpoints of one Service port: slice ports match by name (an unnamed port
 /// matches when the Service has a single port). Endpoints whose `ready` condition is
-/// false are left out; an absent condition counts as ready, as kube-proxy treats it.
+/// false are left out; an absent condition counts as ready, as kube-proxy treats it. An
+/// endpoint whose pod (`targetRef`) runs a sidecar that is not Disable is reached over
+/// mTLS.
 fn ready_endpoints(
+    state: &ClusterState,
     port: &ServicePort,
     service_ports: usize,
     slices: &[&EndpointSlice],
@@ -91,10 +96,23 @@ fn ready_endpoints(
             if !ready {
                 continue;
             }
+            let mtls = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| {
+                    let ns = r
+                        .namespace
+                        .as_deref()
+                        .or(slice.metadata.namespace.as_deref())?;
+                    state.pods.get_namespaced(ns, r.name.as_deref()?)
+                })
+                .is_some_and(|pod| mesh::reached_over_mtls(state, pod));
             for address in &endpoint.addresses {
                 endpoints.insert(Endpoint {
                     address: address.clone(),
                     port: number,
+                    mtls,
                 });
             }
         }

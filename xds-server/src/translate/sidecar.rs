@@ -1,7 +1,8 @@
 //! A sidecar → an outbound listener routing by authority to every Service port (GAMMA
 //! HTTPRoutes change a Service's routing), and an inbound listener to its own workload.
 
-use weir_crds::traffic_policy::PolicyTargetKind;
+use k8s_openapi::api::core::v1::Pod;
+use weir_crds::{mesh_policy::MtlsMode, traffic_policy::PolicyTargetKind};
 use weir_store::ClusterState;
 
 use super::{
@@ -23,6 +24,7 @@ pub(super) fn translate_sidecar(
     state: &ClusterState,
     namespace: &str,
     options: &ProxyOptions,
+    mesh_tls: MtlsMode,
     config: &mut ProxyConfig,
 ) {
     let mut virtual_hosts = Vec::new();
@@ -75,6 +77,7 @@ pub(super) fn translate_sidecar(
     }
     config.listeners.push(Listener {
         global_rate_limit: false,
+        mesh_tls: None,
         name: OUTBOUND.into(),
         address: "127.0.0.1".into(),
         port: options.outbound_port,
@@ -97,10 +100,13 @@ pub(super) fn translate_sidecar(
             static_endpoint: Some(Endpoint {
                 address: "127.0.0.1".into(),
                 port: app_port,
+                mtls: false,
             }),
+            mtls: false,
         });
         config.listeners.push(Listener {
             global_rate_limit: false,
+            mesh_tls: Some(mesh_tls),
             name: INBOUND.into(),
             address: "0.0.0.0".into(),
             port: options.inbound_port,
@@ -216,9 +222,16 @@ fn service_domains(
     domains
 }
 
+/// The sidecar's Pod, if the stores hold it.
+pub(super) fn pod<'a>(state: &'a ClusterState, proxy: &ProxyId) -> Option<&'a Pod> {
+    state
+        .pods
+        .get_namespaced(&proxy.namespace, &proxy.name)
+        .map(AsRef::as_ref)
+}
+
 /// The sidecar's workload port: the first container port of its Pod.
-pub(super) fn pod_port(state: &ClusterState, proxy: &ProxyId) -> Option<u16> {
-    let pod = state.pods.get_namespaced(&proxy.namespace, &proxy.name)?;
+pub(super) fn pod_port(pod: &Pod) -> Option<u16> {
     pod.spec
         .as_ref()?
         .containers

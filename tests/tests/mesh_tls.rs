@@ -1,0 +1,391 @@
+//! Per-namespace mTLS against real Envoys: a caller sidecar (`web-0.shop`) reaches the
+//! `pay` Service, whose endpoint is the inbound port of the `pay-0.payments` sidecar.
+//! Certificates come over SDS from Weir's CA (kept in the test's --ca-dir).
+
+#![allow(clippy::unwrap_used)] // helpers panic on broken fixtures by design
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::jiff::Timestamp;
+use weir_tests::{
+    WeirUp,
+    envoy::{Backend, Envoy, request},
+    eventually, free_port,
+};
+use weir_xds::ca::{self, CertificateAuthority, SpiffeId};
+
+/// The caller's pod and the server's pod, Service and EndpointSlice (pointing at the
+/// server sidecar's inbound port), and the payments MeshPolicy in `mode`.
+fn manifests(inbound: u16, mode: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-0, namespace: shop, labels: {{app: web, weir.io/sidecar: 'true'}}}}\nspec: {{serviceAccountName: web, containers: [{{name: web, image: web}}]}}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{name: pay-0, namespace: payments, labels: {{app: pay, weir.io/sidecar: 'true'}}}}\nspec: {{serviceAccountName: pay, containers: [{{name: pay, image: pay}}]}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: pay, namespace: payments}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: pay, namespace: payments, labels: {{kubernetes.io/service-name: pay}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {inbound}}}]\nendpoints: [{{addresses: [127.0.0.1], targetRef: {{kind: Pod, name: pay-0, namespace: payments}}}}]\n---\n\
+         apiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: payments}}\nspec: {{mtls: {{mode: {mode}}}}}\n"
+    )
+}
+
+struct Mesh {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    ca_dir: std::path::PathBuf,
+    weir: WeirUp,
+    caller: Envoy,
+    server: Envoy,
+    outbound: SocketAddr,
+    inbound: SocketAddr,
+    _app: Backend,
+}
+
+impl Mesh {
+    fn start(mode: &str, extra: &[&str]) -> Mesh {
+        let app = Backend::start("pay");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        fs::create_dir(&config).unwrap();
+        let ca_dir = dir.path().join("ca");
+        let (outbound, inbound) = (free_port(), free_port());
+        fs::write(config.join("mesh.yaml"), manifests(inbound, mode)).unwrap();
+        let mut args = vec!["--ca-dir", ca_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let weir = WeirUp::start(&config, &args);
+        let server = Envoy::start(
+            weir.xds,
+            &[
+                "--role",
+                "sidecar",
+                "--name",
+                "pay-0",
+                "--namespace",
+                "payments",
+                "--inbound-port",
+                &inbound.to_string(),
+                "--outbound-port",
+                &free_port().to_string(),
+                "--app-port",
+                &app.port.to_string(),
+            ],
+        );
+        let caller = Envoy::start(
+            weir.xds,
+            &[
+                "--role",
+                "sidecar",
+                "--name",
+                "web-0",
+                "--namespace",
+                "shop",
+                "--outbound-port",
+                &outbound.to_string(),
+                "--inbound-port",
+                &free_port().to_string(),
+            ],
+        );
+        Mesh {
+            _dir: dir,
+            config,
+            ca_dir,
+            weir,
+            caller,
+            server,
+            outbound: ([127, 0, 0, 1], outbound).into(),
+            inbound: ([127, 0, 0, 1], inbound).into(),
+            _app: app,
+        }
+    }
+
+    fn set_mode(&self, mode: &str) {
+        fs::write(
+            self.config.join("mesh.yaml"),
+            manifests(self.inbound.port(), mode),
+        )
+        .unwrap();
+    }
+
+    /// Through the caller's sidecar (which originates mTLS to `pay`): the backend that
+    /// answered.
+    fn via_sidecar(&self) -> Option<String> {
+        request(self.outbound, "GET", "/", "pay.payments", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+            .and_then(|r| r.backend())
+    }
+
+    /// Plaintext straight to the server sidecar's inbound port.
+    fn plaintext(&self) -> Option<String> {
+        request(self.inbound, "GET", "/", "pay", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+            .and_then(|r| r.backend())
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "weir:\n{}\ncaller envoy:\n{}\nserver envoy:\n{}",
+            self.weir.log(),
+            self.caller.log(),
+            self.server.log()
+        )
+    }
+}
+
+/// A certificate and key for `spiffe://cluster.local/ns/shop/sa/web` from `ca`, written
+/// to `dir`.
+fn client_certificate(ca: &CertificateAuthority, dir: &Path, name: &str) -> (String, String) {
+    let id: SpiffeId = "spiffe://cluster.local/ns/shop/sa/web".parse().unwrap();
+    let cert = ca
+        .issue(&id, Duration::from_secs(3600), Timestamp::now())
+        .unwrap();
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    fs::write(&cert_path, &cert.chain_pem).unwrap();
+    fs::write(&key_path, &cert.key_pem).unwrap();
+    (
+        cert_path.to_str().unwrap().to_string(),
+        key_path.to_str().unwrap().to_string(),
+    )
+}
+
+/// HTTPS with a client certificate straight to `addr` (curl, not verifying the server's
+/// name): the status code, or `None` if the handshake or request failed.
+fn https_with_client_cert(addr: SocketAddr, cert: &str, key: &str) -> Option<u16> {
+    let output = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["--cert", cert, "--key", key])
+        .arg(format!("https://{addr}/"))
+        .output()
+        .unwrap();
+    let code: u16 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()?;
+    (output.status.success() && code != 0).then_some(code)
+}
+
+#[test]
+fn permissive_takes_both_strict_only_mesh_mtls_and_the_switch_needs_no_restart() {
+    let mesh = Mesh::start("Permissive", &[]);
+
+    // Permissive: the caller's sidecar reaches pay over mTLS, and plaintext works too.
+    let up = eventually(Duration::from_secs(30), || {
+        (mesh.via_sidecar().as_deref() == Some("pay")).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "no route through the sidecar; {}",
+        mesh.logs()
+    );
+    assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
+    // The sidecar hop was TLS (the server's mTLS chain shook hands), the direct one was
+    // counted as plaintext.
+    let handshake = format!("listener.0.0.0.0_{}.ssl.handshake", mesh.inbound.port());
+    assert!(
+        mesh.server.stat(&handshake).unwrap_or(0) > 0,
+        "no TLS handshake on the server's inbound listener"
+    );
+    assert!(
+        mesh.server
+            .stat("http.inbound_plaintext.downstream_cx_total")
+            .unwrap_or(0)
+            > 0,
+        "plaintext connections are counted apart"
+    );
+    let listener_updates = mesh
+        .server
+        .stat("listener_manager.lds.update_success")
+        .unwrap_or(0);
+
+    // Permissive → Strict in the directory: plaintext stops, the sidecar path keeps working,
+    // and Envoy was not restarted.
+    mesh.set_mode("Strict");
+    let strict = eventually(Duration::from_secs(30), || {
+        mesh.plaintext().is_none().then_some(())
+    });
+    assert!(
+        strict.is_some(),
+        "plaintext still accepted after Strict; {}",
+        mesh.logs()
+    );
+    assert_eq!(mesh.via_sidecar().as_deref(), Some("pay"));
+    // The same Envoy took a new listener over LDS.
+    assert!(
+        mesh.server
+            .stat("listener_manager.lds.update_success")
+            .unwrap_or(0)
+            > listener_updates
+    );
+
+    // A client certificate from the mesh CA is accepted; one from another CA with the same
+    // SPIFFE id is not.
+    let mesh_ca = ca::load_or_create(&mesh.ca_dir, "cluster.local", Timestamp::now()).unwrap();
+    let other_ca = CertificateAuthority::generate("cluster.local", Timestamp::now()).unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = client_certificate(&mesh_ca, certs.path(), "mesh");
+    assert_eq!(https_with_client_cert(mesh.inbound, &cert, &key), Some(200));
+    let (cert, key) = client_certificate(&other_ca, certs.path(), "other");
+    assert_eq!(
+        https_with_client_cert(mesh.inbound, &cert, &key),
+        None,
+        "a certificate from another CA must be refused"
+    );
+
+    // And back to Permissive: plaintext is accepted again.
+    mesh.set_mode("Permissive");
+    let back = eventually(Duration::from_secs(30), || {
+        (mesh.plaintext().as_deref() == Some("pay")).then_some(())
+    });
+    assert!(back.is_some(), "Permissive did not return; {}", mesh.logs());
+}
+
+#[test]
+fn disable_is_plaintext_on_both_sides() {
+    let mesh = Mesh::start("Disable", &[]);
+    let up = eventually(Duration::from_secs(30), || {
+        (mesh.via_sidecar().as_deref() == Some("pay")).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "no route through the sidecar; {}",
+        mesh.logs()
+    );
+    assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
+    // The server's listener is plaintext only: the caller did not originate TLS.
+    let handshake = format!("listener.0.0.0.0_{}.ssl.handshake", mesh.inbound.port());
+    assert_eq!(mesh.server.stat(&handshake).unwrap_or(0), 0);
+}
+
+/// One keep-alive connection through the caller's sidecar.
+struct KeepAlive {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl KeepAlive {
+    fn connect(addr: SocketAddr) -> KeepAlive {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        KeepAlive {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// One request; the status, or an error if the connection broke.
+    fn get(&mut self, host: &str) -> std::io::Result<u16> {
+        write!(self.writer, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line)?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::other("connection closed"));
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok(status)
+    }
+}
+
+/// The serial numbers of the certificates an Envoy holds (admin `/certs`).
+fn serials(envoy: &Envoy) -> Vec<String> {
+    let certs: serde_json::Value =
+        serde_json::from_str(&envoy.admin_get("/certs")).unwrap_or_default();
+    let mut serials: Vec<String> = certs["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["cert_chain"].as_array().into_iter().flatten())
+        .filter_map(|c| c["serial_number"].as_str().map(String::from))
+        .collect();
+    serials.sort();
+    serials.dedup();
+    serials
+}
+
+#[test]
+fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
+    // 6 s certificates: renewed every 3 s.
+    let mesh = Mesh::start("Strict", &["--workload-cert-lifetime", "6s"]);
+    let up = eventually(Duration::from_secs(30), || {
+        (mesh.via_sidecar().as_deref() == Some("pay")).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "no route through the sidecar; {}",
+        mesh.logs()
+    );
+    let first = serials(&mesh.server);
+    assert!(!first.is_empty(), "the server holds no certificate");
+
+    let mut connection = KeepAlive::connect(mesh.outbound);
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut rotations_seen = 0;
+    let mut last = first.clone();
+    while start.elapsed() < Duration::from_secs(12) {
+        let status = connection.get("pay.payments");
+        assert_eq!(
+            status.as_ref().ok(),
+            Some(&200),
+            "request {sent} failed: {status:?}; {}",
+            mesh.logs()
+        );
+        // New connections work with the new certificates too.
+        if sent % 10 == 0 {
+            assert_eq!(
+                mesh.via_sidecar().as_deref(),
+                Some("pay"),
+                "a fresh connection failed"
+            );
+        }
+        sent += 1;
+        let now = serials(&mesh.server);
+        if !now.is_empty() && now != last {
+            rotations_seen += 1;
+            last = now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        rotations_seen >= 2,
+        "expected the server's certificate to rotate at least twice in 12 s, saw {rotations_seen}; {}",
+        mesh.logs()
+    );
+    assert!(sent > 50, "only {sent} requests");
+    assert!(mesh.weir.log().contains("workload certificates rotated"));
+}

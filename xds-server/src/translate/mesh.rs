@@ -1,0 +1,173 @@
+//! MeshPolicies → the mTLS mode of a workload, and whether an endpoint is reached over
+//! mTLS.
+//!
+//! The policy that governs a pod, most specific first:
+//! 1. a MeshPolicy in the pod's namespace whose `selector` matches the pod's labels (if
+//!    several do, the oldest, then the first by name);
+//! 2. the namespace's MeshPolicy without a selector;
+//! 3. the mesh-wide MeshPolicy without a selector in the root namespace
+//!    ([`ROOT_NAMESPACE`]);
+//! 4. none: Permissive.
+//!
+//! A policy's mode is the one the mesh-TLS controller decided (`status.effectiveMode`),
+//! or its spec's before the controller has decided.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use weir_crds::mesh_policy::{MeshPolicy, MtlsMode};
+use weir_store::{ClusterState, selector_matches};
+
+/// The namespace whose selector-less MeshPolicy applies mesh-wide.
+pub const ROOT_NAMESPACE: &str = "weir-system";
+
+/// The pod label that says the pod runs a Weir sidecar (`"true"`): callers' sidecars
+/// originate mTLS to it unless its mode is Disable.
+pub const SIDECAR_LABEL: &str = "weir.io/sidecar";
+
+/// The mode a MeshPolicy puts in force now.
+pub fn policy_mode(policy: &MeshPolicy) -> MtlsMode {
+    policy
+        .status
+        .as_ref()
+        .and_then(|s| s.effective_mode)
+        .unwrap_or(policy.spec.mtls.mode)
+}
+
+/// The MeshPolicy that governs a pod with `labels` in `namespace`, if any.
+pub fn governing_policy<'a>(
+    state: &'a ClusterState,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Option<&'a MeshPolicy> {
+    let selected = state
+        .mesh_policies
+        .in_namespace(namespace)
+        .filter(|p| {
+            p.spec
+                .selector
+                .as_ref()
+                .is_some_and(|s| selector_matches(s, labels))
+        })
+        .min_by(|a, b| {
+            (&a.metadata.creation_timestamp, &a.metadata.name)
+                .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
+        });
+    let namespace_wide = |ns: &str| {
+        state
+            .mesh_policies
+            .in_namespace(ns)
+            .find(|p| p.spec.selector.is_none())
+    };
+    selected
+        .or_else(|| namespace_wide(namespace))
+        .or_else(|| namespace_wide(ROOT_NAMESPACE))
+        .map(AsRef::as_ref)
+}
+
+/// The inbound mode of a pod with `labels` in `namespace`.
+pub fn workload_mode(
+    state: &ClusterState,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> MtlsMode {
+    governing_policy(state, namespace, labels).map_or(MtlsMode::Permissive, policy_mode)
+}
+
+/// Whether a pod runs a Weir sidecar.
+pub fn runs_sidecar(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SIDECAR_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
+/// Whether callers' sidecars reach `pod` over mTLS: it runs a sidecar, and its mode is
+/// not Disable.
+pub fn reached_over_mtls(state: &ClusterState, pod: &Pod) -> bool {
+    let Some(namespace) = pod.metadata.namespace.as_deref() else {
+        return false;
+    };
+    runs_sidecar(pod)
+        && workload_mode(state, namespace, pod.metadata.labels.as_ref()) != MtlsMode::Disable
+}
+
+/// The pod's ServiceAccount (`default` when unset), which names its identity.
+pub fn service_account(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::state;
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web, weir.io/sidecar: 'true'}}\nspec: {serviceAccountName: web, containers: [{name: web, image: x}]}\n";
+
+    fn policy(ns: &str, name: &str, mode: &str, selector: Option<&str>) -> String {
+        let selector = selector
+            .map(|app| format!("selector: {{matchLabels: {{app: {app}}}}}, "))
+            .unwrap_or_default();
+        format!(
+            "---\napiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{{selector}mtls: {{mode: {mode}}}}}\n"
+        )
+    }
+
+    fn mode_of_web(yaml: &str) -> MtlsMode {
+        let state = state(&format!("{POD}{yaml}"));
+        let pod = state.pods.get_namespaced("shop", "web-1").unwrap();
+        workload_mode(&state, "shop", pod.metadata.labels.as_ref())
+    }
+
+    #[test]
+    fn precedence_selector_then_namespace_then_root_then_permissive() {
+        assert_eq!(mode_of_web(""), MtlsMode::Permissive);
+        let root = policy(ROOT_NAMESPACE, "mesh", "Strict", None);
+        assert_eq!(mode_of_web(&root), MtlsMode::Strict);
+        let namespace = policy("shop", "default", "Disable", None);
+        assert_eq!(
+            mode_of_web(&format!("{root}{namespace}")),
+            MtlsMode::Disable
+        );
+        let web = policy("shop", "web", "Strict", Some("web"));
+        let other = policy("shop", "api", "Permissive", Some("api"));
+        assert_eq!(
+            mode_of_web(&format!("{root}{namespace}{web}{other}")),
+            MtlsMode::Strict
+        );
+        // Another namespace's policies never apply.
+        assert_eq!(
+            mode_of_web(&policy("payments", "default", "Strict", None)),
+            MtlsMode::Permissive
+        );
+    }
+
+    #[test]
+    fn the_controllers_decision_overrides_the_spec() {
+        let yaml = format!(
+            "{}status: {{effectiveMode: Permissive}}\n",
+            policy("shop", "default", "Strict", None)
+        );
+        assert_eq!(mode_of_web(&yaml), MtlsMode::Permissive);
+    }
+
+    #[test]
+    fn endpoints_take_mtls_when_they_run_a_sidecar_and_are_not_disabled() {
+        let state_with = |yaml: &str| state(&format!("{POD}{yaml}"));
+        let s = state_with("");
+        let pod = s.pods.get_namespaced("shop", "web-1").unwrap();
+        assert!(reached_over_mtls(&s, pod));
+        assert_eq!(service_account(pod), "web");
+        let s = state_with(&policy("shop", "default", "Disable", None));
+        let pod = s.pods.get_namespaced("shop", "web-1").unwrap();
+        assert!(!reached_over_mtls(&s, pod));
+        let s = state(&POD.replace("weir.io/sidecar: 'true'", "tier: x"));
+        let pod = s.pods.get_namespaced("shop", "web-1").unwrap();
+        assert!(!reached_over_mtls(&s, pod));
+    }
+}
