@@ -97,6 +97,7 @@ pub async fn serve(
         .route("/debug/proxies", get(proxies))
         .route("/debug/status", get(gateway_status))
         .route("/debug/nodes", get(node_plan))
+        .route("/debug/mesh", get(mesh))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -180,6 +181,23 @@ async fn gateway_status(State(state): State<AdminState>) -> Json<serde_json::Val
         &snapshot,
         &rejections
     )))
+}
+
+/// Every MeshPolicy's spec mode and status (the mesh-TLS controller's decision).
+async fn mesh(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let snapshot = state.state.borrow().clone();
+    let policies: Vec<serde_json::Value> = snapshot
+        .mesh_policies
+        .iter()
+        .map(|(key, p)| {
+            json!({
+                "policy": key.to_string(),
+                "mode": p.spec.mtls.mode,
+                "status": p.status,
+            })
+        })
+        .collect();
+    Json(json!({ "policies": policies }))
 }
 
 async fn proxies(State(state): State<AdminState>) -> Response {

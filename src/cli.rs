@@ -368,6 +368,10 @@ pub struct UpArgs {
     /// The mesh CA (kept in --ca-dir, default `.weir/ca`).
     #[command(flatten, next_help_heading = "Mesh CA")]
     pub mesh_ca: MeshCaArgs,
+    /// How often the mesh-TLS controller re-evaluates MeshPolicies (promotion, rollback,
+    /// refused transitions).
+    #[arg(long, env = "WEIR_MESH_TLS_INTERVAL", default_value = "10s", value_parser = weir_controllers::node_autoscaler::settings::parse_duration)]
+    pub mesh_tls_interval: std::time::Duration,
     /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults); in
     /// local mode it acts on NodePools with the simulated provider.
     #[command(flatten, next_help_heading = "Node autoscaler")]

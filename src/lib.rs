@@ -15,6 +15,7 @@ pub mod local_autoscaler;
 pub mod local_nodes;
 pub mod local_samples;
 pub mod mesh_ca;
+pub mod mesh_controller;
 pub mod metrics;
 pub mod metrics_adapter;
 pub mod metrics_apis;

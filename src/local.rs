@@ -59,6 +59,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    info!(interval = ?args.mesh_tls_interval, "mesh-TLS controller on the configuration's MeshPolicies");
+    tasks.spawn(crate::mesh_controller::run(
+        writer.clone(),
+        proxies.clone(),
+        args.mesh_tls_interval
+            .max(std::time::Duration::from_millis(100)),
+        shutdown_token.clone(),
+    ));
     // Simulated Deployments, shared by the pod autoscaler (their replica counts) and the
     // node autoscaler (their pods, scheduled onto simulated nodes).
     let api = Arc::new(LocalScaleApi::new(writer.subscribe(), &mut registry));

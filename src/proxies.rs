@@ -96,6 +96,10 @@ fn parse_status(value: &serde_json::Value) -> Option<ProxyStatus> {
     Some(ProxyStatus {
         stream: value.get("stream")?.as_u64()?,
         node_id: value.get("node_id")?.as_str()?.to_string(),
+        admin_port: value
+            .get("admin_port")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u16::try_from(p).ok()),
         protocol: if value.get("protocol")?.as_str()? == "delta" {
             "delta"
         } else {
@@ -108,6 +112,7 @@ fn parse_status(value: &serde_json::Value) -> Option<ProxyStatus> {
                     "clusters" => "clusters",
                     "endpoints" => "endpoints",
                     "listeners" => "listeners",
+                    "secrets" => "secrets",
                     "routes" => "routes",
                     _ => return None,
                 };

@@ -64,6 +64,9 @@ pub struct Evaluation {
     pub condition: (&'static str, &'static str, &'static str, String),
     /// An event worth recording: (type, reason, message).
     pub event: Option<(&'static str, &'static str, String)>,
+    /// While Observing: since when the inbound listeners have been quiet (the start of
+    /// the current plaintext window), to pass back as `Previous::observing_since`.
+    pub observing_since: Option<Timestamp>,
 }
 
 fn window(d: &weir_crds::Duration) -> SignedDuration {
@@ -90,6 +93,7 @@ pub fn evaluate(
         sidecar_coverage: coverage.clone(),
         condition: ("Ready", "True", reason, message),
         event: None,
+        observing_since: None,
     };
 
     // Disable ↔ Strict goes through Permissive.
@@ -118,6 +122,7 @@ pub fn evaluate(
                 "TransitionRefused",
                 format!("{before:?} to {wanted:?} refused: go through Permissive"),
             )),
+            observing_since: None,
         };
     }
     let auto = spec.mtls.promotion.as_ref().filter(|p| p.auto);
@@ -149,6 +154,7 @@ pub fn evaluate(
                 sidecar_coverage: coverage,
                 condition: ("Ready", "True", "RolledBack", message.clone()),
                 event: Some(("Warning", "RolledBack", message)),
+                observing_since: None,
             };
         }
         return Evaluation {
@@ -171,6 +177,7 @@ pub fn evaluate(
                 },
             ),
             event: None,
+            observing_since: None,
         };
     }
     if previous.phase == Some(MeshPhase::RolledBack) && !spec_changed {
@@ -186,6 +193,7 @@ pub fn evaluate(
                 "rolled back to Permissive after errors; change the spec to observe again".into(),
             ),
             event: None,
+            observing_since: None,
         };
     }
 
@@ -237,6 +245,7 @@ pub fn evaluate(
             sidecar_coverage: coverage,
             condition: ("Ready", "True", "Promoted", message.clone()),
             event: Some(("Normal", "Promoted", message)),
+            observing_since: None,
         };
     }
     Evaluation {
@@ -246,6 +255,7 @@ pub fn evaluate(
         sidecar_coverage: coverage,
         condition: ("Ready", "True", "Observing", waiting.join("; ")),
         event: None,
+        observing_since: Some(since),
     }
 }
 

@@ -197,7 +197,8 @@ impl DirectorySource {
     }
 
     fn publish(&mut self) {
-        let (state, problems) = self.index.state();
+        let (mut state, problems) = self.index.state();
+        keep_written_status(&self.writer.current(), &mut state);
         let objects: usize = weir_store::Kind::ALL.iter().map(|k| state.count(*k)).sum();
         let changed_state = self.writer.replace(state);
         let previous = self.problems.borrow().clone();
@@ -282,6 +283,26 @@ fn content_hash(text: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     text.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Files carry no status, but Weir writes some into the stores in local mode (MeshPolicy
+/// status, from the mesh-TLS controller). It survives a reload, as status survives a spec
+/// update in a cluster.
+fn keep_written_status(current: &weir_store::ClusterState, next: &mut weir_store::ClusterState) {
+    let carried: Vec<_> = next
+        .mesh_policies
+        .iter()
+        .filter(|(_, p)| p.status.is_none())
+        .filter_map(|(key, p)| {
+            let status = current.mesh_policies.get(key)?.status.clone()?;
+            let mut policy = (**p).clone();
+            policy.status = Some(status);
+            Some(std::sync::Arc::new(policy))
+        })
+        .collect();
+    for policy in carried {
+        next.mesh_policies.insert(policy);
+    }
 }
 
 #[cfg(test)]

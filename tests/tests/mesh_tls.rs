@@ -389,3 +389,109 @@ fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
     assert!(sent > 50, "only {sent} requests");
     assert!(mesh.weir.log().contains("workload certificates rotated"));
 }
+
+/// The payments MeshPolicy as `/debug/mesh` shows it.
+fn payments_status(weir: &WeirUp) -> serde_json::Value {
+    let (_, body) = weir.get("/debug/mesh").unwrap();
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    value["policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["policy"] == "payments/default")
+        .map(|p| p["status"].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
+    let mesh = Mesh::start(
+        "Permissive, promotion: {auto: true, plaintextWindow: 4s}",
+        &["--mesh-tls-interval", "500ms"],
+    );
+    let up = eventually(Duration::from_secs(30), || {
+        (mesh.via_sidecar().as_deref() == Some("pay")).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "no route through the sidecar; {}",
+        mesh.logs()
+    );
+
+    // A plaintext caller keeps calling: the namespace stays Permissive, and says why.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let stop = stop.clone();
+        let inbound = mesh.inbound;
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = request(inbound, "GET", "/", "pay", &[]);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let observing = eventually(Duration::from_secs(20), || {
+        let status = payments_status(&mesh.weir);
+        let message = status["conditions"][0]["message"].as_str().unwrap_or("");
+        message.contains("plaintext connection").then_some(status)
+    });
+    let status = observing.unwrap_or_else(|| {
+        panic!(
+            "never reported the plaintext caller: {}; {}",
+            payments_status(&mesh.weir),
+            mesh.logs()
+        )
+    });
+    assert_eq!(status["effectiveMode"], "Permissive");
+    assert_eq!(status["phase"], "Observing");
+    assert_eq!(status["sidecarCoverage"], "1/1");
+    // Longer than the window: still Permissive while the caller is there.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        assert_eq!(payments_status(&mesh.weir)["effectiveMode"], "Permissive");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
+
+    // The caller leaves: after a quiet window, Strict.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    caller.join().unwrap();
+    let promoted = eventually(Duration::from_secs(30), || {
+        let status = payments_status(&mesh.weir);
+        (status["effectiveMode"] == "Strict").then_some(status)
+    });
+    let status = promoted.unwrap_or_else(|| panic!("never promoted; {}", mesh.logs()));
+    assert_eq!(status["phase"], "Promoted");
+    assert_eq!(status["conditions"][0]["reason"], "Promoted");
+    // And the proxies follow: plaintext is refused, the sidecar path still works.
+    let strict = eventually(Duration::from_secs(20), || {
+        mesh.plaintext().is_none().then_some(())
+    });
+    assert!(
+        strict.is_some(),
+        "promoted but plaintext still accepted; {}",
+        mesh.logs()
+    );
+    assert_eq!(mesh.via_sidecar().as_deref(), Some("pay"));
+}
+
+#[test]
+fn disable_to_strict_is_refused_until_forced() {
+    let mesh = Mesh::start("Disable", &["--mesh-tls-interval", "200ms"]);
+    let up = eventually(Duration::from_secs(30), || {
+        (payments_status(&mesh.weir)["effectiveMode"] == "Disable").then_some(())
+    });
+    assert!(up.is_some(), "{}", mesh.logs());
+    mesh.set_mode("Strict");
+    let refused = eventually(Duration::from_secs(20), || {
+        let status = payments_status(&mesh.weir);
+        (status["conditions"][0]["reason"] == "TransitionRefused").then_some(status)
+    });
+    let status = refused.unwrap_or_else(|| panic!("not refused; {}", mesh.logs()));
+    assert_eq!(status["effectiveMode"], "Disable");
+    assert_eq!(status["conditions"][0]["status"], "False");
+    // Disable stays in force: plaintext still works.
+    let _ = eventually(Duration::from_secs(20), || mesh.plaintext());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
+}

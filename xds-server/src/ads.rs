@@ -45,6 +45,8 @@ pub mod metadata {
     pub const APP_PORT: &str = "weir.io/app-port";
     /// Added to every Gateway listener port.
     pub const GATEWAY_PORT_OFFSET: &str = "weir.io/gateway-port-offset";
+    /// Envoy's admin port (on the proxy's loopback), where local mode reads its statistics.
+    pub const ADMIN_PORT: &str = "weir.io/admin-port";
 }
 
 /// The ADS server: shared by every stream.
@@ -232,16 +234,19 @@ impl SotwStream {
     }
 }
 
+/// A port from node metadata (a number or a numeric string).
+pub fn metadata_port(metadata: Option<&Struct>, key: &str) -> Option<u16> {
+    let value = metadata?.fields.get(key)?.kind.as_ref()?;
+    match value {
+        Kind::NumberValue(n) => u16::try_from(*n as i64).ok(),
+        Kind::StringValue(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Ports from node metadata (numbers or numeric strings); defaults otherwise.
 pub fn options_from_metadata(metadata: Option<&Struct>) -> ProxyOptions {
-    let port = |key: &str| -> Option<u16> {
-        let value = metadata?.fields.get(key)?.kind.as_ref()?;
-        match value {
-            Kind::NumberValue(n) => u16::try_from(*n as i64).ok(),
-            Kind::StringValue(s) => s.parse().ok(),
-            _ => None,
-        }
-    };
+    let port = |key: &str| metadata_port(metadata, key);
     let defaults = ProxyOptions::default();
     ProxyOptions {
         inbound_port: port(metadata::INBOUND_PORT).unwrap_or(defaults.inbound_port),

@@ -64,6 +64,10 @@ fn grpc_cluster(name: &str, addr: &str, default_port: u16) -> Value {
 
 fn bootstrap(spec: &BootstrapSpec) -> Value {
     let mut meta = serde_json::Map::new();
+    meta.insert(
+        metadata::ADMIN_PORT.into(),
+        json!(spec.admin_port.to_string()),
+    );
     if spec.proxy.role == Role::Sidecar {
         meta.insert(
             metadata::INBOUND_PORT.into(),

@@ -39,6 +39,9 @@ pub struct ProxyStatus {
     pub node_id: String,
     /// The protocol variant: `sotw` or `delta`.
     pub protocol: &'static str,
+    /// Envoy's admin port, from the bootstrap's node metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
     /// Per resource type (`clusters`, `endpoints`, `listeners`, `routes`).
     pub types: BTreeMap<&'static str, TypeStatus>,
 }

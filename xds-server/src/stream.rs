@@ -25,6 +25,7 @@ pub(crate) struct StreamCore {
     id: u64,
     protocol: &'static str,
     proxy: Option<(ProxyId, ProxyOptions)>,
+    admin_port: Option<u16>,
     /// The view for the generation last looked at.
     view: Option<(u64, Arc<ViewSnapshot>)>,
     nonce: u64,
@@ -45,6 +46,7 @@ impl StreamCore {
             id,
             protocol,
             proxy: None,
+            admin_port: None,
             view: None,
             nonce: 0,
             cache,
@@ -66,6 +68,9 @@ impl StreamCore {
             info!(proxy = %identity.0, stream = self.id, protocol = self.protocol, "proxy connected");
             self.metrics.connected.inc();
             self.proxy = Some(identity);
+            self.admin_port = node.and_then(|n| {
+                crate::ads::metadata_port(n.metadata.as_ref(), crate::ads::metadata::ADMIN_PORT)
+            });
         }
         let served = TYPE_ORDER.iter().copied().find(|t| *t == type_url);
         if served.is_none() {
@@ -154,6 +159,7 @@ impl StreamCore {
             stream: self.id,
             node_id: proxy.to_string(),
             protocol: self.protocol,
+            admin_port: self.admin_port,
             types: types.map(|(t, s)| (type_name(t), s.clone())).collect(),
         });
     }
