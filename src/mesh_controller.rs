@@ -4,10 +4,10 @@
 //!
 //! What it observes, per policy, over the pods the policy governs:
 //! - ready endpoints (EndpointSlices) and those whose pod has a connected sidecar;
-//! - plaintext connections the sidecars' inbound listeners accepted, read from each
-//!   sidecar's Envoy admin (`http.inbound_plaintext.downstream_cx_total`, on loopback: in
-//!   local mode every proxy runs on this host). A counter that went down is a restarted
-//!   Envoy, counted from zero.
+//! - plaintext connections the sidecars' inbound listeners accepted and, after a promotion,
+//!   inbound requests and errors (5xx and failed TLS handshakes), read from each sidecar's
+//!   Envoy admin ([`InboundCounters`], on loopback: in local mode every proxy runs on this
+//!   host). A counter that went down is a restarted Envoy, counted from zero.
 //!
 //! It remembers the phase, the promotion time and the start of the quiet window in
 //! memory, and shows them in the status (`/debug/mesh`). Annotate a MeshPolicy
@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weir_controllers::mesh_tls::{Observation, Previous, evaluate};
-use weir_crds::mesh_policy::{MeshPolicy, MeshPolicyStatus};
+use weir_crds::mesh_policy::{MeshPhase, MeshPolicy, MeshPolicyStatus};
 use weir_store::{ClusterState, Object, ObjectKey, StateWriter};
 use weir_xds::{
     envoy::PLAINTEXT_STAT_SUFFIX,
@@ -38,9 +38,60 @@ use weir_xds::{
 /// The annotation that allows a direct Disable ↔ Strict move.
 pub const FORCE_ANNOTATION: &str = "weir.io/force-transition";
 
-/// The statistic counting plaintext connections on a Permissive inbound listener.
-fn plaintext_stat() -> String {
-    format!("http.inbound{PLAINTEXT_STAT_SUFFIX}.downstream_cx_total")
+/// What a sidecar's inbound listener has counted (Envoy counters, since it started).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InboundCounters {
+    /// Plaintext connections accepted (`http.inbound_plaintext.downstream_cx_total`).
+    pub plaintext_connections: u64,
+    /// Requests answered (`http.inbound*.downstream_rq_completed`).
+    pub requests: u64,
+    /// Of those, 5xx (`http.inbound*.downstream_rq_5xx`).
+    pub errors_5xx: u64,
+    /// Connections that failed the TLS handshake (`listener.inbound.ssl.connection_error`): after
+    /// a promotion, a plaintext caller shows here.
+    pub tls_errors: u64,
+}
+
+impl InboundCounters {
+    /// From the admin's `/stats` text.
+    pub fn parse(stats: &str) -> Self {
+        let mut c = InboundCounters::default();
+        for line in stats.lines() {
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<u64>() else {
+                continue;
+            };
+            let inbound = name.starts_with("http.inbound.")
+                || name.starts_with(&format!("http.inbound{PLAINTEXT_STAT_SUFFIX}."));
+            if name == format!("http.inbound{PLAINTEXT_STAT_SUFFIX}.downstream_cx_total") {
+                c.plaintext_connections += value;
+            }
+            if inbound && name.ends_with(".downstream_rq_completed") {
+                c.requests += value;
+            }
+            if inbound && name.ends_with(".downstream_rq_5xx") {
+                c.errors_5xx += value;
+            }
+            if name == "listener.inbound.ssl.connection_error" {
+                c.tls_errors += value;
+            }
+        }
+        c
+    }
+
+    /// What happened between `before` and `self`; a counter that went down is a
+    /// restarted Envoy, counted from zero.
+    pub fn since(&self, before: &InboundCounters) -> InboundCounters {
+        let d = |now: u64, then: u64| if now >= then { now - then } else { now };
+        InboundCounters {
+            plaintext_connections: d(self.plaintext_connections, before.plaintext_connections),
+            requests: d(self.requests, before.requests),
+            errors_5xx: d(self.errors_5xx, before.errors_5xx),
+            tls_errors: d(self.tls_errors, before.tls_errors),
+        }
+    }
 }
 
 /// A connected sidecar: its pod and where its admin listens.
@@ -129,19 +180,20 @@ struct Memory {
     /// The spec last seen and a local generation counter (files carry no generation).
     spec: Option<weir_crds::mesh_policy::MeshPolicySpec>,
     generation: i64,
-    /// Plaintext counter per sidecar at the last pass.
-    counters: HashMap<(String, String), u64>,
+    /// Counters per sidecar at the last pass.
+    counters: HashMap<(String, String), InboundCounters>,
     /// Plaintext connections seen, with when.
     plaintext: Vec<(Timestamp, u64)>,
+    /// Inbound requests and errors since the promotion (while Promoted).
+    since_promotion: (u64, u64),
 }
 
-/// Reads one counter from an Envoy admin on loopback; `None` if it cannot be reached.
-/// A listener without the statistic (Strict, Disable) has accepted no plaintext: 0.
-async fn read_counter(admin_port: u16, stat: &str) -> Option<u64> {
-    let request = format!(
-        "GET /stats?filter=^{}$ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        stat.replace('.', "\\.")
-    );
+/// Reads a sidecar's inbound counters from its Envoy admin on loopback; `None` if it
+/// cannot be reached. A statistic that does not exist (no plaintext chain in Strict or
+/// Disable) counts 0.
+async fn read_counters(admin_port: u16) -> Option<InboundCounters> {
+    let request =
+        "GET /stats?filter=inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", admin_port)).await?;
         stream.write_all(request.as_bytes()).await?;
@@ -156,10 +208,7 @@ async fn read_counter(admin_port: u16, stat: &str) -> Option<u64> {
     if !body.starts_with("HTTP/1.") || !body.contains(" 200 ") {
         return None;
     }
-    let value = body
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{stat}: "))?.trim().parse().ok());
-    Some(value.unwrap_or(0))
+    Some(InboundCounters::parse(&body))
 }
 
 fn time(t: Timestamp) -> Time {
@@ -236,28 +285,35 @@ async fn pass(
         .filter(|(ns, pod)| covering.iter().any(|s| &s.namespace == ns && &s.pod == pod))
         .count();
 
-    // Plaintext connections since the last pass, per sidecar.
-    let stat = plaintext_stat();
+    // What each sidecar counted since the last pass (the first reading is the baseline).
     let mut readable = true;
+    let mut delta = InboundCounters::default();
     for sidecar in &covering {
         let Some(port) = sidecar.admin_port else {
             readable = false;
             continue;
         };
-        let Some(value) = read_counter(port, &stat).await else {
+        let Some(now_counters) = read_counters(port).await else {
             readable = false;
             continue;
         };
         let slot = (sidecar.namespace.clone(), sidecar.pod.clone());
-        let before = memory.counters.insert(slot, value);
-        let new = match before {
-            Some(b) if value >= b => value - b,
-            Some(_) => value, // Envoy restarted
-            None => 0,        // the first reading is the baseline
-        };
-        if new > 0 {
-            memory.plaintext.push((now, new));
+        if let Some(before) = memory.counters.insert(slot, now_counters) {
+            let d = now_counters.since(&before);
+            delta.plaintext_connections += d.plaintext_connections;
+            delta.requests += d.requests;
+            delta.errors_5xx += d.errors_5xx;
+            delta.tls_errors += d.tls_errors;
         }
+    }
+    if delta.plaintext_connections > 0 {
+        memory.plaintext.push((now, delta.plaintext_connections));
+    }
+    if memory.previous.phase == Some(MeshPhase::Promoted) {
+        memory.since_promotion.0 += delta.requests + delta.tls_errors;
+        memory.since_promotion.1 += delta.errors_5xx + delta.tls_errors;
+    } else {
+        memory.since_promotion = (0, 0);
     }
     let window = policy
         .spec
@@ -273,9 +329,8 @@ async fn pass(
         ready_endpoints: u32::try_from(ready.len()).unwrap_or(u32::MAX),
         with_sidecar: u32::try_from(with_sidecar).unwrap_or(u32::MAX),
         plaintext_connections: readable.then(|| memory.plaintext.iter().map(|(_, n)| n).sum()),
-        // Inbound error rates are not read in local mode.
-        inbound_requests: 0,
-        inbound_errors: 0,
+        inbound_requests: memory.since_promotion.0,
+        inbound_errors: memory.since_promotion.1,
     };
     let force = policy
         .metadata
@@ -365,6 +420,32 @@ apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: pay, name
             pod: pod.into(),
             admin_port: Some(15000),
         }
+    }
+
+    #[test]
+    fn inbound_counters_add_both_chains_and_survive_a_restart() {
+        let stats = "http.inbound.downstream_rq_completed: 10\n\
+http.inbound.downstream_rq_5xx: 1\n\
+http.inbound_plaintext.downstream_rq_completed: 5\n\
+http.inbound_plaintext.downstream_rq_5xx: 2\n\
+http.inbound_plaintext.downstream_cx_total: 4\n\
+http.inbound_rate_limit.rate_limited: 7\n\
+listener.inbound.ssl.connection_error: 3\n\
+listener.outbound.downstream_cx_total: 9\n";
+        let c = InboundCounters::parse(stats);
+        assert_eq!(
+            c,
+            InboundCounters {
+                plaintext_connections: 4,
+                requests: 15,
+                errors_5xx: 3,
+                tls_errors: 3
+            }
+        );
+        let later = InboundCounters { requests: 20, ..c };
+        assert_eq!(later.since(&c).requests, 5);
+        let restarted = InboundCounters { requests: 2, ..c };
+        assert_eq!(restarted.since(&c).requests, 2);
     }
 
     #[test]

@@ -195,9 +195,9 @@ fn permissive_takes_both_strict_only_mesh_mtls_and_the_switch_needs_no_restart()
     assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
     // The sidecar hop was TLS (the server's mTLS chain shook hands), the direct one was
     // counted as plaintext.
-    let handshake = format!("listener.0.0.0.0_{}.ssl.handshake", mesh.inbound.port());
+    let handshake = "listener.inbound.ssl.handshake";
     assert!(
-        mesh.server.stat(&handshake).unwrap_or(0) > 0,
+        mesh.server.stat(handshake).unwrap_or(0) > 0,
         "no TLS handshake on the server's inbound listener"
     );
     assert!(
@@ -267,8 +267,8 @@ fn disable_is_plaintext_on_both_sides() {
     );
     assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
     // The server's listener is plaintext only: the caller did not originate TLS.
-    let handshake = format!("listener.0.0.0.0_{}.ssl.handshake", mesh.inbound.port());
-    assert_eq!(mesh.server.stat(&handshake).unwrap_or(0), 0);
+    let handshake = "listener.inbound.ssl.handshake";
+    assert_eq!(mesh.server.stat(handshake).unwrap_or(0), 0);
 }
 
 /// One keep-alive connection through the caller's sidecar.
@@ -494,4 +494,34 @@ fn disable_to_strict_is_refused_until_forced() {
     let _ = eventually(Duration::from_secs(20), || mesh.plaintext());
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
+}
+
+#[test]
+fn a_promotion_that_breaks_a_caller_is_rolled_back() {
+    let mesh = Mesh::start(
+        "Permissive, promotion: {auto: true, plaintextWindow: 2s, rollbackWindow: 2m, rollbackErrorRate: 0.05}",
+        &["--mesh-tls-interval", "500ms"],
+    );
+    let promoted = eventually(Duration::from_secs(30), || {
+        (payments_status(&mesh.weir)["effectiveMode"] == "Strict").then_some(())
+    });
+    assert!(promoted.is_some(), "never promoted; {}", mesh.logs());
+    let strict = eventually(Duration::from_secs(20), || {
+        mesh.plaintext().is_none().then_some(())
+    });
+    assert!(strict.is_some(), "{}", mesh.logs());
+
+    // A plaintext caller shows up after the promotion: its handshakes fail, and the
+    // namespace goes back to Permissive.
+    let rolled_back = eventually(Duration::from_secs(30), || {
+        let _ = mesh.plaintext();
+        let status = payments_status(&mesh.weir);
+        (status["phase"] == "RolledBack").then_some(status)
+    });
+    let status = rolled_back.unwrap_or_else(|| panic!("never rolled back; {}", mesh.logs()));
+    assert_eq!(status["effectiveMode"], "Permissive");
+    assert_eq!(status["conditions"][0]["reason"], "RolledBack");
+    let plaintext_back = eventually(Duration::from_secs(20), || mesh.plaintext());
+    assert_eq!(plaintext_back.as_deref(), Some("pay"), "{}", mesh.logs());
+    assert_eq!(mesh.via_sidecar().as_deref(), Some("pay"));
 }

@@ -542,6 +542,9 @@ fn mesh_listener(
     EnvoyListener {
         name: listener.name.clone(),
         address: Some(socket_address(&listener.address, listener.port)),
+        // `listener.inbound.*` rather than the address, so the mesh-TLS controller finds
+        // the TLS statistics (`ssl.connection_error`) on any port.
+        stat_prefix: listener.stat_prefix.clone(),
         listener_filters,
         filter_chains,
         ..Default::default()
