@@ -128,6 +128,39 @@ impl Mesh {
             .and_then(|r| r.backend())
     }
 
+    /// Waits until the caller's sidecar reaches pay.
+    fn wait_routed(&self) {
+        let up = eventually(Duration::from_secs(30), || {
+            (self.via_sidecar().as_deref() == Some("pay")).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "no route through the sidecar; {}",
+            self.logs()
+        );
+    }
+
+    /// Waits until plaintext straight to the inbound port is refused.
+    fn wait_plaintext_refused(&self, what: &str) {
+        let refused = eventually(Duration::from_secs(30), || {
+            self.plaintext().is_none().then_some(())
+        });
+        assert!(refused.is_some(), "{what}; {}", self.logs());
+    }
+
+    /// The payments MeshPolicy's status, as `/debug/mesh` shows it.
+    fn status(&self) -> serde_json::Value {
+        let (_, body) = self.weir.get("/debug/mesh").unwrap();
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        value["policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["policy"] == "payments/default")
+            .map(|p| p["status"].clone())
+            .unwrap_or_default()
+    }
+
     fn logs(&self) -> String {
         format!(
             "weir:\n{}\ncaller envoy:\n{}\nserver envoy:\n{}",
@@ -184,14 +217,7 @@ fn permissive_takes_both_strict_only_mesh_mtls_and_the_switch_needs_no_restart()
     let mesh = Mesh::start("Permissive", &[]);
 
     // Permissive: the caller's sidecar reaches pay over mTLS, and plaintext works too.
-    let up = eventually(Duration::from_secs(30), || {
-        (mesh.via_sidecar().as_deref() == Some("pay")).then_some(())
-    });
-    assert!(
-        up.is_some(),
-        "no route through the sidecar; {}",
-        mesh.logs()
-    );
+    mesh.wait_routed();
     assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
     // The sidecar hop was TLS (the server's mTLS chain shook hands), the direct one was
     // counted as plaintext.
@@ -215,14 +241,7 @@ fn permissive_takes_both_strict_only_mesh_mtls_and_the_switch_needs_no_restart()
     // Permissive → Strict in the directory: plaintext stops, the sidecar path keeps working,
     // and Envoy was not restarted.
     mesh.set_mode("Strict");
-    let strict = eventually(Duration::from_secs(30), || {
-        mesh.plaintext().is_none().then_some(())
-    });
-    assert!(
-        strict.is_some(),
-        "plaintext still accepted after Strict; {}",
-        mesh.logs()
-    );
+    mesh.wait_plaintext_refused("plaintext still accepted after Strict");
     assert_eq!(mesh.via_sidecar().as_deref(), Some("pay"));
     // The same Envoy took a new listener over LDS.
     assert!(
@@ -257,14 +276,7 @@ fn permissive_takes_both_strict_only_mesh_mtls_and_the_switch_needs_no_restart()
 #[test]
 fn disable_is_plaintext_on_both_sides() {
     let mesh = Mesh::start("Disable", &[]);
-    let up = eventually(Duration::from_secs(30), || {
-        (mesh.via_sidecar().as_deref() == Some("pay")).then_some(())
-    });
-    assert!(
-        up.is_some(),
-        "no route through the sidecar; {}",
-        mesh.logs()
-    );
+    mesh.wait_routed();
     assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
     // The server's listener is plaintext only: the caller did not originate TLS.
     let handshake = "listener.inbound.ssl.handshake";
@@ -341,14 +353,7 @@ fn serials(envoy: &Envoy) -> Vec<String> {
 fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
     // 6 s certificates: renewed every 3 s.
     let mesh = Mesh::start("Strict", &["--workload-cert-lifetime", "6s"]);
-    let up = eventually(Duration::from_secs(30), || {
-        (mesh.via_sidecar().as_deref() == Some("pay")).then_some(())
-    });
-    assert!(
-        up.is_some(),
-        "no route through the sidecar; {}",
-        mesh.logs()
-    );
+    mesh.wait_routed();
     let first = serials(&mesh.server);
     assert!(!first.is_empty(), "the server holds no certificate");
 
@@ -390,33 +395,13 @@ fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
     assert!(mesh.weir.log().contains("workload certificates rotated"));
 }
 
-/// The payments MeshPolicy as `/debug/mesh` shows it.
-fn payments_status(weir: &WeirUp) -> serde_json::Value {
-    let (_, body) = weir.get("/debug/mesh").unwrap();
-    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
-    value["policies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["policy"] == "payments/default")
-        .map(|p| p["status"].clone())
-        .unwrap_or_default()
-}
-
 #[test]
 fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
     let mesh = Mesh::start(
         "Permissive, promotion: {auto: true, plaintextWindow: 4s}",
         &["--mesh-tls-interval", "500ms"],
     );
-    let up = eventually(Duration::from_secs(30), || {
-        (mesh.via_sidecar().as_deref() == Some("pay")).then_some(())
-    });
-    assert!(
-        up.is_some(),
-        "no route through the sidecar; {}",
-        mesh.logs()
-    );
+    mesh.wait_routed();
 
     // A plaintext caller keeps calling: the namespace stays Permissive, and says why.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -431,14 +416,14 @@ fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
         })
     };
     let observing = eventually(Duration::from_secs(20), || {
-        let status = payments_status(&mesh.weir);
+        let status = mesh.status();
         let message = status["conditions"][0]["message"].as_str().unwrap_or("");
         message.contains("plaintext connection").then_some(status)
     });
     let status = observing.unwrap_or_else(|| {
         panic!(
             "never reported the plaintext caller: {}; {}",
-            payments_status(&mesh.weir),
+            mesh.status(),
             mesh.logs()
         )
     });
@@ -448,7 +433,7 @@ fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
     // Longer than the window: still Permissive while the caller is there.
     let deadline = Instant::now() + Duration::from_secs(6);
     while Instant::now() < deadline {
-        assert_eq!(payments_status(&mesh.weir)["effectiveMode"], "Permissive");
+        assert_eq!(mesh.status()["effectiveMode"], "Permissive");
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
@@ -457,21 +442,14 @@ fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     caller.join().unwrap();
     let promoted = eventually(Duration::from_secs(30), || {
-        let status = payments_status(&mesh.weir);
+        let status = mesh.status();
         (status["effectiveMode"] == "Strict").then_some(status)
     });
     let status = promoted.unwrap_or_else(|| panic!("never promoted; {}", mesh.logs()));
     assert_eq!(status["phase"], "Promoted");
     assert_eq!(status["conditions"][0]["reason"], "Promoted");
     // And the proxies follow: plaintext is refused, the sidecar path still works.
-    let strict = eventually(Duration::from_secs(20), || {
-        mesh.plaintext().is_none().then_some(())
-    });
-    assert!(
-        strict.is_some(),
-        "promoted but plaintext still accepted; {}",
-        mesh.logs()
-    );
+    mesh.wait_plaintext_refused("promoted but plaintext still accepted");
     assert_eq!(mesh.via_sidecar().as_deref(), Some("pay"));
 }
 
@@ -479,12 +457,12 @@ fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
 fn disable_to_strict_is_refused_until_forced() {
     let mesh = Mesh::start("Disable", &["--mesh-tls-interval", "200ms"]);
     let up = eventually(Duration::from_secs(30), || {
-        (payments_status(&mesh.weir)["effectiveMode"] == "Disable").then_some(())
+        (mesh.status()["effectiveMode"] == "Disable").then_some(())
     });
     assert!(up.is_some(), "{}", mesh.logs());
     mesh.set_mode("Strict");
     let refused = eventually(Duration::from_secs(20), || {
-        let status = payments_status(&mesh.weir);
+        let status = mesh.status();
         (status["conditions"][0]["reason"] == "TransitionRefused").then_some(status)
     });
     let status = refused.unwrap_or_else(|| panic!("not refused; {}", mesh.logs()));
@@ -494,6 +472,25 @@ fn disable_to_strict_is_refused_until_forced() {
     let _ = eventually(Duration::from_secs(20), || mesh.plaintext());
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
+
+    // Forced: the jump happens.
+    fs::write(
+        mesh.config.join("mesh.yaml"),
+        manifests(mesh.inbound.port(), "Strict").replace(
+            "metadata: {name: default, namespace: payments}",
+            "metadata: {name: default, namespace: payments, annotations: {weir.io/force-transition: 'true'}}",
+        ),
+    )
+    .unwrap();
+    let forced = eventually(Duration::from_secs(20), || {
+        (mesh.status()["effectiveMode"] == "Strict").then_some(())
+    });
+    assert!(
+        forced.is_some(),
+        "the forced jump did not happen; {}",
+        mesh.logs()
+    );
+    mesh.wait_plaintext_refused("forced Strict still takes plaintext");
 }
 
 #[test]
@@ -503,19 +500,16 @@ fn a_promotion_that_breaks_a_caller_is_rolled_back() {
         &["--mesh-tls-interval", "500ms"],
     );
     let promoted = eventually(Duration::from_secs(30), || {
-        (payments_status(&mesh.weir)["effectiveMode"] == "Strict").then_some(())
+        (mesh.status()["effectiveMode"] == "Strict").then_some(())
     });
     assert!(promoted.is_some(), "never promoted; {}", mesh.logs());
-    let strict = eventually(Duration::from_secs(20), || {
-        mesh.plaintext().is_none().then_some(())
-    });
-    assert!(strict.is_some(), "{}", mesh.logs());
+    mesh.wait_plaintext_refused("after promotion");
 
     // A plaintext caller shows up after the promotion: its handshakes fail, and the
     // namespace goes back to Permissive.
     let rolled_back = eventually(Duration::from_secs(30), || {
         let _ = mesh.plaintext();
-        let status = payments_status(&mesh.weir);
+        let status = mesh.status();
         (status["phase"] == "RolledBack").then_some(status)
     });
     let status = rolled_back.unwrap_or_else(|| panic!("never rolled back; {}", mesh.logs()));
