@@ -23,7 +23,6 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weir_controllers::mesh_tls::{Observation, Previous, evaluate};
@@ -192,27 +191,15 @@ struct Memory {
 /// cannot be reached. A statistic that does not exist (no plaintext chain in Strict or
 /// Disable) counts 0.
 async fn read_counters(admin_port: u16) -> Option<InboundCounters> {
-    let request =
-        "GET /stats?filter=inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", admin_port)).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await?;
-        Ok::<_, std::io::Error>(body)
-    };
-    let body = tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .ok()?
-        .ok()?;
-    if !body.starts_with("HTTP/1.") || !body.contains(" 200 ") {
-        return None;
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let response =
+        tokio::task::spawn_blocking(move || crate::admin::http_get(admin, "/stats?filter=inbound"))
+            .await
+            .ok()?;
+    match response {
+        Ok((200, body)) => Some(InboundCounters::parse(&body)),
+        _ => None,
     }
-    Some(InboundCounters::parse(&body))
-}
-
-fn time(t: Timestamp) -> Time {
-    Time(t)
 }
 
 /// Runs until `shutdown`, every `interval`.
@@ -363,7 +350,7 @@ async fn pass(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == *kind));
     let transition = previous_condition
         .filter(|c| c.status == *status && c.reason == *reason)
-        .map_or_else(|| time(now), |c| c.last_transition_time.clone());
+        .map_or_else(|| Time(now), |c| c.last_transition_time.clone());
     memory.previous = Previous {
         effective_mode: Some(decision.effective_mode),
         phase: Some(decision.phase),
@@ -379,7 +366,7 @@ async fn pass(
             .plaintext_connections
             .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         phase: Some(decision.phase),
-        promoted_at: decision.promoted_at.map(time),
+        promoted_at: decision.promoted_at.map(Time),
         conditions: vec![Condition {
             type_: kind.to_string(),
             status: status.to_string(),

@@ -79,6 +79,27 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// One hit on the `bench/api` policy, counted by `key = value`.
+fn bench_request(key: &str, value: String) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: DOMAIN.into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![
+                Entry {
+                    key: POLICY_KEY.into(),
+                    value: "bench/api".into(),
+                },
+                Entry {
+                    key: key.into(),
+                    value,
+                },
+            ],
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    }
+}
+
 fn start_redis() -> (Child, String) {
     let port = free_port();
     let child = Command::new("redis-server")
@@ -141,24 +162,10 @@ async fn main() {
             .await
             .unwrap();
         let mut client = RateLimitServiceClient::new(channel);
-        let warm = RateLimitRequest {
-            domain: DOMAIN.into(),
-            descriptors: vec![RateLimitDescriptor {
-                entries: vec![
-                    Entry {
-                        key: POLICY_KEY.into(),
-                        value: "bench/api".into(),
-                    },
-                    Entry {
-                        key: "warm".into(),
-                        value: "up".into(),
-                    },
-                ],
-                ..Default::default()
-            }],
-            hits_addend: 1,
-        };
-        client.should_rate_limit(warm).await.unwrap();
+        client
+            .should_rate_limit(bench_request("warm", "up".into()))
+            .await
+            .unwrap();
     }
     // A run id keeps counters of earlier runs (same Redis, same hour) apart.
     let run = format!("{}", std::process::id());
@@ -193,23 +200,7 @@ async fn main() {
                 while Instant::now() < deadline {
                     let k = key % keys;
                     key += 7;
-                    let request = RateLimitRequest {
-                        domain: DOMAIN.into(),
-                        descriptors: vec![RateLimitDescriptor {
-                            entries: vec![
-                                Entry {
-                                    key: POLICY_KEY.into(),
-                                    value: "bench/api".into(),
-                                },
-                                Entry {
-                                    key: "remote_address".into(),
-                                    value: format!("10.{run}.{k}"),
-                                },
-                            ],
-                            ..Default::default()
-                        }],
-                        hits_addend: 1,
-                    };
+                    let request = bench_request("remote_address", format!("10.{run}.{k}"));
                     let t = Instant::now();
                     let response = client
                         .should_rate_limit(request)

@@ -112,13 +112,9 @@ impl MeshIdentities {
     }
 
     /// How many identities hold a certificate.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Whether none do.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
     }
 }
 
