@@ -1,5 +1,6 @@
-//! `weir controllers`: the pod autoscaler (and, through [`crate::node_autoscaler`], the
-//! node autoscaler) in a cluster. Reflectors fill the stores; while
+//! `weir controllers`: the pod autoscaler (and, through [`crate::node_autoscaler`] and
+//! [`crate::mesh_controller`], the node autoscaler and the mesh-TLS controller) in a
+//! cluster. Reflectors fill the stores; while
 //! this replica holds the Lease, every sync period it runs one sync of every ScalingPolicy
 //! ([`weir_controllers::pod_autoscaler::sync::sync_due`]) with metrics from Prometheus,
 //! through [`KubeScaleApi`], the thin adapter to the Kubernetes API.
@@ -345,6 +346,27 @@ async fn run_node_autoscaler(
     crate::node_autoscaler::run(api, view, settings, metrics, leading, shutdown).await;
 }
 
+/// The mesh-TLS controller: once MeshPolicies, Pods and EndpointSlices are listed
+/// (coverage on a partial picture would be wrong), a pass every interval while leading.
+async fn run_mesh_tls(
+    mesh: crate::mesh_controller::run::MeshLoop<
+        crate::mesh_controller::sources::PrometheusSidecars,
+        crate::mesh_controller::run::KubeMeshApi,
+    >,
+    mut synced: watch::Receiver<BTreeSet<Kind>>,
+    shutdown: CancellationToken,
+) {
+    let needed = [Kind::MeshPolicy, Kind::Pod, Kind::EndpointSlice];
+    let synced = tokio::select! {
+        () = shutdown.cancelled() => return,
+        synced = synced.wait_for(|k| needed.iter().all(|n| k.contains(n))) => synced.is_ok(),
+    };
+    if synced {
+        info!(interval = ?mesh.interval, "mesh-TLS controller running, sidecars read from Prometheus");
+        crate::mesh_controller::run(mesh, shutdown).await;
+    }
+}
+
 /// Runs `weir controllers` until SIGTERM or SIGINT.
 pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let ClusterBase {
@@ -388,6 +410,26 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
         None
     };
     args.nodes.validate().map_err(anyhow::Error::msg)?;
+    if args.mesh_tls {
+        let source = crate::mesh_controller::sources::PrometheusSidecars::new(&args.prometheus_url)
+            .map_err(anyhow::Error::msg)
+            .context("--prometheus-url")?;
+        let mesh = crate::mesh_controller::run::MeshLoop {
+            source,
+            sink: crate::mesh_controller::run::KubeMeshApi::new(client.clone(), identity.clone()),
+            state: writer.subscribe(),
+            leading: leading.clone(),
+            interval: args.mesh_tls_interval.max(Duration::from_secs(1)),
+            metrics: crate::mesh_controller::run::MeshMetrics::register(&mut registry),
+        };
+        tasks.spawn(run_mesh_tls(
+            mesh,
+            synced_rx.clone(),
+            shutdown_token.clone(),
+        ));
+    } else {
+        info!("mesh-TLS controller off (--mesh-tls=false)");
+    }
     let node_metrics = crate::node_autoscaler::NodeMetrics::register(&mut registry);
     let mut admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe(), None);
     admin_state.node_plan = Some(node_metrics.last_plan.clone());

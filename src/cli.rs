@@ -36,7 +36,8 @@ pub enum Command {
     /// Run the xds-server in a cluster: watch the API server, serve Envoy over ADS.
     XdsServer(Box<XdsServerArgs>),
     /// Run the controllers in a cluster: the pod autoscaler (ScalingPolicies, metrics from
-    /// Prometheus) and the node autoscaler (NodePools, through Cluster API).
+    /// Prometheus), the node autoscaler (NodePools, through Cluster API) and the mesh-TLS
+    /// controller (MeshPolicy status, sidecar statistics from Prometheus).
     Controllers(Box<ControllersArgs>),
     /// Dry-run an autoscaler on a captured state and print its decision as JSON.
     #[command(subcommand)]
@@ -162,6 +163,14 @@ pub struct ControllersArgs {
     /// Seconds between syncs of every ScalingPolicy (HPA's default: 15).
     #[arg(long, env = "WEIR_SYNC_PERIOD_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub sync_period_seconds: u64,
+    /// Run the mesh-TLS controller: MeshPolicy status (effective mode, sidecar coverage,
+    /// promotion and rollback), from the sidecars' statistics in Prometheus at
+    /// --prometheus-url.
+    #[arg(long, env = "WEIR_MESH_TLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mesh_tls: bool,
+    /// How often the mesh-TLS controller re-evaluates MeshPolicies.
+    #[arg(long, env = "WEIR_MESH_TLS_INTERVAL", default_value = "10s", value_parser = weir_controllers::node_autoscaler::settings::parse_duration)]
+    pub mesh_tls_interval: std::time::Duration,
     /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults).
     #[command(flatten, next_help_heading = "Node autoscaler")]
     pub nodes: weir_controllers::node_autoscaler::Settings,
@@ -179,6 +188,15 @@ pub enum MetricsSourceKind {
     Rules,
     /// The Kubernetes metrics APIs.
     Kubernetes,
+}
+
+/// Where the mesh-TLS controller reads the sidecars.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MeshTlsSource {
+    /// Each connected sidecar's Envoy admin, on 127.0.0.1 (local mode only).
+    Admin,
+    /// Prometheus scraping the sidecars' `/stats/prometheus`.
+    Prometheus,
 }
 
 /// What `weir recommend` decides.
@@ -372,6 +390,12 @@ pub struct UpArgs {
     /// refused transitions).
     #[arg(long, env = "WEIR_MESH_TLS_INTERVAL", default_value = "10s", value_parser = weir_controllers::node_autoscaler::settings::parse_duration)]
     pub mesh_tls_interval: std::time::Duration,
+    /// Where the mesh-TLS controller reads the sidecars (which are connected, and their
+    /// inbound statistics): their Envoy admin on loopback, or Prometheus at
+    /// --prometheus-url scraping them (series labelled `namespace` and `pod`, as in a
+    /// cluster).
+    #[arg(long, env = "WEIR_MESH_TLS_SOURCE", value_enum, default_value_t = MeshTlsSource::Admin)]
+    pub mesh_tls_source: MeshTlsSource,
     /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults); in
     /// local mode it acts on NodePools with the simulated provider.
     #[command(flatten, next_help_heading = "Node autoscaler")]
@@ -423,6 +447,11 @@ pub struct BootstrapArgs {
     /// Envoy's admin port (on 127.0.0.1).
     #[arg(long, default_value_t = 15000)]
     pub admin_port: u16,
+    /// Also serve the admin's `/stats/prometheus` (and nothing else) on this port, on
+    /// every address, for Prometheus to scrape (e.g. 15090; the mesh-TLS controller in a
+    /// cluster reads the sidecars' statistics from Prometheus).
+    #[arg(long)]
+    pub stats_port: Option<u16>,
     /// The sidecar's inbound listener port.
     #[arg(long, default_value_t = 15006)]
     pub inbound_port: u16,

@@ -17,7 +17,7 @@ use weir_controllers::pod_autoscaler::prometheus::PrometheusSource;
 
 use crate::{
     admin::{self, AdminState},
-    cli::UpArgs,
+    cli::{MeshTlsSource, UpArgs},
     local_autoscaler::LocalScaleApi,
     metrics::SourceMetrics,
     shutdown,
@@ -59,14 +59,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
-    info!(interval = ?args.mesh_tls_interval, "mesh-TLS controller on the configuration's MeshPolicies");
-    tasks.spawn(crate::mesh_controller::run(
-        writer.clone(),
-        proxies.clone(),
-        args.mesh_tls_interval
+    let mesh = crate::mesh_controller::run::MeshLoop {
+        source: (),
+        sink: crate::mesh_controller::run::StoreSink(writer.clone()),
+        state: writer.subscribe(),
+        leading: watch::channel(true).1,
+        interval: args
+            .mesh_tls_interval
             .max(std::time::Duration::from_millis(100)),
-        shutdown_token.clone(),
-    ));
+        metrics: crate::mesh_controller::run::MeshMetrics::register(&mut registry),
+    };
+    match args.mesh_tls_source {
+        MeshTlsSource::Admin => {
+            info!(interval = ?mesh.interval, "mesh-TLS controller on the configuration's MeshPolicies, sidecars read through their admin");
+            let source = crate::mesh_controller::sources::AdminSidecars::new(proxies.clone());
+            tasks.spawn(crate::mesh_controller::run(
+                mesh.with_source(source),
+                shutdown_token.clone(),
+            ));
+        }
+        MeshTlsSource::Prometheus => {
+            let url = args
+                .prometheus_url
+                .as_deref()
+                .context("--mesh-tls-source prometheus needs --prometheus-url")?;
+            let source = crate::mesh_controller::sources::PrometheusSidecars::new(url)
+                .map_err(anyhow::Error::msg)
+                .context("--prometheus-url")?;
+            info!(interval = ?mesh.interval, prometheus = %url, "mesh-TLS controller on the configuration's MeshPolicies, sidecars read from Prometheus");
+            tasks.spawn(crate::mesh_controller::run(
+                mesh.with_source(source),
+                shutdown_token.clone(),
+            ));
+        }
+    }
     // Simulated Deployments, shared by the pod autoscaler (their replica counts) and the
     // node autoscaler (their pods, scheduled onto simulated nodes).
     let api = Arc::new(LocalScaleApi::new(writer.subscribe(), &mut registry));

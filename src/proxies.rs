@@ -25,6 +25,7 @@ pub fn print_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
         xds_addr: args.xds_addr.clone(),
         rate_limit_addr: args.rate_limit_addr.clone(),
         admin_port: args.admin_port,
+        stats_port: args.stats_port,
         options: ProxyOptions {
             inbound_port: args.inbound_port,
             outbound_port: args.outbound_port,

@@ -42,8 +42,8 @@ pub struct Previous {
     pub phase: Option<MeshPhase>,
     /// When the namespace was promoted.
     pub promoted_at: Option<Timestamp>,
-    /// Since when the policy has been observed without interruption (its Observing
-    /// condition's transition time).
+    /// Since when the policy has been observed without a blind spot (every ready
+    /// endpoint with a sidecar whose statistics could be read).
     pub observing_since: Option<Timestamp>,
     /// The spec generation the previous decision was for.
     pub generation: Option<i64>,
@@ -64,8 +64,9 @@ pub struct Evaluation {
     pub condition: (&'static str, &'static str, &'static str, String),
     /// An event worth recording: (type, reason, message).
     pub event: Option<(&'static str, &'static str, String)>,
-    /// While Observing: since when the inbound listeners have been quiet (the start of
-    /// the current plaintext window), to pass back as `Previous::observing_since`.
+    /// While Observing: since when every endpoint has had a readable sidecar (the
+    /// plaintext count covers a whole window once this is a window old), to pass back as
+    /// `Previous::observing_since`.
     pub observing_since: Option<Timestamp>,
 }
 
@@ -221,12 +222,13 @@ pub fn evaluate(
             promotion.plaintext_window
         )),
     }
-    // A plaintext caller restarts the quiet window.
-    let since = if seen.plaintext_connections.is_some_and(|n| n > 0) {
-        now
-    } else {
-        since
-    };
+    // The plaintext count covers the window only if the whole window was observed: a
+    // blind spot (statistics unreadable, endpoints without a sidecar) restarts it. A
+    // plaintext connection does not: it holds the promotion until it leaves the window.
+    let blind = seen.plaintext_connections.is_none()
+        || seen.ready_endpoints == 0
+        || seen.with_sidecar < seen.ready_endpoints;
+    let since = if blind { now } else { since };
     if waiting.is_empty() && now < since + plaintext_window {
         waiting.push(format!(
             "quiet since {since}; promotion at {}",
@@ -462,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn a_plaintext_connection_restarts_the_quiet_window() {
+    fn plaintext_in_the_window_holds_the_promotion_and_a_blind_spot_restarts_the_window() {
         let s = spec(AUTO);
         let observing = Previous {
             effective_mode: Some(MtlsMode::Permissive),
@@ -480,6 +482,17 @@ mod tests {
             t("2026-11-22T10:20:00Z"),
         );
         assert_eq!(e.phase, MeshPhase::Observing);
+        // Observed all along: once the connection has left the window, Strict.
+        let e = evaluate(
+            &s,
+            Some(1),
+            false,
+            &observing,
+            &full(0),
+            t("2026-11-22T10:21:00Z"),
+        );
+        assert_eq!(e.phase, MeshPhase::Promoted);
+        // Statistics unreadable: the window starts again from there.
         let e = evaluate(
             &s,
             Some(1),
@@ -492,5 +505,20 @@ mod tests {
             t("2026-11-22T10:20:00Z"),
         );
         assert!(e.condition.3.contains("cannot be read"));
+        assert_eq!(e.observing_since, Some(t("2026-11-22T10:20:00Z")));
+        let resumed = Previous {
+            observing_since: e.observing_since,
+            ..observing
+        };
+        let e = evaluate(
+            &s,
+            Some(1),
+            false,
+            &resumed,
+            &full(0),
+            t("2026-11-22T10:25:00Z"),
+        );
+        assert_eq!(e.phase, MeshPhase::Observing);
+        assert!(e.condition.3.contains("promotion at 2026-11-22T10:30:00Z"));
     }
 }

@@ -37,6 +37,28 @@ impl Prometheus {
     /// Starts Prometheus with no scrape targets, its TSDB backfilled from `openmetrics`
     /// (OpenMetrics text ending in `# EOF`; empty for none).
     pub fn start(openmetrics: &str) -> Prometheus {
+        Self::launch(openmetrics, "")
+    }
+
+    /// Starts Prometheus scraping `path` on each target every second, each target's
+    /// series carrying its labels (as Kubernetes service discovery's relabelling would
+    /// give them `namespace` and `pod`).
+    pub fn scraping(path: &str, targets: &[(SocketAddr, &[(&str, &str)])]) -> Prometheus {
+        let mut config = format!(
+            "  scrape_interval: 1s\nscrape_configs:\n- job_name: targets\n  metrics_path: {path}\n  static_configs:\n"
+        );
+        for (addr, labels) in targets {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            config.push_str(&format!(
+                "  - targets: ['{addr}']\n    labels: {{{}}}\n",
+                labels.join(", ")
+            ));
+        }
+        Self::launch("", &config)
+    }
+
+    /// Starts Prometheus with `config` appended after its `global:` settings.
+    fn launch(openmetrics: &str, config_tail: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         if !openmetrics.is_empty() {
@@ -55,7 +77,10 @@ impl Prometheus {
         let query_log = dir.path().join("queries.log");
         std::fs::write(
             &config,
-            format!("global:\n  query_log_file: {}\n", query_log.display()),
+            format!(
+                "global:\n  query_log_file: {}\n{config_tail}",
+                query_log.display()
+            ),
         )
         .expect("config");
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();

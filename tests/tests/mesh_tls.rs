@@ -18,6 +18,7 @@ use weir_tests::{
     WeirUp,
     envoy::{Backend, Envoy, request},
     eventually, free_port,
+    prometheus::Prometheus,
 };
 use weir_xds::ca::{self, CertificateAuthority, SpiffeId};
 
@@ -44,10 +45,26 @@ struct Mesh {
     outbound: SocketAddr,
     inbound: SocketAddr,
     _app: Backend,
+    /// With [`Mesh::start_scraped`]: Prometheus scraping both sidecars.
+    prometheus: Option<Prometheus>,
+    /// With [`Mesh::start_scraped`]: the server sidecar's stats port.
+    server_stats: Option<SocketAddr>,
 }
 
 impl Mesh {
     fn start(mode: &str, extra: &[&str]) -> Mesh {
+        Self::launch(mode, extra, false)
+    }
+
+    /// Like [`Mesh::start`], the sidecars serving `/stats/prometheus` on a stats port
+    /// (`weir bootstrap --stats-port`), Prometheus scraping them every second with their
+    /// `namespace` and `pod`, and the mesh-TLS controller reading them from Prometheus,
+    /// as it does in a cluster.
+    fn start_scraped(mode: &str, extra: &[&str]) -> Mesh {
+        Self::launch(mode, extra, true)
+    }
+
+    fn launch(mode: &str, extra: &[&str], scraped: bool) -> Mesh {
         let app = Backend::start("pay");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
@@ -57,7 +74,39 @@ impl Mesh {
         fs::write(config.join("mesh.yaml"), manifests(inbound, mode)).unwrap();
         let mut args = vec!["--ca-dir", ca_dir.to_str().unwrap()];
         args.extend_from_slice(extra);
+        let (server_stats, caller_stats) = (free_port().to_string(), free_port().to_string());
+        let prometheus = scraped.then(|| {
+            let at = |port: &str| SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap()));
+            Prometheus::scraping(
+                "/stats/prometheus",
+                &[
+                    (
+                        at(&server_stats),
+                        &[("namespace", "payments"), ("pod", "pay-0")],
+                    ),
+                    (
+                        at(&caller_stats),
+                        &[("namespace", "shop"), ("pod", "web-0")],
+                    ),
+                ],
+            )
+        });
+        let url = prometheus.as_ref().map(Prometheus::url).unwrap_or_default();
+        let stats = |port: &str| -> Vec<String> {
+            if scraped {
+                vec!["--stats-port".into(), port.into()]
+            } else {
+                Vec::new()
+            }
+        };
+        if scraped {
+            args.extend_from_slice(&["--mesh-tls-source", "prometheus", "--prometheus-url", &url]);
+        }
         let weir = WeirUp::start(&config, &args);
+        let server_stats_addr =
+            scraped.then(|| SocketAddr::from(([127, 0, 0, 1], server_stats.parse().unwrap())));
+        let server_stats = stats(&server_stats);
+        let caller_stats = stats(&caller_stats);
         let server = Envoy::start(
             weir.xds,
             &[
@@ -73,7 +122,10 @@ impl Mesh {
                 &free_port().to_string(),
                 "--app-port",
                 &app.port.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(server_stats.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
         );
         let caller = Envoy::start(
             weir.xds,
@@ -88,7 +140,10 @@ impl Mesh {
                 &outbound.to_string(),
                 "--inbound-port",
                 &free_port().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(caller_stats.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
         );
         Mesh {
             _dir: dir,
@@ -100,6 +155,8 @@ impl Mesh {
             outbound: ([127, 0, 0, 1], outbound).into(),
             inbound: ([127, 0, 0, 1], inbound).into(),
             _app: app,
+            prometheus,
+            server_stats: server_stats_addr,
         }
     }
 
@@ -395,12 +452,9 @@ fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
     assert!(mesh.weir.log().contains("workload certificates rotated"));
 }
 
-#[test]
-fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
-    let mesh = Mesh::start(
-        "Permissive, promotion: {auto: true, plaintextWindow: 4s}",
-        &["--mesh-tls-interval", "500ms"],
-    );
+/// With a plaintext caller the namespace stays Permissive and says why; once the caller
+/// has gone, after a quiet `plaintextWindow` (4s), it is promoted and plaintext refused.
+fn promotes_once_the_plaintext_caller_is_gone(mesh: &Mesh) {
     mesh.wait_routed();
 
     // A plaintext caller keeps calling: the namespace stays Permissive, and says why.
@@ -451,6 +505,50 @@ fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
     // And the proxies follow: plaintext is refused, the sidecar path still works.
     mesh.wait_plaintext_refused("promoted but plaintext still accepted");
     assert_eq!(mesh.via_sidecar().as_deref(), Some("pay"));
+}
+
+#[test]
+fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
+    let mesh = Mesh::start(
+        "Permissive, promotion: {auto: true, plaintextWindow: 4s}",
+        &["--mesh-tls-interval", "500ms"],
+    );
+    promotes_once_the_plaintext_caller_is_gone(&mesh);
+}
+
+/// The same, with the sidecars read from Prometheus (as `weir controllers` does in a
+/// cluster): connected sidecars from `envoy_control_plane_connected_state`, plaintext
+/// connections from the inbound_plaintext connection manager's counters.
+#[test]
+fn auto_promotion_from_the_sidecars_statistics_in_prometheus() {
+    let mesh = Mesh::start_scraped(
+        "Permissive, promotion: {auto: true, plaintextWindow: 4s}",
+        &["--mesh-tls-interval", "500ms"],
+    );
+    promotes_once_the_plaintext_caller_is_gone(&mesh);
+    let prometheus = mesh.prometheus.as_ref().unwrap();
+    let queries = prometheus.logged_queries();
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.contains("envoy_control_plane_connected_state")),
+        "{queries:?}"
+    );
+    // The stats port serves only the Prometheus statistics.
+    let (status, _) = weir_tests::http_get(mesh.server_stats.unwrap(), "/clusters").unwrap();
+    assert_eq!(status, 404);
+    // The controller's own metrics show the coverage.
+    let (_, metrics) = mesh.weir.get("/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            r#"weir_mesh_tls_endpoints_with_sidecar{namespace="payments",policy="default"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"weir_mesh_tls_mode{namespace="payments",policy="default",mode="Strict",phase="Promoted"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub struct BootstrapSpec {
     pub rate_limit_addr: String,
     /// Envoy's admin port (on 127.0.0.1).
     pub admin_port: u16,
+    /// A port on every address serving only the admin's `/stats/prometheus`, for
+    /// Prometheus (the admin itself stays on loopback).
+    pub stats_port: Option<u16>,
     /// Ports, told to the xds-server in node metadata.
     pub options: ProxyOptions,
     /// Use incremental (delta) xDS instead of state of the world.
@@ -62,6 +65,50 @@ fn grpc_cluster(name: &str, addr: &str, default_port: u16) -> Value {
     })
 }
 
+/// The static cluster to Envoy's own admin, behind the stats listener.
+const ADMIN_CLUSTER: &str = "weir-admin";
+
+/// A listener on `0.0.0.0:port` that serves `/stats/prometheus` from the admin and
+/// nothing else (404), so Prometheus can scrape a proxy whose admin is on loopback.
+fn stats_listener(port: u16) -> Value {
+    json!({
+        "name": "weir-stats",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "weir_stats",
+                "route_config": {"virtual_hosts": [{
+                    "name": "stats",
+                    "domains": ["*"],
+                    "routes": [
+                        {"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}},
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                    ],
+                }]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+            },
+        }]}],
+    })
+}
+
+/// The static cluster to the admin on loopback.
+fn admin_cluster(admin_port: u16) -> Value {
+    json!({
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}}]}],
+        },
+    })
+}
+
 fn bootstrap(spec: &BootstrapSpec) -> Value {
     let mut meta = serde_json::Map::new();
     meta.insert(
@@ -87,6 +134,23 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
         );
     }
     let ads = json!({"ads": {}, "resource_api_version": "V3"});
+    let mut clusters = vec![
+        grpc_cluster("weir-xds", &spec.xds_addr, 18000),
+        grpc_cluster(
+            crate::envoy::RATE_LIMIT_CLUSTER,
+            &spec.rate_limit_addr,
+            18081,
+        ),
+    ];
+    let mut listeners = Vec::new();
+    if let Some(port) = spec.stats_port {
+        clusters.push(admin_cluster(spec.admin_port));
+        listeners.push(stats_listener(port));
+    }
+    let mut static_resources = json!({"clusters": clusters});
+    if !listeners.is_empty() {
+        static_resources["listeners"] = json!(listeners);
+    }
     json!({
         "node": {
             "id": spec.proxy.to_string(),
@@ -106,12 +170,7 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {
-            "clusters": [
-                grpc_cluster("weir-xds", &spec.xds_addr, 18000),
-                grpc_cluster(crate::envoy::RATE_LIMIT_CLUSTER, &spec.rate_limit_addr, 18081),
-            ],
-        },
+        "static_resources": static_resources,
     })
 }
 
@@ -126,6 +185,7 @@ mod tests {
             xds_addr: "127.0.0.1:18000".into(),
             rate_limit_addr: "127.0.0.1:18081".into(),
             admin_port: 15000,
+            stats_port: None,
             options: ProxyOptions {
                 inbound_port: 25006,
                 outbound_port: 25001,
@@ -155,6 +215,17 @@ mod tests {
             rls["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
                 ["port_value"],
             18081
+        );
+        assert!(value["static_resources"]["listeners"].is_null());
+        let with_stats = bootstrap(&BootstrapSpec {
+            stats_port: Some(15090),
+            ..spec
+        });
+        let listener = &with_stats["static_resources"]["listeners"][0];
+        assert_eq!(listener["address"]["socket_address"]["port_value"], 15090);
+        assert_eq!(
+            with_stats["static_resources"]["clusters"][2]["name"],
+            "weir-admin"
         );
     }
 }

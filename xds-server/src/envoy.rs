@@ -120,6 +120,10 @@ pub const TRUST_BUNDLE_SECRET: &str = "weir-trust-bundle";
 /// Endpoint metadata key (under `envoy.transport_socket_match`) marking endpoints that take
 /// mTLS.
 const MTLS_MATCH_KEY: &str = "weir.io/mtls";
+/// The statistics prefix of a sidecar's inbound listener and of its HTTP connection
+/// manager: `listener.inbound.*`, `http.inbound.*` (in Prometheus,
+/// `envoy_listener_address="inbound"`, `envoy_http_conn_manager_prefix="inbound"`).
+pub const INBOUND_STAT_PREFIX: &str = "inbound";
 /// The inbound chain of a Permissive listener that takes plaintext gets its statistics
 /// under `<stat_prefix>` + this suffix, so plaintext callers can be counted
 /// (`http.inbound_plaintext.downstream_cx_total`).

@@ -18,7 +18,7 @@ use crate::model::{
 /// Route table of the outbound listener.
 const OUTBOUND: &str = "outbound";
 /// Route table of the inbound listener.
-const INBOUND: &str = "inbound";
+use crate::envoy::INBOUND_STAT_PREFIX as INBOUND;
 
 pub(super) fn translate_sidecar(
     state: &ClusterState,

@@ -1,17 +1,27 @@
-//! The mesh-TLS controller in local mode: decides each MeshPolicy's effective mode
+//! The mesh-TLS controller: decides each MeshPolicy's effective mode
 //! ([`weir_controllers::mesh_tls::evaluate`]) from what the connected sidecars report, and
-//! records it in the policy's status in the stores, where the translator reads it.
+//! writes it to the policy's status, where the xds-server reads it.
 //!
 //! What it observes, per policy, over the pods the policy governs:
 //! - ready endpoints (EndpointSlices) and those whose pod has a connected sidecar;
 //! - plaintext connections the sidecars' inbound listeners accepted and, after a promotion,
-//!   inbound requests and errors (5xx and failed TLS handshakes), read from each sidecar's
-//!   Envoy admin ([`InboundCounters`], on loopback: in local mode every proxy runs on this
-//!   host). A counter that went down is a restarted Envoy, counted from zero.
+//!   inbound requests and errors (5xx and failed TLS handshakes) ([`InboundCounters`],
+//!   cumulative per sidecar; a counter that went down is a restarted Envoy, counted from
+//!   zero).
+//!
+//! The decision ([`MeshTlsController::pass`]) is pure. Around it ([`run`]):
+//! - where sidecars and their counters come from ([`sources`]): in local mode the
+//!   xds-server's connected proxies and their Envoy admin on loopback; in a cluster (or
+//!   `weir up --mesh-tls-source prometheus`) Prometheus scraping the sidecars;
+//! - where the status goes ([`run::StatusSink`]): the stores in local mode, the API
+//!   server (status subresource and events) in a cluster, while this replica leads.
 //!
 //! It remembers the phase, the promotion time and the start of the quiet window in
-//! memory, and shows them in the status (`/debug/mesh`). Annotate a MeshPolicy
+//! memory; a new leader starts from the status. Annotate a MeshPolicy
 //! `weir.io/force-transition: "true"` to allow a direct Disable ↔ Strict move.
+
+pub mod run;
+pub mod sources;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -21,18 +31,14 @@ use std::{
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
+    jiff::{SignedDuration, Timestamp},
 };
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 use weir_controllers::mesh_tls::{Observation, Previous, evaluate};
-use weir_crds::mesh_policy::{MeshPhase, MeshPolicy, MeshPolicyStatus};
-use weir_store::{ClusterState, Object, ObjectKey, StateWriter};
-use weir_xds::{
-    envoy::PLAINTEXT_STAT_SUFFIX,
-    registry::ProxyRegistry,
-    translate::{ProxyId, Role, mesh::governing_policy},
-};
+use weir_crds::mesh_policy::{MeshPhase, MeshPolicy, MeshPolicyStatus, MtlsMode};
+use weir_store::{ClusterState, ObjectKey};
+use weir_xds::{envoy::PLAINTEXT_STAT_SUFFIX, translate::mesh::governing_policy};
+
+pub use run::run;
 
 /// The annotation that allows a direct Disable ↔ Strict move.
 pub const FORCE_ANNOTATION: &str = "weir.io/force-transition";
@@ -93,15 +99,13 @@ impl InboundCounters {
     }
 }
 
-/// A connected sidecar: its pod and where its admin listens.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// A connected sidecar: its pod.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Sidecar {
     /// Namespace.
     pub namespace: String,
     /// Pod.
     pub pod: String,
-    /// Envoy's admin port.
-    pub admin_port: Option<u16>,
 }
 
 /// Whether `policy` is the one that governs a pod with `labels` in `namespace`.
@@ -187,77 +191,88 @@ struct Memory {
     since_promotion: (u64, u64),
 }
 
-/// Reads a sidecar's inbound counters from its Envoy admin on loopback; `None` if it
-/// cannot be reached. A statistic that does not exist (no plaintext chain in Strict or
-/// Disable) counts 0.
-async fn read_counters(admin_port: u16) -> Option<InboundCounters> {
-    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
-    let response =
-        tokio::task::spawn_blocking(move || crate::admin::http_get(admin, "/stats?filter=inbound"))
-            .await
-            .ok()?;
-    match response {
-        Ok((200, body)) => Some(InboundCounters::parse(&body)),
-        _ => None,
-    }
+/// What the controller knows of one connected sidecar at one pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SidecarReading {
+    /// The sidecar.
+    pub sidecar: Sidecar,
+    /// Its inbound counters; `None` when they could not be read.
+    pub counters: Option<InboundCounters>,
 }
 
-/// Runs until `shutdown`, every `interval`.
-pub async fn run(
-    writer: Arc<StateWriter>,
-    proxies: Arc<ProxyRegistry>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut memory: HashMap<ObjectKey, Memory> = HashMap::new();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let state = writer.current();
-        let sidecars: Vec<Sidecar> = proxies
-            .list()
-            .into_iter()
-            .filter_map(|p| {
-                let id: ProxyId = p.node_id.parse().ok()?;
-                (id.role == Role::Sidecar).then_some(Sidecar {
-                    namespace: id.namespace,
-                    pod: id.name,
-                    admin_port: p.admin_port,
-                })
+/// The result of one pass for one policy.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The policy.
+    pub key: ObjectKey,
+    /// The policy as the pass saw it.
+    pub policy: Arc<MeshPolicy>,
+    /// The status to show.
+    pub status: MeshPolicyStatus,
+    /// Whether `status` differs from the policy's (a write is due).
+    pub changed: bool,
+    /// The mode in force before this pass (`None` at the first).
+    pub previous_mode: Option<MtlsMode>,
+    /// An event worth recording: (type, reason, message).
+    pub event: Option<(&'static str, &'static str, String)>,
+    /// Ready endpoints the policy governs.
+    pub ready_endpoints: usize,
+    /// Of those, the ones with a connected sidecar.
+    pub with_sidecar: usize,
+}
+
+/// The mesh-TLS controller's memory and its pass: pure (no clients, no clock), so the
+/// same core runs in local mode and in a cluster, with sidecars read from Envoy admin or
+/// from Prometheus.
+#[derive(Debug, Default)]
+pub struct MeshTlsController {
+    memory: HashMap<ObjectKey, Memory>,
+}
+
+impl MeshTlsController {
+    /// Forgets everything (a follower: the leader's history is the one that counts).
+    pub fn forget(&mut self) {
+        self.memory.clear();
+    }
+
+    /// One pass over every MeshPolicy in `state`, with what the connected sidecars
+    /// reported (`readings`) at `now`.
+    pub fn pass(
+        &mut self,
+        state: &ClusterState,
+        readings: &[SidecarReading],
+        now: Timestamp,
+    ) -> Vec<Outcome> {
+        self.memory
+            .retain(|key, _| state.mesh_policies.get(key).is_some());
+        let sidecars: Vec<Sidecar> = readings.iter().map(|r| r.sidecar.clone()).collect();
+        state
+            .mesh_policies
+            .iter()
+            .map(|(key, policy)| {
+                let memory = self.memory.entry(key.clone()).or_default();
+                pass(state, key, policy, &sidecars, readings, memory, now)
             })
-            .collect();
-        memory.retain(|key, _| state.mesh_policies.get(key).is_some());
-        let now = Timestamp::now();
-        for (key, policy) in state.mesh_policies.iter() {
-            let remembered = memory.entry(key.clone()).or_default();
-            let status = pass(&state, key, policy, &sidecars, remembered, now).await;
-            if policy.status.as_ref() != Some(&status) {
-                let mut updated = (**policy).clone();
-                updated.status = Some(status);
-                writer.apply(Object::MeshPolicy(Arc::new(updated)));
-            }
-        }
+            .collect()
     }
 }
 
 /// One policy, one pass: observe, decide, and return the status to show.
-async fn pass(
+fn pass(
     state: &ClusterState,
     key: &ObjectKey,
-    policy: &MeshPolicy,
+    policy: &Arc<MeshPolicy>,
     sidecars: &[Sidecar],
+    readings: &[SidecarReading],
     memory: &mut Memory,
     now: Timestamp,
-) -> MeshPolicyStatus {
+) -> Outcome {
     if memory.spec.as_ref() != Some(&policy.spec) {
         memory.spec = Some(policy.spec.clone());
         memory.generation += 1;
     }
-    // A status written before (by an earlier pass) is where a fresh memory starts.
+    // A status written before (by an earlier pass, or by another replica that led
+    // before) is where a fresh memory starts.
     if memory.previous.effective_mode.is_none()
         && let Some(status) = &policy.status
     {
@@ -265,6 +280,7 @@ async fn pass(
         memory.previous.phase = status.phase;
         memory.previous.promoted_at = status.promoted_at.as_ref().map(|t| t.0);
     }
+    let previous_mode = memory.previous.effective_mode;
     let generation = policy.metadata.generation.unwrap_or(memory.generation);
     let (ready, covering) = coverage(state, key, sidecars);
     let with_sidecar = ready
@@ -272,27 +288,38 @@ async fn pass(
         .filter(|(ns, pod)| covering.iter().any(|s| &s.namespace == ns && &s.pod == pod))
         .count();
 
-    // What each sidecar counted since the last pass (the first reading is the baseline).
+    // What each sidecar counted since the last pass (the first reading is the baseline;
+    // an unreadable sidecar keeps its baseline).
     let mut readable = true;
     let mut delta = InboundCounters::default();
+    let mut baselines = HashMap::new();
     for sidecar in &covering {
-        let Some(port) = sidecar.admin_port else {
-            readable = false;
-            continue;
-        };
-        let Some(now_counters) = read_counters(port).await else {
-            readable = false;
-            continue;
-        };
         let slot = (sidecar.namespace.clone(), sidecar.pod.clone());
-        if let Some(before) = memory.counters.insert(slot, now_counters) {
-            let d = now_counters.since(&before);
-            delta.plaintext_connections += d.plaintext_connections;
-            delta.requests += d.requests;
-            delta.errors_5xx += d.errors_5xx;
-            delta.tls_errors += d.tls_errors;
+        let before = memory.counters.get(&slot).copied();
+        let reading = readings
+            .iter()
+            .find(|r| &r.sidecar == sidecar)
+            .and_then(|r| r.counters);
+        match (reading, before) {
+            (Some(now_counters), before) => {
+                if let Some(before) = before {
+                    let d = now_counters.since(&before);
+                    delta.plaintext_connections += d.plaintext_connections;
+                    delta.requests += d.requests;
+                    delta.errors_5xx += d.errors_5xx;
+                    delta.tls_errors += d.tls_errors;
+                }
+                baselines.insert(slot, now_counters);
+            }
+            (None, before) => {
+                readable = false;
+                if let Some(before) = before {
+                    baselines.insert(slot, before);
+                }
+            }
         }
     }
+    memory.counters = baselines;
     if delta.plaintext_connections > 0 {
         memory.plaintext.push((now, delta.plaintext_connections));
     }
@@ -309,8 +336,7 @@ async fn pass(
         .as_ref()
         .map(|p| p.plaintext_window.get())
         .unwrap_or(Duration::from_secs(600));
-    let window_start =
-        now - k8s_openapi::jiff::SignedDuration::try_from(window).unwrap_or_default();
+    let window_start = now - SignedDuration::try_from(window).unwrap_or_default();
     memory.plaintext.retain(|(t, _)| *t > window_start);
     let seen = Observation {
         ready_endpoints: u32::try_from(ready.len()).unwrap_or(u32::MAX),
@@ -333,16 +359,6 @@ async fn pass(
         &seen,
         now,
     );
-    if let Some((kind, reason, message)) = &decision.event {
-        if *kind == "Warning" {
-            warn!(policy = %key, reason, "{message}");
-        } else {
-            info!(policy = %key, reason, "{message}");
-        }
-    }
-    if memory.previous.effective_mode != Some(decision.effective_mode) {
-        info!(policy = %key, mode = ?decision.effective_mode, phase = ?decision.phase, "mesh TLS mode in force");
-    }
     let (kind, status, reason, message) = &decision.condition;
     let previous_condition = policy
         .status
@@ -358,7 +374,7 @@ async fn pass(
         observing_since: decision.observing_since,
         generation: Some(generation),
     };
-    MeshPolicyStatus {
+    let status = MeshPolicyStatus {
         observed_generation: Some(generation),
         effective_mode: Some(decision.effective_mode),
         sidecar_coverage: Some(decision.sidecar_coverage),
@@ -375,6 +391,16 @@ async fn pass(
             last_transition_time: transition,
             observed_generation: Some(generation),
         }],
+    };
+    Outcome {
+        key: key.clone(),
+        policy: policy.clone(),
+        changed: policy.status.as_ref() != Some(&status),
+        status,
+        previous_mode,
+        event: decision.event,
+        ready_endpoints: ready.len(),
+        with_sidecar,
     }
 }
 
@@ -405,7 +431,6 @@ apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: pay, name
         Sidecar {
             namespace: "payments".into(),
             pod: pod.into(),
-            admin_port: Some(15000),
         }
     }
 
@@ -448,5 +473,107 @@ listener.outbound.downstream_cx_total: 9\n";
         let (ready, covering) = coverage(&state, &ledger, &sidecars);
         assert_eq!(ready.len(), 1);
         assert_eq!(covering, [sidecar("ledger-0")]);
+    }
+
+    const PROMOTION: &str = "\
+apiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {name: default, namespace: payments}\nspec: {mtls: {mode: Permissive, promotion: {auto: true, plaintextWindow: 10s, rollbackWindow: 60s}}}\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: pay-0, namespace: payments, labels: {app: pay}}\n---\n\
+apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: pay, namespace: payments, labels: {kubernetes.io/service-name: pay}}\naddressType: IPv4\nports: [{port: 80}]\nendpoints:\n\
+- {addresses: [10.0.0.1], targetRef: {kind: Pod, name: pay-0}}\n";
+
+    fn reading(plaintext: u64, requests: u64, tls_errors: u64) -> Vec<SidecarReading> {
+        vec![SidecarReading {
+            sidecar: sidecar("pay-0"),
+            counters: Some(InboundCounters {
+                plaintext_connections: plaintext,
+                requests,
+                errors_5xx: 0,
+                tls_errors,
+            }),
+        }]
+    }
+
+    /// Runs one pass at `t` seconds, keeping the status it writes (as a sink would).
+    fn step(
+        controller: &mut MeshTlsController,
+        state: &mut ClusterState,
+        readings: &[SidecarReading],
+        t: i64,
+    ) -> Outcome {
+        let now = Timestamp::from_second(1_800_000_000 + t).unwrap();
+        let outcome = controller.pass(state, readings, now).remove(0);
+        let mut policy = (*outcome.policy).clone();
+        policy.status = Some(outcome.status.clone());
+        state.mesh_policies.insert(Arc::new(policy));
+        outcome
+    }
+
+    #[test]
+    fn a_pass_promotes_after_a_quiet_window_and_rolls_back_on_failed_handshakes() {
+        let mut state = state(PROMOTION);
+        let mut c = MeshTlsController::default();
+        let first = step(&mut c, &mut state, &reading(3, 0, 0), 0);
+        assert!(first.changed);
+        assert_eq!(first.previous_mode, None);
+        assert_eq!(first.status.sidecar_coverage.as_deref(), Some("1/1"));
+        // The first reading is the baseline: a plaintext caller shows from the second.
+        let o = step(&mut c, &mut state, &reading(5, 0, 0), 5);
+        assert_eq!(o.status.plaintext_connections, Some(2));
+        assert_eq!(o.status.phase, Some(MeshPhase::Observing));
+        // Unreadable: no verdict on plaintext, and the baseline is kept.
+        let blind = vec![SidecarReading {
+            sidecar: sidecar("pay-0"),
+            counters: None,
+        }];
+        let o = step(&mut c, &mut state, &blind, 8);
+        assert_eq!(o.status.plaintext_connections, None);
+        assert_eq!(o.status.effective_mode, Some(MtlsMode::Permissive));
+        let o = step(&mut c, &mut state, &reading(6, 0, 0), 12);
+        assert_eq!(
+            o.status.plaintext_connections,
+            Some(3),
+            "5→6 counted from the kept baseline"
+        );
+        // Quiet for a whole window after the last plaintext connection: Strict.
+        let o = step(&mut c, &mut state, &reading(6, 0, 0), 18);
+        assert_eq!(o.status.effective_mode, Some(MtlsMode::Permissive));
+        let o = step(&mut c, &mut state, &reading(6, 0, 0), 23);
+        assert_eq!(o.status.effective_mode, Some(MtlsMode::Strict));
+        assert_eq!(o.status.phase, Some(MeshPhase::Promoted));
+        assert_eq!(o.previous_mode, Some(MtlsMode::Permissive));
+        assert_eq!(o.event.as_ref().map(|e| e.1), Some("Promoted"));
+        // Watching the error rate; then nothing new: no write due.
+        let o = step(&mut c, &mut state, &reading(6, 100, 0), 25);
+        assert!(o.changed);
+        let o = step(&mut c, &mut state, &reading(6, 100, 0), 26);
+        assert!(!o.changed, "{:?}", o.status);
+        // Failed handshakes push the error rate past the threshold: back to Permissive.
+        let o = step(&mut c, &mut state, &reading(6, 110, 40), 30);
+        assert_eq!(o.status.effective_mode, Some(MtlsMode::Permissive));
+        assert_eq!(o.status.phase, Some(MeshPhase::RolledBack));
+    }
+
+    #[test]
+    fn a_new_leader_starts_from_the_written_status() {
+        let mut state = state(PROMOTION);
+        let mut first = MeshTlsController::default();
+        for t in [0, 11, 22] {
+            step(&mut first, &mut state, &reading(0, 0, 0), t);
+        }
+        let key = ObjectKey::namespaced("payments", "default");
+        let written = state
+            .mesh_policies
+            .get(&key)
+            .unwrap()
+            .status
+            .clone()
+            .unwrap();
+        assert_eq!(written.effective_mode, Some(MtlsMode::Strict));
+        // Another replica takes over with no memory: it keeps Strict (Promoted).
+        let mut second = MeshTlsController::default();
+        let o = step(&mut second, &mut state, &reading(0, 0, 0), 30);
+        assert_eq!(o.previous_mode, Some(MtlsMode::Strict));
+        assert_eq!(o.status.effective_mode, Some(MtlsMode::Strict));
+        assert_eq!(o.status.phase, Some(MeshPhase::Promoted));
     }
 }

@@ -1,0 +1,388 @@
+//! The mesh-TLS controller's loop: every interval, while this replica leads, read the
+//! sidecars, run the pure pass, write the statuses that changed and record events.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Client, Resource,
+    api::{Patch, PatchParams},
+    runtime::events::{Recorder, Reporter},
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weir_controllers::pod_autoscaler::controller::Event;
+use weir_crds::mesh_policy::{MeshPolicy, MeshPolicyStatus};
+use weir_store::{ClusterState, Object, ObjectKey, StateWriter};
+
+use super::{MeshTlsController, Outcome, sources::SidecarSource};
+
+/// The field manager of the controller's status writes (server-side apply).
+pub const FIELD_MANAGER: &str = "weir-mesh-tls";
+
+/// The API calls the mesh-TLS controller makes in a cluster (beyond listing and watching
+/// MeshPolicies, Pods and EndpointSlices).
+pub const API_CALLS: &[crate::ApiCall] = &[
+    ("weir.io", "meshpolicies/status", "patch"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+];
+
+/// Where statuses and events go.
+pub trait StatusSink: Send + Sync + 'static {
+    /// Writes `status` on `policy`.
+    fn write(
+        &self,
+        policy: &MeshPolicy,
+        status: &MeshPolicyStatus,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Records an event about `policy`.
+    fn event(
+        &self,
+        policy: &MeshPolicy,
+        event: &Event,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Local mode: the status goes into the stores (the translator reads it from there; the
+/// directory source keeps it across reloads); events are logged only.
+#[derive(Debug, Clone)]
+pub struct StoreSink(pub Arc<StateWriter>);
+
+impl StatusSink for StoreSink {
+    async fn write(&self, policy: &MeshPolicy, status: &MeshPolicyStatus) -> Result<(), String> {
+        let mut updated = policy.clone();
+        updated.status = Some(status.clone());
+        self.0.apply(Object::MeshPolicy(Arc::new(updated)));
+        Ok(())
+    }
+
+    async fn event(&self, _: &MeshPolicy, _: &Event) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A cluster: the MeshPolicy status subresource (server-side apply) and events.
+pub struct KubeMeshApi {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for KubeMeshApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeMeshApi").finish_non_exhaustive()
+    }
+}
+
+impl KubeMeshApi {
+    /// Reports events as `weir-mesh-tls`/`instance`.
+    pub fn new(client: Client, instance: String) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(instance),
+            },
+        );
+        KubeMeshApi { client, recorder }
+    }
+}
+
+impl StatusSink for KubeMeshApi {
+    async fn write(&self, policy: &MeshPolicy, status: &MeshPolicyStatus) -> Result<(), String> {
+        let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+        let name = policy.metadata.name.as_deref().unwrap_or_default();
+        let api: Api<MeshPolicy> = Api::namespaced(self.client.clone(), namespace);
+        let patch = json!({
+            "apiVersion": "weir.io/v1alpha1",
+            "kind": "MeshPolicy",
+            "status": status,
+        });
+        api.patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    async fn event(&self, policy: &MeshPolicy, event: &Event) -> Result<(), String> {
+        crate::autoscaler::publish_event(&self.recorder, &policy.object_ref(&()), event, "Evaluate")
+            .await
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    namespace: String,
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    namespace: String,
+    policy: String,
+    mode: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// The controller's metrics, per MeshPolicy: coverage, plaintext, mode and phase.
+#[derive(Clone, Debug, Default)]
+pub struct MeshMetrics {
+    ready: Family<PolicyLabels, Gauge>,
+    with_sidecar: Family<PolicyLabels, Gauge>,
+    plaintext: Family<PolicyLabels, Gauge>,
+    mode: Family<ModeLabels, Gauge>,
+    events: Family<ReasonLabels, Counter>,
+    read_errors: Counter,
+    write_errors: Counter,
+    /// The mode series set last, per policy (removed when the mode or phase changes).
+    modes: HashMap<ObjectKey, ModeLabels>,
+}
+
+impl MeshMetrics {
+    /// Registers `weir_mesh_tls_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = MeshMetrics::default();
+        registry.register(
+            "weir_mesh_tls_ready_endpoints",
+            "Ready endpoints a MeshPolicy governs",
+            m.ready.clone(),
+        );
+        registry.register(
+            "weir_mesh_tls_endpoints_with_sidecar",
+            "Of a MeshPolicy's ready endpoints, those whose pod has a connected sidecar",
+            m.with_sidecar.clone(),
+        );
+        registry.register(
+            "weir_mesh_tls_plaintext_connections",
+            "Plaintext connections a MeshPolicy's sidecars accepted in its plaintext window",
+            m.plaintext.clone(),
+        );
+        registry.register(
+            "weir_mesh_tls_mode",
+            "1 for the mode in force and the phase of each MeshPolicy",
+            m.mode.clone(),
+        );
+        registry.register(
+            "weir_mesh_tls_events",
+            "Mesh-TLS decisions worth an event (Promoted, RolledBack, TransitionRefused, ...)",
+            m.events.clone(),
+        );
+        registry.register(
+            "weir_mesh_tls_read_errors",
+            "Passes skipped because the sidecars' statistics could not be read",
+            m.read_errors.clone(),
+        );
+        registry.register(
+            "weir_mesh_tls_status_write_errors",
+            "MeshPolicy status writes that failed",
+            m.write_errors.clone(),
+        );
+        m
+    }
+
+    fn observe(&mut self, outcome: &Outcome) {
+        let labels = policy_labels(&outcome.key);
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.ready
+            .get_or_create(&labels)
+            .set(gauge(outcome.ready_endpoints));
+        self.with_sidecar
+            .get_or_create(&labels)
+            .set(gauge(outcome.with_sidecar));
+        match outcome.status.plaintext_connections {
+            Some(n) => {
+                self.plaintext.get_or_create(&labels).set(n);
+            }
+            None => {
+                self.plaintext.remove(&labels);
+            }
+        }
+        if let Some(before) = self.modes.remove(&outcome.key) {
+            self.mode.remove(&before);
+        }
+        if let (Some(mode), Some(phase)) = (outcome.status.effective_mode, outcome.status.phase) {
+            let current = ModeLabels {
+                namespace: labels.namespace,
+                policy: labels.policy,
+                mode: format!("{mode:?}"),
+                phase: format!("{phase:?}"),
+            };
+            self.mode.get_or_create(&current).set(1);
+            self.modes.insert(outcome.key.clone(), current);
+        }
+    }
+
+    fn forget(&mut self, key: &ObjectKey) {
+        let labels = policy_labels(key);
+        self.ready.remove(&labels);
+        self.with_sidecar.remove(&labels);
+        self.plaintext.remove(&labels);
+        if let Some(before) = self.modes.remove(key) {
+            self.mode.remove(&before);
+        }
+    }
+}
+
+fn policy_labels(key: &ObjectKey) -> PolicyLabels {
+    PolicyLabels {
+        namespace: key.namespace.clone().unwrap_or_default(),
+        policy: key.name.clone(),
+    }
+}
+
+/// The loop's wiring.
+#[derive(Debug)]
+pub struct MeshLoop<S, K> {
+    /// Where sidecars are read.
+    pub source: S,
+    /// Where statuses go.
+    pub sink: K,
+    /// The stores.
+    pub state: watch::Receiver<ClusterState>,
+    /// Whether this replica leads (always true in local mode).
+    pub leading: watch::Receiver<bool>,
+    /// Time between passes.
+    pub interval: Duration,
+    /// Metrics.
+    pub metrics: MeshMetrics,
+}
+
+impl<S, K> MeshLoop<S, K> {
+    /// The same wiring with sidecars read from `source`.
+    pub fn with_source<T>(self, source: T) -> MeshLoop<T, K> {
+        MeshLoop {
+            source,
+            sink: self.sink,
+            state: self.state,
+            leading: self.leading,
+            interval: self.interval,
+            metrics: self.metrics,
+        }
+    }
+}
+
+/// Runs until `shutdown`: a pass every interval while leading.
+pub async fn run<S: SidecarSource, K: StatusSink>(
+    wiring: MeshLoop<S, K>,
+    shutdown: CancellationToken,
+) {
+    let MeshLoop {
+        source,
+        sink,
+        state,
+        leading,
+        interval,
+        mut metrics,
+    } = wiring;
+    let mut controller = MeshTlsController::default();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut known: HashSet<ObjectKey> = HashSet::new();
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !*leading.borrow() {
+            controller.forget();
+            continue;
+        }
+        let snapshot = state.borrow().clone();
+        let present: HashSet<ObjectKey> = snapshot
+            .mesh_policies
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        for gone in known.difference(&present) {
+            metrics.forget(gone);
+        }
+        known = present;
+        if known.is_empty() {
+            controller.forget();
+            continue;
+        }
+        let readings = match source.read().await {
+            Ok(readings) => {
+                if last_error.take().is_some() {
+                    info!("sidecar statistics readable again");
+                }
+                readings
+            }
+            Err(e) => {
+                metrics.read_errors.inc();
+                if last_error.as_deref() != Some(&e) {
+                    warn!(error = %e, "cannot read the sidecars' statistics; MeshPolicies keep their mode until they can be read");
+                }
+                last_error = Some(e);
+                continue;
+            }
+        };
+        for outcome in controller.pass(&snapshot, &readings, Timestamp::now()) {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            apply(&sink, &mut metrics, &outcome).await;
+        }
+    }
+}
+
+/// Logs, counts, writes and records one outcome.
+async fn apply<K: StatusSink>(sink: &K, metrics: &mut MeshMetrics, outcome: &Outcome) {
+    let key = &outcome.key;
+    metrics.observe(outcome);
+    if let Some((type_, reason, message)) = &outcome.event {
+        if *type_ == "Warning" {
+            warn!(policy = %key, reason, "{message}");
+        } else {
+            info!(policy = %key, reason, "{message}");
+        }
+        metrics
+            .events
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+        let event = Event {
+            type_,
+            reason,
+            message: message.clone(),
+        };
+        if let Err(e) = sink.event(&outcome.policy, &event).await {
+            warn!(policy = %key, error = %e, "cannot record the event");
+        }
+    }
+    if outcome.previous_mode != outcome.status.effective_mode {
+        info!(policy = %key, mode = ?outcome.status.effective_mode, phase = ?outcome.status.phase, "mesh TLS mode in force");
+    }
+    if outcome.changed {
+        match sink.write(&outcome.policy, &outcome.status).await {
+            Ok(()) => debug!(policy = %key, "status written"),
+            Err(e) => {
+                metrics.write_errors.inc();
+                warn!(policy = %key, error = %e, "cannot write the MeshPolicy status; retrying next pass");
+            }
+        }
+    }
+}
