@@ -319,3 +319,89 @@ fn controllers_write_node_pool_status() {
     let plan = plan.expect("/debug/nodes");
     assert!(plan.contains("\"scaleDown\""), "{plan}");
 }
+
+/// `weir controllers` runs the mesh-TLS controller against a cluster: a Permissive
+/// MeshPolicy with auto promotion over one ready pod, whose sidecar Prometheus reports
+/// connected with no plaintext connection, is promoted to Strict; the status (mode,
+/// coverage, phase) is written to the API server and a `Promoted` event recorded.
+#[test]
+#[ignore = "needs cluster"]
+fn controllers_promote_a_mesh_policy_from_prometheus() {
+    use weir_tests::{
+        eventually, free_port,
+        prometheus::{Prometheus, last_second},
+        weir,
+    };
+
+    let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
+    let crds = weir().arg("crds").output().expect("weir crds");
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&String::from_utf8_lossy(&crds.stdout)),
+    );
+    let ns = format!("weir-mesh-{}", std::process::id());
+    kubectl(&["create", "namespace", &ns], None);
+    let manifests = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: pay-0, namespace: {ns}, labels: {{app: pay, weir.io/sidecar: 'true'}}}}\n\
+         spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.9, ports: [{{containerPort: 8080}}]}}]}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: pay, namespace: {ns}}}\nspec: {{selector: {{app: pay}}, ports: [{{port: 80, targetPort: 8080}}]}}\n---\n\
+         apiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: {ns}}}\n\
+         spec: {{mtls: {{mode: Permissive, promotion: {{auto: true, plaintextWindow: 2s}}}}}}\n"
+    );
+    kubectl(&["apply", "-f", "-"], Some(&manifests));
+    // The sidecar, as Prometheus would have scraped it: connected, no plaintext.
+    let t = last_second();
+    let prometheus = Prometheus::start(&format!(
+        "# TYPE envoy_control_plane_connected_state gauge\n\
+         envoy_control_plane_connected_state{{namespace=\"{ns}\",pod=\"pay-0\"}} 1 {t}\n\
+         # TYPE envoy_http_downstream_cx counter\n\
+         envoy_http_downstream_cx_total{{namespace=\"{ns}\",pod=\"pay-0\",envoy_http_conn_manager_prefix=\"inbound_plaintext\"}} 0 {t}\n\
+         # EOF\n"
+    ));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut controllers = weir()
+        .args([
+            "controllers",
+            "--admin-addr",
+            &admin,
+            "--leader-elect=false",
+        ])
+        .args(["--mesh-tls-interval", "1s"])
+        .arg(format!("--prometheus-url={}", prometheus.url()))
+        .spawn()
+        .expect("weir controllers starts");
+    let promoted = eventually(Duration::from_secs(120), || {
+        let out = kubectl(
+            &[
+                "get",
+                "meshpolicy",
+                "default",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.status.effectiveMode}/{.status.phase}/{.status.sidecarCoverage}",
+            ],
+            None,
+        );
+        (out == "Strict/Promoted/1/1").then_some(out)
+    });
+    let events = kubectl(
+        &[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "reason=Promoted",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    let _ = controllers.kill();
+    let _ = controllers.wait();
+    drop(prometheus);
+    kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
+    assert!(promoted.is_some(), "the MeshPolicy was never promoted");
+    assert!(!events.trim().is_empty(), "no Promoted event");
+}
