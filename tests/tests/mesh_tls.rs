@@ -452,6 +452,12 @@ fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
     assert!(mesh.weir.log().contains("workload certificates rotated"));
 }
 
+/// Auto promotion after 4 quiet seconds. The test's own plaintext probe after the
+/// promotion is a failed handshake, which past the default 5% would roll the promotion
+/// back (a_promotion_that_breaks_a_caller_is_rolled_back tests that): never here.
+const PROMOTION: &str =
+    "Permissive, promotion: {auto: true, plaintextWindow: 4s, rollbackErrorRate: 1}";
+
 /// With a plaintext caller the namespace stays Permissive and says why; once the caller
 /// has gone, after a quiet `plaintextWindow` (4s), it is promoted and plaintext refused.
 fn promotes_once_the_plaintext_caller_is_gone(mesh: &Mesh) {
@@ -509,10 +515,7 @@ fn promotes_once_the_plaintext_caller_is_gone(mesh: &Mesh) {
 
 #[test]
 fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
-    let mesh = Mesh::start(
-        "Permissive, promotion: {auto: true, plaintextWindow: 4s}",
-        &["--mesh-tls-interval", "500ms"],
-    );
+    let mesh = Mesh::start(PROMOTION, &["--mesh-tls-interval", "500ms"]);
     promotes_once_the_plaintext_caller_is_gone(&mesh);
 }
 
@@ -521,10 +524,7 @@ fn auto_promotion_waits_until_the_plaintext_caller_is_gone() {
 /// connections from the inbound_plaintext connection manager's counters.
 #[test]
 fn auto_promotion_from_the_sidecars_statistics_in_prometheus() {
-    let mesh = Mesh::start_scraped(
-        "Permissive, promotion: {auto: true, plaintextWindow: 4s}",
-        &["--mesh-tls-interval", "500ms"],
-    );
+    let mesh = Mesh::start_scraped(PROMOTION, &["--mesh-tls-interval", "500ms"]);
     promotes_once_the_plaintext_caller_is_gone(&mesh);
     let prometheus = mesh.prometheus.as_ref().unwrap();
     let queries = prometheus.logged_queries();
