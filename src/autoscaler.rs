@@ -379,7 +379,7 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
         synced: synced_rx,
         shutdown: shutdown_token,
         ..
-    } = ClusterBase::start(args.admin.admin_addr, Kind::ALL).await?;
+    } = ClusterBase::start(args.admin.admin_addr, crate::components::CONTROLLER_KINDS).await?;
     let metrics = AutoscalerMetrics::register(&mut registry);
     let leading = start_leader_election(
         &client,

@@ -14,6 +14,7 @@ use weir_store::{Kind, StateWriter};
 use crate::{
     admin::{self, AdminState},
     cli::{LeaderArgs, XdsServerArgs},
+    components::XDS_SERVER_KINDS,
     leader::{self, LeaseConfig},
     metrics::SourceMetrics,
     shutdown,
@@ -100,13 +101,13 @@ pub async fn run_xds_server(args: XdsServerArgs) -> anyhow::Result<()> {
         synced: synced_rx,
         shutdown: shutdown_token,
         ..
-    } = ClusterBase::start(args.admin.admin_addr, Kind::ALL).await?;
+    } = ClusterBase::start(args.admin.admin_addr, XDS_SERVER_KINDS).await?;
     let (ready_tx, ready_rx) = watch::channel(false);
     tasks.spawn(track_readiness(
         synced_rx,
         ready_tx,
         shutdown_token.clone(),
-        Kind::ALL,
+        XDS_SERVER_KINDS,
     ));
     let identities = match &args.mesh_ca.ca_dir {
         Some(dir) => crate::mesh_ca::from_dir(&args.mesh_ca, dir)?,

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod autoscaler;
 pub mod cli;
 pub mod cluster;
+pub mod components;
 pub mod leader;
 pub mod local;
 pub mod local_autoscaler;

@@ -29,9 +29,55 @@ use weir_crds::{
 };
 use weir_store::{Kind, Object, ObjectKey, StateWriter};
 
+/// Kinds from other projects' CRDs that a cluster may not have: the Gateway API. While
+/// their API is not served (404), they count as listed and empty, so Weir runs (and is
+/// ready) without them; their watchers keep retrying and fill the stores once the CRDs
+/// are installed.
+pub const OPTIONAL_KINDS: &[Kind] = &[
+    Kind::Gateway,
+    Kind::HTTPRoute,
+    Kind::GatewayClass,
+    Kind::ReferenceGrant,
+];
+
+/// The list and watch calls the reflectors for `kinds` make: `(group, plural, verb)`.
+pub fn watch_calls(kinds: &[Kind]) -> Vec<crate::ApiCall> {
+    kinds
+        .iter()
+        .flat_map(|kind| {
+            let (group, plural) = kind_resource(*kind);
+            [(group, plural, "list"), (group, plural, "watch")]
+        })
+        .collect()
+}
+
+/// The API group and plural resource name of a kind.
+pub fn kind_resource(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::ScalingPolicy => ("weir.io", "scalingpolicies"),
+        Kind::NodePool => ("weir.io", "nodepools"),
+        Kind::TrafficPolicy => ("weir.io", "trafficpolicies"),
+        Kind::MeshPolicy => ("weir.io", "meshpolicies"),
+        Kind::Namespace => ("", "namespaces"),
+        Kind::Service => ("", "services"),
+        Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
+        Kind::Pod => ("", "pods"),
+        Kind::Node => ("", "nodes"),
+        Kind::Deployment => ("apps", "deployments"),
+        Kind::DaemonSet => ("apps", "daemonsets"),
+        Kind::PodDisruptionBudget => ("policy", "poddisruptionbudgets"),
+        Kind::Secret => ("", "secrets"),
+        Kind::Gateway => ("gateway.networking.k8s.io", "gateways"),
+        Kind::HTTPRoute => ("gateway.networking.k8s.io", "httproutes"),
+        Kind::GatewayClass => ("gateway.networking.k8s.io", "gatewayclasses"),
+        Kind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants"),
+    }
+}
+
 /// Starts a watcher for each of `kinds`. `synced` collects the kinds whose initial list
 /// has arrived; the source is ready when it holds every one of them. A kind whose API is not
-/// served (its CRD is not installed) never syncs, and its watcher logs why while retrying.
+/// served (its CRD is not installed) never syncs, and its watcher logs why while retrying;
+/// except [`OPTIONAL_KINDS`], which count as listed and empty meanwhile.
 pub fn spawn_reflectors(
     client: Client,
     writer: Arc<StateWriter>,
@@ -98,6 +144,15 @@ where
                 };
                 match event {
                     None => break,
+                    Some(Err(watcher::Error::InitialListFailed(kube::Error::Api(e))))
+                        if e.code == 404 && OPTIONAL_KINDS.contains(&kind) =>
+                    {
+                        let first = synced.send_if_modified(|kinds| kinds.insert(kind));
+                        if first {
+                            writer.reset(kind, Vec::new());
+                            info!("not served (its CRD is not installed): none, until it is");
+                        }
+                    }
                     Some(Err(e)) => warn!(error = %e, "watch failed; retrying with backoff"),
                     Some(Ok(watcher::Event::Init)) => relist.clear(),
                     Some(Ok(watcher::Event::InitApply(object))) => relist.push(object.into()),
@@ -116,4 +171,40 @@ where
         }
         .instrument(span),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource<K: Resource<DynamicType = ()>>() -> (String, String) {
+        (K::group(&()).into_owned(), K::plural(&()).into_owned())
+    }
+
+    #[test]
+    fn kind_resources_are_the_types_own() {
+        for kind in Kind::ALL {
+            let expected = match kind {
+                Kind::ScalingPolicy => resource::<ScalingPolicy>(),
+                Kind::NodePool => resource::<NodePool>(),
+                Kind::TrafficPolicy => resource::<TrafficPolicy>(),
+                Kind::MeshPolicy => resource::<MeshPolicy>(),
+                Kind::Namespace => resource::<Namespace>(),
+                Kind::Service => resource::<Service>(),
+                Kind::EndpointSlice => resource::<EndpointSlice>(),
+                Kind::Pod => resource::<Pod>(),
+                Kind::Node => resource::<Node>(),
+                Kind::Deployment => resource::<Deployment>(),
+                Kind::DaemonSet => resource::<DaemonSet>(),
+                Kind::PodDisruptionBudget => resource::<PodDisruptionBudget>(),
+                Kind::Secret => resource::<Secret>(),
+                Kind::Gateway => resource::<Gateway>(),
+                Kind::HTTPRoute => resource::<HTTPRoute>(),
+                Kind::GatewayClass => resource::<GatewayClass>(),
+                Kind::ReferenceGrant => resource::<ReferenceGrant>(),
+            };
+            let (group, plural) = kind_resource(*kind);
+            assert_eq!((group.to_string(), plural.to_string()), expected, "{kind}");
+        }
+    }
 }

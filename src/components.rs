@@ -1,0 +1,119 @@
+//! The in-cluster components, what each watches and every Kubernetes API call it makes:
+//! the source of truth the Helm chart's RBAC is checked against (`tests/tests/chart.rs`).
+
+use weir_store::Kind;
+
+use crate::{ApiCall, sources::kube::watch_calls};
+
+/// An in-cluster component (a `weir` subcommand, one Deployment in the chart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// `weir xds-server`.
+    XdsServer,
+    /// `weir controllers`.
+    Controllers,
+    /// `weir metrics-adapter`.
+    MetricsAdapter,
+}
+
+/// What the xds-server translates: policies, Services and their endpoints, pods (sidecar
+/// identities), Secrets (Gateway certificates) and the Gateway API.
+pub const XDS_SERVER_KINDS: &[Kind] = &[
+    Kind::TrafficPolicy,
+    Kind::MeshPolicy,
+    Kind::Namespace,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Pod,
+    Kind::Secret,
+    Kind::Gateway,
+    Kind::HTTPRoute,
+    Kind::GatewayClass,
+    Kind::ReferenceGrant,
+];
+
+/// What the controllers read: their policies, and the objects the autoscalers and the
+/// mesh-TLS controller decide on (the metrics adapter's kinds, for `--metrics-source rules`).
+pub const CONTROLLER_KINDS: &[Kind] = &[
+    Kind::ScalingPolicy,
+    Kind::NodePool,
+    Kind::MeshPolicy,
+    Kind::Namespace,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Pod,
+    Kind::Node,
+    Kind::Deployment,
+    Kind::DaemonSet,
+    Kind::PodDisruptionBudget,
+];
+
+impl Component {
+    /// Every component.
+    pub const ALL: [Component; 3] = [
+        Component::XdsServer,
+        Component::Controllers,
+        Component::MetricsAdapter,
+    ];
+
+    /// Its `weir` subcommand.
+    pub fn subcommand(self) -> &'static str {
+        match self {
+            Component::XdsServer => "xds-server",
+            Component::Controllers => "controllers",
+            Component::MetricsAdapter => "metrics-adapter",
+        }
+    }
+
+    /// The kinds it watches.
+    pub fn kinds(self) -> &'static [Kind] {
+        match self {
+            Component::XdsServer => XDS_SERVER_KINDS,
+            Component::Controllers => CONTROLLER_KINDS,
+            Component::MetricsAdapter => crate::metrics_adapter::KINDS,
+        }
+    }
+
+    /// Every API call it can make, with every option on: `(group, resource, verb)`. A
+    /// group or resource `*` means "whichever the user points it at" (scale subresources
+    /// of any workload kind, any metric).
+    pub fn api_calls(self) -> Vec<ApiCall> {
+        let mut calls = watch_calls(self.kinds());
+        let modules: &[&[ApiCall]] = match self {
+            Component::XdsServer => &[
+                crate::leader::API_CALLS,
+                crate::status_writer::API_CALLS,
+                crate::mesh_ca::API_CALLS,
+            ],
+            Component::Controllers => &[
+                crate::leader::API_CALLS,
+                crate::autoscaler::API_CALLS,
+                crate::metrics_apis::API_CALLS,
+                crate::node_provider::API_CALLS,
+                crate::mesh_controller::run::API_CALLS,
+            ],
+            Component::MetricsAdapter => &[weir_metrics_adapter::auth::API_CALLS],
+        };
+        calls.extend(modules.iter().flat_map(|m| m.iter().copied()));
+        calls.sort_unstable();
+        calls.dedup();
+        calls
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_component_leases_only_if_it_elects_and_lists_what_it_watches() {
+        let xds = Component::XdsServer.api_calls();
+        assert!(xds.contains(&("", "secrets", "watch")));
+        assert!(xds.contains(&("coordination.k8s.io", "leases", "update")));
+        let controllers = Component::Controllers.api_calls();
+        assert!(!controllers.iter().any(|c| c.1 == "secrets"));
+        assert!(controllers.contains(&("weir.io", "meshpolicies/status", "patch")));
+        let adapter = Component::MetricsAdapter.api_calls();
+        assert!(!adapter.iter().any(|c| c.1 == "leases"));
+    }
+}
