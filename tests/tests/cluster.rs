@@ -405,3 +405,73 @@ fn controllers_promote_a_mesh_policy_from_prometheus() {
     assert!(promoted.is_some(), "the MeshPolicy was never promoted");
     assert!(!events.trim().is_empty(), "no Promoted event");
 }
+
+/// The Helm chart installs into a kind/k3d cluster: every Deployment becomes ready and the
+/// metrics APIServices are Available. The cluster must be able to run the image in
+/// `WEIR_IMAGE` (e.g. `docker build -t weir:dev . && kind load docker-image weir:dev`, then
+/// `WEIR_IMAGE=weir:dev`). Uses Helm's library from `.venv` (scripts/setup.sh).
+#[test]
+#[ignore = "needs cluster"]
+fn the_chart_installs_and_everything_becomes_ready() {
+    let image = std::env::var("WEIR_IMAGE").expect("WEIR_IMAGE: an image the cluster can run");
+    let (repository, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let namespace = format!("weir-chart-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let values = dir.path().join("values.json");
+    std::fs::write(
+        &values,
+        serde_json::json!({
+            "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+            "xdsServer": {"replicas": 1}, "controllers": {"replicas": 1}, "metricsAdapter": {"replicas": 1},
+        })
+        .to_string(),
+    )
+    .expect("values");
+    let helm = |action: &str| {
+        std::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/helm-release.py"))
+            .args([action, "--namespace", &namespace, "--release", "weir-test"])
+            .args(if action == "uninstall" {
+                vec![]
+            } else {
+                vec!["--values".to_string(), values.display().to_string()]
+            })
+            .output()
+            .expect("helm-release.py")
+    };
+    let installed = helm("install");
+    let kubectl = |args: &[&str]| weir_tests::kubectl(args, None);
+    let mut failures = Vec::new();
+    if !installed.status.success() {
+        failures.push(format!(
+            "install: {}",
+            String::from_utf8_lossy(&installed.stderr)
+        ));
+    }
+    for deployment in ["xds-server", "controllers", "metrics-adapter"] {
+        let name = format!("deployment/weir-test-{deployment}");
+        let (ok, out) = kubectl(&["rollout", "status", &name, "-n", &namespace, "--timeout=180s"]);
+        if !ok {
+            failures.push(format!("{name}: {out}"));
+        }
+    }
+    for api in [
+        "v1beta1.custom.metrics.k8s.io",
+        "v1beta2.custom.metrics.k8s.io",
+        "v1beta1.external.metrics.k8s.io",
+    ] {
+        let (ok, out) = kubectl(&[
+            "wait",
+            "--for=condition=Available",
+            &format!("apiservice/{api}"),
+            "--timeout=120s",
+        ]);
+        if !ok {
+            failures.push(format!("{api}: {out}"));
+        }
+    }
+    let _ = helm("uninstall");
+    kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
