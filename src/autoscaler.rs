@@ -157,19 +157,7 @@ impl ScaleApi for KubeScaleApi {
         status: &ScalingPolicyStatus,
     ) -> Result<(), String> {
         let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), namespace);
-        let patch = json!({
-            "apiVersion": "weir.io/v1alpha1",
-            "kind": "ScalingPolicy",
-            "status": status,
-        });
-        api.patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+        crate::cluster::apply_status(&api, name, FIELD_MANAGER, status).await
     }
 
     async fn event(&self, policy: &ScalingPolicy, event: &Event) -> Result<(), String> {

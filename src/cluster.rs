@@ -80,6 +80,33 @@ impl ClusterBase {
     }
 }
 
+/// Writes `status` on the object `name` of `api` by server-side apply, as `manager`
+/// (forcing: the status belongs to the controller).
+pub(crate) async fn apply_status<K, S>(
+    api: &kube::Api<K>,
+    name: &str,
+    manager: &str,
+    status: &S,
+) -> Result<(), String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::apply(manager).force(),
+        &kube::api::Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|e| e.to_string())
+}
+
 /// This replica's identity in a Lease: `--leader-identity` (the pod name), else the host
 /// name, else the process.
 pub(crate) fn identity(args: &LeaderArgs) -> String {

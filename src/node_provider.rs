@@ -221,19 +221,7 @@ impl NodeApi for KubeNodeApi {
 
     async fn write_status(&self, pool: &str, status: &NodePoolStatus) -> Result<(), String> {
         let api: Api<NodePool> = Api::all(self.client.clone());
-        let patch = json!({
-            "apiVersion": "weir.io/v1alpha1",
-            "kind": "NodePool",
-            "status": status,
-        });
-        api.patch_status(
-            pool,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+        crate::cluster::apply_status(&api, pool, FIELD_MANAGER, status).await
     }
 
     async fn mark_unneeded(&self, node: &str, since: Option<Timestamp>) -> Result<(), String> {

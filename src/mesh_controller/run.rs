@@ -11,7 +11,6 @@ use std::{
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams},
     runtime::events::{Recorder, Reporter},
 };
 use prometheus_client::{
@@ -19,7 +18,6 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -105,19 +103,7 @@ impl StatusSink for KubeMeshApi {
         let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
         let name = policy.metadata.name.as_deref().unwrap_or_default();
         let api: Api<MeshPolicy> = Api::namespaced(self.client.clone(), namespace);
-        let patch = json!({
-            "apiVersion": "weir.io/v1alpha1",
-            "kind": "MeshPolicy",
-            "status": status,
-        });
-        api.patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+        crate::cluster::apply_status(&api, name, FIELD_MANAGER, status).await
     }
 
     async fn event(&self, policy: &MeshPolicy, event: &Event) -> Result<(), String> {

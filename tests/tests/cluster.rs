@@ -7,6 +7,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_store::{Kind, ObjectKey, StateWriter};
 
+/// Applies Weir's CRDs (`weir crds`) to the cluster.
+fn install_crds() {
+    let crds = weir_tests::weir().arg("crds").output().expect("weir crds");
+    let (ok, out) = weir_tests::kubectl(
+        &["apply", "-f", "-"],
+        Some(&String::from_utf8_lossy(&crds.stdout)),
+    );
+    assert!(ok, "kubectl apply of the CRDs failed: {out}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs cluster"]
 async fn reflectors_fill_the_stores_from_the_cluster() {
@@ -160,11 +170,7 @@ fn controllers_scale_a_deployment_on_a_prometheus_metric() {
     use weir_tests::{eventually, free_port, weir};
 
     let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
-    let crds = weir().arg("crds").output().expect("weir crds");
-    kubectl(
-        &["apply", "-f", "-"],
-        Some(&String::from_utf8_lossy(&crds.stdout)),
-    );
+    install_crds();
     let ns = format!("weir-scale-{}", std::process::id());
     kubectl(&["create", "namespace", &ns], None);
     let manifests = format!(
@@ -280,11 +286,7 @@ fn controllers_write_node_pool_status() {
     use weir_tests::{eventually, free_port, http_get, weir};
 
     let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
-    let crds = weir().arg("crds").output().expect("weir crds");
-    kubectl(
-        &["apply", "-f", "-"],
-        Some(&String::from_utf8_lossy(&crds.stdout)),
-    );
+    install_crds();
     let pool = format!("weir-pool-{}", std::process::id());
     let manifest = format!(
         "apiVersion: weir.io/v1alpha1\nkind: NodePool\nmetadata: {{name: {pool}}}\n\
@@ -334,11 +336,7 @@ fn controllers_promote_a_mesh_policy_from_prometheus() {
     };
 
     let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
-    let crds = weir().arg("crds").output().expect("weir crds");
-    kubectl(
-        &["apply", "-f", "-"],
-        Some(&String::from_utf8_lossy(&crds.stdout)),
-    );
+    install_crds();
     let ns = format!("weir-mesh-{}", std::process::id());
     kubectl(&["create", "namespace", &ns], None);
     let manifests = format!(
@@ -451,7 +449,14 @@ fn the_chart_installs_and_everything_becomes_ready() {
     }
     for deployment in ["xds-server", "controllers", "metrics-adapter"] {
         let name = format!("deployment/weir-test-{deployment}");
-        let (ok, out) = kubectl(&["rollout", "status", &name, "-n", &namespace, "--timeout=180s"]);
+        let (ok, out) = kubectl(&[
+            "rollout",
+            "status",
+            &name,
+            "-n",
+            &namespace,
+            "--timeout=180s",
+        ]);
         if !ok {
             failures.push(format!("{name}: {out}"));
         }
