@@ -413,6 +413,16 @@ fn a_nacked_configuration_keeps_the_last_good_one_and_shows_in_proxy_status() {
     let before = pushes();
     thread::sleep(Duration::from_secs(1));
     assert_eq!(pushes(), before, "no resend loop");
+    // Accepted types converged: each ACK is timed from the change that caused it.
+    assert!(
+        setup
+            .weir
+            .metric("weir_xds_convergence_seconds_count{type=\"listeners\"}")
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        setup.weir.metrics()
+    );
     assert!(
         setup
             .weir

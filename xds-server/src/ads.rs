@@ -120,6 +120,8 @@ struct TypeState {
     /// subscription has not changed since: the same digest again needs no work.
     checked: Option<u64>,
     status: TypeStatus,
+    /// Since when the oldest change sent but not yet ACKed was due.
+    pending: Option<std::time::Instant>,
 }
 
 struct SotwStream {
@@ -167,8 +169,10 @@ impl SotwStream {
         if let Some(error) = &request.error_detail {
             self.core
                 .record_nack(&mut state.status, type_url, &error.message);
+            state.pending = None;
         } else if !request.response_nonce.is_empty() {
             state.status.acked = Some(request.version_info.clone());
+            self.core.acked(type_url, &mut state.pending);
         }
         let names: BTreeSet<String> = request.resource_names.into_iter().collect();
         state.checked = None;
@@ -224,7 +228,7 @@ impl SotwStream {
         state.status.sent = Some(version);
         state.sent_nonce = nonce;
         state.checked = Some(snapshot.digest());
-        self.core.count_push(type_url);
+        self.core.pushed(type_url, &mut state.pending);
         Ok(())
     }
 

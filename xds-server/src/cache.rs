@@ -156,6 +156,8 @@ impl ViewSnapshot {
 pub struct Generation {
     /// Counts up from 1 with each publish.
     pub number: u64,
+    /// When it was published.
+    pub published: std::time::Instant,
     state: ClusterState,
     identities: Option<Arc<dyn IdentityIssuer>>,
     shared: OnceLock<SharedResources>,
@@ -173,6 +175,7 @@ impl Generation {
     fn new(number: u64, state: ClusterState, identities: Option<Arc<dyn IdentityIssuer>>) -> Self {
         Generation {
             number,
+            published: std::time::Instant::now(),
             state,
             identities,
             shared: OnceLock::new(),

@@ -37,6 +37,8 @@ struct TypeState {
     /// not changed since: the same digest again has nothing to send.
     checked: Option<u64>,
     status: TypeStatus,
+    /// Since when the oldest change sent but not yet ACKed was due.
+    pending: Option<std::time::Instant>,
 }
 
 impl TypeState {
@@ -113,8 +115,10 @@ impl DeltaStream {
         if let Some(error) = &request.error_detail {
             self.core
                 .record_nack(&mut state.status, type_url, &error.message);
+            state.pending = None;
         } else if !request.response_nonce.is_empty() {
             state.status.acked = state.status.sent.clone();
+            self.core.acked(type_url, &mut state.pending);
         }
         for name in request.resource_names_subscribe {
             if name == "*" {
@@ -198,7 +202,7 @@ impl DeltaStream {
         state.status.sent = Some(system_version);
         state.status.resources = state.known.len();
         state.checked = Some(snapshot.digest());
-        self.core.count_push(type_url);
+        self.core.pushed(type_url, &mut state.pending);
         Ok(())
     }
 

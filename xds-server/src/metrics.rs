@@ -2,7 +2,7 @@
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -13,8 +13,17 @@ pub struct TypeLabels {
     pub r#type: &'static str,
 }
 
+/// A histogram of convergence times.
+pub type ConvergenceHistogram = Family<TypeLabels, Histogram, fn() -> Histogram>;
+
+fn convergence_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
 /// Metrics of the ADS server.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct XdsMetrics {
     /// Connected streams.
     pub connected: Gauge,
@@ -24,6 +33,21 @@ pub struct XdsMetrics {
     pub nacks: Family<TypeLabels, Counter>,
     /// The snapshot generation being served.
     pub generation: Gauge,
+    /// From a configuration change (or the proxy's first request) to the proxy's ACK of
+    /// the response carrying it, by type.
+    pub convergence: ConvergenceHistogram,
+}
+
+impl Default for XdsMetrics {
+    fn default() -> Self {
+        XdsMetrics {
+            connected: Gauge::default(),
+            pushes: Family::default(),
+            nacks: Family::default(),
+            generation: Gauge::default(),
+            convergence: Family::new_with_constructor(convergence_histogram),
+        }
+    }
 }
 
 impl XdsMetrics {
@@ -45,6 +69,11 @@ impl XdsMetrics {
             "nacks",
             "xDS responses proxies rejected, by resource type",
             metrics.nacks.clone(),
+        );
+        xds.register(
+            "convergence_seconds",
+            "From a configuration change (or a proxy's first request) to the proxy's ACK, by resource type",
+            metrics.convergence.clone(),
         );
         xds.register(
             "snapshot_generation",

@@ -4,6 +4,7 @@
 //! loop that drives a stream ([`drive`]).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +27,10 @@ pub(crate) struct StreamCore {
     protocol: &'static str,
     proxy: Option<(ProxyId, ProxyOptions)>,
     admin_port: Option<u16>,
-    /// The view for the generation last looked at.
-    view: Option<(u64, Arc<ViewSnapshot>)>,
+    /// The view for the generation last looked at, and when that generation was published.
+    view: Option<(u64, Arc<ViewSnapshot>, Instant)>,
+    /// When the stream opened.
+    started: Instant,
     nonce: u64,
     cache: Arc<SnapshotCache>,
     registry: Arc<ProxyRegistry>,
@@ -47,6 +50,7 @@ impl StreamCore {
             protocol,
             proxy: None,
             admin_port: None,
+            started: Instant::now(),
             view: None,
             nonce: 0,
             cache,
@@ -90,14 +94,44 @@ impl StreamCore {
     pub(crate) fn view(&mut self) -> Option<Arc<ViewSnapshot>> {
         let (proxy, options) = self.proxy.as_ref()?;
         let generation = self.cache.current();
-        if let Some((number, view)) = self.view.as_ref()
+        if let Some((number, view, _)) = self.view.as_ref()
             && *number == generation.number
         {
             return Some(view.clone());
         }
         let view = generation.view(&view_key(generation.state(), proxy, options));
-        self.view = Some((generation.number, view.clone()));
+        self.view = Some((generation.number, view.clone(), generation.published));
         Some(view)
+    }
+
+    /// When the configuration the stream sends now started to be due: the publish time of
+    /// the generation last looked at, or the stream's opening if later.
+    pub(crate) fn due_since(&self) -> Instant {
+        self.view
+            .as_ref()
+            .map_or(self.started, |(_, _, published)| {
+                (*published).max(self.started)
+            })
+    }
+
+    /// A response of `type_url` went out: `pending` remembers since when the change it
+    /// carries was due, until the proxy ACKs.
+    pub(crate) fn pushed(&self, type_url: &str, pending: &mut Option<Instant>) {
+        pending.get_or_insert_with(|| self.due_since());
+        self.count_push(type_url);
+    }
+
+    /// The proxy ACKed `type_url`: observes how long since the oldest unacknowledged
+    /// change was due.
+    pub(crate) fn acked(&self, type_url: &str, pending: &mut Option<Instant>) {
+        if let Some(since) = pending.take() {
+            self.metrics
+                .convergence
+                .get_or_create(&TypeLabels {
+                    r#type: type_name(type_url),
+                })
+                .observe(since.elapsed().as_secs_f64());
+        }
     }
 
     /// The next response nonce.
