@@ -252,11 +252,7 @@ struct SyncLoop {
 impl SyncLoop {
     async fn run<S: MetricSource + Send + 'static>(mut self, source: S) {
         let needed = [Kind::ScalingPolicy, Kind::Pod];
-        let synced = tokio::select! {
-            () = self.shutdown.cancelled() => return,
-            synced = self.synced.wait_for(|k| needed.iter().all(|n| k.contains(n))) => synced.is_ok(),
-        };
-        if !synced {
+        if !listed(&mut self.synced, &needed, &self.shutdown).await {
             return;
         }
         self.ready.send_replace(true);
@@ -323,11 +319,7 @@ async fn run_node_autoscaler(
         Kind::PodDisruptionBudget,
         Kind::DaemonSet,
     ];
-    let synced = tokio::select! {
-        () = shutdown.cancelled() => return,
-        synced = synced.wait_for(|k| needed.iter().all(|n| k.contains(n))) => synced.is_ok(),
-    };
-    if !synced {
+    if !listed(&mut synced, &needed, &shutdown).await {
         return;
     }
     let view = move |_| writer.current();
@@ -337,21 +329,28 @@ async fn run_node_autoscaler(
 /// The mesh-TLS controller: once MeshPolicies, Pods and EndpointSlices are listed
 /// (coverage on a partial picture would be wrong), a pass every interval while leading.
 async fn run_mesh_tls(
-    mesh: crate::mesh_controller::run::MeshLoop<
-        crate::mesh_controller::sources::PrometheusSidecars,
-        crate::mesh_controller::run::KubeMeshApi,
-    >,
+    source: crate::mesh_controller::sources::PrometheusSidecars,
+    mesh: crate::mesh_controller::run::MeshLoop<crate::mesh_controller::run::KubeMeshApi>,
     mut synced: watch::Receiver<BTreeSet<Kind>>,
     shutdown: CancellationToken,
 ) {
     let needed = [Kind::MeshPolicy, Kind::Pod, Kind::EndpointSlice];
-    let synced = tokio::select! {
-        () = shutdown.cancelled() => return,
-        synced = synced.wait_for(|k| needed.iter().all(|n| k.contains(n))) => synced.is_ok(),
-    };
-    if synced {
+    if listed(&mut synced, &needed, &shutdown).await {
         info!(interval = ?mesh.interval, "mesh-TLS controller running, sidecars read from Prometheus");
-        crate::mesh_controller::run(mesh, shutdown).await;
+        crate::mesh_controller::run(source, mesh, shutdown).await;
+    }
+}
+
+/// Waits until every kind in `needed` has been listed; false on shutdown (or if the
+/// reflectors are gone).
+async fn listed(
+    synced: &mut watch::Receiver<BTreeSet<Kind>>,
+    needed: &[Kind],
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        synced = synced.wait_for(|k| needed.iter().all(|n| k.contains(n))) => synced.is_ok(),
     }
 }
 
@@ -403,7 +402,6 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)
             .context("--prometheus-url")?;
         let mesh = crate::mesh_controller::run::MeshLoop {
-            source,
             sink: crate::mesh_controller::run::KubeMeshApi::new(client.clone(), identity.clone()),
             state: writer.subscribe(),
             leading: leading.clone(),
@@ -411,6 +409,7 @@ pub async fn run_controllers(args: ControllersArgs) -> anyhow::Result<()> {
             metrics: crate::mesh_controller::run::MeshMetrics::register(&mut registry),
         };
         tasks.spawn(run_mesh_tls(
+            source,
             mesh,
             synced_rx.clone(),
             shutdown_token.clone(),

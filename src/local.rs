@@ -60,7 +60,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let mesh = crate::mesh_controller::run::MeshLoop {
-        source: (),
         sink: crate::mesh_controller::run::StoreSink(writer.clone()),
         state: writer.subscribe(),
         leading: watch::channel(true).1,
@@ -74,7 +73,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             info!(interval = ?mesh.interval, "mesh-TLS controller on the configuration's MeshPolicies, sidecars read through their admin");
             let source = crate::mesh_controller::sources::AdminSidecars::new(proxies.clone());
             tasks.spawn(crate::mesh_controller::run(
-                mesh.with_source(source),
+                source,
+                mesh,
                 shutdown_token.clone(),
             ));
         }
@@ -88,7 +88,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .context("--prometheus-url")?;
             info!(interval = ?mesh.interval, prometheus = %url, "mesh-TLS controller on the configuration's MeshPolicies, sidecars read from Prometheus");
             tasks.spawn(crate::mesh_controller::run(
-                mesh.with_source(source),
+                source,
+                mesh,
                 shutdown_token.clone(),
             ));
         }

@@ -36,7 +36,10 @@ use k8s_openapi::{
 use weir_controllers::mesh_tls::{Observation, Previous, evaluate};
 use weir_crds::mesh_policy::{MeshPhase, MeshPolicy, MeshPolicyStatus, MtlsMode};
 use weir_store::{ClusterState, ObjectKey};
-use weir_xds::{envoy::PLAINTEXT_STAT_SUFFIX, translate::mesh::governing_policy};
+use weir_xds::{
+    envoy::{INBOUND_STAT_PREFIX, PLAINTEXT_STAT_SUFFIX},
+    translate::mesh::governing_policy,
+};
 
 pub use run::run;
 
@@ -60,6 +63,9 @@ pub struct InboundCounters {
 impl InboundCounters {
     /// From the admin's `/stats` text.
     pub fn parse(stats: &str) -> Self {
+        let mtls = format!("http.{INBOUND_STAT_PREFIX}.");
+        let plaintext = format!("http.{INBOUND_STAT_PREFIX}{PLAINTEXT_STAT_SUFFIX}.");
+        let tls_errors = format!("listener.{INBOUND_STAT_PREFIX}.ssl.connection_error");
         let mut c = InboundCounters::default();
         for line in stats.lines() {
             let Some((name, value)) = line.split_once(": ") else {
@@ -68,19 +74,21 @@ impl InboundCounters {
             let Ok(value) = value.trim().parse::<u64>() else {
                 continue;
             };
-            let inbound = name.starts_with("http.inbound.")
-                || name.starts_with(&format!("http.inbound{PLAINTEXT_STAT_SUFFIX}."));
-            if name == format!("http.inbound{PLAINTEXT_STAT_SUFFIX}.downstream_cx_total") {
-                c.plaintext_connections += value;
-            }
-            if inbound && name.ends_with(".downstream_rq_completed") {
-                c.requests += value;
-            }
-            if inbound && name.ends_with(".downstream_rq_5xx") {
-                c.errors_5xx += value;
-            }
-            if name == "listener.inbound.ssl.connection_error" {
+            if name == tls_errors {
                 c.tls_errors += value;
+                continue;
+            }
+            let (stat, is_plaintext) =
+                match (name.strip_prefix(&mtls), name.strip_prefix(&plaintext)) {
+                    (Some(stat), _) => (stat, false),
+                    (None, Some(stat)) => (stat, true),
+                    (None, None) => continue,
+                };
+            match stat {
+                "downstream_cx_total" if is_plaintext => c.plaintext_connections += value,
+                "downstream_rq_completed" => c.requests += value,
+                "downstream_rq_5xx" => c.errors_5xx += value,
+                _ => {}
             }
         }
         c
@@ -108,26 +116,26 @@ pub struct Sidecar {
     pub pod: String,
 }
 
-/// Whether `policy` is the one that governs a pod with `labels` in `namespace`.
-fn governed_by(
+/// The policy that governs a pod with `labels` in `namespace`.
+fn governing_key(
     state: &ClusterState,
-    policy: &ObjectKey,
     namespace: &str,
     labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    governing_policy(state, namespace, labels).is_some_and(|p| {
-        p.metadata.namespace == policy.namespace && p.metadata.name.as_deref() == Some(&policy.name)
-    })
+) -> Option<ObjectKey> {
+    governing_policy(state, namespace, labels).map(ObjectKey::of)
 }
 
-/// Ready endpoints (by pod) a policy governs, and the connected sidecars among them.
-/// Pure, for tests.
-pub fn coverage(
-    state: &ClusterState,
-    policy: &ObjectKey,
-    sidecars: &[Sidecar],
-) -> (BTreeSet<(String, String)>, Vec<Sidecar>) {
-    let mut ready = BTreeSet::new();
+/// What one policy governs: its ready endpoints (by pod) and the connected sidecars
+/// among its pods.
+#[derive(Debug, Default)]
+struct Scope {
+    ready: BTreeSet<(String, String)>,
+    covering: Vec<Sidecar>,
+}
+
+/// Every policy's scope, in one walk over the EndpointSlices and the sidecars.
+fn scopes(state: &ClusterState, sidecars: &[Sidecar]) -> HashMap<ObjectKey, Scope> {
+    let mut scopes: HashMap<ObjectKey, Scope> = HashMap::new();
     for (key, slice) in state.endpoint_slices.iter() {
         let Some(slice_ns) = key.namespace.as_deref() else {
             continue;
@@ -151,29 +159,48 @@ pub fn coverage(
             let pod_name = target.and_then(|r| r.name.as_deref());
             let pod = pod_name.and_then(|n| state.pods.get_namespaced(ns, n));
             let labels = pod.and_then(|p| p.metadata.labels.as_ref());
-            if !governed_by(state, policy, ns, labels) {
+            let Some(policy) = governing_key(state, ns, labels) else {
                 continue;
-            }
+            };
             // An endpoint without a pod reference counts by address: it has no sidecar.
             let id = pod_name.map_or_else(
                 || format!("address/{}", endpoint.addresses.join(",")),
                 String::from,
             );
-            ready.insert((ns.to_string(), id));
+            scopes
+                .entry(policy)
+                .or_default()
+                .ready
+                .insert((ns.to_string(), id));
         }
     }
-    let covering = sidecars
-        .iter()
-        .filter(|s| {
-            let labels = state
-                .pods
-                .get_namespaced(&s.namespace, &s.pod)
-                .and_then(|p| p.metadata.labels.as_ref());
-            governed_by(state, policy, &s.namespace, labels)
-        })
-        .cloned()
-        .collect();
-    (ready, covering)
+    for sidecar in sidecars {
+        let labels = state
+            .pods
+            .get_namespaced(&sidecar.namespace, &sidecar.pod)
+            .and_then(|p| p.metadata.labels.as_ref());
+        if let Some(policy) = governing_key(state, &sidecar.namespace, labels) {
+            scopes
+                .entry(policy)
+                .or_default()
+                .covering
+                .push(sidecar.clone());
+        }
+    }
+    scopes
+}
+
+/// Ready endpoints (by pod) a policy governs, and the connected sidecars among them.
+/// Pure, for tests.
+pub fn coverage(
+    state: &ClusterState,
+    policy: &ObjectKey,
+    sidecars: &[Sidecar],
+) -> (BTreeSet<(String, String)>, Vec<Sidecar>) {
+    scopes(state, sidecars)
+        .remove(policy)
+        .map(|s| (s.ready, s.covering))
+        .unwrap_or_default()
 }
 
 /// What the controller remembers of one policy.
@@ -184,7 +211,7 @@ struct Memory {
     spec: Option<weir_crds::mesh_policy::MeshPolicySpec>,
     generation: i64,
     /// Counters per sidecar at the last pass.
-    counters: HashMap<(String, String), InboundCounters>,
+    counters: HashMap<Sidecar, InboundCounters>,
     /// Plaintext connections seen, with when.
     plaintext: Vec<(Timestamp, u64)>,
     /// Inbound requests and errors since the promotion (while Promoted).
@@ -246,12 +273,16 @@ impl MeshTlsController {
         self.memory
             .retain(|key, _| state.mesh_policies.get(key).is_some());
         let sidecars: Vec<Sidecar> = readings.iter().map(|r| r.sidecar.clone()).collect();
+        let counters: HashMap<&Sidecar, Option<InboundCounters>> =
+            readings.iter().map(|r| (&r.sidecar, r.counters)).collect();
+        let mut scopes = scopes(state, &sidecars);
         state
             .mesh_policies
             .iter()
             .map(|(key, policy)| {
                 let memory = self.memory.entry(key.clone()).or_default();
-                pass(state, key, policy, &sidecars, readings, memory, now)
+                let scope = scopes.remove(key).unwrap_or_default();
+                pass(key, policy, &scope, &counters, memory, now)
             })
             .collect()
     }
@@ -259,11 +290,10 @@ impl MeshTlsController {
 
 /// One policy, one pass: observe, decide, and return the status to show.
 fn pass(
-    state: &ClusterState,
     key: &ObjectKey,
     policy: &Arc<MeshPolicy>,
-    sidecars: &[Sidecar],
-    readings: &[SidecarReading],
+    scope: &Scope,
+    counters: &HashMap<&Sidecar, Option<InboundCounters>>,
     memory: &mut Memory,
     now: Timestamp,
 ) -> Outcome {
@@ -282,7 +312,7 @@ fn pass(
     }
     let previous_mode = memory.previous.effective_mode;
     let generation = policy.metadata.generation.unwrap_or(memory.generation);
-    let (ready, covering) = coverage(state, key, sidecars);
+    let Scope { ready, covering } = scope;
     let with_sidecar = ready
         .iter()
         .filter(|(ns, pod)| covering.iter().any(|s| &s.namespace == ns && &s.pod == pod))
@@ -293,13 +323,9 @@ fn pass(
     let mut readable = true;
     let mut delta = InboundCounters::default();
     let mut baselines = HashMap::new();
-    for sidecar in &covering {
-        let slot = (sidecar.namespace.clone(), sidecar.pod.clone());
-        let before = memory.counters.get(&slot).copied();
-        let reading = readings
-            .iter()
-            .find(|r| &r.sidecar == sidecar)
-            .and_then(|r| r.counters);
+    for sidecar in covering {
+        let before = memory.counters.get(sidecar).copied();
+        let reading = counters.get(sidecar).copied().flatten();
         match (reading, before) {
             (Some(now_counters), before) => {
                 if let Some(before) = before {
@@ -309,12 +335,12 @@ fn pass(
                     delta.errors_5xx += d.errors_5xx;
                     delta.tls_errors += d.tls_errors;
                 }
-                baselines.insert(slot, now_counters);
+                baselines.insert(sidecar.clone(), now_counters);
             }
             (None, before) => {
                 readable = false;
                 if let Some(before) = before {
-                    baselines.insert(slot, before);
+                    baselines.insert(sidecar.clone(), before);
                 }
             }
         }

@@ -1,12 +1,7 @@
 //! The mesh-TLS controller's loop: every interval, while this replica leads, read the
 //! sidecars, run the pure pass, write the statuses that changed and record events.
 
-use std::{
-    collections::{HashMap, HashSet},
-    future::Future,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -219,13 +214,23 @@ impl MeshMetrics {
         }
     }
 
-    fn forget(&mut self, key: &ObjectKey) {
-        let labels = policy_labels(key);
-        self.ready.remove(&labels);
-        self.with_sidecar.remove(&labels);
-        self.plaintext.remove(&labels);
-        if let Some(before) = self.modes.remove(key) {
-            self.mode.remove(&before);
+    /// Drops the series of policies no longer in `state` (every policy observed has a
+    /// mode series, so `modes` knows them all).
+    fn forget_deleted(&mut self, state: &ClusterState) {
+        let gone: Vec<ObjectKey> = self
+            .modes
+            .keys()
+            .filter(|key| state.mesh_policies.get(key).is_none())
+            .cloned()
+            .collect();
+        for key in gone {
+            let labels = policy_labels(&key);
+            self.ready.remove(&labels);
+            self.with_sidecar.remove(&labels);
+            self.plaintext.remove(&labels);
+            if let Some(before) = self.modes.remove(&key) {
+                self.mode.remove(&before);
+            }
         }
     }
 }
@@ -237,11 +242,9 @@ fn policy_labels(key: &ObjectKey) -> PolicyLabels {
     }
 }
 
-/// The loop's wiring.
+/// The loop's wiring, besides where sidecars are read.
 #[derive(Debug)]
-pub struct MeshLoop<S, K> {
-    /// Where sidecars are read.
-    pub source: S,
+pub struct MeshLoop<K> {
     /// Where statuses go.
     pub sink: K,
     /// The stores.
@@ -254,27 +257,14 @@ pub struct MeshLoop<S, K> {
     pub metrics: MeshMetrics,
 }
 
-impl<S, K> MeshLoop<S, K> {
-    /// The same wiring with sidecars read from `source`.
-    pub fn with_source<T>(self, source: T) -> MeshLoop<T, K> {
-        MeshLoop {
-            source,
-            sink: self.sink,
-            state: self.state,
-            leading: self.leading,
-            interval: self.interval,
-            metrics: self.metrics,
-        }
-    }
-}
-
-/// Runs until `shutdown`: a pass every interval while leading.
+/// Runs until `shutdown`: a pass every interval while leading, sidecars read from
+/// `source`.
 pub async fn run<S: SidecarSource, K: StatusSink>(
-    wiring: MeshLoop<S, K>,
+    source: S,
+    wiring: MeshLoop<K>,
     shutdown: CancellationToken,
 ) {
     let MeshLoop {
-        source,
         sink,
         state,
         leading,
@@ -284,7 +274,6 @@ pub async fn run<S: SidecarSource, K: StatusSink>(
     let mut controller = MeshTlsController::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut known: HashSet<ObjectKey> = HashSet::new();
     let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
@@ -296,16 +285,8 @@ pub async fn run<S: SidecarSource, K: StatusSink>(
             continue;
         }
         let snapshot = state.borrow().clone();
-        let present: HashSet<ObjectKey> = snapshot
-            .mesh_policies
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect();
-        for gone in known.difference(&present) {
-            metrics.forget(gone);
-        }
-        known = present;
-        if known.is_empty() {
+        metrics.forget_deleted(&snapshot);
+        if snapshot.mesh_policies.is_empty() {
             controller.forget();
             continue;
         }

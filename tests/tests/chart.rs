@@ -377,10 +377,12 @@ fn calls_for(component: Component, values: &Value) -> Vec<weir::ApiCall> {
         .api_calls()
         .into_iter()
         .filter(|c| leader || !weir::leader::API_CALLS.contains(c))
+        // The xds-server elects a leader only to write status.
         .filter(|c| {
             component != Component::XdsServer
                 || write_status
-                || !weir::status_writer::API_CALLS.contains(c)
+                || !(weir::status_writer::API_CALLS.contains(c)
+                    || weir::leader::API_CALLS.contains(c))
         })
         .filter(|c| {
             component != Component::Controllers

@@ -160,8 +160,11 @@ pub struct Generation {
     pub published: std::time::Instant,
     state: ClusterState,
     identities: Option<Arc<dyn IdentityIssuer>>,
-    shared: OnceLock<SharedResources>,
+    shared: OnceLock<Arc<SharedResources>>,
     views: Mutex<HashMap<ViewKey, Arc<OnceLock<Arc<ViewSnapshot>>>>>,
+    /// After a republish (same state, rotated certificates): the views computed before,
+    /// whose resources stand except the secrets.
+    carried: HashMap<ViewKey, Arc<ViewSnapshot>>,
 }
 
 #[derive(Debug)]
@@ -180,7 +183,23 @@ impl Generation {
             identities,
             shared: OnceLock::new(),
             views: Mutex::new(HashMap::new()),
+            carried: HashMap::new(),
         }
+    }
+
+    /// The views computed so far (with those carried from before).
+    fn computed_views(&self) -> HashMap<ViewKey, Arc<ViewSnapshot>> {
+        let mut views = self.carried.clone();
+        let cells = self
+            .views
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (key, cell) in cells.iter() {
+            if let Some(view) = cell.get() {
+                views.insert(key.clone(), view.clone());
+            }
+        }
+        views
     }
 
     /// The cluster state of this generation.
@@ -191,7 +210,7 @@ impl Generation {
     fn shared(&self) -> &SharedResources {
         self.shared.get_or_init(|| {
             let (clusters, assignments) = translate_shared(&self.state);
-            SharedResources {
+            Arc::new(SharedResources {
                 clusters: clusters
                     .iter()
                     .map(|c| Resource::new(&c.name, pack_any(envoy::to_cluster(c))))
@@ -206,7 +225,7 @@ impl Generation {
                     load_assignments: assignments,
                     ..ProxyConfig::default()
                 },
-            }
+            })
         })
     }
 
@@ -225,6 +244,16 @@ impl Generation {
     }
 
     fn compute_view(&self, key: &ViewKey) -> ViewSnapshot {
+        let secrets = Arc::new(TypeSnapshot::from_resources(self.secrets(key)));
+        if let Some(before) = self.carried.get(key) {
+            // Same state as before: only the secrets can have changed.
+            let mut types = before.types.clone();
+            types[2] = secrets;
+            return ViewSnapshot {
+                types,
+                config: before.config.clone(),
+            };
+        }
         let shared = self.shared();
         let view = translate_view(&self.state, key);
         let clusters: Vec<_> = shared
@@ -263,7 +292,7 @@ impl Generation {
             types: [
                 Arc::new(TypeSnapshot::from_resources(clusters)),
                 shared.endpoints.clone(),
-                Arc::new(TypeSnapshot::from_resources(self.secrets(key))),
+                secrets,
                 Arc::new(TypeSnapshot::from_resources(listeners)),
                 Arc::new(TypeSnapshot::from_resources(routes)),
             ],
@@ -331,20 +360,31 @@ impl SnapshotCache {
     /// Publishes a new state as the next generation and wakes every stream.
     pub fn publish(&self, state: ClusterState) -> u64 {
         let number = self.current.load().number + 1;
-        self.current.store(Arc::new(Generation::new(
-            number,
-            state,
-            self.identities.clone(),
-        )));
-        self.changed.send_replace(number);
-        number
+        self.install(Generation::new(number, state, self.identities.clone()))
     }
 
-    /// Publishes the current state again as a new generation, so that views are computed
-    /// afresh (after certificates were rotated). Unchanged resources keep their versions.
+    /// Publishes the current state again as a new generation after certificates were
+    /// rotated: views computed before keep their clusters, endpoints, listeners and routes
+    /// (and versions); only their secrets are computed afresh.
     pub fn republish(&self) -> u64 {
-        let state = self.current.load().state.clone();
-        self.publish(state)
+        let current = self.current.load_full();
+        let mut next = Generation::new(
+            current.number + 1,
+            current.state.clone(),
+            self.identities.clone(),
+        );
+        if let Some(shared) = current.shared.get() {
+            let _ = next.shared.set(shared.clone());
+        }
+        next.carried = current.computed_views();
+        self.install(next)
+    }
+
+    fn install(&self, generation: Generation) -> u64 {
+        let number = generation.number;
+        self.current.store(Arc::new(generation));
+        self.changed.send_replace(number);
+        number
     }
 
     /// A receiver woken on every publish.
@@ -396,6 +436,54 @@ mod tests {
             .unwrap()
             .version(None);
         assert_ne!(v1, v3);
+    }
+
+    #[test]
+    fn a_republish_after_rotation_recomputes_only_the_secrets() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+
+        use crate::{ca::CertificateAuthority, identities::MeshIdentities};
+
+        let start = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let ca = CertificateAuthority::generate("cluster.local", start).unwrap();
+        let offset = Arc::new(AtomicI64::new(0));
+        let clock = {
+            let offset = offset.clone();
+            Box::new(move || {
+                start + k8s_openapi::jiff::SignedDuration::from_secs(offset.load(Ordering::SeqCst))
+            })
+        };
+        let identities = Arc::new(MeshIdentities::with_clock(
+            ca,
+            std::time::Duration::from_secs(100),
+            clock,
+        ));
+        let cache = SnapshotCache::with_identities(state(SERVICE), Some(identities.clone()));
+        let proxy: ProxyId = "sidecar~a.shop".parse().unwrap();
+        let options = ProxyOptions::default();
+        let before = cache.current();
+        let key = view_key(before.state(), &proxy, &options);
+        let old = before.view(&key);
+
+        offset.store(50, Ordering::SeqCst);
+        assert_eq!(identities.rotate(), 1);
+        cache.republish();
+        let after = cache.current();
+        let new = after.view(&key);
+        for type_url in [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
+            assert!(
+                Arc::ptr_eq(
+                    new.of_type(type_url).unwrap(),
+                    old.of_type(type_url).unwrap()
+                ),
+                "{type_url} carried over, not translated again"
+            );
+        }
+        assert_ne!(
+            new.of_type(SECRET_TYPE).unwrap().version(None),
+            old.of_type(SECRET_TYPE).unwrap().version(None),
+            "the rotated certificate is served"
+        );
     }
 
     #[test]
