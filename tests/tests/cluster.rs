@@ -7,6 +7,19 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_store::{Kind, ObjectKey, StateWriter};
 
+/// Starts `weir controllers` as a single replica (no election) on a free admin port, with
+/// `extra` flags; returns the process and its admin address.
+fn start_controllers(extra: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], weir_tests::free_port()).into();
+    let child = weir_tests::weir()
+        .args(["controllers", "--leader-elect=false"])
+        .arg(format!("--admin-addr={admin}"))
+        .args(extra)
+        .spawn()
+        .expect("weir controllers starts");
+    (child, admin)
+}
+
 /// Applies Weir's CRDs (`weir crds`) to the cluster.
 fn install_crds() {
     let crds = weir_tests::weir().arg("crds").output().expect("weir crds");
@@ -167,7 +180,7 @@ fn xds_server_writes_gateway_api_status() {
 #[test]
 #[ignore = "needs cluster"]
 fn controllers_scale_a_deployment_on_a_prometheus_metric() {
-    use weir_tests::{eventually, free_port, weir};
+    use weir_tests::eventually;
 
     let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
     install_crds();
@@ -182,18 +195,10 @@ fn controllers_scale_a_deployment_on_a_prometheus_metric() {
     kubectl(&["apply", "-f", "-"], Some(&manifests));
 
     let prometheus = weir_tests::prometheus::Prometheus::start("");
-    let admin = format!("127.0.0.1:{}", free_port());
-    let mut controllers = weir()
-        .args([
-            "controllers",
-            "--admin-addr",
-            &admin,
-            "--leader-elect=false",
-        ])
-        .args(["--sync-period-seconds", "2"])
-        .arg(format!("--prometheus-url={}", prometheus.url()))
-        .spawn()
-        .expect("weir controllers starts");
+    let (mut controllers, _) = start_controllers(&[
+        "--sync-period-seconds=2",
+        &format!("--prometheus-url={}", prometheus.url()),
+    ]);
     let scaled = eventually(Duration::from_secs(120), || {
         let out = kubectl(
             &[
@@ -283,7 +288,7 @@ fn metrics_adapter_serves_the_cluster_with_delegated_auth() {
 #[test]
 #[ignore = "needs cluster"]
 fn controllers_write_node_pool_status() {
-    use weir_tests::{eventually, free_port, http_get, weir};
+    use weir_tests::{eventually, http_get};
 
     let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
     install_crds();
@@ -293,13 +298,7 @@ fn controllers_write_node_pool_status() {
          spec:\n  template: {{capacity: {{cpu: '4', memory: 16Gi}}}}\n  minSize: 0\n  maxSize: 3\n  provider: {{clusterAPI: {{namespace: default, name: {pool}}}}}\n"
     );
     kubectl(&["apply", "-f", "-"], Some(&manifest));
-    let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut controllers = weir()
-        .args(["controllers", "--leader-elect=false"])
-        .arg(format!("--admin-addr={admin}"))
-        .args(["--scan-interval", "2s"])
-        .spawn()
-        .expect("weir controllers starts");
+    let (mut controllers, admin) = start_controllers(&["--scan-interval=2s"]);
     let status = eventually(Duration::from_secs(60), || {
         let out = kubectl(
             &[
@@ -330,9 +329,8 @@ fn controllers_write_node_pool_status() {
 #[ignore = "needs cluster"]
 fn controllers_promote_a_mesh_policy_from_prometheus() {
     use weir_tests::{
-        eventually, free_port,
+        eventually,
         prometheus::{Prometheus, last_second},
-        weir,
     };
 
     let kubectl = |args: &[&str], input: Option<&str>| weir_tests::kubectl(args, input).1;
@@ -356,18 +354,10 @@ fn controllers_promote_a_mesh_policy_from_prometheus() {
          envoy_http_downstream_cx_total{{namespace=\"{ns}\",pod=\"pay-0\",envoy_http_conn_manager_prefix=\"inbound_plaintext\"}} 0 {t}\n\
          # EOF\n"
     ));
-    let admin = format!("127.0.0.1:{}", free_port());
-    let mut controllers = weir()
-        .args([
-            "controllers",
-            "--admin-addr",
-            &admin,
-            "--leader-elect=false",
-        ])
-        .args(["--mesh-tls-interval", "1s"])
-        .arg(format!("--prometheus-url={}", prometheus.url()))
-        .spawn()
-        .expect("weir controllers starts");
+    let (mut controllers, _) = start_controllers(&[
+        "--mesh-tls-interval=1s",
+        &format!("--prometheus-url={}", prometheus.url()),
+    ]);
     let promoted = eventually(Duration::from_secs(120), || {
         let out = kubectl(
             &[

@@ -440,24 +440,11 @@ mod tests {
 
     #[test]
     fn a_republish_after_rotation_recomputes_only_the_secrets() {
-        use std::sync::atomic::{AtomicI64, Ordering};
+        use std::sync::atomic::Ordering;
 
-        use crate::{ca::CertificateAuthority, identities::MeshIdentities};
-
-        let start = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
-        let ca = CertificateAuthority::generate("cluster.local", start).unwrap();
-        let offset = Arc::new(AtomicI64::new(0));
-        let clock = {
-            let offset = offset.clone();
-            Box::new(move || {
-                start + k8s_openapi::jiff::SignedDuration::from_secs(offset.load(Ordering::SeqCst))
-            })
-        };
-        let identities = Arc::new(MeshIdentities::with_clock(
-            ca,
-            std::time::Duration::from_secs(100),
-            clock,
-        ));
+        let (identities, offset) =
+            crate::identities::tests::on_test_clock(std::time::Duration::from_secs(100));
+        let identities = Arc::new(identities);
         let cache = SnapshotCache::with_identities(state(SERVICE), Some(identities.clone()));
         let proxy: ProxyId = "sidecar~a.shop".parse().unwrap();
         let options = ProxyOptions::default();

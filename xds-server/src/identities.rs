@@ -147,13 +147,14 @@ impl IdentityIssuer for MeshIdentities {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
 
-    #[test]
-    fn one_certificate_per_identity_until_rotation_is_due() {
+    /// Identities from a fresh CA on a test clock: seconds past a fixed start, moved by
+    /// storing into the returned offset.
+    pub(crate) fn on_test_clock(lifetime: Duration) -> (MeshIdentities, Arc<AtomicI64>) {
         let start = Timestamp::from_second(1_800_000_000).unwrap();
         let ca = CertificateAuthority::generate("cluster.local", start).unwrap();
         let offset = Arc::new(AtomicI64::new(0));
@@ -163,7 +164,12 @@ mod tests {
                 start + k8s_openapi::jiff::SignedDuration::from_secs(offset.load(Ordering::SeqCst))
             })
         };
-        let identities = MeshIdentities::with_clock(ca, Duration::from_secs(100), clock);
+        (MeshIdentities::with_clock(ca, lifetime, clock), offset)
+    }
+
+    #[test]
+    fn one_certificate_per_identity_until_rotation_is_due() {
+        let (identities, offset) = on_test_clock(Duration::from_secs(100));
         let web = identities.certificate("shop", "web").unwrap();
         assert!(Arc::ptr_eq(
             &web,
