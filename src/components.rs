@@ -3,7 +3,7 @@
 
 use weir_store::Kind;
 
-use crate::{ApiCall, sources::kube::watch_calls};
+use weir_runtime::{ApiCall, sources::kube::watch_calls};
 
 /// An in-cluster component (a `weir` subcommand, one Deployment in the chart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,38 +15,6 @@ pub enum Component {
     /// `weir metrics-adapter`.
     MetricsAdapter,
 }
-
-/// What the xds-server translates: policies, Services and their endpoints, pods (sidecar
-/// identities), Secrets (Gateway certificates) and the Gateway API.
-pub const XDS_SERVER_KINDS: &[Kind] = &[
-    Kind::TrafficPolicy,
-    Kind::MeshPolicy,
-    Kind::Namespace,
-    Kind::Service,
-    Kind::EndpointSlice,
-    Kind::Pod,
-    Kind::Secret,
-    Kind::Gateway,
-    Kind::HTTPRoute,
-    Kind::GatewayClass,
-    Kind::ReferenceGrant,
-];
-
-/// What the controllers read: their policies, and the objects the autoscalers and the
-/// mesh-TLS controller decide on (the metrics adapter's kinds, for `--metrics-source rules`).
-pub const CONTROLLER_KINDS: &[Kind] = &[
-    Kind::ScalingPolicy,
-    Kind::NodePool,
-    Kind::MeshPolicy,
-    Kind::Namespace,
-    Kind::Service,
-    Kind::EndpointSlice,
-    Kind::Pod,
-    Kind::Node,
-    Kind::Deployment,
-    Kind::DaemonSet,
-    Kind::PodDisruptionBudget,
-];
 
 impl Component {
     /// Every component.
@@ -68,9 +36,9 @@ impl Component {
     /// The kinds it watches.
     pub fn kinds(self) -> &'static [Kind] {
         match self {
-            Component::XdsServer => XDS_SERVER_KINDS,
-            Component::Controllers => CONTROLLER_KINDS,
-            Component::MetricsAdapter => crate::metrics_adapter::KINDS,
+            Component::XdsServer => weir_xds::k8s::KINDS,
+            Component::Controllers => weir_controllers::KINDS,
+            Component::MetricsAdapter => weir_metrics_adapter::run::KINDS,
         }
     }
 
@@ -81,16 +49,16 @@ impl Component {
         let mut calls = watch_calls(self.kinds());
         let modules: &[&[ApiCall]] = match self {
             Component::XdsServer => &[
-                crate::leader::API_CALLS,
-                crate::status_writer::API_CALLS,
-                crate::mesh_ca::API_CALLS,
+                weir_runtime::leader::API_CALLS,
+                weir_xds::k8s::API_CALLS,
+                weir_xds::k8s::CA_API_CALLS,
             ],
             Component::Controllers => &[
-                crate::leader::API_CALLS,
-                crate::autoscaler::API_CALLS,
-                crate::metrics_apis::API_CALLS,
-                crate::node_provider::API_CALLS,
-                crate::mesh_controller::run::API_CALLS,
+                weir_runtime::leader::API_CALLS,
+                weir_controllers::pod_autoscaler::k8s::API_CALLS,
+                weir_controllers::pod_autoscaler::metrics_apis::API_CALLS,
+                weir_controllers::node_autoscaler::k8s::API_CALLS,
+                weir_controllers::mesh_tls::k8s::API_CALLS,
             ],
             Component::MetricsAdapter => &[weir_metrics_adapter::auth::API_CALLS],
         };

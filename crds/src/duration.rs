@@ -122,6 +122,23 @@ impl JsonSchema for Duration {
     }
 }
 
+/// Parses a duration flag the way Go (and so every Kubernetes component) does: `90s`,
+/// `1.5h`, `1h30m`, `500ms`, `10m0s`. Flags take Go's spelling because operators copy them
+/// from cluster-autoscaler and client-go; manifests keep the Gateway API's stricter
+/// [`Duration`]. The parser is kube-core's (`kube::core::Duration`); negative spans are
+/// refused, since no flag means "before now".
+pub fn parse_flag_duration(text: &str) -> Result<time::Duration, String> {
+    let parsed: kube::core::Duration = text.trim().parse().map_err(|e| {
+        format!("{text:?} is not a duration ({e}); write e.g. 500ms, 90s, 1.5h or 1h30m")
+    })?;
+    if parsed.is_negative() {
+        return Err(format!(
+            "{text:?} is negative; a duration here must be 0 or more"
+        ));
+    }
+    Ok(parsed.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +170,18 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn flags_take_go_durations() {
+        let secs = |t: &str| parse_flag_duration(t).map(|d| d.as_secs_f64());
+        assert_eq!(secs("1.5h"), Ok(5400.0));
+        assert_eq!(secs("90s"), Ok(90.0));
+        assert_eq!(secs("10m0s"), Ok(600.0));
+        assert_eq!(secs("500ms"), Ok(0.5));
+        assert_eq!(secs("1h30m"), Ok(5400.0));
+        assert!(parse_flag_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_flag_duration("ten").unwrap_err().contains("\"ten\""));
     }
 
     #[test]

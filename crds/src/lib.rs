@@ -19,7 +19,7 @@ mod validation;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub use duration::{DURATION_PATTERN, Duration, DurationError};
+pub use duration::{DURATION_PATTERN, Duration, DurationError, parse_flag_duration};
 pub use mesh_policy::MeshPolicy;
 pub use node_pool::NodePool;
 pub use quantity::{QUANTITY_PATTERN, Quantity, QuantityError};

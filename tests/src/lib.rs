@@ -106,9 +106,10 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A plain HTTP/1.1 GET; returns status and body.
+/// A plain HTTP GET against an admin endpoint (Weir's or Envoy's); returns status and
+/// body. The same client `weir proxy-status` uses.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    weir::admin::http_get(addr, path)
+    weir_runtime::admin_client::get_blocking(addr, path).map_err(std::io::Error::other)
 }
 
 /// The value of one sample in OpenMetrics text, e.g. `weir_store_objects{kind="Service"}`.

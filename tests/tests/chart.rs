@@ -376,18 +376,18 @@ fn calls_for(component: Component, values: &Value) -> Vec<weir::ApiCall> {
     component
         .api_calls()
         .into_iter()
-        .filter(|c| leader || !weir::leader::API_CALLS.contains(c))
+        .filter(|c| leader || !weir_runtime::leader::API_CALLS.contains(c))
         // The xds-server elects a leader only to write status.
         .filter(|c| {
             component != Component::XdsServer
                 || write_status
-                || !(weir::status_writer::API_CALLS.contains(c)
-                    || weir::leader::API_CALLS.contains(c))
+                || !(weir_xds::k8s::API_CALLS.contains(c)
+                    || weir_runtime::leader::API_CALLS.contains(c))
         })
         .filter(|c| {
             component != Component::Controllers
                 || metrics_apis
-                || !weir::metrics_apis::API_CALLS.contains(c)
+                || !weir_controllers::pod_autoscaler::metrics_apis::API_CALLS.contains(c)
         })
         .filter(|c| mesh_tls || *c != ("weir.io", "meshpolicies/status", "patch"))
         .collect()

@@ -39,7 +39,7 @@ async fn reflectors_fill_the_stores_from_the_cluster() {
     let writer = Arc::new(StateWriter::default());
     let (synced_tx, mut synced) = watch::channel(BTreeSet::new());
     let shutdown = CancellationToken::new();
-    let mut tasks = weir::sources::kube::spawn_reflectors(
+    let mut tasks = weir_runtime::sources::kube::spawn_reflectors(
         client,
         writer.clone(),
         synced_tx,

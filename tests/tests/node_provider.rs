@@ -18,8 +18,8 @@ use axum::{
     routing::any,
 };
 use serde_json::{Value, json};
-use weir::node_provider::KubeNodeApi;
 use weir_controllers::node_autoscaler::controller::NodeApi;
+use weir_controllers::node_autoscaler::k8s::KubeNodeApi;
 use weir_crds::NodePool;
 
 #[derive(Clone, Default)]

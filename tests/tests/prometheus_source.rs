@@ -170,7 +170,7 @@ rules:
         EngineSettings::default(),
         EngineMetrics::default(),
     ));
-    let source = weir::rules_source::RulesSource::new(
+    let source = weir_controllers::pod_autoscaler::rules::RulesSource::new(
         engine.clone(),
         PrometheusSource::new(&prometheus.url()).unwrap(),
     );

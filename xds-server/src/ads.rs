@@ -35,19 +35,7 @@ use crate::{
     translate::ProxyOptions,
 };
 
-/// Node metadata keys a bootstrap sets to give a proxy its ports.
-pub mod metadata {
-    /// The sidecar's inbound listener port.
-    pub const INBOUND_PORT: &str = "weir.io/inbound-port";
-    /// The sidecar's outbound listener port.
-    pub const OUTBOUND_PORT: &str = "weir.io/outbound-port";
-    /// The sidecar's workload port.
-    pub const APP_PORT: &str = "weir.io/app-port";
-    /// Added to every Gateway listener port.
-    pub const GATEWAY_PORT_OFFSET: &str = "weir.io/gateway-port-offset";
-    /// Envoy's admin port (on the proxy's loopback), where local mode reads its statistics.
-    pub const ADMIN_PORT: &str = "weir.io/admin-port";
-}
+pub use crate::bootstrap::metadata;
 
 /// The ADS server: shared by every stream.
 #[derive(Debug)]

@@ -3,10 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{
-    ads::metadata,
-    translate::{ProxyId, ProxyOptions, Role},
-};
+use crate::translate::{ProxyId, ProxyOptions, Role};
 
 /// What a bootstrap says.
 #[derive(Clone, Debug)]
@@ -228,4 +225,18 @@ mod tests {
             "weir-admin"
         );
     }
+}
+
+/// Node metadata keys a bootstrap sets to give a proxy its ports.
+pub mod metadata {
+    /// The sidecar's inbound listener port.
+    pub const INBOUND_PORT: &str = "weir.io/inbound-port";
+    /// The sidecar's outbound listener port.
+    pub const OUTBOUND_PORT: &str = "weir.io/outbound-port";
+    /// The sidecar's workload port.
+    pub const APP_PORT: &str = "weir.io/app-port";
+    /// Added to every Gateway listener port.
+    pub const GATEWAY_PORT_OFFSET: &str = "weir.io/gateway-port-offset";
+    /// Envoy's admin port (on the proxy's loopback), where local mode reads its statistics.
+    pub const ADMIN_PORT: &str = "weir.io/admin-port";
 }

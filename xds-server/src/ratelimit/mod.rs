@@ -17,7 +17,11 @@
 //!
 //! This module is the pure core: the table, the keys and the verdicts.
 
+#[cfg(feature = "runtime")]
+#[cfg(feature = "runtime")]
 pub mod backend;
+#[cfg(feature = "runtime")]
+#[cfg(feature = "runtime")]
 pub mod service;
 
 use std::collections::BTreeMap;

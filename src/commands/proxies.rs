@@ -1,0 +1,126 @@
+//! `weir bootstrap` and `weir proxy-status`: the commands that deal with Envoy proxies.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use weir_xds::{
+    bootstrap::{BootstrapSpec, bootstrap_yaml},
+    registry::ProxyStatus,
+    translate::{ProxyId, ProxyOptions, Role},
+};
+
+use crate::cli::{BootstrapArgs, ProxyRole, ProxyStatusArgs, XdsProtocol};
+
+/// Prints the bootstrap.
+pub fn print_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
+    let spec = BootstrapSpec {
+        proxy: ProxyId {
+            role: match args.role {
+                ProxyRole::Sidecar => Role::Sidecar,
+                ProxyRole::Gateway => Role::Gateway,
+            },
+            name: args.name.clone(),
+            namespace: args.namespace.clone(),
+        },
+        xds_addr: args.xds_addr.clone(),
+        rate_limit_addr: args.rate_limit_addr.clone(),
+        admin_port: args.admin_port,
+        stats_port: args.stats_port,
+        options: ProxyOptions {
+            inbound_port: args.inbound_port,
+            outbound_port: args.outbound_port,
+            app_port: args.app_port,
+            gateway_port_offset: args.gateway_port_offset,
+        },
+        delta: args.xds_protocol == XdsProtocol::Delta,
+    };
+    print!("{}", bootstrap_yaml(&spec)?);
+    Ok(())
+}
+
+/// Prints the connected proxies from a running Weir's admin endpoint.
+pub fn proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
+    let (status, body) =
+        weir_runtime::admin_client::get_blocking(args.admin_addr, "/debug/proxies").with_context(
+            || {
+                format!(
+                    "asking Weir's admin endpoint at {} (--admin-addr)",
+                    args.admin_addr
+                )
+            },
+        )?;
+    if status != 200 {
+        bail!(
+            "{} answered {status} for /debug/proxies: {}",
+            args.admin_addr,
+            body.trim()
+        );
+    }
+    let value: serde_json::Value = serde_json::from_str(&body).context("reading /debug/proxies")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let proxies: Vec<ProxyStatus> =
+        serde_json::from_value::<Vec<serde_json::Value>>(value["proxies"].clone())
+            .context("reading /debug/proxies")?
+            .into_iter()
+            .filter_map(|p| parse_status(&p))
+            .collect();
+    println!(
+        "{:<40} {:<10} {:<18} {:<18} LAST NACK",
+        "PROXY", "TYPE", "SENT", "ACKED"
+    );
+    for proxy in &proxies {
+        for (type_name, status) in &proxy.types {
+            let nack = status
+                .last_nack
+                .as_ref()
+                .map(|n| format!("{}: {}", n.version, n.message))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<40} {:<10} {:<18} {:<18} {}",
+                proxy.node_id,
+                type_name,
+                status.sent.as_deref().unwrap_or("-"),
+                status.acked.as_deref().unwrap_or("-"),
+                nack
+            );
+        }
+    }
+    if proxies.is_empty() {
+        eprintln!("no proxies connected");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_status(value: &serde_json::Value) -> Option<ProxyStatus> {
+    let types = value.get("types")?.as_object()?;
+    Some(ProxyStatus {
+        stream: value.get("stream")?.as_u64()?,
+        node_id: value.get("node_id")?.as_str()?.to_string(),
+        admin_port: value
+            .get("admin_port")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u16::try_from(p).ok()),
+        protocol: if value.get("protocol")?.as_str()? == "delta" {
+            "delta"
+        } else {
+            "sotw"
+        },
+        types: types
+            .iter()
+            .filter_map(|(name, status)| {
+                let name: &'static str = match name.as_str() {
+                    "clusters" => "clusters",
+                    "endpoints" => "endpoints",
+                    "listeners" => "listeners",
+                    "secrets" => "secrets",
+                    "routes" => "routes",
+                    _ => return None,
+                };
+                Some((name, serde_json::from_value(status.clone()).ok()?))
+            })
+            .collect(),
+    })
+}

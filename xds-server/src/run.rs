@@ -1,0 +1,312 @@
+//! The xds-server's wiring: `weir xds-server` in a cluster ([`run_in_cluster`]), and the
+//! parts `weir up` (local mode) shares with it: the ADS server and its publisher ([`start_xds`]), the global rate-limit
+//! service ([`start_rate_limit`]), the mesh CA kept in a directory ([`ca_from_dir`]) and
+//! its certificate rotation, and the xds-server's admin routes ([`debug_routes`]).
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{Json, Router, routing::get};
+use k8s_openapi::jiff::Timestamp;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use weir_store::{ClusterState, StateWriter};
+
+use weir_runtime::{
+    admin::{self, AdminState},
+    cluster::{ClusterBase, start_leader_election, track_readiness},
+};
+
+use crate::{
+    ads::AdsServer,
+    args::{MeshCaArgs, RateLimitArgs, RateLimitFailureMode, XdsServerArgs},
+    ca,
+    cache::SnapshotCache,
+    identities::MeshIdentities,
+    k8s::{KINDS, LEASE_NAME, StatusMetrics, ca_from_secret, write_gateway_status},
+    metrics::XdsMetrics,
+    registry::ProxyRegistry,
+    server::{DEBOUNCE, MAX_DELAY, run_publisher, serve},
+};
+
+/// Checks the trust domain and lifetime flags.
+pub(crate) fn check_ca_args(args: &MeshCaArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        ca::valid_trust_domain(&args.trust_domain),
+        "--trust-domain {:?}: not a valid trust domain (lowercase letters, digits, '-', '.', '_')",
+        args.trust_domain
+    );
+    anyhow::ensure!(
+        args.workload_cert_lifetime >= Duration::from_secs(2),
+        "--workload-cert-lifetime: must be at least 2s"
+    );
+    Ok(())
+}
+
+/// The CA kept in `dir` (generated there on first start).
+pub fn ca_from_dir(args: &MeshCaArgs, dir: &Path) -> anyhow::Result<Arc<MeshIdentities>> {
+    check_ca_args(args)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--ca-dir {}: cannot create it", dir.display()))?;
+    let ca = ca::load_or_create(dir, &args.trust_domain, Timestamp::now())
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("--ca-dir {}", dir.display()))?;
+    info!(dir = %dir.display(), trust_domain = %args.trust_domain, "mesh CA loaded");
+    Ok(Arc::new(MeshIdentities::new(
+        ca,
+        args.workload_cert_lifetime,
+    )))
+}
+
+/// Binds `addr` and starts the publisher (store changes → generations) and the ADS server
+/// as tasks in `tasks`. Returns the registry of connected proxies for the admin endpoint.
+/// Workload certificates from `identities` are served over SDS and rotated.
+pub async fn start_xds(
+    addr: SocketAddr,
+    writer: &StateWriter,
+    identities: Arc<MeshIdentities>,
+    registry: &mut Registry,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<ProxyRegistry>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --xds-addr {addr}"))?;
+    let metrics = XdsMetrics::register(registry);
+    let proxies = Arc::new(ProxyRegistry::default());
+    let cache = Arc::new(SnapshotCache::with_identities(
+        writer.current(),
+        Some(identities.clone()),
+    ));
+    spawn_rotation(identities, cache.clone(), tasks, shutdown);
+    tasks.spawn(run_publisher(
+        writer.subscribe(),
+        cache.clone(),
+        metrics.clone(),
+        DEBOUNCE,
+        MAX_DELAY,
+        shutdown.clone(),
+    ));
+    let ads = AdsServer::new(cache, proxies.clone(), metrics, shutdown.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = serve(listener, ads, token).await {
+            warn!(error = %e, "xds-server failed");
+        }
+    });
+    Ok(proxies)
+}
+
+/// Starts the global rate-limit service on `addr` (or `default_addr`): limits follow the
+/// TrafficPolicies in the stores; counters in Redis or memory.
+pub async fn start_rate_limit(
+    args: &RateLimitArgs,
+    default_addr: SocketAddr,
+    writer: &StateWriter,
+    registry: &mut Registry,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    use crate::ratelimit::{
+        LimitTable,
+        backend::{Counters, MemoryCounters, RedisCounters},
+        service::{FailureMode, RateLimitMetrics, RateLimitServer},
+    };
+    use arc_swap::ArcSwap;
+    let addr = args.rate_limit_addr.unwrap_or(default_addr);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --rate-limit-addr {addr}"))?;
+    let counters = match &args.rate_limit_redis_url {
+        Some(url) => Counters::Redis(
+            RedisCounters::new(url, args.rate_limit_redis_timeout)
+                .map_err(anyhow::Error::msg)
+                .context("--rate-limit-redis-url")?,
+        ),
+        None => Counters::Memory(MemoryCounters::default()),
+    };
+    let failure = match args.rate_limit_failure_mode {
+        RateLimitFailureMode::Allow => FailureMode::Allow,
+        RateLimitFailureMode::Deny => FailureMode::Deny,
+    };
+    tracing::info!(%addr, counters = counters.name(), ?failure, "rate-limit service listening");
+    let limits = Arc::new(ArcSwap::from_pointee(LimitTable::from_state(
+        &writer.current(),
+    )));
+    let mut state = writer.subscribe();
+    let table = limits.clone();
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                changed = state.changed() => if changed.is_err() { return },
+            }
+            let next = LimitTable::from_state(&state.borrow_and_update());
+            if **table.load() != next {
+                tracing::info!(limits = next.len(), "global rate limits updated");
+                table.store(Arc::new(next));
+            }
+        }
+    });
+    let server = RateLimitServer::new(
+        limits,
+        Arc::new(counters),
+        failure,
+        Some(RateLimitMetrics::register(registry)),
+    );
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let incoming = crate::server::incoming_nodelay(listener);
+        let result = tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "rate-limit service failed");
+        }
+    });
+    Ok(addr)
+}
+
+/// How often certificates are checked for rotation: a twentieth of their lifetime,
+/// between 1 s and 1 min.
+pub fn rotation_check_interval(lifetime: Duration) -> Duration {
+    (lifetime / 20).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Re-issues certificates due for rotation and republishes, so that proxies get them
+/// over SDS; listeners, clusters and open connections are untouched.
+pub fn spawn_rotation(
+    identities: Arc<MeshIdentities>,
+    cache: Arc<SnapshotCache>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) {
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(rotation_check_interval(identities.lifetime()));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let rotated = identities.rotate();
+            if rotated > 0 {
+                let generation = cache.republish();
+                info!(
+                    rotated,
+                    generation, "workload certificates rotated; republished"
+                );
+            }
+        }
+    });
+}
+
+/// The xds-server's admin routes: `/debug/proxies` (connected proxies, versions sent and
+/// ACKed, last NACK) and `/debug/status` (Gateway API status as a cluster would hold it,
+/// with rejections by proxies attributed to the objects behind them).
+pub fn debug_routes(state: watch::Receiver<ClusterState>, proxies: Arc<ProxyRegistry>) -> Router {
+    let listed = proxies.clone();
+    Router::new()
+        .route(
+            "/debug/proxies",
+            get(move || {
+                let list = listed.list();
+                async move { Json(json!({ "proxies": list })) }
+            }),
+        )
+        .route(
+            "/debug/status",
+            get(move || {
+                let snapshot = state.borrow().clone();
+                let rejections = crate::status::current_rejections(&proxies.list());
+                async move { Json(json!(crate::status::compute_status(&snapshot, &rejections))) }
+            }),
+        )
+}
+
+/// Runs `weir xds-server` until SIGTERM or SIGINT.
+pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
+    let ClusterBase {
+        client,
+        mut registry,
+        metrics,
+        writer,
+        listener,
+        mut tasks,
+        synced: synced_rx,
+        shutdown: shutdown_token,
+        ..
+    } = ClusterBase::start(args.admin.admin_addr, KINDS).await?;
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tasks.spawn(track_readiness(
+        synced_rx,
+        ready_tx,
+        shutdown_token.clone(),
+        KINDS,
+    ));
+    let identities = match &args.mesh_ca.ca_dir {
+        Some(dir) => ca_from_dir(&args.mesh_ca, dir)?,
+        None => ca_from_secret(&client, &args.mesh_ca, &args.ca_secret).await?,
+    };
+    let proxies = start_xds(
+        args.xds_addr,
+        &writer,
+        identities,
+        &mut registry,
+        &mut tasks,
+        &shutdown_token,
+    )
+    .await?;
+    start_rate_limit(
+        &args.rate_limit,
+        std::net::SocketAddr::from(([0, 0, 0, 0], 18081)),
+        &writer,
+        &mut registry,
+        &mut tasks,
+        &shutdown_token,
+    )
+    .await?;
+    if args.write_status {
+        let leading = start_leader_election(
+            &client,
+            &args.leader,
+            LEASE_NAME,
+            &mut tasks,
+            &shutdown_token,
+        )?;
+        tasks.spawn(write_gateway_status(
+            client.clone(),
+            writer.subscribe(),
+            proxies.clone(),
+            leading,
+            StatusMetrics::register(&mut registry),
+            shutdown_token.clone(),
+        ));
+    } else {
+        info!("not writing Gateway API status (--write-status=false)");
+    }
+    tasks.spawn(weir_runtime::metrics::observe_state(
+        writer.subscribe(),
+        metrics,
+        shutdown_token.clone(),
+    ));
+    let routes = debug_routes(writer.subscribe(), proxies);
+    let admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe());
+    admin::spawn(
+        &mut tasks,
+        listener,
+        admin_state,
+        routes,
+        shutdown_token.clone(),
+    );
+    info!(xds = %args.xds_addr, admin = %args.admin.admin_addr, "weir xds-server running");
+    shutdown_token.cancelled().await;
+    weir_runtime::shutdown::drain(tasks).await;
+    Ok(())
+}
