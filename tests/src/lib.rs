@@ -25,6 +25,22 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// The workspace's members, as the root `Cargo.toml` lists them (`"."` is the root
+/// package), so tests that scan the sources cover a member added later.
+pub fn workspace_members() -> Vec<String> {
+    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml"))
+        .expect("the workspace's Cargo.toml");
+    let line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .expect("a members = [...] line");
+    line.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
 /// Prefixes of the variables cargo sets for one package's build or test run.
 const PER_PACKAGE_CARGO_VARS: &[&str] = &[
     "CARGO_PKG_",

@@ -694,14 +694,11 @@ fn the_dashboard_queries_metrics_weir_exports() {
     }
     assert!(names.len() > 10, "{names:?}");
     // Every family Weir registers, by its TYPE line, as the components export it.
-    let sources: String = [
-        "src",
-        "xds-server/src",
-        "controllers/src",
-        "metrics-adapter/src",
-    ]
-    .iter()
-    .flat_map(|dir| rust_files(&root().join(dir)))
+    let sources: String = weir_tests::workspace_members()
+        .iter()
+        .map(|member| root().join(member).join("src"))
+        .filter(|dir| dir.is_dir())
+        .flat_map(|dir| rust_files(&dir))
     .map(|f| std::fs::read_to_string(f).unwrap())
     .collect();
     for name in names {

@@ -21,6 +21,7 @@ pub mod scale_down;
 pub mod scale_up;
 pub mod settings;
 pub mod snapshot;
+pub mod snapshot_file;
 
 use std::time::Duration;
 
