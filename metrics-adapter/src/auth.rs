@@ -21,29 +21,15 @@ use std::{
 
 use futures::future::BoxFuture;
 use http::HeaderMap;
-use k8s_openapi::api::{
-    authentication::v1::{TokenReview, TokenReviewSpec},
-    authorization::v1::{
-        NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-    },
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::api::ApiError;
 
-/// An authenticated user.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserInfo {
-    /// User name.
-    pub name: String,
-    /// UID, when known.
-    pub uid: String,
-    /// Groups.
-    pub groups: Vec<String>,
-    /// Extra attributes.
-    pub extra: BTreeMap<String, Vec<String>>,
-}
+pub use weir_runtime::token_review::UserInfo;
 
 /// What a request does, for authorization.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -118,6 +104,7 @@ impl KubeReviewer {
 
 /// The API calls the metrics adapter makes, for RBAC: `(group, resource, verb)`.
 pub const API_CALLS: &[(&str, &str, &str)] = &[
+    // weir_runtime::token_review::API_CALLS
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("authorization.k8s.io", "subjectaccessreviews", "create"),
     ("", "configmaps", "get"),
@@ -128,33 +115,11 @@ impl Reviewer for KubeReviewer {
         &'a self,
         token: &'a str,
     ) -> BoxFuture<'a, Result<Option<UserInfo>, String>> {
-        Box::pin(async move {
-            let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
-            let review = TokenReview {
-                spec: TokenReviewSpec {
-                    token: token.to_string(),
-                    audiences: None,
-                },
-                ..Default::default()
-            };
-            let result = api
-                .create(&kube::api::PostParams::default(), &review)
-                .await
-                .map_err(|e| format!("TokenReview failed: {e}"))?;
-            let Some(status) = result.status else {
-                return Ok(None);
-            };
-            if status.authenticated != Some(true) {
-                return Ok(None);
-            }
-            let user = status.user.unwrap_or_default();
-            Ok(Some(UserInfo {
-                name: user.username.unwrap_or_default(),
-                uid: user.uid.unwrap_or_default(),
-                groups: user.groups.unwrap_or_default(),
-                extra: user.extra.unwrap_or_default(),
-            }))
-        })
+        Box::pin(weir_runtime::token_review::review_token(
+            &self.client,
+            token,
+            None,
+        ))
     }
 
     fn review_access<'a>(

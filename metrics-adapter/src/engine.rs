@@ -23,7 +23,6 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use prometheus_http_query::{Client, response::Data};
 use tokio::sync::{OnceCell, watch};
 use tracing::{info, warn};
 use weir_store::ClusterState;
@@ -38,131 +37,9 @@ use crate::{
     selector::Selector,
 };
 
-/// One sample of an instant query.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
-    /// Its value.
-    pub value: f64,
-    /// Its time (Unix seconds).
-    pub timestamp: f64,
-}
+pub use weir_runtime::prometheus::{Prometheus, Sample};
 
 type Fetched = Result<Arc<Vec<Sample>>, String>;
-
-/// The Prometheus HTTP API, as the adapter uses it.
-#[derive(Clone)]
-pub struct Prometheus {
-    client: Client,
-}
-
-impl std::fmt::Debug for Prometheus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prometheus")
-            .field("url", &self.client.base_url().as_str())
-            .finish()
-    }
-}
-
-impl Prometheus {
-    /// A client for `url` (e.g. `http://prometheus.monitoring:9090`).
-    pub fn new(url: &str) -> Result<Prometheus, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client: Client = url
-            .parse()
-            .map_err(|e| format!("Prometheus URL {url:?}: {e}"))?;
-        Ok(Prometheus { client })
-    }
-
-    /// Label sets of the series matching `selector` seen since `start`.
-    pub async fn series(
-        &self,
-        selector: &str,
-        start: Timestamp,
-    ) -> Result<Vec<BTreeMap<String, String>>, String> {
-        #[derive(serde::Deserialize)]
-        struct Response {
-            status: String,
-            #[serde(default)]
-            data: Vec<BTreeMap<String, String>>,
-            #[serde(default)]
-            error: Option<String>,
-        }
-        let mut url = self.client.base_url().clone();
-        url.path_segments_mut()
-            .map_err(|()| "the Prometheus URL cannot be a base".to_string())?
-            .pop_if_empty()
-            .extend(["api", "v1", "series"]);
-        let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair("match[]", selector)
-            .append_pair("start", &start.as_second().to_string())
-            .finish();
-        let response = self
-            .client
-            .inner()
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("Prometheus series request failed: {e}"))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("Prometheus series response: {e}"))?;
-        let parsed: Response = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("Prometheus series response ({status}): {e}"))?;
-        if parsed.status != "success" {
-            return Err(format!(
-                "Prometheus rejected series query {selector:?}: {}",
-                parsed.error.unwrap_or_default()
-            ));
-        }
-        Ok(parsed.data)
-    }
-
-    /// The instant vector (or scalar) `query` evaluates to now.
-    pub async fn query(&self, query: &str) -> Result<Vec<Sample>, String> {
-        self.query_at(query, None).await
-    }
-
-    /// The instant vector (or scalar) `query` evaluates to at `at` (Prometheus's now when
-    /// `None`).
-    pub async fn query_at(
-        &self,
-        query: &str,
-        at: Option<Timestamp>,
-    ) -> Result<Vec<Sample>, String> {
-        let mut request = self.client.query(query);
-        if let Some(at) = at {
-            request = request.at(at.as_second());
-        }
-        let result = request
-            .post()
-            .await
-            .map_err(|e| format!("Prometheus query failed: {e}"))?;
-        match result.data() {
-            Data::Vector(vector) => Ok(vector
-                .iter()
-                .map(|s| Sample {
-                    labels: s.metric().clone().into_iter().collect(),
-                    value: s.sample().value(),
-                    timestamp: s.sample().timestamp(),
-                })
-                .collect()),
-            Data::Scalar(s) => Ok(vec![Sample {
-                labels: BTreeMap::new(),
-                value: s.value(),
-                timestamp: s.timestamp(),
-            }]),
-            Data::Matrix(_) => {
-                Err("the query returned a range vector; use an instant query".into())
-            }
-        }
-    }
-}
 
 /// One object's value.
 #[derive(Clone, Debug, PartialEq)]

@@ -34,15 +34,15 @@ pub struct LeaderArgs {
     /// How long the Lease holds without renewal, in seconds (client-go's default: 15).
     #[arg(long, env = "WEIR_LEADER_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
     pub leader_lease_seconds: u64,
-    /// How long the leader keeps trying to renew before it stops acting, in seconds
-    /// (client-go's default: 10). Must be shorter than the lease, so the leader has
-    /// stopped writing before another replica may take over.
-    #[arg(long, env = "WEIR_LEADER_RENEW_DEADLINE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub leader_renew_deadline_seconds: u64,
-    /// Seconds between attempts to acquire or renew the Lease (client-go's default: 2).
-    /// Must be shorter than the renew deadline.
-    #[arg(long, env = "WEIR_LEADER_RETRY_PERIOD_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
-    pub leader_retry_period_seconds: u64,
+    /// How long the leader keeps trying to renew before it stops acting, in seconds.
+    /// Must be shorter than the lease, so the leader has stopped writing before another
+    /// replica may take over. Default: two thirds of the lease (client-go's 10 for 15).
+    #[arg(long, env = "WEIR_LEADER_RENEW_DEADLINE_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub leader_renew_deadline_seconds: Option<u64>,
+    /// Seconds between attempts to acquire or renew the Lease; shorter than the renew
+    /// deadline. Default: a fifth of the renew deadline, at least 1 (client-go's 2 for 10).
+    #[arg(long, env = "WEIR_LEADER_RETRY_PERIOD_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub leader_retry_period_seconds: Option<u64>,
 }
 
 impl LeaderArgs {
@@ -50,18 +50,24 @@ impl LeaderArgs {
     /// lease outlasts the renew deadline, which outlasts the retry period.
     pub fn timings(&self) -> Result<(Duration, Duration, Duration), String> {
         let lease = Duration::from_secs(self.leader_lease_seconds);
-        let deadline = Duration::from_secs(self.leader_renew_deadline_seconds);
-        let retry = Duration::from_secs(self.leader_retry_period_seconds);
+        let deadline = self
+            .leader_renew_deadline_seconds
+            .map_or(lease * 2 / 3, Duration::from_secs);
+        let retry = self
+            .leader_retry_period_seconds
+            .map_or(deadline / 5, Duration::from_secs);
         if deadline >= lease {
             return Err(format!(
                 "--leader-renew-deadline-seconds ({}) must be less than --leader-lease-seconds ({})",
-                self.leader_renew_deadline_seconds, self.leader_lease_seconds
+                deadline.as_secs_f64(),
+                lease.as_secs()
             ));
         }
         if retry >= deadline {
             return Err(format!(
-                "--leader-retry-period-seconds ({}) must be less than --leader-renew-deadline-seconds ({})",
-                self.leader_retry_period_seconds, self.leader_renew_deadline_seconds
+                "--leader-retry-period-seconds ({}) must be less than the renew deadline ({}s)",
+                retry.as_secs_f64(),
+                deadline.as_secs_f64()
             ));
         }
         Ok((lease, deadline, retry))
@@ -86,4 +92,43 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        leader: LeaderArgs,
+    }
+
+    fn timings(args: &[&str]) -> Result<(u128, u128, u128), String> {
+        let flags = Flags::try_parse_from([&["weir"], args].concat()).map_err(|e| e.to_string())?;
+        let (lease, deadline, retry) = flags.leader.timings()?;
+        Ok((lease.as_millis(), deadline.as_millis(), retry.as_millis()))
+    }
+
+    #[test]
+    fn timings_default_to_client_go_and_scale_with_the_lease() {
+        assert_eq!(timings(&[]), Ok((15_000, 10_000, 2_000)));
+        // A shorter lease alone still yields a deadline inside it.
+        assert_eq!(
+            timings(&["--leader-lease-seconds", "3"]),
+            Ok((3_000, 2_000, 400))
+        );
+        let late = timings(&["--leader-renew-deadline-seconds", "15"]).unwrap_err();
+        assert!(
+            late.contains("must be less than --leader-lease-seconds (15)"),
+            "{late}"
+        );
+        let slow = timings(&["--leader-retry-period-seconds", "10"]).unwrap_err();
+        assert!(
+            slow.contains("must be less than the renew deadline"),
+            "{slow}"
+        );
+    }
 }

@@ -15,10 +15,12 @@ pub mod cluster;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod prometheus;
 pub mod shutdown;
 pub mod sources;
 pub mod status;
 pub mod telemetry;
+pub mod token_review;
 
 /// One Kubernetes API call a component makes: (API group, resource, verb). Each module
 /// that talks to the API server lists its calls next to the code, for the RBAC rules.

@@ -63,7 +63,7 @@ pub fn replicas(args: &RecommendReplicasArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `weir recommend nodes`.
 pub fn nodes(args: &RecommendNodesArgs) -> anyhow::Result<ExitCode> {
-    use weir_controllers::node_autoscaler::{self, Snapshot, snapshot::SnapshotFile};
+    use weir_controllers::node_autoscaler::{self, Snapshot, SnapshotFile};
 
     if let Err(e) = args.settings.validate() {
         println!("{e}");

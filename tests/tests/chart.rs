@@ -699,8 +699,8 @@ fn the_dashboard_queries_metrics_weir_exports() {
         .map(|member| root().join(member).join("src"))
         .filter(|dir| dir.is_dir())
         .flat_map(|dir| rust_files(&dir))
-    .map(|f| std::fs::read_to_string(f).unwrap())
-    .collect();
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
     for name in names {
         let family = ["_total", "_bucket", "_sum", "_count"]
             .iter()

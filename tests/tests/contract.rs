@@ -5,6 +5,8 @@
 //! deliberate: regenerate with `WEIR_BLESS=1 cargo test -p weir-tests --test contract`
 //! and review the diff (adding is fine; renaming breaks users).
 
+#![allow(clippy::unwrap_used)] // helpers panic on broken fixtures by design
+
 use std::{fmt::Write as _, path::PathBuf};
 
 use clap::CommandFactory;
@@ -177,15 +179,39 @@ fn metric_families_stay() {
 fn field_managers_leases_and_event_reporters_stay() {
     use weir_controllers::{mesh_tls, node_autoscaler, pod_autoscaler};
     let names = [
-        ("field manager", "pod autoscaler", pod_autoscaler::k8s::FIELD_MANAGER),
-        ("field manager", "node autoscaler", node_autoscaler::k8s::FIELD_MANAGER),
-        ("field manager", "mesh-TLS controller", mesh_tls::k8s::FIELD_MANAGER),
+        (
+            "field manager",
+            "pod autoscaler",
+            pod_autoscaler::k8s::FIELD_MANAGER,
+        ),
+        (
+            "field manager",
+            "node autoscaler",
+            node_autoscaler::k8s::FIELD_MANAGER,
+        ),
+        (
+            "field manager",
+            "mesh-TLS controller",
+            mesh_tls::k8s::FIELD_MANAGER,
+        ),
         ("field manager", "xds-server", weir_xds::k8s::FIELD_MANAGER),
         ("lease", "controllers", weir_controllers::LEASE_NAME),
         ("lease", "xds-server", weir_xds::k8s::LEASE_NAME),
-        ("event reporter", "pod autoscaler", pod_autoscaler::k8s::REPORTER),
-        ("event reporter", "node autoscaler", node_autoscaler::k8s::REPORTER),
-        ("event reporter", "mesh-TLS controller", mesh_tls::k8s::REPORTER),
+        (
+            "event reporter",
+            "pod autoscaler",
+            pod_autoscaler::k8s::REPORTER,
+        ),
+        (
+            "event reporter",
+            "node autoscaler",
+            node_autoscaler::k8s::REPORTER,
+        ),
+        (
+            "event reporter",
+            "mesh-TLS controller",
+            mesh_tls::k8s::REPORTER,
+        ),
     ];
     let text: String = names
         .iter()
@@ -207,7 +233,10 @@ fn every_component_logs_under_weir() {
             .find_map(|l| l.strip_prefix("name = "))
             .map(|n| n.trim_matches('"').to_string())
             .unwrap();
-        assert!(name.starts_with("weir"), "{member}: crate {name} logs outside weir=");
+        assert!(
+            name.starts_with("weir"),
+            "{member}: crate {name} logs outside weir="
+        );
     }
     assert!(manifest.contains("members"));
 }

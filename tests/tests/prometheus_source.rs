@@ -165,7 +165,7 @@ rules:
     .unwrap();
     let engine = Arc::new(Engine::new(
         rules,
-        weir_metrics_adapter::engine::Prometheus::new(&prometheus.url()).unwrap(),
+        weir_runtime::prometheus::Prometheus::new(&prometheus.url()).unwrap(),
         Arc::new(StoreObjects(weir_store::StateWriter::default().subscribe())),
         EngineSettings::default(),
         EngineMetrics::default(),

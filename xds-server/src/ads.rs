@@ -8,34 +8,39 @@
 //! last accepted version (Envoy's own behaviour) and is logged, counted and recorded; the
 //! rejected version is not resent, so there is no loop. Requests carrying a stale nonce
 //! (answers to an older response) are ignored, as the protocol says.
+//!
+//! [`AdsService`] mounts it on a gRPC server: requests routed by method to the
+//! state-of-the-world or delta stream, responses framed by [`crate::grpc`].
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll},
 };
 
-use envoy_types::pb::{
-    envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse},
-    google::protobuf::{Struct, value::Kind},
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::{Status, Streaming, server::NamedService};
 use tracing::debug;
 
 use crate::{
     cache::{SnapshotCache, TYPE_ORDER, is_wildcard_type},
     delta::DeltaStream,
-    grpc::{Outbox, ResponseBody},
+    grpc::{DELTA_PATH, Outbox, ResponseBody, SERVICE, SOTW_PATH, decode},
     metrics::XdsMetrics,
     registry::{ProxyRegistry, TypeStatus},
     stream::{StreamCore, XdsStream, drive},
-    translate::ProxyOptions,
 };
 
-pub use crate::bootstrap::metadata;
+pub use crate::bootstrap::{metadata, metadata_port, options_from_metadata};
 
 /// The ADS server: shared by every stream.
 #[derive(Debug)]
@@ -226,25 +231,64 @@ impl SotwStream {
     }
 }
 
-/// A port from node metadata (a number or a numeric string).
-pub fn metadata_port(metadata: Option<&Struct>, key: &str) -> Option<u16> {
-    let value = metadata?.fields.get(key)?.kind.as_ref()?;
-    match value {
-        Kind::NumberValue(n) => u16::try_from(*n as i64).ok(),
-        Kind::StringValue(s) => s.parse().ok(),
-        _ => None,
+/// The ADS service, mountable on a tonic server.
+#[derive(Debug, Clone)]
+pub struct AdsService {
+    server: Arc<AdsServer>,
+}
+
+impl AdsService {
+    /// Serves ADS from `server`.
+    pub fn new(server: AdsServer) -> Self {
+        AdsService {
+            server: Arc::new(server),
+        }
     }
 }
 
-/// Ports from node metadata (numbers or numeric strings); defaults otherwise.
-pub fn options_from_metadata(metadata: Option<&Struct>) -> ProxyOptions {
-    let port = |key: &str| metadata_port(metadata, key);
-    let defaults = ProxyOptions::default();
-    ProxyOptions {
-        inbound_port: port(metadata::INBOUND_PORT).unwrap_or(defaults.inbound_port),
-        outbound_port: port(metadata::OUTBOUND_PORT).unwrap_or(defaults.outbound_port),
-        app_port: port(metadata::APP_PORT),
-        gateway_port_offset: port(metadata::GATEWAY_PORT_OFFSET)
-            .unwrap_or(defaults.gateway_port_offset),
+impl NamedService for AdsService {
+    const NAME: &'static str = SERVICE;
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for AdsService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let server = self.server.clone();
+        Box::pin(async move { Ok(route(&server, request)) })
+    }
+}
+
+fn route(
+    server: &AdsServer,
+    request: http::Request<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    if let Some(encoding) = request.headers().get("grpc-encoding")
+        && encoding.as_bytes() != b"identity"
+    {
+        return Status::unimplemented(format!(
+            "request compression {:?} is not supported",
+            String::from_utf8_lossy(encoding.as_bytes())
+        ))
+        .into_http();
+    }
+    let path = request.uri().path().to_string();
+    let body = request.into_body();
+    let response = match path.as_str() {
+        SOTW_PATH => server.stream_sotw(decode(body)),
+        DELTA_PATH => server.stream_delta(decode(body)),
+        _ => return Status::unimplemented(format!("no method {path}")).into_http(),
+    };
+    http::Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .body(tonic::body::Body::new(response))
+        .unwrap_or_else(|_| Status::internal("building the response").into_http())
 }

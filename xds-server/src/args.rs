@@ -79,3 +79,19 @@ pub struct XdsServerArgs {
     #[arg(long, env = "WEIR_CA_SECRET", default_value = "weir-system/weir-ca")]
     pub ca_secret: String,
 }
+
+impl MeshCaArgs {
+    /// Checks the trust domain and lifetime flags.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            crate::ca::valid_trust_domain(&self.trust_domain),
+            "--trust-domain {:?}: not a valid trust domain (lowercase letters, digits, '-', '.', '_')",
+            self.trust_domain
+        );
+        anyhow::ensure!(
+            self.workload_cert_lifetime >= std::time::Duration::from_secs(2),
+            "--workload-cert-lifetime: must be at least 2s"
+        );
+        Ok(())
+    }
+}

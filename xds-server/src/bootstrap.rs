@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use envoy_types::pb::google::protobuf::{Struct, value::Kind};
+
 use crate::translate::{ProxyId, ProxyOptions, Role};
 
 /// What a bootstrap says.
@@ -171,6 +173,43 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
     })
 }
 
+/// Node metadata keys a bootstrap sets to give a proxy its ports.
+pub mod metadata {
+    /// The sidecar's inbound listener port.
+    pub const INBOUND_PORT: &str = "weir.io/inbound-port";
+    /// The sidecar's outbound listener port.
+    pub const OUTBOUND_PORT: &str = "weir.io/outbound-port";
+    /// The sidecar's workload port.
+    pub const APP_PORT: &str = "weir.io/app-port";
+    /// Added to every Gateway listener port.
+    pub const GATEWAY_PORT_OFFSET: &str = "weir.io/gateway-port-offset";
+    /// Envoy's admin port (on the proxy's loopback), where local mode reads its statistics.
+    pub const ADMIN_PORT: &str = "weir.io/admin-port";
+}
+
+/// A port from node metadata (a number or a numeric string).
+pub fn metadata_port(metadata: Option<&Struct>, key: &str) -> Option<u16> {
+    let value = metadata?.fields.get(key)?.kind.as_ref()?;
+    match value {
+        Kind::NumberValue(n) => u16::try_from(*n as i64).ok(),
+        Kind::StringValue(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Ports from node metadata (numbers or numeric strings); defaults otherwise.
+pub fn options_from_metadata(metadata: Option<&Struct>) -> ProxyOptions {
+    let port = |key: &str| metadata_port(metadata, key);
+    let defaults = ProxyOptions::default();
+    ProxyOptions {
+        inbound_port: port(metadata::INBOUND_PORT).unwrap_or(defaults.inbound_port),
+        outbound_port: port(metadata::OUTBOUND_PORT).unwrap_or(defaults.outbound_port),
+        app_port: port(metadata::APP_PORT),
+        gateway_port_offset: port(metadata::GATEWAY_PORT_OFFSET)
+            .unwrap_or(defaults.gateway_port_offset),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,18 +264,4 @@ mod tests {
             "weir-admin"
         );
     }
-}
-
-/// Node metadata keys a bootstrap sets to give a proxy its ports.
-pub mod metadata {
-    /// The sidecar's inbound listener port.
-    pub const INBOUND_PORT: &str = "weir.io/inbound-port";
-    /// The sidecar's outbound listener port.
-    pub const OUTBOUND_PORT: &str = "weir.io/outbound-port";
-    /// The sidecar's workload port.
-    pub const APP_PORT: &str = "weir.io/app-port";
-    /// Added to every Gateway listener port.
-    pub const GATEWAY_PORT_OFFSET: &str = "weir.io/gateway-port-offset";
-    /// Envoy's admin port (on the proxy's loopback), where local mode reads its statistics.
-    pub const ADMIN_PORT: &str = "weir.io/admin-port";
 }

@@ -14,6 +14,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 
 /// The trust domain when none is configured.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -152,20 +153,20 @@ fn offset(t: Timestamp) -> Result<time::OffsetDateTime, CaError> {
     time::OffsetDateTime::from_unix_timestamp(t.as_second()).map_err(|e| err("time", e))
 }
 
-fn pem_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        if line.starts_with("-----BEGIN CERTIFICATE-----") {
-            current.clear();
-        }
-        current.push_str(line);
-        current.push('\n');
-        if line.starts_with("-----END CERTIFICATE-----") {
-            blocks.push(std::mem::take(&mut current));
-        }
-    }
-    blocks
+/// The certificates in PEM text, in order, read with rustls-pki-types' PEM parser (which
+/// skips anything between blocks, as `openssl` does).
+fn certificates(text: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CaError(format!("{what}: not PEM certificates: {e}")))
+}
+
+/// One certificate as PEM text (LF line endings, as rcgen writes them).
+fn certificate_pem(der: &CertificateDer<'_>) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.as_ref()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 impl CertificateAuthority {
@@ -215,14 +216,13 @@ impl CertificateAuthority {
             )));
         }
         let key = KeyPair::from_pem(key_pem).map_err(|e| err("CA key", e))?;
-        let der = pem_blocks(cert_pem);
-        let first = der
+        let certs = certificates(cert_pem, "CA certificate")?;
+        let first = certs
             .first()
             .ok_or_else(|| CaError("CA certificate: no PEM CERTIFICATE block".into()))?;
         // The key must match the certificate's public key.
-        let parsed = pem_parse(first)?;
         let (_, x509) =
-            x509_parser::parse_x509_certificate(&parsed).map_err(|e| err("CA certificate", e))?;
+            x509_parser::parse_x509_certificate(first).map_err(|e| err("CA certificate", e))?;
         if x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(CaError(
                 "CA key: it is not the key of the CA certificate".into(),
@@ -233,16 +233,15 @@ impl CertificateAuthority {
                 "CA certificate: not a CA (basicConstraints CA:TRUE is missing)".into(),
             ));
         }
-        let issuer = Issuer::from_ca_cert_pem(first, key).map_err(|e| err("CA certificate", e))?;
+        let issuer = Issuer::from_ca_cert_der(first, key).map_err(|e| err("CA certificate", e))?;
         let chain_pem = chain_pem.unwrap_or_default().to_string();
-        let root_pem = pem_blocks(&chain_pem)
+        let root_pem = certificates(&chain_pem, "CA chain")?
             .last()
-            .cloned()
-            .unwrap_or_else(|| first.clone());
+            .map_or_else(|| certificate_pem(first), certificate_pem);
         Ok(CertificateAuthority {
             trust_domain: trust_domain.to_string(),
             issuer,
-            cert_pem: first.clone(),
+            cert_pem: certificate_pem(first),
             key_pem: key_pem.to_string(),
             chain_pem,
             root_pem,
@@ -304,9 +303,10 @@ impl CertificateAuthority {
         if !self.chain_pem.is_empty() {
             // An intermediate: the leaf, the intermediate, and what is above it but the root.
             chain_pem.push_str(&self.cert_pem);
-            let above = pem_blocks(&self.chain_pem);
+            // Read back from what was validated at load, so it parses.
+            let above = certificates(&self.chain_pem, "CA chain").unwrap_or_default();
             for c in above.iter().take(above.len().saturating_sub(1)) {
-                chain_pem.push_str(c);
+                chain_pem.push_str(&certificate_pem(c));
             }
         }
         Ok(WorkloadCertificate {
@@ -326,13 +326,6 @@ impl CertificateAuthority {
 
 fn jiff_hours(h: i64) -> k8s_openapi::jiff::SignedDuration {
     k8s_openapi::jiff::SignedDuration::from_hours(h)
-}
-
-/// The DER inside one PEM block.
-fn pem_parse(block: &str) -> Result<Vec<u8>, CaError> {
-    x509_parser::pem::parse_x509_pem(block.as_bytes())
-        .map(|(_, pem)| pem.contents)
-        .map_err(|e| err("CA certificate: PEM", e))
 }
 
 /// The CA kept in `dir` (`ca.crt`, `ca.key`, optionally `ca-chain.crt`): loaded if there,
@@ -404,7 +397,7 @@ mod tests {
     }
 
     fn der(pem: &str) -> Vec<u8> {
-        pem_parse(&pem_blocks(pem)[0]).unwrap()
+        certificates(pem, "test").unwrap()[0].to_vec()
     }
 
     #[test]
@@ -499,7 +492,11 @@ mod tests {
         let cert = ca
             .issue(&id("cluster.local"), DEFAULT_LIFETIME, now())
             .unwrap();
-        assert_eq!(pem_blocks(&cert.chain_pem).len(), 2, "leaf + intermediate");
+        assert_eq!(
+            certificates(&cert.chain_pem, "chain").unwrap().len(),
+            2,
+            "leaf + intermediate"
+        );
         let wrong = KeyPair::generate().unwrap();
         let e = CertificateAuthority::from_pem(
             "cluster.local",

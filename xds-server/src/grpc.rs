@@ -12,10 +12,7 @@
 //! `grpc-status` (and `grpc-message` on error).
 
 use std::{
-    convert::Infallible,
-    future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -26,17 +23,14 @@ use tokio::sync::mpsc;
 use tonic::{
     Status, Streaming,
     codec::{BufferSettings, CompressionEncoding},
-    server::NamedService,
 };
 use tonic_prost::ProstDecoder;
 
-use crate::ads::AdsServer;
-
 /// The gRPC service name of ADS.
 pub const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-const SOTW_PATH: &str =
+pub(crate) const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA_PATH: &str =
+pub(crate) const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// The largest request accepted (Envoy's first request carries its node, with extensions).
@@ -137,69 +131,10 @@ fn trailers(status: &Status) -> http::HeaderMap {
     headers
 }
 
-/// The ADS service, mountable on a tonic server.
-#[derive(Debug, Clone)]
-pub struct AdsService {
-    server: Arc<AdsServer>,
-}
-
-impl AdsService {
-    /// Serves ADS from `server`.
-    pub fn new(server: AdsServer) -> Self {
-        AdsService {
-            server: Arc::new(server),
-        }
-    }
-}
-
-impl NamedService for AdsService {
-    const NAME: &'static str = SERVICE;
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for AdsService {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let server = self.server.clone();
-        Box::pin(async move { Ok(route(&server, request)) })
-    }
-}
-
-fn route(
-    server: &AdsServer,
-    request: http::Request<tonic::body::Body>,
-) -> http::Response<tonic::body::Body> {
-    if let Some(encoding) = request.headers().get("grpc-encoding")
-        && encoding.as_bytes() != b"identity"
-    {
-        return Status::unimplemented(format!(
-            "request compression {:?} is not supported",
-            String::from_utf8_lossy(encoding.as_bytes())
-        ))
-        .into_http();
-    }
-    let path = request.uri().path().to_string();
-    let body = request.into_body();
-    let response = match path.as_str() {
-        SOTW_PATH => server.stream_sotw(decode(body)),
-        DELTA_PATH => server.stream_delta(decode(body)),
-        _ => return Status::unimplemented(format!("no method {path}")).into_http(),
-    };
-    http::Response::builder()
-        .header(http::header::CONTENT_TYPE, "application/grpc")
-        .body(tonic::body::Body::new(response))
-        .unwrap_or_else(|_| Status::internal("building the response").into_http())
-}
-
-fn decode<M: Message + Default + Send + 'static>(body: tonic::body::Body) -> Streaming<M> {
+/// A request stream, decoded with a small initial buffer (see the module docs).
+pub(crate) fn decode<M: Message + Default + Send + 'static>(
+    body: tonic::body::Body,
+) -> Streaming<M> {
     let no_compression: Option<CompressionEncoding> = None;
     Streaming::new_request(
         ProstDecoder::<M>::new(BufferSettings::new(REQUEST_BUFFER_BYTES, 32 << 10)),

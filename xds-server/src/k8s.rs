@@ -36,7 +36,6 @@ use crate::{
     ca::{CA_CERT_FILE, CA_CHAIN_FILE, CA_KEY_FILE, CertificateAuthority},
     identities::MeshIdentities,
     registry::ProxyRegistry,
-    run::check_ca_args,
     status::{compute_status, current_rejections},
     status_patch::{StatusPatch, status_patches},
 };
@@ -205,7 +204,7 @@ pub async fn ca_from_secret(
     args: &MeshCaArgs,
     secret: &str,
 ) -> anyhow::Result<Arc<MeshIdentities>> {
-    check_ca_args(args)?;
+    args.check()?;
     let (namespace, name) = secret
         .split_once('/')
         .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())

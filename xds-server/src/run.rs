@@ -32,23 +32,9 @@ use crate::{
     server::{DEBOUNCE, MAX_DELAY, run_publisher, serve},
 };
 
-/// Checks the trust domain and lifetime flags.
-pub(crate) fn check_ca_args(args: &MeshCaArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        ca::valid_trust_domain(&args.trust_domain),
-        "--trust-domain {:?}: not a valid trust domain (lowercase letters, digits, '-', '.', '_')",
-        args.trust_domain
-    );
-    anyhow::ensure!(
-        args.workload_cert_lifetime >= Duration::from_secs(2),
-        "--workload-cert-lifetime: must be at least 2s"
-    );
-    Ok(())
-}
-
 /// The CA kept in `dir` (generated there on first start).
 pub fn ca_from_dir(args: &MeshCaArgs, dir: &Path) -> anyhow::Result<Arc<MeshIdentities>> {
-    check_ca_args(args)?;
+    args.check()?;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("--ca-dir {}: cannot create it", dir.display()))?;
     let ca = ca::load_or_create(dir, &args.trust_domain, Timestamp::now())

@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use weir_store::ClusterState;
 
-use crate::{ads::AdsServer, cache::SnapshotCache, grpc::AdsService, metrics::XdsMetrics};
+use crate::{
+    ads::{AdsServer, AdsService},
+    cache::SnapshotCache,
+    metrics::XdsMetrics,
+};
 
 /// How long a burst of changes may keep arriving before it is published.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);

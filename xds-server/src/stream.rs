@@ -12,7 +12,7 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::{
-    ads::options_from_metadata,
+    bootstrap::{metadata, metadata_port, options_from_metadata},
     cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot},
     grpc::Outbox,
     metrics::{TypeLabels, XdsMetrics},
@@ -72,9 +72,8 @@ impl StreamCore {
             info!(proxy = %identity.0, stream = self.id, protocol = self.protocol, "proxy connected");
             self.metrics.connected.inc();
             self.proxy = Some(identity);
-            self.admin_port = node.and_then(|n| {
-                crate::ads::metadata_port(n.metadata.as_ref(), crate::ads::metadata::ADMIN_PORT)
-            });
+            self.admin_port =
+                node.and_then(|n| metadata_port(n.metadata.as_ref(), metadata::ADMIN_PORT));
         }
         let served = TYPE_ORDER.iter().copied().find(|t| *t == type_url);
         if served.is_none() {

@@ -8,7 +8,7 @@ use kube::{
 };
 use weir_crds::mesh_policy::{MeshPolicy, MeshPolicyStatus};
 
-use super::run::StatusSink;
+use super::StatusSink;
 use crate::pod_autoscaler::controller::Event;
 
 /// The field manager of the controller's status writes (server-side apply).

@@ -14,10 +14,7 @@ use weir_xds::{
     translate::{ProxyId, Role},
 };
 
-use super::{
-    InboundCounters, Sidecar, SidecarReading,
-    run::{SidecarSource, StatusSink},
-};
+use super::{InboundCounters, Sidecar, SidecarReading, SidecarSource, StatusSink};
 use crate::pod_autoscaler::controller::Event;
 
 /// Local mode: the status goes into the stores (the translator reads it from there; the

@@ -10,10 +10,10 @@
 
 use std::collections::HashMap;
 
-use weir_metrics_adapter::engine::{Prometheus, Sample};
+use weir_runtime::prometheus::{Prometheus, Sample};
 use weir_xds::envoy::{INBOUND_STAT_PREFIX, PLAINTEXT_STAT_SUFFIX};
 
-use super::{InboundCounters, Sidecar, SidecarReading, run::SidecarSource};
+use super::{InboundCounters, Sidecar, SidecarReading, SidecarSource};
 
 /// The PromQL queries, grouped by the sidecar's `namespace` and `pod`.
 #[derive(Clone, Debug)]

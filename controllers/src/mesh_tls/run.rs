@@ -5,7 +5,6 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    future::Future,
     time::Duration,
 };
 
@@ -18,35 +17,11 @@ use prometheus_client::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use weir_crds::mesh_policy::{MeshPolicy, MeshPolicyStatus};
 use weir_runtime::{cluster::listed, leader::Leadership};
 use weir_store::{ClusterState, Kind, ObjectKey};
 
-use super::{MeshTlsController, Outcome, SidecarReading};
+use super::{MeshTlsController, Outcome, SidecarSource, StatusSink};
 use crate::pod_autoscaler::controller::Event;
-
-/// A source of sidecar readings.
-pub trait SidecarSource: Send + Sync + 'static {
-    /// The connected sidecars and their counters now; an error when the source itself
-    /// cannot be read (the pass is then skipped: no decision on a blind spot).
-    fn read(&self) -> impl Future<Output = Result<Vec<SidecarReading>, String>> + Send;
-}
-
-/// Where statuses and events go.
-pub trait StatusSink: Send + Sync + 'static {
-    /// Writes `status` on `policy`.
-    fn write(
-        &self,
-        policy: &MeshPolicy,
-        status: &MeshPolicyStatus,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Records an event about `policy`.
-    fn event(
-        &self,
-        policy: &MeshPolicy,
-        event: &Event,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {

@@ -9,7 +9,7 @@ use std::{
 use futures::{StreamExt, stream};
 use k8s_openapi::jiff::Timestamp;
 use weir_crds::scaling_policy::MetricSpec;
-use weir_metrics_adapter::engine::Prometheus;
+use weir_runtime::prometheus::Prometheus;
 
 pub use super::core::queries::*;
 use super::{MetricReading, Pod};

@@ -4,7 +4,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
-use weir_controllers::node_autoscaler::{Snapshot, snapshot::SnapshotFile};
+use weir_controllers::node_autoscaler::{Snapshot, SnapshotFile};
 
 pub const NOW: &str = "2026-11-22T10:00:00Z";
 

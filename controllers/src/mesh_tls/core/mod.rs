@@ -2,8 +2,10 @@
 //! observed; [`pass`] observes every policy from the sidecars' readings and the stores,
 //! and turns the decisions into statuses and events.
 
+pub mod boundary;
 pub mod evaluate;
 pub mod pass;
 
+pub use boundary::*;
 pub use evaluate::*;
 pub use pass::*;

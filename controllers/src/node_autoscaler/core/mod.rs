@@ -30,6 +30,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 pub use plan::Plan;
 pub use settings::Settings;
 pub use snapshot::{Objects, Snapshot};
+pub use snapshot_file::SnapshotFile;
 
 /// Plans one pass of the node autoscaler.
 pub fn plan(snapshot: &Snapshot, settings: &Settings, now: Timestamp) -> Plan {

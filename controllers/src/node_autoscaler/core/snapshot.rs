@@ -19,8 +19,6 @@ use k8s_openapi::{
 };
 use weir_crds::{NodePool, Quantity, node_pool::NODE_POOL_LABEL};
 
-pub use super::snapshot_file::SnapshotFile;
-
 /// The hostname label; the only topology the planner evaluates pod anti-affinity on.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// Node annotation the controller keeps: when the node became unneeded (RFC 3339).
