@@ -61,8 +61,17 @@ impl AdminClient {
 }
 
 /// GET `path` from `addr`, blocking: for commands that ask a running Weir once, and for
-/// tests. Must not be called on an async runtime's thread.
+/// tests. reqwest's blocking client runs its own runtime, which must not start or stop on
+/// an async runtime's thread, so the request runs on a thread of its own: this is safe to
+/// call from anywhere.
 pub fn get_blocking(addr: SocketAddr, path: &str) -> Result<(u16, String), AdminError> {
+    let owned = path.to_string();
+    std::thread::spawn(move || get_on_this_thread(addr, &owned))
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn get_on_this_thread(addr: SocketAddr, path: &str) -> Result<(u16, String), AdminError> {
     install_crypto();
     let error = |source| AdminError {
         addr,
@@ -106,5 +115,14 @@ mod tests {
         // Nothing listens there any more.
         let error = get_blocking(addr, "/ready").unwrap_err().to_string();
         assert!(error.contains(&format!("http://{addr}/ready")), "{error}");
+    }
+
+    /// Tests and tools call it from inside async code too.
+    #[tokio::test]
+    async fn works_from_an_async_context() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        assert!(get_blocking(addr, "/healthz").is_err());
     }
 }

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+pub use crate::http::{HttpResponse, request};
 use crate::{eventually, free_port, http_get, weir, workspace_root};
 
 /// The Envoy binary: `ENVOY_BIN`, else the one `scripts/setup.sh` installs in `.venv`,
@@ -138,72 +139,6 @@ pub fn service_manifest(namespace: &str, name: &str, backend: &Backend) -> Strin
          addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n",
         backend.port
     )
-}
-
-/// A response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// Headers, names lowercased.
-    pub headers: BTreeMap<String, String>,
-    /// Body.
-    pub body: String,
-}
-
-impl HttpResponse {
-    /// The backend that answered (echo backends put their name in the body).
-    pub fn backend(&self) -> Option<String> {
-        let value: serde_json::Value = serde_json::from_str(&self.body).ok()?;
-        value["backend"].as_str().map(String::from)
-    }
-
-    /// What the backend saw (path or a request header), from the echo body.
-    pub fn echoed(&self, field: &str) -> Option<String> {
-        let value: serde_json::Value = serde_json::from_str(&self.body).ok()?;
-        let found = if field == "path" {
-            &value["path"]
-        } else {
-            &value["headers"][field]
-        };
-        found.as_str().map(String::from)
-    }
-}
-
-/// One HTTP/1.1 request on a new connection.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    host: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {raw:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok(HttpResponse {
-        status,
-        headers,
-        body: body.to_string(),
-    })
 }
 
 /// An HTTP backend on 127.0.0.1 that answers every request with JSON naming itself and

@@ -6,8 +6,11 @@
 //! (a release build, say) instead.
 
 pub mod envoy;
+pub mod http;
 pub mod prometheus;
 pub mod redis;
+
+pub use http::http_get;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -120,12 +123,6 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A plain HTTP GET against an admin endpoint (Weir's or Envoy's); returns status and
-/// body. The same client `weir proxy-status` uses.
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    weir_runtime::admin_client::get_blocking(addr, path).map_err(std::io::Error::other)
 }
 
 /// The value of one sample in OpenMetrics text, e.g. `weir_store_objects{kind="Service"}`.

@@ -240,3 +240,32 @@ fn every_component_logs_under_weir() {
     }
     assert!(manifest.contains("members"));
 }
+
+/// Duration flags take Go's spelling (what cluster-autoscaler and client-go flags take),
+/// so values copied from those components work.
+#[test]
+fn duration_flags_take_go_durations() {
+    use clap::Parser;
+    use weir::cli::{Cli, Command};
+    let cli = Cli::try_parse_from([
+        "weir",
+        "controllers",
+        "--mesh-tls-interval",
+        "1.5m",
+        "--scale-down-unneeded-time",
+        "1h30m",
+        "--scan-interval",
+        "90s",
+    ])
+    .unwrap();
+    let Command::Controllers(args) = cli.command else {
+        panic!("not controllers");
+    };
+    assert_eq!(args.mesh_tls_interval.as_secs(), 90);
+    assert_eq!(args.nodes.scale_down_unneeded_time.as_secs(), 5400);
+    assert_eq!(args.nodes.scan_interval.as_secs(), 90);
+    let error = Cli::try_parse_from(["weir", "controllers", "--mesh-tls-interval", "-5s"])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("negative"), "{error}");
+}

@@ -6,8 +6,7 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -18,6 +17,7 @@ use weir_tests::{
     WeirUp,
     envoy::{Backend, Envoy, request},
     eventually, free_port,
+    http::KeepAlive,
     prometheus::Prometheus,
 };
 use weir_xds::ca::{self, CertificateAuthority, SpiffeId};
@@ -340,56 +340,6 @@ fn disable_is_plaintext_on_both_sides() {
     assert_eq!(mesh.server.stat(handshake).unwrap_or(0), 0);
 }
 
-/// One keep-alive connection through the caller's sidecar.
-struct KeepAlive {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl KeepAlive {
-    fn connect(addr: SocketAddr) -> KeepAlive {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        KeepAlive {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        }
-    }
-
-    /// One request; the status, or an error if the connection broke.
-    fn get(&mut self, host: &str) -> std::io::Result<u16> {
-        write!(self.writer, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line)?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::other("connection closed"));
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        Ok(status)
-    }
-}
-
 /// The serial numbers of the certificates an Envoy holds (admin `/certs`).
 fn serials(envoy: &Envoy) -> Vec<String> {
     let certs: serde_json::Value =
@@ -414,7 +364,7 @@ fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
     let first = serials(&mesh.server);
     assert!(!first.is_empty(), "the server holds no certificate");
 
-    let mut connection = KeepAlive::connect(mesh.outbound);
+    let mut connection = KeepAlive::connect(mesh.outbound).unwrap();
     let start = Instant::now();
     let mut sent = 0;
     let mut rotations_seen = 0;

@@ -26,7 +26,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use weir_crds::scaling_policy::{MetricIdentifier, MetricSourceType, MetricSpec};
-use weir_metrics_adapter::promql::{self, quote};
+use weir_metrics_adapter::{
+    promql::{self, quote},
+    selector::Selector,
+};
 use weir_store::manifest::invalid_dns_label;
 
 use super::{MetricReading, Pod, PodReading, effective_metrics};
@@ -38,8 +41,8 @@ pub enum Template {
     Pods {
         /// Metric name.
         metric: String,
-        /// Equality matchers from the metric's selector.
-        selector: BTreeMap<String, String>,
+        /// The metric's selector (matchLabels and matchExpressions).
+        selector: Selector,
     },
     /// CPU (cores) or memory (bytes) of pods, or of one container in them.
     Resource {
@@ -59,8 +62,8 @@ pub enum Template {
     External {
         /// Metric name.
         metric: String,
-        /// Equality matchers.
-        selector: BTreeMap<String, String>,
+        /// The metric's selector.
+        selector: Selector,
     },
     /// A user's query.
     Query(String),
@@ -122,7 +125,7 @@ pub fn template(metric: &MetricSpec) -> Result<Template, String> {
             let pods = metric.pods.as_ref().ok_or_else(missing)?;
             Ok(Template::Pods {
                 metric: pods.metric.name.clone(),
-                selector: match_labels(&pods.metric)?,
+                selector: selector_of(&pods.metric)?,
             })
         }
         MetricSourceType::Resource => Ok(Template::Resource {
@@ -149,7 +152,7 @@ pub fn template(metric: &MetricSpec) -> Result<Template, String> {
             let external = metric.external.as_ref().ok_or_else(missing)?;
             Ok(Template::External {
                 metric: external.metric.name.clone(),
-                selector: match_labels(&external.metric)?,
+                selector: selector_of(&external.metric)?,
             })
         }
         MetricSourceType::Prometheus => Ok(Template::Query(
@@ -163,21 +166,16 @@ pub fn template(metric: &MetricSpec) -> Result<Template, String> {
     }
 }
 
-fn match_labels(metric: &MetricIdentifier) -> Result<BTreeMap<String, String>, String> {
-    let Some(selector) = &metric.selector else {
-        return Ok(BTreeMap::new());
+/// The metric's selector, checked as the metrics APIs check it: Kubernetes label keys and
+/// values, and keys that are Prometheus label names.
+fn selector_of(metric: &MetricIdentifier) -> Result<Selector, String> {
+    let selector = match &metric.selector {
+        Some(selector) => Selector::from_label_selector(selector),
+        None => Ok(Selector::default()),
     };
-    if selector
-        .match_expressions
-        .as_ref()
-        .is_some_and(|e| !e.is_empty())
-    {
-        return Err(format!(
-            "metric {}: selector.matchExpressions are not supported with Prometheus; use matchLabels",
-            metric.name
-        ));
-    }
-    Ok(selector.match_labels.clone().unwrap_or_default())
+    selector
+        .and_then(|s| s.matchers().map(|_| s))
+        .map_err(|e| format!("metric {}: selector: {e}", metric.name))
 }
 
 fn valid_name(name: &str, what: &str) -> Result<(), String> {
@@ -197,7 +195,7 @@ fn valid_namespace(namespace: &str) -> Result<(), String> {
 fn matchers(
     metric: Option<&str>,
     namespaces: Option<&BTreeSet<String>>,
-    selector: &BTreeMap<String, String>,
+    selector: &Selector,
     extra: &[&str],
 ) -> Result<String, String> {
     let mut parts = Vec::new();
@@ -212,17 +210,16 @@ fn matchers(
         let alternatives: Vec<&str> = namespaces.iter().map(String::as_str).collect();
         parts.push(format!("namespace=~{}", quote(&alternatives.join("|"))));
     }
-    for (label, value) in selector {
-        valid_name(label, "label")?;
-        parts.push(format!("{label}={}", quote(value)));
-    }
+    // The metrics adapter's own translation: `In`/`NotIn` as anchored regular expressions
+    // over escaped values, `Exists`/`DoesNotExist` as (non-)empty matches.
+    parts.extend(selector.matchers()?.iter().map(ToString::to_string));
     parts.extend(extra.iter().map(|s| s.to_string()));
     Ok(format!("{{{}}}", parts.join(", ")))
 }
 
 /// The PromQL of `template` for `namespaces`.
 pub fn promql(template: &Template, namespaces: &BTreeSet<String>) -> Result<String, String> {
-    let none = BTreeMap::new();
+    let none = Selector::default();
     match template {
         Template::Pods { metric, selector } => Ok(format!(
             "sum by (namespace, pod) ({})",
@@ -458,16 +455,11 @@ mod tests {
 
     #[test]
     fn values_from_policies_cannot_change_the_query() {
-        let mut batch = Batch::default();
-        batch.add_policy(
-            "shop",
-            &[pods_metric("rps", &[("route", "a\"}) or vector(1) #")])],
-        );
-        let query = batch.queries()[0].1.clone().expect("query");
-        assert_eq!(
-            query,
-            r#"sum by (namespace, pod) ({__name__="rps", namespace=~"shop", route="a\"}) or vector(1) #"})"#
-        );
+        // A value no Kubernetes label can hold is refused with the metric named, before
+        // any PromQL is built.
+        let error = template(&pods_metric("rps", &[("route", "a\"}) or vector(1) #")]))
+            .expect_err("not a label value");
+        assert!(error.contains("metric rps: selector"), "{error}");
         // Names that are not metric or label names are refused, not escaped.
         let mut bad = Batch::default();
         bad.add_policy("shop", &[pods_metric("rps{x=\"1\"}", &[])]);
@@ -475,5 +467,32 @@ mod tests {
         let mut bad_ns = Batch::default();
         bad_ns.add_policy("shop|.*", &[pods_metric("rps", &[])]);
         assert!(bad_ns.queries()[0].1.is_err());
+    }
+
+    #[test]
+    fn match_expressions_select_series_as_the_metrics_adapter_does() {
+        let metric: MetricSpec = serde_json::from_value(serde_json::json!({
+            "type": "External",
+            "external": {
+                "metric": {"name": "queue_messages", "selector": {
+                    "matchLabels": {"queue": "orders"},
+                    "matchExpressions": [
+                        {"key": "region", "operator": "In", "values": ["eu.west", "us"]},
+                        {"key": "tier", "operator": "NotIn", "values": ["test"]},
+                        {"key": "canary", "operator": "DoesNotExist"},
+                    ],
+                }},
+                "target": {"type": "Value", "value": "30"}
+            }
+        }))
+        .expect("metric");
+        let mut batch = Batch::default();
+        batch.add_policy("shop", &[metric]);
+        assert_eq!(
+            batch.queries()[0].1.as_deref(),
+            Ok(
+                r#"sum({__name__="queue_messages", queue="orders", region=~"eu\\.west|us", tier!~"test", canary=""})"#
+            )
+        );
     }
 }
