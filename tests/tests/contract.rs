@@ -264,7 +264,7 @@ fn duration_flags_take_go_durations() {
     assert_eq!(args.mesh_tls_interval.as_secs(), 90);
     assert_eq!(args.nodes.scale_down_unneeded_time.as_secs(), 5400);
     assert_eq!(args.nodes.scan_interval.as_secs(), 90);
-    let error = Cli::try_parse_from(["weir", "controllers", "--mesh-tls-interval", "-5s"])
+    let error = Cli::try_parse_from(["weir", "controllers", "--mesh-tls-interval=-5s"])
         .unwrap_err()
         .to_string();
     assert!(error.contains("negative"), "{error}");

@@ -2,10 +2,7 @@
 //! events ([`KubeMeshApi`]). Sidecars are read from Prometheus there
 //! ([`super::prometheus::PrometheusSidecars`]).
 
-use kube::{
-    Api, Client, Resource,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::{Api, Client, Resource, runtime::events::Recorder};
 use weir_crds::mesh_policy::{MeshPolicy, MeshPolicyStatus};
 
 use super::StatusSink;
@@ -39,13 +36,7 @@ impl std::fmt::Debug for KubeMeshApi {
 impl KubeMeshApi {
     /// Reports events as `weir-mesh-tls`/`instance`.
     pub fn new(client: Client, instance: String) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: REPORTER.into(),
-                instance: Some(instance),
-            },
-        );
+        let recorder = weir_runtime::events::recorder(client.clone(), REPORTER, instance);
         KubeMeshApi { client, recorder }
     }
 }

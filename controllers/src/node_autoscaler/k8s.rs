@@ -21,7 +21,7 @@ use kube::{
     api::{
         ApiResource, DynamicObject, EvictParams, GroupVersionKind, ListParams, Patch, PatchParams,
     },
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Recorder,
 };
 use serde_json::json;
 use weir_crds::{NodePool, node_pool::NodePoolStatus};
@@ -91,13 +91,7 @@ impl KubeNodeApi {
 
     /// An adapter reporting events as `weir-node-autoscaler`/`instance`.
     pub fn new(client: Client, instance: String) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: REPORTER.into(),
-                instance: Some(instance),
-            },
-        );
+        let recorder = weir_runtime::events::recorder(client.clone(), REPORTER, instance);
         KubeNodeApi { client, recorder }
     }
 

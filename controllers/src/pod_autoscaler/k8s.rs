@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Mutex};
 use kube::{
     Api, Client, Resource,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Recorder,
 };
 use serde_json::json;
 use weir_crds::scaling_policy::{ScaleTargetRef, ScalingPolicy, ScalingPolicyStatus};
@@ -47,13 +47,7 @@ impl std::fmt::Debug for KubeScaleApi {
 impl KubeScaleApi {
     /// An adapter reporting events as `controller`/`instance`.
     pub fn new(client: Client, instance: String) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: REPORTER.into(),
-                instance: Some(instance),
-            },
-        );
+        let recorder = weir_runtime::events::recorder(client.clone(), REPORTER, instance);
         KubeScaleApi {
             client,
             recorder,
