@@ -11,6 +11,9 @@
    -> tests. The runtime depends on no component; a component depends on another only
    for its pure core (default-features = false, never its adapters).
 
+3. Files stay readable: none over 900 lines, and the binary's own src/ (CLI and wiring)
+   under 1,500 lines in all.
+
 Exit 1 with every violation listed. Cargo itself refuses cycles between crates.
 """
 import re
@@ -209,8 +212,26 @@ def dependency_problems():
     return problems
 
 
+MAX_FILE_LINES = 900
+MAX_BINARY_LINES = 1500
+
+
+def size_problems():
+    problems = []
+    for f in sorted(ROOT.rglob("*.rs")):
+        if {"target", ".venv", ".git"} & set(f.relative_to(ROOT).parts):
+            continue
+        lines = len(f.read_text().splitlines())
+        if lines > MAX_FILE_LINES:
+            problems.append(f"{f.relative_to(ROOT)}: {lines} lines; split it by concern (at most {MAX_FILE_LINES})")
+    binary = sum(len(f.read_text().splitlines()) for f in CRATES["weir"].rglob("*.rs"))
+    if binary > MAX_BINARY_LINES:
+        problems.append(f"src/: {binary} lines; the binary is CLI and wiring (at most {MAX_BINARY_LINES}), move logic into its component")
+    return problems
+
+
 def main():
-    problems = dependency_problems()
+    problems = dependency_problems() + size_problems()
     for crate, src in CRATES.items():
         for comp in cycles(crate, src):
             problems.append(f"{crate}: import cycle between " + ", ".join(comp))
@@ -218,7 +239,7 @@ def main():
         print(p)
     if problems:
         sys.exit(1)
-    print(f"layout: no import cycles in {len(CRATES)} crates; dependencies point one way")
+    print(f"layout: no import cycles in {len(CRATES)} crates; dependencies point one way; file sizes within bounds")
 
 
 if __name__ == "__main__":

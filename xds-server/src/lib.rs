@@ -6,41 +6,36 @@
 //! Envoy's protobuf in one place; [`cache`] encodes it once per generation and view; and
 //! [`ads`] streams it to proxies (framed by [`grpc`]), tracking ACKs and NACKs in the [`registry`].
 //!
-//! The pure core (translation, Envoy resources, status, the CA's certificate maths, the
-//! proxy registry) builds without the IO stack; the servers (`ads`, `grpc`, `cache`,
-//! `server`, the rate-limit service), the in-cluster adapter ([`k8s`]) and the wiring
-//! ([`run`], [`args`]) sit behind the default feature `runtime`. CI checks the core with
-//! `cargo check -p weir-xds --no-default-features`.
+//! The pure core ([`core`]: translation, Envoy resources, status, bootstraps, the CA's
+//! certificate maths, the proxy registry; re-exported at the crate root) builds without
+//! the IO stack. The servers (`ads`, `grpc`, `cache`, `server`, the rate-limit service's
+//! `backend` and `service`; its limit table is pure), the in-cluster adapter ([`k8s`]) and
+//! the wiring ([`run`], [`args`]) sit behind the default feature `runtime`. CI checks the
+//! core with `cargo check -p weir-xds --no-default-features`.
+
+pub mod core;
+pub use self::core::*;
 
 #[cfg(feature = "runtime")]
 pub mod ads;
 #[cfg(feature = "runtime")]
 pub mod args;
-pub mod bootstrap;
-pub mod ca;
 #[cfg(feature = "runtime")]
 pub mod cache;
 #[cfg(feature = "runtime")]
 mod delta;
-pub mod envoy;
 #[cfg(feature = "runtime")]
 pub mod grpc;
-pub mod identities;
 #[cfg(feature = "runtime")]
 pub mod k8s;
 pub mod metrics;
-pub mod model;
 pub mod ratelimit;
-pub mod registry;
 #[cfg(feature = "runtime")]
 pub mod run;
 #[cfg(feature = "runtime")]
 pub mod server;
-pub mod status;
-pub mod status_patch;
 #[cfg(feature = "runtime")]
 mod stream;
-pub mod translate;
 
 #[cfg(test)]
 pub(crate) mod test_support {

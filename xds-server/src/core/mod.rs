@@ -1,0 +1,15 @@
+//! The xds-server's pure core: from the stores' state to what each proxy should see
+//! ([`translate`] into [`model`], then Envoy's protobuf in [`envoy`]), Gateway API status
+//! ([`status`], [`status_patch`]), bootstraps ([`bootstrap`]), the mesh CA's certificates
+//! ([`ca`], [`identities`]) and the record of connected proxies ([`registry`]). No clients,
+//! no servers, no clocks: time is passed in.
+
+pub mod bootstrap;
+pub mod ca;
+pub mod envoy;
+pub mod identities;
+pub mod model;
+pub mod registry;
+pub mod status;
+pub mod status_patch;
+pub mod translate;
