@@ -115,3 +115,11 @@ fn sidecar_mesh() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/in/sidecar-mesh.yaml"),
     );
 }
+
+#[test]
+fn envoy_refusals() {
+    check_case(
+        "envoy-refusals",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/in/envoy-refusals.yaml"),
+    );
+}

@@ -170,8 +170,20 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
             "lds_config": ads,
         },
         "static_resources": static_resources,
+        "layered_runtime": {"layers": [{"name": "weir", "static_layer": {
+            "re2.max_program_size.error_level": RE2_MAX_PROGRAM_SIZE,
+            "re2.max_program_size.warn_level": RE2_WARN_PROGRAM_SIZE,
+        }}]},
     })
 }
+
+/// The RE2 program size above which Envoy refuses a regular expression. Envoy's default,
+/// 100, rejects ordinary Gateway API patterns (`^/files/[a-zA-Z0-9_-]{1,64}\.(png|jpe?g)$`
+/// is 341); Contour uses 2^20 too. Weir refuses a pattern itself before it could come near
+/// this ([`crate::translate::routes::check_regex`]), with a condition on the route.
+pub const RE2_MAX_PROGRAM_SIZE: u32 = 1 << 20;
+/// Above this size Envoy counts the pattern in its `re2.exceeded_warn_level` statistic.
+pub const RE2_WARN_PROGRAM_SIZE: u32 = 1000;
 
 /// Node metadata keys a bootstrap sets to give a proxy its ports.
 pub mod metadata {
@@ -263,5 +275,8 @@ mod tests {
             with_stats["static_resources"]["clusters"][2]["name"],
             "weir-admin"
         );
+        // Gateway API regular expressions fit (Envoy's default limit of 100 does not).
+        let limit = &with_stats["layered_runtime"]["layers"][0]["static_layer"];
+        assert_eq!(limit["re2.max_program_size.error_level"], 1 << 20);
     }
 }

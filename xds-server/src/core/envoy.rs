@@ -609,11 +609,18 @@ fn to_retry_policy(retry: &RetryPolicy) -> EnvoyRetryPolicy {
     }
 }
 
+/// A header value as Envoy should send it, literally. Envoy reads `%...%` in header values
+/// as its own format commands (`%DOWNSTREAM_REMOTE_ADDRESS%`), and rejects a lone `%`;
+/// values from HTTPRoutes are the user's text, so every `%` is escaped as `%%`.
+pub fn literal_header_value(value: &str) -> String {
+    value.replace('%', "%%")
+}
+
 fn header_options(changes: &HeaderChanges) -> Vec<HeaderValueOption> {
     let option = |(name, value): &(String, String), action: HeaderAppendAction| HeaderValueOption {
         header: Some(HeaderValue {
             key: name.clone(),
-            value: value.clone(),
+            value: literal_header_value(value),
             ..Default::default()
         }),
         append_action: action as i32,
@@ -828,5 +835,25 @@ fn to_route_match(matcher: &RouteMatch) -> EnvoyRouteMatch {
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_sent_literally() {
+        let changes = HeaderChanges {
+            set: vec![("x-offer".into(), "50% off".into())],
+            add: vec![("x-who".into(), "%DOWNSTREAM_REMOTE_ADDRESS%".into())],
+            remove: Vec::new(),
+        };
+        let values: Vec<String> = header_options(&changes)
+            .into_iter()
+            .filter_map(|o| o.header.map(|h| h.value))
+            .collect();
+        // Envoy turns `%%` back into `%` and substitutes nothing.
+        assert_eq!(values, ["50%% off", "%%DOWNSTREAM_REMOTE_ADDRESS%%"]);
     }
 }

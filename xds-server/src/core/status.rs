@@ -251,6 +251,7 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
     for (key, route) in state.http_routes.iter() {
         let route_ns = key.namespace.as_deref().unwrap_or("default");
         let resolved = resolved_refs(state, route_ns, route);
+        let problems = crate::translate::validate::route_problems(route);
         let programmed = rejected("HTTPRoute", &key.to_string()).map(|r| {
             condition(
                 "weir.io/Programmed",
@@ -314,6 +315,21 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
                                 .map(AsRef::as_ref),
                         ),
                     )
+                };
+                // Parts Envoy would refuse are left out of what is pushed; the route says so.
+                let accepted = match problems.first() {
+                    Some(first) if accepted.status == "True" => condition(
+                        "Accepted",
+                        false,
+                        "UnsupportedValue",
+                        match problems.len() {
+                            1 => format!("{first}; that part is not served"),
+                            n => {
+                                format!("{first} (and {} more); those parts are not served", n - 1)
+                            }
+                        },
+                    ),
+                    _ => accepted,
                 };
                 let mut conditions = vec![accepted, resolved.clone()];
                 conditions.extend(programmed.clone());

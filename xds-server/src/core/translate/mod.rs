@@ -18,6 +18,7 @@ mod policy;
 pub(crate) mod routes;
 mod services;
 mod sidecar;
+pub mod validate;
 
 use std::{fmt, str::FromStr};
 
@@ -25,6 +26,24 @@ use weir_crds::mesh_policy::MtlsMode;
 use weir_store::ClusterState;
 
 use crate::model::ProxyConfig;
+
+/// The Service ports Weir routes, with their numbers: TCP ports (TCP is the default
+/// protocol). A UDP or SCTP port (kube-dns serves 53/UDP beside 53/TCP) gets no cluster and
+/// no virtual host: HTTP cannot reach it, and two entries for one port number would give
+/// Envoy duplicate cluster names and domains, which it rejects.
+pub(crate) fn tcp_ports(
+    service: &k8s_openapi::api::core::v1::Service,
+) -> Vec<(&k8s_openapi::api::core::v1::ServicePort, u16)> {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| u16::try_from(p.port).ok().map(|n| (p, n)))
+        .collect()
+}
 
 /// Whether an object (`group`, `kind`, `namespace`) may refer to the object (`group`,
 /// `kind`, `name`) in `to_namespace`: always within a namespace, across namespaces only

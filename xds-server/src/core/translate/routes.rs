@@ -11,7 +11,7 @@ use weir_crds::{
 };
 use weir_store::ClusterState;
 
-use super::{policy, reference_permitted, service_cluster_name};
+use super::{policy, reference_permitted, service_cluster_name, validate};
 use crate::model::{
     HeaderChanges, PathMatch, PathRewrite, Redirect, Rewrite, Route, RouteAction, RouteMatch,
     ValueMatch, WeightedBackend,
@@ -60,7 +60,22 @@ pub(super) fn translate_http_route(state: &ClusterState, route: &HTTPRoute) -> V
     let policy = attached_policy.map(|p| p.spec);
     let mut ranked = Vec::new();
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
-        let (action, request_headers, response_headers) = rule_action(state, ns, rule);
+        // What Envoy would refuse is left out, and only that (see `validate`).
+        let problems = validate::rule_problems(rule_index, rule);
+        let (action, request_headers, response_headers) =
+            if problems.iter().any(|p| p.matcher.is_none()) {
+                (
+                    RouteAction::DirectResponse {
+                        status: 500,
+                        body: "this route rule cannot be served; see the HTTPRoute's status\n"
+                            .into(),
+                    },
+                    HeaderChanges::default(),
+                    HeaderChanges::default(),
+                )
+            } else {
+                rule_action(state, ns, rule)
+            };
         let timeout_ms = rule
             .timeouts
             .as_ref()
@@ -74,6 +89,9 @@ pub(super) fn translate_http_route(state: &ClusterState, route: &HTTPRoute) -> V
             &rule.matches[..]
         };
         for (match_index, m) in matches.iter().enumerate() {
+            if problems.iter().any(|p| p.matcher == Some(match_index)) {
+                continue;
+            }
             let matcher = route_match(m);
             let key = Precedence {
                 path_kind: match &matcher.path {

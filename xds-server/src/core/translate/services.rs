@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::{core::v1::ServicePort, discovery::v1::EndpointSlice};
 use weir_store::ClusterState;
 
-use super::{mesh, service_cluster_name};
+use super::{mesh, service_cluster_name, tcp_ports};
 use crate::model::{Cluster, Endpoint, LoadAssignment};
 
 /// Connect timeout of service clusters.
@@ -43,10 +43,7 @@ pub(super) fn translate_services(state: &ClusterState) -> (Vec<Cluster>, Vec<Loa
             .get(&(ns, key.name.as_str()))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        for port in ports {
-            let Ok(number) = u16::try_from(port.port) else {
-                continue;
-            };
+        for (port, number) in tcp_ports(service) {
             let name = service_cluster_name(ns, &key.name, number);
             let endpoints = ready_endpoints(state, port, ports.len(), service_slices);
             clusters.push(Cluster {
@@ -77,6 +74,11 @@ fn ready_endpoints(
 ) -> Vec<Endpoint> {
     let mut endpoints = BTreeSet::new();
     for slice in slices {
+        // Envoy endpoints are IP addresses; an FQDN slice (`addressType: FQDN`) would make
+        // Envoy reject the whole endpoint response, every Service's endpoints with it.
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue;
+        }
         let slice_port = slice.ports.as_deref().unwrap_or_default().iter().find(|p| {
             p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or("")
                 || (service_ports == 1 && p.name.is_none())
@@ -108,7 +110,12 @@ fn ready_endpoints(
                     state.pods.get_namespaced(ns, r.name.as_deref()?)
                 })
                 .is_some_and(|pod| mesh::reached_over_mtls(state, pod));
-            for address in &endpoint.addresses {
+            // An address that is not an IP (the API server accepts some) is left out alone.
+            for address in endpoint
+                .addresses
+                .iter()
+                .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+            {
                 endpoints.insert(Endpoint {
                     address: address.clone(),
                     port: number,

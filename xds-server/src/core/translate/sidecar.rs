@@ -8,7 +8,7 @@ use weir_store::ClusterState;
 use super::{
     ProxyId, ProxyOptions, policy,
     routes::{in_precedence_order, translate_http_route},
-    service_cluster_name,
+    service_cluster_name, tcp_ports,
 };
 use crate::model::{
     Cluster, Endpoint, Listener, PathMatch, ProxyConfig, Route, RouteAction, RouteMatch,
@@ -32,18 +32,11 @@ pub(super) fn translate_sidecar(
         let Some(ns) = key.namespace.as_deref() else {
             continue;
         };
-        let ports = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_deref())
-            .unwrap_or_default();
+        let ports = tcp_ports(service);
         let attached_service_policy =
             policy::policy_for(state, ns, PolicyTargetKind::Service, &key.name);
         let service_policy = attached_service_policy.map(|p| p.spec);
-        for port in ports {
-            let Ok(number) = u16::try_from(port.port) else {
-                continue;
-            };
+        for &(_, number) in &ports {
             let cluster = service_cluster_name(ns, &key.name, number);
             let mut routes = mesh_routes(state, namespace, ns, &key.name, number);
             if routes.is_empty() {
