@@ -6,6 +6,7 @@
 //! (a release build, say) instead.
 
 pub mod envoy;
+pub mod fuzz;
 pub mod http;
 pub mod prometheus;
 pub mod redis;
