@@ -154,7 +154,9 @@ impl StreamCore {
     /// `proxy-status` and status conditions.
     pub(crate) fn record_nack(&mut self, status: &mut TypeStatus, type_url: &str, message: &str) {
         let objects = match (self.view(), &self.proxy) {
-            (Some(view), Some((proxy, _))) => objects_behind(&view.config, proxy, type_url),
+            (Some(view), Some((proxy, _))) => {
+                objects_behind(&view.config, proxy, type_url, message)
+            }
             _ => Vec::new(),
         };
         let rejected = status.sent.clone().unwrap_or_default();

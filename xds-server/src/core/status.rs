@@ -421,44 +421,107 @@ fn gateway_acceptance(
 /// The objects behind one type of a proxy's configuration, as `Kind namespace/name`, for
 /// attributing a NACK: HTTPRoutes behind route tables, Services behind clusters and
 /// endpoints, the Gateway behind a gateway's listeners.
+///
+/// Envoy's error usually quotes what it refused (a regular expression, a domain, a header,
+/// an address, a cluster name). When `message` quotes something only some objects
+/// produced, the NACK is theirs alone; otherwise it is every object behind the type.
 pub fn objects_behind(
     config: &crate::model::ProxyConfig,
     proxy: &crate::translate::ProxyId,
     type_url: &str,
+    message: &str,
 ) -> Vec<String> {
     use crate::envoy::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
-    let mut objects: Vec<String> = match type_url {
+    // (object, the texts it put into this type that Envoy could quote)
+    let contributions: Vec<(String, Vec<String>)> = match type_url {
         ROUTE_TYPE => config
             .route_tables
             .iter()
             .flat_map(|t| &t.virtual_hosts)
-            .flat_map(|h| &h.routes)
-            .filter_map(|r| {
-                r.name
-                    .split_once("/rule/")
-                    .map(|(route, _)| format!("HTTPRoute {route}"))
+            .flat_map(|host| {
+                // A virtual host of a Service (sidecars) is named after its cluster.
+                let service = service_of_cluster(&host.name)
+                    .map(|svc| (format!("Service {svc}"), host.domains.clone()));
+                let routes = host.routes.iter().filter_map(|r| {
+                    r.name
+                        .split_once("/rule/")
+                        .map(|(route, _)| (format!("HTTPRoute {route}"), route_texts(r)))
+                });
+                service.into_iter().chain(routes).collect::<Vec<_>>()
             })
             .collect(),
         CLUSTER_TYPE | ENDPOINT_TYPE => config
             .clusters
             .iter()
             .filter_map(|c| {
-                let mut parts = c.name.splitn(3, '/');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some("inbound"), _, _) => None,
-                    (Some(ns), Some(svc), Some(_)) => Some(format!("Service {ns}/{svc}")),
-                    _ => None,
-                }
+                let service = service_of_cluster(&c.name)?;
+                let addresses = config
+                    .load_assignments
+                    .iter()
+                    .filter(|a| a.cluster == c.name)
+                    .flat_map(|a| a.endpoints.iter().map(|e| e.address.clone()));
+                let texts = std::iter::once(c.name.clone()).chain(addresses).collect();
+                Some((format!("Service {service}"), texts))
             })
             .collect(),
         LISTENER_TYPE if proxy.role == crate::translate::Role::Gateway => {
-            vec![format!("Gateway {}/{}", proxy.namespace, proxy.name)]
+            vec![(
+                format!("Gateway {}/{}", proxy.namespace, proxy.name),
+                Vec::new(),
+            )]
         }
         _ => Vec::new(),
+    };
+    // Texts too short or too common to point at anything are not evidence.
+    let quoted = |text: &String| text.len() >= 4 && message.contains(text.as_str());
+    let named: Vec<&String> = contributions
+        .iter()
+        .filter(|(_, texts)| texts.iter().any(quoted))
+        .map(|(object, _)| object)
+        .collect();
+    let mut objects: Vec<String> = if named.is_empty() {
+        contributions.iter().map(|(o, _)| o.clone()).collect()
+    } else {
+        named.into_iter().cloned().collect()
     };
     objects.sort();
     objects.dedup();
     objects
+}
+
+/// `namespace/service` of a Service port's cluster (`namespace/service/port`).
+fn service_of_cluster(name: &str) -> Option<String> {
+    let mut parts = name.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("inbound"), _, _) => None,
+        (Some(ns), Some(svc), Some(port)) if port.parse::<u16>().is_ok() => {
+            Some(format!("{ns}/{svc}"))
+        }
+        _ => None,
+    }
+}
+
+/// What a route put into a route table that Envoy's errors quote: its regular
+/// expressions, and the headers it modifies with their values.
+fn route_texts(route: &crate::model::Route) -> Vec<String> {
+    let mut texts = Vec::new();
+    if let crate::model::PathMatch::Regex(pattern) = &route.matcher.path {
+        texts.push(pattern.clone());
+    }
+    let matches = route
+        .matcher
+        .headers
+        .iter()
+        .chain(&route.matcher.query_params);
+    texts.extend(matches.filter(|m| m.regex).map(|m| m.value.clone()));
+    for changes in [&route.request_headers, &route.response_headers] {
+        for (name, value) in changes.set.iter().chain(&changes.add) {
+            texts.push(name.clone());
+            texts.push(value.clone());
+        }
+        texts.extend(changes.remove.iter().cloned());
+    }
+    texts
 }
 
 /// The rejections still in force: proxies whose last response of a type was NACKed and
@@ -479,4 +542,81 @@ pub fn current_rejections(proxies: &[crate::registry::ProxyStatus]) -> Vec<Rejec
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        envoy::{CLUSTER_TYPE, ROUTE_TYPE},
+        test_support::state,
+        translate::{ProxyId, ProxyOptions, translate},
+    };
+
+    const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: files, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: images, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: files}]
+  rules:
+  - matches: [{path: {type: RegularExpression, value: '^/img/[a-z]{1,64}\.png$'}}]
+    backendRefs: [{name: files, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: pages, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+  - filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-page, value: home}]}}]
+    backendRefs: [{name: web, port: 80}]
+"#;
+
+    #[test]
+    fn a_nack_is_attributed_to_the_objects_whose_text_envoy_quotes() {
+        let state = state(MESH);
+        let proxy: ProxyId = "sidecar~client-0.shop".parse().unwrap();
+        let config = translate(&state, &proxy, &ProxyOptions::default());
+        let behind = |type_url, message| objects_behind(&config, &proxy, type_url, message);
+        // Envoy quotes the regular expression: only the route that wrote it.
+        assert_eq!(
+            behind(
+                ROUTE_TYPE,
+                r"regex '^/img/[a-z]{1,64}\.png$' RE2 program size of 341 > max program size of 100"
+            ),
+            ["HTTPRoute shop/images"]
+        );
+        // A duplicate domain: the Service whose virtual host holds it.
+        assert_eq!(
+            behind(
+                ROUTE_TYPE,
+                "Only unique values for domains are permitted. Duplicate entry of domain web.shop:80 in route outbound"
+            ),
+            ["Service shop/web"]
+        );
+        // Nothing quoted: everything behind the type, as before.
+        let all = behind(ROUTE_TYPE, "Proto constraint validation failed");
+        assert!(
+            all.contains(&"HTTPRoute shop/images".to_string()),
+            "{all:?}"
+        );
+        assert!(all.contains(&"HTTPRoute shop/pages".to_string()), "{all:?}");
+        assert!(all.contains(&"Service shop/web".to_string()), "{all:?}");
+        // Clusters: the one Envoy names.
+        assert_eq!(
+            behind(CLUSTER_TYPE, "cluster 'shop/files/80': bad config"),
+            ["Service shop/files"]
+        );
+    }
 }
