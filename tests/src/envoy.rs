@@ -36,6 +36,50 @@ pub struct Envoy {
     _dir: tempfile::TempDir,
 }
 
+/// The two kinds of proxy side by side, on one xds-server: the Gateway `shop/edge`'s
+/// gateway over state-of-the-world xDS, and the sidecar of pod `shop/client-0` over delta
+/// xDS, with its outbound listener on a free port.
+#[derive(Debug)]
+pub struct GatewayAndSidecar {
+    /// The gateway proxy.
+    pub gateway: Envoy,
+    /// The sidecar proxy.
+    pub sidecar: Envoy,
+    /// The sidecar's outbound listener.
+    pub outbound: SocketAddr,
+}
+
+impl GatewayAndSidecar {
+    /// Starts both against `xds`.
+    pub fn start(xds: SocketAddr) -> GatewayAndSidecar {
+        let gateway = Envoy::start(
+            xds,
+            &["--role", "gateway", "--name", "edge", "--namespace", "shop"],
+        );
+        let outbound: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let sidecar = Envoy::start(
+            xds,
+            &[
+                "--role",
+                "sidecar",
+                "--name",
+                "client-0",
+                "--namespace",
+                "shop",
+                "--outbound-port",
+                &outbound.port().to_string(),
+                "--xds-protocol",
+                "delta",
+            ],
+        );
+        GatewayAndSidecar {
+            gateway,
+            sidecar,
+            outbound,
+        }
+    }
+}
+
 impl Envoy {
     /// Starts Envoy with the bootstrap `weir bootstrap <args> --xds-addr <xds>` prints, and
     /// waits until its admin endpoint answers.

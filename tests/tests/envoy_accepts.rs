@@ -13,7 +13,7 @@ use std::{fs, net::SocketAddr, time::Duration};
 use serde_json::Value;
 use weir_tests::{
     WeirUp,
-    envoy::{Backend, Envoy, request, service_manifest},
+    envoy::{Backend, GatewayAndSidecar, request, service_manifest},
     eventually, free_port,
 };
 
@@ -91,28 +91,12 @@ fn valid_input_envoy_would_refuse_is_left_out_and_everything_else_is_acked_and_s
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("platform.yaml"), config(&web, gateway_port)).unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
-    let gateway = Envoy::start(
-        weir.xds,
-        &["--role", "gateway", "--name", "edge", "--namespace", "shop"],
-    );
-    let outbound_port = free_port();
-    let sidecar = Envoy::start(
-        weir.xds,
-        &[
-            "--role",
-            "sidecar",
-            "--name",
-            "client-0",
-            "--namespace",
-            "shop",
-            "--outbound-port",
-            &outbound_port.to_string(),
-            "--xds-protocol",
-            "delta",
-        ],
-    );
+    let GatewayAndSidecar {
+        gateway,
+        sidecar,
+        outbound,
+    } = GatewayAndSidecar::start(weir.xds);
     let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
-    let outbound: SocketAddr = ([127, 0, 0, 1], outbound_port).into();
 
     // The large (but valid) regular expression routes: the gateway has its routes.
     let served = eventually(Duration::from_secs(20), || {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use weir_store::{DirectoryIndex, Severity};
 use weir_tests::{
     WeirUp,
-    envoy::{Backend, Envoy, request},
+    envoy::{Backend, GatewayAndSidecar, request},
     eventually, free_port, fuzz,
 };
 
@@ -71,28 +71,12 @@ fn envoy_accepts_every_generated_valid_configuration() {
     let config = dir.path().join("platform.yaml");
     fs::write(&config, base(gateway_port, &marker, 0)).unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
-    let gateway = Envoy::start(
-        weir.xds,
-        &["--role", "gateway", "--name", "edge", "--namespace", "shop"],
-    );
-    let outbound_port = free_port();
-    let sidecar = Envoy::start(
-        weir.xds,
-        &[
-            "--role",
-            "sidecar",
-            "--name",
-            "client-0",
-            "--namespace",
-            "shop",
-            "--outbound-port",
-            &outbound_port.to_string(),
-            "--xds-protocol",
-            "delta",
-        ],
-    );
+    let GatewayAndSidecar {
+        gateway,
+        sidecar,
+        outbound,
+    } = GatewayAndSidecar::start(weir.xds);
     let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
-    let outbound: SocketAddr = ([127, 0, 0, 1], outbound_port).into();
     let reached = |addr: SocketAddr, path: &str, host: &str| {
         request(addr, "GET", path, host, &[])
             .ok()
