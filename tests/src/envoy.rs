@@ -84,6 +84,16 @@ impl Envoy {
     /// Starts Envoy with the bootstrap `weir bootstrap <args> --xds-addr <xds>` prints, and
     /// waits until its admin endpoint answers.
     pub fn start(xds: SocketAddr, bootstrap_args: &[&str]) -> Envoy {
+        Self::start_edited(xds, bootstrap_args, |bootstrap| bootstrap)
+    }
+
+    /// Like [`Envoy::start`], with the bootstrap passed through `edit` first: an Envoy
+    /// started from another bootstrap than the one Weir prints.
+    pub fn start_edited(
+        xds: SocketAddr,
+        bootstrap_args: &[&str],
+        edit: impl FnOnce(String) -> String,
+    ) -> Envoy {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let output = weir()
@@ -103,8 +113,11 @@ impl Envoy {
             String::from_utf8_lossy(&output.stderr)
         );
         let config = dir.path().join("bootstrap.yaml");
-        std::fs::write(&config, &output.stdout)
-            .unwrap_or_else(|e| panic!("writing bootstrap: {e}"));
+        std::fs::write(
+            &config,
+            edit(String::from_utf8_lossy(&output.stdout).into_owned()),
+        )
+        .unwrap_or_else(|e| panic!("writing bootstrap: {e}"));
         let log = dir.path().join("envoy.log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
         let child = Command::new(envoy_bin())
@@ -264,4 +277,21 @@ fn serve_connection(stream: TcpStream, name: &str) {
             return;
         }
     }
+}
+
+/// A bootstrap without Weir's RE2 program-size limit (`layered_runtime`), as an Envoy
+/// started from an older or hand-written bootstrap would run: Envoy's default limit (100)
+/// then refuses ordinary regular expressions, which makes a real NACK on demand.
+pub fn without_re2_limit(bootstrap: String) -> String {
+    let mut kept = Vec::new();
+    let mut skipping = false;
+    for line in bootstrap.lines() {
+        if !line.starts_with(' ') {
+            skipping = line.starts_with("layered_runtime:");
+        }
+        if !skipping {
+            kept.push(line);
+        }
+    }
+    kept.join("\n") + "\n"
 }

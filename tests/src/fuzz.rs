@@ -55,6 +55,8 @@ const PATH_REGEXES: &[&str] = &[
     r"^/(old|legacy",
     r"^/x/(\w+)/\1$",
     r"^/(?!admin).*",
+    r"(?x) ^/verbose / path",
+    r"(?iU)^/lazy/.+?$",
 ];
 const HEADER_NAMES: &[&str] = &["x-user", "x-env", "Accept", "x-request-id"];
 const HEADER_VALUES: &[&str] = &[

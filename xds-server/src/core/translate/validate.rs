@@ -38,8 +38,12 @@ impl std::fmt::Display for RouteProblem {
 }
 
 /// Whether RE2, as Envoy runs it, accepts `pattern`. The `regex` crate follows RE2's syntax
-/// and guarantees (no backreferences, no look-around), so what it refuses RE2 refuses too.
+/// and guarantees (no backreferences, no look-around), so what it refuses RE2 refuses too;
+/// the few things it adds to RE2's syntax are refused here first ([`beyond_re2`]).
 pub fn check_regex(pattern: &str) -> Result<(), String> {
+    if let Some(what) = beyond_re2(pattern) {
+        return Err(format!("not a regular expression RE2 accepts: {what}"));
+    }
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
@@ -55,6 +59,48 @@ pub fn check_regex(pattern: &str) -> Result<(), String> {
                 other.to_string().lines().last().unwrap_or_default().trim()
             ),
         })
+}
+
+/// Syntax the `regex` crate accepts and RE2 does not: flags other than `i`, `m`, `s`, `U`
+/// (`(?x)` verbose mode, `(?u)`, `(?R)`), and the word-boundary forms `\<`, `\>`, `\b{...}`.
+fn beyond_re2(pattern: &str) -> Option<String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    let mut in_class = false;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => {
+                match chars.get(i + 1) {
+                    Some('<' | '>') if !in_class => {
+                        return Some(format!("word boundary \\{}", chars[i + 1]));
+                    }
+                    Some('b') if chars.get(i + 2) == Some(&'{') => {
+                        return Some("word boundary \\b{...}".into());
+                    }
+                    _ => {}
+                }
+                i += 2;
+                continue;
+            }
+            '[' => in_class = true,
+            ']' => in_class = false,
+            '(' if !in_class && chars.get(i + 1) == Some(&'?') => {
+                let flags: String = chars[i + 2..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic() || **c == '-')
+                    .collect();
+                let next = chars.get(i + 2 + flags.chars().count());
+                if matches!(next, Some(':' | ')'))
+                    && let Some(flag) = flags.chars().find(|c| !"imsU-".contains(*c))
+                {
+                    return Some(format!("flag {flag:?} (RE2 has i, m, s and U)"));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Everything in `route` Envoy would refuse, in the order of the spec.
@@ -184,6 +230,16 @@ mod tests {
         // Backreferences and look-around: RE2 has neither.
         assert!(check_regex(r"^/(\w+)/\1$").is_err());
         assert!(check_regex(r"^/(?!admin)").is_err());
+        // What the regex crate adds to RE2's syntax.
+        assert!(check_regex(r"(?x) ^/a b").unwrap_err().contains("flag 'x'"));
+        assert!(check_regex(r"\<word\>").is_err());
+        assert!(check_regex(r"\b{start}x").is_err());
+        // RE2's own flags, escapes and classes stay accepted.
+        assert_eq!(
+            check_regex(r"(?i)^/a(?-s:.)\<[<>]\(\?x"),
+            Err("not a regular expression RE2 accepts: word boundary \\<".into())
+        );
+        assert_eq!(check_regex(r"(?iU)^/a(?-s:.)[<>]\(\?x\d"), Ok(()));
         // Counted repetition that explodes once compiled.
         assert!(
             check_regex(r"(\w{1000}){1000}")
