@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
+# The layout rules: no import cycles between files, crate dependencies one way, file sizes
+# bounded (python3 comes with setup).
+python3 scripts/check-layout.py
+
 # Real components the tests start come from here.
 export PATH="$PWD/.venv/bin:$PATH"
 # The end-to-end tests run the release binary that setup just built.

@@ -60,7 +60,10 @@ impl Component {
                 weir_controllers::node_autoscaler::k8s::API_CALLS,
                 weir_controllers::mesh_tls::k8s::API_CALLS,
             ],
-            Component::MetricsAdapter => &[weir_metrics_adapter::auth::API_CALLS],
+            Component::MetricsAdapter => &[
+                weir_runtime::token_review::API_CALLS,
+                weir_metrics_adapter::auth::API_CALLS,
+            ],
         };
         calls.extend(modules.iter().flat_map(|m| m.iter().copied()));
         calls.sort_unstable();
@@ -83,5 +86,6 @@ mod tests {
         assert!(controllers.contains(&("weir.io", "meshpolicies/status", "patch")));
         let adapter = Component::MetricsAdapter.api_calls();
         assert!(!adapter.iter().any(|c| c.1 == "leases"));
+        assert!(adapter.contains(&("authentication.k8s.io", "tokenreviews", "create")));
     }
 }

@@ -102,10 +102,9 @@ impl KubeReviewer {
     }
 }
 
-/// The API calls the metrics adapter makes, for RBAC: `(group, resource, verb)`.
+/// The API calls the metrics adapter makes for authorization and its settings, for RBAC:
+/// `(group, resource, verb)`; its TokenReviews are `weir_runtime::token_review::API_CALLS`.
 pub const API_CALLS: &[(&str, &str, &str)] = &[
-    // weir_runtime::token_review::API_CALLS
-    ("authentication.k8s.io", "tokenreviews", "create"),
     ("authorization.k8s.io", "subjectaccessreviews", "create"),
     ("", "configmaps", "get"),
 ];

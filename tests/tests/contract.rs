@@ -120,20 +120,24 @@ fn registered_names(debug: &str) -> Vec<String> {
     let mut depth = 0usize;
     let mut rest = debug;
     while let Some(c) = rest.chars().next() {
-        if let Some(after) = rest.strip_prefix("Registry { prefix: Some(Prefix(\"") {
-            let end = after.find('"').unwrap();
+        // The quoted text after `opening` (which opens a brace), and what follows it.
+        let quoted = |opening: &str| {
+            let after = rest.strip_prefix(opening)?;
+            let end = after.find('"')?;
+            Some((&after[..end], &after[end + 1..]))
+        };
+        if let Some((prefix, after)) = quoted("Registry { prefix: Some(Prefix(\"") {
             depth += 1;
-            prefixes.push((depth, after[..end].to_string()));
-            rest = &after[end + 1..];
+            prefixes.push((depth, prefix.to_string()));
+            rest = after;
             continue;
         }
-        if let Some(after) = rest.strip_prefix("Descriptor { name: \"") {
-            let end = after.find('"').unwrap();
+        if let Some((short, after)) = quoted("Descriptor { name: \"") {
             let mut name: Vec<&str> = prefixes.iter().map(|(_, p)| p.as_str()).collect();
-            name.push(&after[..end]);
+            name.push(short);
             names.push(name.join("_"));
             depth += 1;
-            rest = &after[end + 1..];
+            rest = after;
             continue;
         }
         match c {

@@ -10,6 +10,11 @@
 //! 500, as the Gateway API asks of a rule it cannot honour (Envoy Gateway does the same).
 //! The route's status says which field and why (`Accepted=False`, `UnsupportedValue`).
 
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+};
+
 use weir_crds::gateway_api::{HTTPHeaderFilter, HTTPRoute, HTTPRouteRule};
 
 /// The compiled size (in the `regex` crate's measure) above which Weir refuses a pattern.
@@ -41,6 +46,28 @@ impl std::fmt::Display for RouteProblem {
 /// and guarantees (no backreferences, no look-around), so what it refuses RE2 refuses too;
 /// the few things it adds to RE2's syntax are refused here first ([`beyond_re2`]).
 pub fn check_regex(pattern: &str) -> Result<(), String> {
+    // Translation checks the same patterns for every view and every status computation;
+    // compiling one costs far more than the lookup, and the verdict never changes.
+    static VERDICTS: LazyLock<Mutex<HashMap<String, Result<(), String>>>> =
+        LazyLock::new(Default::default);
+    if let Some(verdict) = VERDICTS.lock().ok().and_then(|v| v.get(pattern).cloned()) {
+        return verdict;
+    }
+    let verdict = compile_check(pattern);
+    if let Ok(mut verdicts) = VERDICTS.lock() {
+        // Bounded: patterns come from the cluster's routes, which change over time.
+        if verdicts.len() >= VERDICT_CACHE_SIZE {
+            verdicts.clear();
+        }
+        verdicts.insert(pattern.to_string(), verdict.clone());
+    }
+    verdict
+}
+
+/// How many regex verdicts are kept between translations.
+const VERDICT_CACHE_SIZE: usize = 10_000;
+
+fn compile_check(pattern: &str) -> Result<(), String> {
     if let Some(what) = beyond_re2(pattern) {
         return Err(format!("not a regular expression RE2 accepts: {what}"));
     }
