@@ -34,6 +34,9 @@ pub enum Command {
     Crds,
     /// Print an Envoy bootstrap (YAML) that connects a proxy to the xds-server.
     Bootstrap(BootstrapArgs),
+    /// Steer a pod's TCP through its sidecar with iptables (the injected init container
+    /// runs this in the pod's network namespace; needs NET_ADMIN and NET_RAW).
+    Capture(CaptureArgs),
     /// List connected proxies: per resource type, the version sent and ACKed, and the last
     /// NACK.
     ProxyStatus(ProxyStatusArgs),
@@ -196,6 +199,68 @@ pub struct BootstrapArgs {
     /// The xDS protocol variant Envoy uses.
     #[arg(long, value_enum, default_value_t = XdsProtocol::Sotw)]
     pub xds_protocol: XdsProtocol,
+    /// The pod's traffic is captured by `weir capture`: the sidecar listens on every
+    /// address on its inbound and outbound ports and recovers original destinations.
+    #[arg(long)]
+    pub capture: bool,
+    /// Also serve a plaintext health port on every address (e.g. 15021) for kubelet
+    /// probes: `/healthz/ready` and the application's rewritten probes.
+    #[arg(long)]
+    pub health_port: Option<u16>,
+    /// The application's original probes (the injector's `weir.io/original-probes`
+    /// annotation, JSON), served under `/app-health/...` on --health-port.
+    #[arg(long, env = "WEIR_APP_PROBES", requires = "health_port")]
+    pub app_probes: Option<String>,
+    /// Write the bootstrap to this file instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Flags of `weir capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// The sidecar's inbound capture port.
+    #[arg(long, default_value_t = weir_xds::capture::ports::INBOUND)]
+    pub inbound_port: u16,
+    /// The sidecar's outbound capture port.
+    #[arg(long, default_value_t = weir_xds::capture::ports::OUTBOUND)]
+    pub outbound_port: u16,
+    /// The uid (and gid) the sidecar runs as; its own traffic is not captured.
+    #[arg(long, default_value_t = weir_xds::capture::PROXY_UID)]
+    pub proxy_uid: u32,
+    /// Inbound ports not captured, comma-separated.
+    #[arg(long, default_value = "")]
+    pub exclude_inbound_ports: String,
+    /// Capture only these inbound ports, comma-separated (default: all).
+    #[arg(long, default_value = "")]
+    pub include_inbound_ports: String,
+    /// Outbound destination ports not captured, comma-separated.
+    #[arg(long, default_value = "")]
+    pub exclude_outbound_ports: String,
+    /// Outbound destination CIDRs not captured, comma-separated (IPv4).
+    #[arg(long, default_value = "")]
+    pub exclude_outbound_cidrs: String,
+    /// iptables backend: nft, legacy, or auto (the one already holding rules in this
+    /// network namespace; else nft if it works; else legacy).
+    #[arg(long, value_enum, default_value_t = IptablesBackend::Auto)]
+    pub iptables_backend: IptablesBackend,
+    /// Print the rules instead of installing them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove Weir's rules instead of installing them.
+    #[arg(long)]
+    pub cleanup: bool,
+}
+
+/// Which iptables `weir capture` drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IptablesBackend {
+    /// Whichever the namespace already uses; nft when neither has rules and it works.
+    Auto,
+    /// `iptables-nft`.
+    Nft,
+    /// `iptables-legacy`.
+    Legacy,
 }
 
 /// An xDS protocol variant.

@@ -34,6 +34,21 @@ pub struct MeshPolicySpec {
     pub selector: Option<LabelSelector>,
     /// Mutual TLS settings.
     pub mtls: MutualTls,
+    /// What the workloads' captured sidecars do with outbound connections to destinations
+    /// Weir does not know (not a Service ClusterIP): AllowAny passes them through,
+    /// RegistryOnly refuses them (Istio's `outboundTrafficPolicy`). Absent: the next less
+    /// specific MeshPolicy's setting, and AllowAny when none sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// Outbound connections to unknown destinations.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum OutboundTrafficPolicy {
+    /// Pass them through to where they were addressed.
+    AllowAny,
+    /// Refuse them: only Services in the registry are reachable.
+    RegistryOnly,
 }
 
 /// The mTLS mode of inbound traffic.

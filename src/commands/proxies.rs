@@ -31,10 +31,23 @@ pub fn print_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
             outbound_port: args.outbound_port,
             app_port: args.app_port,
             gateway_port_offset: args.gateway_port_offset,
+            capture: args.capture,
         },
         delta: args.xds_protocol == XdsProtocol::Delta,
+        health_port: args.health_port,
+        app_probers: match args.app_probes.as_deref().map(str::trim) {
+            None | Some("") => Default::default(),
+            Some(text) => serde_json::from_str(text).context(
+                "--app-probes (WEIR_APP_PROBES): not the injector's weir.io/original-probes JSON",
+            )?,
+        },
     };
-    print!("{}", bootstrap_yaml(&spec)?);
+    let yaml = bootstrap_yaml(&spec)?;
+    match &args.output {
+        None => print!("{yaml}"),
+        Some(path) => std::fs::write(path, yaml)
+            .with_context(|| format!("writing --output {}", path.display()))?,
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
 
+use crate::inject::probes::{AppProber, AppProbers};
 use crate::translate::{ProxyId, ProxyOptions, Role};
 
 /// What a bootstrap says.
@@ -25,6 +26,12 @@ pub struct BootstrapSpec {
     pub options: ProxyOptions,
     /// Use incremental (delta) xDS instead of state of the world.
     pub delta: bool,
+    /// A plaintext port on every address for kubelet probes: `/healthz/ready` (Envoy's
+    /// readiness) and `/app-health/<container>/<kind>` for each of `app_probers`.
+    pub health_port: Option<u16>,
+    /// The application's original probes, by health path (from the injector's
+    /// `weir.io/original-probes` annotation).
+    pub app_probers: AppProbers,
 }
 
 /// The bootstrap as YAML.
@@ -86,10 +93,7 @@ fn stats_listener(port: u16) -> Value {
                         {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
                     ],
                 }]},
-                "http_filters": [{
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-                }],
+                "http_filters": [router_filter()],
             },
         }]}],
     })
@@ -106,6 +110,139 @@ fn admin_cluster(admin_port: u16) -> Value {
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}}]}],
         },
     })
+}
+
+/// The HTTP router filter.
+fn router_filter() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    })
+}
+
+/// A static cluster to `127.0.0.1:port`.
+fn loopback_cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    })
+}
+
+/// The health listener on `0.0.0.0:port` (never captured) and the clusters behind it.
+///
+/// - `/healthz/ready` is Envoy's own readiness (the admin's `/ready`), for the sidecar's
+///   readiness probe.
+/// - An HTTP probe's path is forwarded to the application on loopback with its original
+///   path, headers and timeout; the application's status code is the answer.
+/// - TCP and gRPC probes cannot be carried over an HTTP request, so Envoy checks the
+///   application itself (active TCP connect or gRPC health checks every 2 s, one
+///   success or failure flips the state) and a health-check filter answers the probe's
+///   path with 200 while that check passes, 503 otherwise.
+fn health_listener(port: u16, probers: &AppProbers) -> (Value, Vec<Value>) {
+    let mut routes = vec![json!({
+        "match": {"path": "/healthz/ready"},
+        "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/ready"},
+    })];
+    let mut filters = Vec::new();
+    let mut clusters: std::collections::BTreeMap<String, Value> = Default::default();
+    for (path, prober) in probers {
+        let AppProber {
+            http_get,
+            tcp_socket,
+            grpc,
+            timeout_seconds,
+        } = prober;
+        let timeout = format!("{}s", (*timeout_seconds).max(1));
+        if let Some(http) = http_get {
+            let tls = http.scheme == "HTTPS";
+            let name = format!(
+                "weir-probe/{}/{}",
+                if tls { "https" } else { "http" },
+                http.port
+            );
+            let mut cluster = loopback_cluster(&name, http.port);
+            if tls {
+                // Like the kubelet, which does not verify the application's certificate.
+                cluster["transport_socket"] = json!({
+                    "name": "envoy.transport_sockets.tls",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"},
+                });
+            }
+            clusters.insert(name.clone(), cluster);
+            let headers: Vec<Value> = http
+                .http_headers
+                .iter()
+                .map(|(name, value)| json!({"header": {"key": name, "value": crate::envoy::literal_header_value(value)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}))
+                .collect();
+            routes.push(json!({
+                "match": {"path": path},
+                "route": {"cluster": name, "prefix_rewrite": http.path, "timeout": timeout},
+                "request_headers_to_add": headers,
+            }));
+            continue;
+        }
+        let (name, check) = match (tcp_socket, grpc) {
+            (Some(tcp), _) => (
+                format!("weir-probe/tcp/{}", tcp.port),
+                (tcp.port, json!({"tcp_health_check": {}})),
+            ),
+            (None, Some(g)) => (
+                format!("weir-probe/grpc/{}/{}", g.port, g.service),
+                (
+                    g.port,
+                    json!({"grpc_health_check": {"service_name": g.service}}),
+                ),
+            ),
+            (None, None) => continue,
+        };
+        let (app_port, mut check) = check;
+        let mut cluster = loopback_cluster(&name, app_port);
+        check["timeout"] = json!(timeout);
+        check["interval"] = json!("2s");
+        check["no_traffic_interval"] = json!("2s");
+        check["unhealthy_threshold"] = json!(1);
+        check["healthy_threshold"] = json!(1);
+        cluster["health_checks"] = json!([check]);
+        if grpc.is_some() {
+            cluster["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                },
+            });
+        }
+        clusters.insert(name.clone(), cluster);
+        filters.push(json!({
+            "name": "envoy.filters.http.health_check",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+                "pass_through_mode": false,
+                "headers": [{"name": ":path", "string_match": {"exact": path}}],
+                "cluster_min_healthy_percentages": {name: {"value": 100.0}},
+            },
+        }));
+    }
+    routes.push(json!({"match": {"prefix": "/"}, "direct_response": {"status": 404}}));
+    filters.push(router_filter());
+    let listener = json!({
+        "name": "weir-health",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "weir_health",
+                "route_config": {"virtual_hosts": [{"name": "health", "domains": ["*"], "routes": routes}]},
+                "http_filters": filters,
+            },
+        }]}],
+    });
+    (listener, clusters.into_values().collect())
 }
 
 fn bootstrap(spec: &BootstrapSpec) -> Value {
@@ -126,6 +263,9 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
         if let Some(app) = spec.options.app_port {
             meta.insert(metadata::APP_PORT.into(), json!(app.to_string()));
         }
+        if spec.options.capture {
+            meta.insert(metadata::CAPTURE.into(), json!("true"));
+        }
     } else if spec.options.gateway_port_offset != 0 {
         meta.insert(
             metadata::GATEWAY_PORT_OFFSET.into(),
@@ -142,9 +282,16 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
         ),
     ];
     let mut listeners = Vec::new();
-    if let Some(port) = spec.stats_port {
+    if spec.stats_port.is_some() || spec.health_port.is_some() {
         clusters.push(admin_cluster(spec.admin_port));
+    }
+    if let Some(port) = spec.stats_port {
         listeners.push(stats_listener(port));
+    }
+    if let Some(port) = spec.health_port {
+        let (listener, probe_clusters) = health_listener(port, &spec.app_probers);
+        listeners.push(listener);
+        clusters.extend(probe_clusters);
     }
     let mut static_resources = json!({"clusters": clusters});
     if !listeners.is_empty() {
@@ -197,6 +344,9 @@ pub mod metadata {
     pub const GATEWAY_PORT_OFFSET: &str = "weir.io/gateway-port-offset";
     /// Envoy's admin port (on the proxy's loopback), where local mode reads its statistics.
     pub const ADMIN_PORT: &str = "weir.io/admin-port";
+    /// `"true"`: the pod's traffic is captured (`weir capture`), so the listeners recover
+    /// original destinations.
+    pub const CAPTURE: &str = "weir.io/capture";
 }
 
 /// A port from node metadata (a number or a numeric string).
@@ -219,6 +369,14 @@ pub fn options_from_metadata(metadata: Option<&Struct>) -> ProxyOptions {
         app_port: port(metadata::APP_PORT),
         gateway_port_offset: port(metadata::GATEWAY_PORT_OFFSET)
             .unwrap_or(defaults.gateway_port_offset),
+        capture: metadata
+            .and_then(|m| m.fields.get(metadata::CAPTURE))
+            .and_then(|v| v.kind.as_ref())
+            .is_some_and(|k| match k {
+                Kind::StringValue(s) => s == "true",
+                Kind::BoolValue(b) => *b,
+                _ => false,
+            }),
     }
 }
 
@@ -239,8 +397,11 @@ mod tests {
                 outbound_port: 25001,
                 app_port: Some(8080),
                 gateway_port_offset: 0,
+                capture: false,
             },
             delta: false,
+            health_port: None,
+            app_probers: Default::default(),
         };
         let value = bootstrap(&spec);
         assert_eq!(value["node"]["id"], "sidecar~web-0.shop");

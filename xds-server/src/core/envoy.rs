@@ -94,9 +94,9 @@ use envoy_types::util::pack_any;
 use weir_crds::mesh_policy::MtlsMode;
 
 use crate::model::{
-    Cluster, DescriptorAction, GlobalLimit, HeaderChanges, Listener, LoadAssignment, PathMatch,
-    PathRewrite, Redirect, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, TokenBucket,
-    ValueMatch, VirtualHost,
+    Capture, Cluster, DescriptorAction, GlobalLimit, HeaderChanges, Listener, LoadAssignment,
+    PathMatch, PathRewrite, Redirect, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable,
+    TokenBucket, ValueMatch, VirtualHost,
 };
 
 /// Type URL of clusters (CDS).
@@ -231,6 +231,18 @@ pub fn to_cluster(cluster: &Cluster) -> EnvoyCluster {
         ..Default::default()
     };
     match &cluster.static_endpoint {
+        None if cluster.original_destination => {
+            use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+            out.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32,
+            ));
+            out.lb_policy = LbPolicy::ClusterProvided as i32;
+        }
+        None if cluster.name == crate::translate::PASSTHROUGH_CLUSTER => {
+            // Registry-only: a static cluster with no endpoints, so connections close.
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+        }
         None => {
             out.cluster_discovery_type =
                 Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
@@ -444,9 +456,25 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
         )))),
     };
     if let Some(mode) = listener.mesh_tls {
-        return mesh_listener(listener, mode, manager_filter);
+        let mut out = mesh_listener(listener, mode, manager_filter);
+        if listener.capture.is_some() {
+            out.listener_filters.insert(0, original_dst());
+        }
+        return out;
     }
     let manager_filter = manager_filter(listener.stat_prefix.clone());
+    if let Some(Capture::Outbound {
+        service_addresses,
+        passthrough,
+    }) = &listener.capture
+    {
+        return outbound_capture_listener(
+            listener,
+            manager_filter,
+            service_addresses,
+            *passthrough,
+        );
+    }
     if listener.tls.is_empty() {
         return EnvoyListener {
             name: listener.name.clone(),
@@ -486,6 +514,86 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
+    }
+}
+
+/// Envoy's `original_dst` listener filter: the connection's local address becomes the one
+/// the application addressed before iptables redirected it.
+fn original_dst() -> ListenerFilter {
+    use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+    ListenerFilter {
+        name: "envoy.filters.listener.original_dst".into(),
+        config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(
+            OriginalDst::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// A captured sidecar's outbound listener: connections to a Service address go to the
+/// HTTP connection manager (routed by Host); any other destination to the default chain,
+/// a TCP proxy to the passthrough cluster (which connects where the application
+/// addressed, or nowhere under registry-only).
+fn outbound_capture_listener(
+    listener: &Listener,
+    manager_filter: Filter,
+    service_addresses: &[String],
+    passthrough: bool,
+) -> EnvoyListener {
+    use envoy_types::pb::envoy::config::core::v3::CidrRange;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
+    };
+    let prefix_ranges: Vec<CidrRange> = service_addresses
+        .iter()
+        .map(|ip| CidrRange {
+            address_prefix: ip.clone(),
+            prefix_len: Some(UInt32Value {
+                value: if ip.contains(':') { 128 } else { 32 },
+            }),
+        })
+        .collect();
+    let stat_prefix = if passthrough {
+        "outbound_passthrough"
+    } else {
+        "outbound_blackhole"
+    };
+    let default_chain = FilterChain {
+        name: stat_prefix.into(),
+        filters: vec![Filter {
+            name: "envoy.filters.network.tcp_proxy".into(),
+            config_type: Some(FilterConfigType::TypedConfig(pack_any(TcpProxy {
+                stat_prefix: stat_prefix.into(),
+                cluster_specifier: Some(TcpCluster::Cluster(
+                    crate::translate::PASSTHROUGH_CLUSTER.into(),
+                )),
+                ..Default::default()
+            }))),
+        }],
+        ..Default::default()
+    };
+    // With no Service, an empty prefix list would match everything: only the default.
+    let filter_chains = if prefix_ranges.is_empty() {
+        Vec::new()
+    } else {
+        vec![FilterChain {
+            name: "services".into(),
+            filter_chain_match: Some(FilterChainMatch {
+                prefix_ranges,
+                ..Default::default()
+            }),
+            filters: vec![manager_filter],
+            ..Default::default()
+        }]
+    };
+    EnvoyListener {
+        name: listener.name.clone(),
+        address: Some(socket_address(&listener.address, listener.port)),
+        stat_prefix: listener.stat_prefix.clone(),
+        listener_filters: vec![original_dst()],
+        filter_chains,
+        default_filter_chain: Some(default_chain),
         ..Default::default()
     }
 }

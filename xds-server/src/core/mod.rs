@@ -6,8 +6,10 @@
 
 pub mod bootstrap;
 pub mod ca;
+pub mod capture;
 pub mod envoy;
 pub mod identities;
+pub mod inject;
 pub mod model;
 pub mod registry;
 pub mod status;

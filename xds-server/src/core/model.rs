@@ -35,6 +35,26 @@ pub struct Cluster {
     /// originate mTLS with the proxy's workload certificate.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mtls: bool,
+    /// No endpoints of its own: connections go where they were originally addressed (a
+    /// captured sidecar's passthrough clusters).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub original_destination: bool,
+}
+
+/// What a captured sidecar's listener does with the original destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capture {
+    /// Outbound: HTTP to these Service addresses is routed; other destinations pass
+    /// through to where they were addressed (`passthrough`), or are refused.
+    Outbound {
+        /// Service ClusterIPs.
+        service_addresses: Vec<String>,
+        /// Unknown destinations pass through (allow-any); else refused (registry-only).
+        passthrough: bool,
+    },
+    /// Inbound: requests go to the port the caller addressed.
+    Inbound,
 }
 
 /// The endpoints of one cluster.
@@ -88,6 +108,9 @@ pub struct Listener {
     /// certificate only; Permissive: mTLS or plaintext; Disable: plaintext only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh_tls: Option<MtlsMode>,
+    /// A captured sidecar's listener: it recovers the original destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Capture>,
 }
 
 /// Terminating TLS for some server names with one certificate.

@@ -89,6 +89,7 @@ pub(super) fn translate_gateway(
         config.listeners.push(Listener {
             global_rate_limit: false,
             mesh_tls: None,
+            capture: None,
             name: table.clone(),
             address: "0.0.0.0".into(),
             port: port.saturating_add(options.gateway_port_offset),

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use weir_crds::mesh_policy::{MeshPolicy, MtlsMode};
+use weir_crds::mesh_policy::{MeshPolicy, MtlsMode, OutboundTrafficPolicy};
 use weir_store::{ClusterState, selector_matches};
 
 /// The namespace whose selector-less MeshPolicy applies mesh-wide.
@@ -25,13 +25,51 @@ pub const ROOT_NAMESPACE: &str = "weir-system";
 /// originate mTLS to it unless its mode is Disable.
 pub const SIDECAR_LABEL: &str = "weir.io/sidecar";
 
-/// The mode a MeshPolicy puts in force now.
+/// The mode a MeshPolicy puts in force now: the one the mesh-TLS controller decided
+/// (`status.effectiveMode`), except that an edit tightening the mode by one step
+/// (Disable → Permissive, Permissive → Strict) takes effect on the next push, before the
+/// controller has seen it (`status.observedGeneration` behind `metadata.generation`). The
+/// controller only ever holds back loosening moves and the direct Disable ↔ Strict jump,
+/// so acting on a one-step tightening early never pushes what it would refuse.
 pub fn policy_mode(policy: &MeshPolicy) -> MtlsMode {
-    policy
-        .status
-        .as_ref()
-        .and_then(|s| s.effective_mode)
-        .unwrap_or(policy.spec.mtls.mode)
+    let status = policy.status.as_ref();
+    let Some(effective) = status.and_then(|s| s.effective_mode) else {
+        return policy.spec.mtls.mode;
+    };
+    let unseen_edit = policy.metadata.generation.is_some()
+        && status.and_then(|s| s.observed_generation) != policy.metadata.generation;
+    let tightening = matches!(
+        (effective, policy.spec.mtls.mode),
+        (MtlsMode::Disable, MtlsMode::Permissive) | (MtlsMode::Permissive, MtlsMode::Strict)
+    );
+    if unseen_edit && tightening {
+        policy.spec.mtls.mode
+    } else {
+        effective
+    }
+}
+
+/// Whether a captured sidecar of a pod with `labels` in `namespace` refuses unknown
+/// destinations: the first of the selecting, the namespace's and the mesh-wide MeshPolicy
+/// that sets `outboundTrafficPolicy` decides; AllowAny when none does.
+pub fn registry_only(
+    state: &ClusterState,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let set = |p: &MeshPolicy| p.spec.outbound_traffic_policy;
+    let namespace_wide = |ns: &str| {
+        state
+            .mesh_policies
+            .in_namespace(ns)
+            .find(|p| p.spec.selector.is_none())
+            .and_then(|p| set(p))
+    };
+    governing_policy(state, namespace, labels)
+        .and_then(set)
+        .or_else(|| namespace_wide(namespace))
+        .or_else(|| namespace_wide(ROOT_NAMESPACE))
+        == Some(OutboundTrafficPolicy::RegistryOnly)
 }
 
 /// The MeshPolicy that governs a pod with `labels` in `namespace`, if any.

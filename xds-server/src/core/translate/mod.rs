@@ -20,6 +20,8 @@ mod services;
 mod sidecar;
 pub mod validate;
 
+pub use sidecar::{INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER};
+
 use std::{fmt, str::FromStr};
 
 use weir_crds::mesh_policy::MtlsMode;
@@ -133,6 +135,9 @@ pub struct ProxyOptions {
     pub app_port: Option<u16>,
     /// Added to every Gateway listener port (0 in a cluster; tests run gateways side by side).
     pub gateway_port_offset: u16,
+    /// The pod's traffic is captured (`weir capture`): the sidecar's listeners take every
+    /// address and recover the original destination.
+    pub capture: bool,
 }
 
 impl Default for ProxyOptions {
@@ -142,6 +147,7 @@ impl Default for ProxyOptions {
             outbound_port: 15001,
             app_port: None,
             gateway_port_offset: 0,
+            capture: false,
         }
     }
 }
@@ -185,6 +191,8 @@ pub struct ViewKey {
     pub options: ProxyOptions,
     /// A sidecar's inbound mTLS mode, from the MeshPolicy that governs its Pod.
     pub mesh_tls: Option<MtlsMode>,
+    /// A captured sidecar refuses destinations outside the registry.
+    pub registry_only: bool,
     /// The ServiceAccount the proxy's workload certificate names: the Pod's (sidecars),
     /// the Gateway's name (gateways).
     pub service_account: String,
@@ -193,19 +201,20 @@ pub struct ViewKey {
 /// The view key of a proxy in `state`.
 pub fn view_key(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -> ViewKey {
     let mut options = options.clone();
-    let (mesh_tls, service_account) = match proxy.role {
+    let (mesh_tls, service_account, registry_only) = match proxy.role {
         Role::Sidecar => {
             let pod = sidecar::pod(state, proxy);
-            if options.app_port.is_none() {
+            if options.app_port.is_none() && !options.capture {
                 options.app_port = pod.and_then(sidecar::pod_port);
             }
             let labels = pod.and_then(|p| p.metadata.labels.as_ref());
             (
                 Some(mesh::workload_mode(state, &proxy.namespace, labels)),
                 pod.map_or("default", mesh::service_account).to_string(),
+                options.capture && mesh::registry_only(state, &proxy.namespace, labels),
             )
         }
-        Role::Gateway => (None, proxy.name.clone()),
+        Role::Gateway => (None, proxy.name.clone(), false),
     };
     ViewKey {
         role: proxy.role,
@@ -213,6 +222,7 @@ pub fn view_key(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -
         gateway: (proxy.role == Role::Gateway).then(|| proxy.name.clone()),
         options,
         mesh_tls,
+        registry_only,
         service_account,
     }
 }
@@ -229,6 +239,7 @@ pub fn translate_view(state: &ClusterState, key: &ViewKey) -> ProxyConfig {
             &key.namespace,
             &key.options,
             key.mesh_tls.unwrap_or(MtlsMode::Permissive),
+            key.registry_only,
             &mut config,
         ),
     }

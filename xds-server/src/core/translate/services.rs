@@ -51,6 +51,7 @@ pub(super) fn translate_services(state: &ClusterState) -> (Vec<Cluster>, Vec<Loa
                 connect_timeout_ms: CONNECT_TIMEOUT_MS,
                 static_endpoint: None,
                 mtls: endpoints.iter().any(|e| e.mtls),
+                original_destination: false,
             });
             assignments.push(LoadAssignment {
                 cluster: name,

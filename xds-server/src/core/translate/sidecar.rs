@@ -1,5 +1,15 @@
 //! A sidecar → an outbound listener routing by authority to every Service port (GAMMA
 //! HTTPRoutes change a Service's routing), and an inbound listener to its own workload.
+//!
+//! Two shapes, told apart by the bootstrap's `weir.io/capture`:
+//! - **explicit ports** (local mode, hand-started Envoys): the application calls the
+//!   outbound listener on `127.0.0.1:<outbound port>`; the inbound listener forwards to
+//!   the workload port;
+//! - **captured** (`weir capture` in the pod): both listeners take every address and
+//!   recover the original destination. Outbound, HTTP to a Service ClusterIP is routed by
+//!   its Host (the Service's names, or the ClusterIP itself, each with its port); other
+//!   destinations pass through, or are refused under `outboundTrafficPolicy:
+//!   RegistryOnly`. Inbound, requests go on to the port the caller addressed.
 
 use k8s_openapi::api::core::v1::Pod;
 use weir_crds::{mesh_policy::MtlsMode, traffic_policy::PolicyTargetKind};
@@ -11,9 +21,14 @@ use super::{
     service_cluster_name, tcp_ports,
 };
 use crate::model::{
-    Cluster, Endpoint, Listener, PathMatch, ProxyConfig, Route, RouteAction, RouteMatch,
+    Capture, Cluster, Endpoint, Listener, PathMatch, ProxyConfig, Route, RouteAction, RouteMatch,
     RouteTable, VirtualHost, WeightedBackend,
 };
+
+/// The cluster that sends a captured connection on to where it was addressed.
+pub const PASSTHROUGH_CLUSTER: &str = "passthrough";
+/// The cluster a captured sidecar's inbound requests go to: the addressed port.
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "inbound-passthrough";
 
 /// Route table of the outbound listener.
 const OUTBOUND: &str = "outbound";
@@ -25,14 +40,22 @@ pub(super) fn translate_sidecar(
     namespace: &str,
     options: &ProxyOptions,
     mesh_tls: MtlsMode,
+    registry_only: bool,
     config: &mut ProxyConfig,
 ) {
     let mut virtual_hosts = Vec::new();
+    let mut service_addresses = Vec::new();
     for (key, service) in state.services.iter() {
         let Some(ns) = key.namespace.as_deref() else {
             continue;
         };
         let ports = tcp_ports(service);
+        let cluster_ips = if options.capture && !ports.is_empty() {
+            cluster_ips(service)
+        } else {
+            Vec::new()
+        };
+        service_addresses.extend(cluster_ips.iter().cloned());
         let attached_service_policy =
             policy::policy_for(state, ns, PolicyTargetKind::Service, &key.name);
         let service_policy = attached_service_policy.map(|p| p.spec);
@@ -47,15 +70,18 @@ pub(super) fn translate_sidecar(
                     route.timeout_ms.get_or_insert(timeout);
                 }
             }
+            let default_port = number == 80 || ports.len() == 1;
+            let mut domains = service_domains(&key.name, ns, number, ns == namespace, default_port);
+            for ip in &cluster_ips {
+                // `curl http://10.96.0.10/` sends `Host: 10.96.0.10`.
+                if number == 80 {
+                    domains.push(ip.clone());
+                }
+                domains.push(format!("{ip}:{number}"));
+            }
             virtual_hosts.push(VirtualHost {
                 name: cluster.clone(),
-                domains: service_domains(
-                    &key.name,
-                    ns,
-                    number,
-                    ns == namespace,
-                    number == 80 || ports.len() == 1,
-                ),
+                domains,
                 routes,
                 local_rate_limit: service_policy
                     .and_then(|p| p.rate_limit.as_ref())
@@ -68,24 +94,55 @@ pub(super) fn translate_sidecar(
             });
         }
     }
+    let any_address = "0.0.0.0";
+    let capture = options.capture.then_some(Capture::Outbound {
+        service_addresses,
+        passthrough: !registry_only,
+    });
     config.listeners.push(Listener {
         global_rate_limit: false,
         mesh_tls: None,
         name: OUTBOUND.into(),
-        address: "127.0.0.1".into(),
+        address: if capture.is_some() {
+            any_address
+        } else {
+            "127.0.0.1"
+        }
+        .into(),
         port: options.outbound_port,
         route_table: OUTBOUND.into(),
         stat_prefix: OUTBOUND.into(),
         strip_host_port: false,
         local_rate_limit: None,
         tls: Vec::new(),
+        capture,
     });
     config.route_tables.push(RouteTable {
         name: OUTBOUND.into(),
         virtual_hosts,
     });
+    if options.capture {
+        // Passthrough for allow-any; a cluster without endpoints for registry-only (Envoy
+        // closes the connection).
+        config.clusters.push(Cluster {
+            name: PASSTHROUGH_CLUSTER.into(),
+            connect_timeout_ms: 2_000,
+            static_endpoint: None,
+            mtls: false,
+            original_destination: !registry_only,
+        });
+    }
 
-    if let Some(app_port) = options.app_port {
+    let inbound_cluster = if options.capture {
+        config.clusters.push(Cluster {
+            name: INBOUND_PASSTHROUGH_CLUSTER.into(),
+            connect_timeout_ms: 1_000,
+            static_endpoint: None,
+            mtls: false,
+            original_destination: true,
+        });
+        INBOUND_PASSTHROUGH_CLUSTER.to_string()
+    } else if let Some(app_port) = options.app_port {
         let cluster = format!("inbound/{app_port}");
         config.clusters.push(Cluster {
             name: cluster.clone(),
@@ -96,31 +153,54 @@ pub(super) fn translate_sidecar(
                 mtls: false,
             }),
             mtls: false,
+            original_destination: false,
         });
-        config.listeners.push(Listener {
-            global_rate_limit: false,
-            mesh_tls: Some(mesh_tls),
+        cluster
+    } else {
+        return;
+    };
+    config.listeners.push(Listener {
+        global_rate_limit: false,
+        mesh_tls: Some(mesh_tls),
+        name: INBOUND.into(),
+        address: any_address.into(),
+        port: options.inbound_port,
+        route_table: INBOUND.into(),
+        stat_prefix: INBOUND.into(),
+        strip_host_port: true,
+        local_rate_limit: None,
+        tls: Vec::new(),
+        capture: options.capture.then_some(Capture::Inbound),
+    });
+    config.route_tables.push(RouteTable {
+        name: INBOUND.into(),
+        virtual_hosts: vec![VirtualHost {
+            global_rate_limit: None,
             name: INBOUND.into(),
-            address: "0.0.0.0".into(),
-            port: options.inbound_port,
-            route_table: INBOUND.into(),
-            stat_prefix: INBOUND.into(),
-            strip_host_port: true,
+            domains: vec!["*".into()],
+            routes: vec![default_route(&inbound_cluster)],
             local_rate_limit: None,
-            tls: Vec::new(),
-        });
-        config.route_tables.push(RouteTable {
-            name: INBOUND.into(),
-            virtual_hosts: vec![VirtualHost {
-                global_rate_limit: None,
-                name: INBOUND.into(),
-                domains: vec!["*".into()],
-                routes: vec![default_route(&cluster)],
-                local_rate_limit: None,
-                retry: None,
-            }],
-        });
-    }
+            retry: None,
+        }],
+    });
+}
+
+/// A Service's ClusterIPs (IPv4 and IPv6; none for a headless Service).
+fn cluster_ips(service: &k8s_openapi::api::core::v1::Service) -> Vec<String> {
+    let Some(spec) = service.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut ips: Vec<String> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        .cloned()
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// Routes from GAMMA HTTPRoutes attached to the Service port. Routes in the caller's own
