@@ -122,6 +122,13 @@ impl StateWriter {
         self.tx.send_modify(|state| state.apply(object));
     }
 
+    /// Changes the state in place; `change` returns whether it changed anything (readers
+    /// are woken only then). For read-modify-write against the latest state, which a
+    /// caller holding an older snapshot must not overwrite.
+    pub fn modify(&self, change: impl FnOnce(&mut ClusterState) -> bool) -> bool {
+        self.tx.send_if_modified(change)
+    }
+
     /// Removes one object.
     pub fn delete(&self, kind: Kind, key: &ObjectKey) {
         self.tx.send_if_modified(|state| state.delete(kind, key));

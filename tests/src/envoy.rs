@@ -214,6 +214,12 @@ impl Backend {
     pub fn start(name: &str) -> Backend {
         let listener =
             TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("backend bind: {e}"));
+        Self::serve(listener, name)
+    }
+
+    /// Serves a backend on a listener the caller bound (another address, another network
+    /// namespace).
+    pub fn serve(listener: TcpListener, name: &str) -> Backend {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let backend_name = name.to_string();
         std::thread::spawn(move || {

@@ -8,6 +8,7 @@
 pub mod envoy;
 pub mod fuzz;
 pub mod http;
+pub mod netns;
 pub mod prometheus;
 pub mod redis;
 

@@ -23,10 +23,29 @@ use crate::pod_autoscaler::controller::Event;
 pub struct StoreSink(pub Arc<StateWriter>);
 
 impl StatusSink for StoreSink {
+    /// Sets the status on the policy as it is now. A decision made for a spec that has
+    /// since been edited (the directory was reloaded during the pass) is dropped: writing
+    /// the old object back would undo the edit, and its status describes the old spec; the
+    /// next pass decides for the new one.
     async fn write(&self, policy: &MeshPolicy, status: &MeshPolicyStatus) -> Result<(), String> {
-        let mut updated = policy.clone();
-        updated.status = Some(status.clone());
-        self.0.apply(Object::MeshPolicy(Arc::new(updated)));
+        let (Some(namespace), Some(name)) = (
+            policy.metadata.namespace.as_deref(),
+            policy.metadata.name.as_deref(),
+        ) else {
+            return Ok(());
+        };
+        self.0.modify(|state| {
+            let Some(current) = state.mesh_policies.get_namespaced(namespace, name) else {
+                return false;
+            };
+            if current.spec != policy.spec || current.status.as_ref() == Some(status) {
+                return false;
+            }
+            let mut updated = current.as_ref().clone();
+            updated.status = Some(status.clone());
+            state.apply(Object::MeshPolicy(Arc::new(updated)));
+            true
+        });
         Ok(())
     }
 

@@ -208,4 +208,69 @@ mod tests {
         let pod = s.pods.get_namespaced("shop", "web-1").unwrap();
         assert!(!reached_over_mtls(&s, pod));
     }
+
+    const CLIENT: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: client-0, namespace: shop, labels: {app: client}}\nspec: {containers: [{name: c, image: c}]}\n";
+
+    fn client_policy(outbound: &str) -> String {
+        format!(
+            "{CLIENT}---\napiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: shop}}\nspec: {{mtls: {{mode: Permissive}}{outbound}}}\n"
+        )
+    }
+
+    #[test]
+    fn registry_only_comes_from_the_governing_policy_and_makes_the_passthrough_a_dead_end() {
+        use crate::translate::{ProxyOptions, translate};
+        let registry_only_of = |yaml: &str| {
+            let s = state(yaml);
+            let pod = s.pods.get_namespaced("shop", "client-0").unwrap();
+            registry_only(&s, "shop", pod.metadata.labels.as_ref())
+        };
+        assert!(!registry_only_of(CLIENT));
+        assert!(!registry_only_of(&client_policy("")));
+        assert!(registry_only_of(&client_policy(
+            ", outboundTrafficPolicy: RegistryOnly"
+        )));
+        // The namespace's setting applies under a selecting policy that sets none.
+        let selecting = format!(
+            "{}---\n{}",
+            client_policy(", outboundTrafficPolicy: RegistryOnly"),
+            policy("shop", "strict-client", "Strict", Some("client"))
+        );
+        assert!(registry_only_of(&selecting));
+
+        let s = state(&client_policy(", outboundTrafficPolicy: RegistryOnly"));
+        let proxy = "sidecar~client-0.shop".parse().unwrap();
+        let passthrough = |options: &ProxyOptions| {
+            translate(&s, &proxy, options)
+                .clusters
+                .into_iter()
+                .find(|c| c.name == crate::translate::PASSTHROUGH_CLUSTER)
+        };
+        let captured = ProxyOptions {
+            capture: true,
+            ..ProxyOptions::default()
+        };
+        assert!(!passthrough(&captured).unwrap().original_destination);
+        // Explicit-port sidecars have no passthrough at all.
+        assert!(passthrough(&ProxyOptions::default()).is_none());
+    }
+
+    #[test]
+    fn a_one_step_tightening_takes_effect_before_the_controller_has_seen_it() {
+        let with = |spec: &str, effective: &str, generation: i64, observed: i64| {
+            let yaml = format!(
+                "apiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: shop, generation: {generation}}}\nspec: {{mtls: {{mode: {spec}}}}}\nstatus: {{observedGeneration: {observed}, effectiveMode: {effective}}}\n"
+            );
+            let s = state(&yaml);
+            policy_mode(s.mesh_policies.get_namespaced("shop", "default").unwrap())
+        };
+        // Edited, not yet seen: tightening is immediate.
+        assert_eq!(with("Strict", "Permissive", 2, 1), MtlsMode::Strict);
+        assert_eq!(with("Permissive", "Disable", 2, 1), MtlsMode::Permissive);
+        // Loosening, and the refused jump, wait for the controller.
+        assert_eq!(with("Permissive", "Strict", 2, 1), MtlsMode::Strict);
+        assert_eq!(with("Strict", "Disable", 2, 1), MtlsMode::Disable);
+        // Seen: the controller's decision stands (e.g. held back or rolled back).
+        assert_eq!(with("Strict", "Permissive", 2, 2), MtlsMode::Permissive);
+    }
 }
