@@ -267,8 +267,38 @@ pub fn inject(pod: &Value, namespace: &str, config: &InjectConfig) -> Result<Out
         let text = serde_json::to_string(&probers).unwrap_or_default();
         annotations.insert(annotations::ORIGINAL_PROBES.into(), json!(text));
     }
-    let patch = json_patch::diff(pod, &out);
+    let patch = region_patch(pod, &out);
     Ok(Outcome::Injected { patch, pod: out })
+}
+
+/// The patch from `original` to `patched`, one operation per changed region (labels,
+/// annotations, init containers, volumes, each application container) rather than a
+/// field-by-field diff, so an operator reading it sees the sidecar added whole and the
+/// application containers replaced only where their probes changed.
+fn region_patch(original: &Value, patched: &Value) -> json_patch::Patch {
+    let mut regions: Vec<String> = [
+        "/metadata/labels",
+        "/metadata/annotations",
+        "/spec/initContainers",
+        "/spec/volumes",
+    ]
+    .map(String::from)
+    .into();
+    let containers = patched["spec"]["containers"].as_array().map_or(0, Vec::len);
+    regions.extend((0..containers).map(|i| format!("/spec/containers/{i}")));
+    let ops: Vec<Value> = regions
+        .iter()
+        .filter_map(
+            |path| match (original.pointer(path), patched.pointer(path)) {
+                (None, Some(after)) => Some(json!({"op": "add", "path": path, "value": after})),
+                (Some(before), Some(after)) if before != after => {
+                    Some(json!({"op": "replace", "path": path, "value": after}))
+                }
+                _ => None,
+            },
+        )
+        .collect();
+    serde_json::from_value(Value::Array(ops)).unwrap_or_default()
 }
 
 fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
