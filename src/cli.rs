@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir_controllers::args::{ControllersArgs, MeshTlsSource};
 use weir_metrics_adapter::args::{MetricsAdapterArgs, MetricsAdapterCommandArgs};
 use weir_runtime::args::{AdminArgs, TelemetryArgs};
-use weir_xds::args::{MeshCaArgs, RateLimitArgs, XdsServerArgs};
+use weir_xds::args::{InjectArgs, MeshCaArgs, RateLimitArgs, WebhookArgs, XdsServerArgs};
 
 /// Weir: autoscaling and traffic control plane for Kubernetes.
 #[derive(Debug, Parser)]
@@ -126,6 +126,14 @@ pub struct UpArgs {
     /// The mesh CA (kept in --ca-dir, default `.weir/ca`).
     #[command(flatten, next_help_heading = "Mesh CA")]
     pub mesh_ca: MeshCaArgs,
+    /// The sidecar injection webhook, served when --webhook-addr is set (its certificate
+    /// from the mesh CA, for `localhost` and `127.0.0.1` by default), so injection can be
+    /// tried without a cluster.
+    #[command(flatten, next_help_heading = "Sidecar injection")]
+    pub webhook: WebhookArgs,
+    /// What the injector puts into pods.
+    #[command(flatten, next_help_heading = "Sidecar injection")]
+    pub inject: InjectArgs,
     /// How often the mesh-TLS controller re-evaluates MeshPolicies (promotion, rollback,
     /// refused transitions).
     #[arg(long, env = "WEIR_MESH_TLS_INTERVAL", default_value = "10s", value_parser = weir_crds::parse_flag_duration)]

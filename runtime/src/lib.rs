@@ -20,6 +20,7 @@ pub mod shutdown;
 pub mod sources;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod token_review;
 
 /// One Kubernetes API call a component makes: (API group, resource, verb). Each module

@@ -59,6 +59,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from(".weir/ca"));
     let identities = ca_from_dir(&args.mesh_ca, &ca_dir)?;
+    weir_xds::webhook::start_webhook(
+        &args.webhook,
+        args.inject.config(),
+        identities.clone(),
+        &mut registry,
+        &mut tasks,
+        &shutdown_token,
+    )
+    .await?;
     let proxies = start_xds(
         args.xds_addr,
         &writer,

@@ -101,6 +101,7 @@ fn metric_families() -> String {
     weir_xds::metrics::XdsMetrics::register(&mut registry);
     weir_xds::k8s::StatusMetrics::register(&mut registry);
     weir_xds::ratelimit::service::RateLimitMetrics::register(&mut registry);
+    weir_xds::webhook::WebhookMetrics::register(&mut registry);
     weir_metrics_adapter::engine::EngineMetrics::register(&mut registry);
     weir_metrics_adapter::server::ServerMetrics::register(&mut registry);
     let mut names = registered_names(&format!("{registry:?}"));

@@ -55,6 +55,16 @@ pub enum RateLimitFailureMode {
 /// Flags of `weir xds-server`.
 #[derive(Debug, Args)]
 pub struct XdsServerArgs {
+    /// The sidecar injection webhook.
+    #[command(flatten, next_help_heading = "Sidecar injection")]
+    pub webhook: WebhookArgs,
+    /// What the injector puts into pods.
+    #[command(flatten, next_help_heading = "Sidecar injection")]
+    pub inject: InjectArgs,
+    /// The MutatingWebhookConfiguration whose `caBundle` the leader keeps equal to the
+    /// mesh CA's root (when the webhook's certificate is the CA's; empty: not kept).
+    #[arg(long, env = "WEIR_WEBHOOK_CONFIG_NAME", default_value = "")]
+    pub webhook_config_name: String,
     /// Address of the admin endpoint (/healthz, /readyz, /metrics, /debug/*).
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -93,5 +103,94 @@ impl MeshCaArgs {
             "--workload-cert-lifetime: must be at least 2s"
         );
         Ok(())
+    }
+}
+
+/// Where and how the sidecar injection webhook (`POST /inject`, AdmissionReview over TLS)
+/// is served.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// Address of the injection webhook (HTTPS); unset: not served.
+    #[arg(long, env = "WEIR_WEBHOOK_ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// Serving certificate (PEM) from a file, e.g. cert-manager's; reloaded when it
+    /// changes. Unset: the mesh CA issues one for --webhook-names and renews it.
+    #[arg(long, env = "WEIR_WEBHOOK_CERT_FILE", requires = "webhook_key_file")]
+    pub webhook_cert_file: Option<PathBuf>,
+    /// The serving certificate's private key (PEM), with --webhook-cert-file.
+    #[arg(long, env = "WEIR_WEBHOOK_KEY_FILE", requires = "webhook_cert_file")]
+    pub webhook_key_file: Option<PathBuf>,
+    /// DNS names (and IPs) the CA-issued certificate is for, comma-separated: the
+    /// webhook Service's names.
+    #[arg(
+        long,
+        env = "WEIR_WEBHOOK_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub webhook_names: Vec<String>,
+}
+
+/// What the injector gives a meshed pod.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InjectArgs {
+    /// Envoy's image for the sidecar (default: the release Weir is tested with).
+    #[arg(
+        long,
+        env = "WEIR_INJECT_PROXY_IMAGE",
+        default_value = "envoyproxy/envoy:v1.40.0"
+    )]
+    pub inject_proxy_image: String,
+    /// Weir's image, for the capture and bootstrap init containers.
+    #[arg(long, env = "WEIR_INJECT_INIT_IMAGE", default_value = concat!("ghcr.io/weir-io/weir:", env!("CARGO_PKG_VERSION")))]
+    pub inject_init_image: String,
+    /// Image pull policy of the injected containers.
+    #[arg(long, env = "WEIR_INJECT_PULL_POLICY", default_value = "IfNotPresent")]
+    pub inject_pull_policy: String,
+    /// The xds-server as sidecars reach it, `host:port`.
+    #[arg(
+        long,
+        env = "WEIR_INJECT_XDS_ADDR",
+        default_value = "weir-xds-server.weir-system.svc:18000"
+    )]
+    pub inject_xds_addr: String,
+    /// The rate-limit service as sidecars reach it, `host:port`.
+    #[arg(
+        long,
+        env = "WEIR_INJECT_RATE_LIMIT_ADDR",
+        default_value = "weir-xds-server.weir-system.svc:18081"
+    )]
+    pub inject_rate_limit_addr: String,
+    /// The sidecar's CPU request (annotation weir.io/proxy-cpu overrides).
+    #[arg(long, env = "WEIR_INJECT_PROXY_CPU", default_value = "100m")]
+    pub inject_proxy_cpu: String,
+    /// The sidecar's memory request (annotation weir.io/proxy-memory overrides).
+    #[arg(long, env = "WEIR_INJECT_PROXY_MEMORY", default_value = "128Mi")]
+    pub inject_proxy_memory: String,
+    /// The sidecar's CPU limit; empty for none (annotation weir.io/proxy-cpu-limit).
+    #[arg(long, env = "WEIR_INJECT_PROXY_CPU_LIMIT", default_value = "")]
+    pub inject_proxy_cpu_limit: String,
+    /// The sidecar's memory limit (annotation weir.io/proxy-memory-limit overrides).
+    #[arg(long, env = "WEIR_INJECT_PROXY_MEMORY_LIMIT", default_value = "1Gi")]
+    pub inject_proxy_memory_limit: String,
+}
+
+impl InjectArgs {
+    /// The injector's configuration.
+    pub fn config(&self) -> crate::inject::InjectConfig {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        crate::inject::InjectConfig {
+            proxy_image: self.inject_proxy_image.clone(),
+            init_image: self.inject_init_image.clone(),
+            image_pull_policy: self.inject_pull_policy.clone(),
+            xds_addr: self.inject_xds_addr.clone(),
+            rate_limit_addr: self.inject_rate_limit_addr.clone(),
+            resources: crate::inject::ProxyResources {
+                cpu: some(&self.inject_proxy_cpu),
+                memory: some(&self.inject_proxy_memory),
+                cpu_limit: some(&self.inject_proxy_cpu_limit),
+                memory_limit: some(&self.inject_proxy_memory_limit),
+            },
+        }
     }
 }

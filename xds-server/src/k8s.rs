@@ -62,6 +62,75 @@ pub const LEASE_NAME: &str = "weir-xds-server";
 /// The API calls the xds-server makes for its CA.
 pub const CA_API_CALLS: &[ApiCall] = &[("", "secrets", "get"), ("", "secrets", "create")];
 
+/// The API calls that keep the injection webhook's `caBundle` current (on the one
+/// MutatingWebhookConfiguration named by `--webhook-config-name`; the chart grants them for
+/// that name only).
+pub const WEBHOOK_API_CALLS: &[ApiCall] = &[
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "get",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "patch",
+    ),
+];
+
+/// How often the webhook configuration's `caBundle` is checked.
+const CA_BUNDLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// While leading, keeps every webhook of the MutatingWebhookConfiguration `name` trusting
+/// `bundle_pem` (the mesh CA's root, which issued the webhook's serving certificate), as
+/// istiod does: checked at start and every 30 s, patched only when stale. A missing
+/// configuration (not installed yet) is logged and retried.
+pub async fn keep_ca_bundle(
+    client: Client,
+    name: String,
+    bundle_pem: String,
+    mut leading: Leadership,
+    shutdown: CancellationToken,
+) {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let mut tick = tokio::time::interval(CA_BUNDLE_RECHECK);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            changed = leading.changed() => if !changed { return },
+        }
+        if !leading.is_leading() {
+            continue;
+        }
+        let current = match api.get_opt(&name).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                warn!(%name, "MutatingWebhookConfiguration not found; the injection webhook's caBundle cannot be set yet");
+                continue;
+            }
+            Err(e) => {
+                warn!(%name, error = %e, "reading the MutatingWebhookConfiguration failed");
+                continue;
+            }
+        };
+        let Ok(value) = serde_json::to_value(&current) else {
+            continue;
+        };
+        let Some(patch) = crate::inject::ca_bundle_patch(&value, &bundle_pem) else {
+            continue;
+        };
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+        {
+            Ok(_) => info!(%name, "injection webhook caBundle set to the mesh CA's root"),
+            Err(e) => warn!(%name, error = %e, "patching the webhook caBundle failed; retrying"),
+        }
+    }
+}
+
 /// The API calls the status writer makes.
 pub const API_CALLS: &[ApiCall] = &[
     (

@@ -36,6 +36,8 @@ pub mod run;
 pub mod server;
 #[cfg(feature = "runtime")]
 mod stream;
+#[cfg(feature = "runtime")]
+pub mod webhook;
 
 #[cfg(test)]
 pub(crate) mod test_support {

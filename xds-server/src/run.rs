@@ -240,6 +240,7 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
         Some(dir) => ca_from_dir(&args.mesh_ca, dir)?,
         None => ca_from_secret(&client, &args.mesh_ca, &args.ca_secret).await?,
     };
+    let webhook_ca = identities.clone();
     let proxies = start_xds(
         args.xds_addr,
         &writer,
@@ -249,6 +250,40 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    crate::webhook::start_webhook(
+        &args.webhook,
+        args.inject.config(),
+        webhook_ca.clone(),
+        &mut registry,
+        &mut tasks,
+        &shutdown_token,
+    )
+    .await?;
+    // The leader keeps the webhook configuration trusting the CA that issued the
+    // webhook's certificate (with certificate files, whoever issued them sets it).
+    let keep_bundle = !args.webhook_config_name.is_empty()
+        && args.webhook.webhook_addr.is_some()
+        && args.webhook.webhook_cert_file.is_none();
+    let leading = (args.write_status || keep_bundle)
+        .then(|| {
+            start_leader_election(
+                &client,
+                &args.leader,
+                LEASE_NAME,
+                &mut tasks,
+                &shutdown_token,
+            )
+        })
+        .transpose()?;
+    if let (true, Some(leading)) = (keep_bundle, &leading) {
+        tasks.spawn(crate::k8s::keep_ca_bundle(
+            client.clone(),
+            args.webhook_config_name.clone(),
+            webhook_ca.ca().root_pem().to_string(),
+            leading.clone(),
+            shutdown_token.clone(),
+        ));
+    }
     start_rate_limit(
         &args.rate_limit,
         std::net::SocketAddr::from(([0, 0, 0, 0], 18081)),
@@ -258,14 +293,7 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
-    if args.write_status {
-        let leading = start_leader_election(
-            &client,
-            &args.leader,
-            LEASE_NAME,
-            &mut tasks,
-            &shutdown_token,
-        )?;
+    if let (true, Some(leading)) = (args.write_status, leading) {
         tasks.spawn(write_gateway_status(
             client.clone(),
             writer.subscribe(),

@@ -272,12 +272,67 @@ impl CertificateAuthority {
                 self.trust_domain
             )));
         }
-        let key = KeyPair::generate().map_err(|e| err("generating a workload key", e))?;
-        let mut params = CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| err("certificate parameters", e))?;
         let uri =
             rcgen::string::Ia5String::try_from(id.to_string()).map_err(|e| err("SPIFFE id", e))?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
+        let signed = self.sign(
+            vec![SanType::URI(uri)],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            lifetime,
+            now,
+        )?;
+        Ok(WorkloadCertificate {
+            id: id.clone(),
+            chain_pem: signed.chain_pem,
+            key_pem: signed.key_pem,
+            not_before: signed.not_before,
+            not_after: signed.not_after,
+        })
+    }
+
+    /// Issues a TLS server certificate for DNS names and IP addresses (the injection
+    /// webhook's Service names), valid from `now` for `lifetime`.
+    pub fn issue_server(
+        &self,
+        names: &[String],
+        lifetime: Duration,
+        now: Timestamp,
+    ) -> Result<ServerCertificate, CaError> {
+        let sans = names
+            .iter()
+            .map(|name| match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => rcgen::string::Ia5String::try_from(name.as_str())
+                    .map(SanType::DnsName)
+                    .map_err(|e| err(&format!("DNS name {name:?}"), e)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if sans.is_empty() {
+            return Err(CaError(
+                "a server certificate needs at least one name".into(),
+            ));
+        }
+        self.sign(
+            sans,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+            lifetime,
+            now,
+        )
+    }
+
+    fn sign(
+        &self,
+        sans: Vec<SanType>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        lifetime: Duration,
+        now: Timestamp,
+    ) -> Result<ServerCertificate, CaError> {
+        let key = KeyPair::generate().map_err(|e| err("generating a key", e))?;
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| err("certificate parameters", e))?;
+        params.subject_alt_names = sans;
         params
             .distinguished_name
             .push(DnType::OrganizationName, "Weir");
@@ -285,10 +340,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
         let lifetime = k8s_openapi::jiff::SignedDuration::try_from(lifetime)
             .map_err(|e| err("lifetime", e))?;
@@ -298,7 +350,7 @@ impl CertificateAuthority {
         params.not_after = offset(not_after)?;
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(|e| err("signing the workload certificate", e))?;
+            .map_err(|e| err("signing the certificate", e))?;
         let mut chain_pem = cert.pem();
         if !self.chain_pem.is_empty() {
             // An intermediate: the leaf, the intermediate, and what is above it but the root.
@@ -309,8 +361,7 @@ impl CertificateAuthority {
                 chain_pem.push_str(&certificate_pem(c));
             }
         }
-        Ok(WorkloadCertificate {
-            id: id.clone(),
+        Ok(ServerCertificate {
             chain_pem,
             key_pem: key.serialize_pem(),
             not_before: Timestamp::from_second(not_before.as_second()).unwrap_or(not_before),
@@ -326,6 +377,35 @@ impl CertificateAuthority {
 
 fn jiff_hours(h: i64) -> k8s_openapi::jiff::SignedDuration {
     k8s_openapi::jiff::SignedDuration::from_hours(h)
+}
+
+/// A TLS server certificate the CA issued.
+#[derive(Clone)]
+pub struct ServerCertificate {
+    /// PEM chain, leaf first (without the root).
+    pub chain_pem: String,
+    /// PEM private key.
+    pub key_pem: String,
+    /// Valid from.
+    pub not_before: Timestamp,
+    /// Valid until.
+    pub not_after: Timestamp,
+}
+
+impl fmt::Debug for ServerCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerCertificate")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertificate {
+    /// Whether it is past half its lifetime at `now`, and due for renewal.
+    pub fn renewal_due(&self, now: Timestamp) -> bool {
+        let half = (self.not_after.as_second() - self.not_before.as_second()) / 2;
+        now.as_second() >= self.not_before.as_second() + half
+    }
 }
 
 /// The CA kept in `dir` (`ca.crt`, `ca.key`, optionally `ca-chain.crt`): loaded if there,

@@ -69,6 +69,11 @@ impl MeshIdentities {
         }
     }
 
+    /// The CA itself (for the injection webhook's serving certificate).
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
     /// The lifetime of the certificates issued.
     pub fn lifetime(&self) -> Duration {
         self.lifetime

@@ -271,6 +271,37 @@ pub fn inject(pod: &Value, namespace: &str, config: &InjectConfig) -> Result<Out
     Ok(Outcome::Injected { patch, pod: out })
 }
 
+/// The JSONPatch that sets every webhook's `clientConfig.caBundle` in a
+/// MutatingWebhookConfiguration (`config`, JSON) to `bundle_pem`; `None` when all already
+/// hold it. Each replacement is guarded by a `test` of the webhook's name, so a
+/// configuration reordered in between fails the patch instead of changing the wrong entry.
+pub fn ca_bundle_patch(config: &Value, bundle_pem: &str) -> Option<json_patch::Patch> {
+    // k8s-openapi's byte strings serialize as base64, as the API holds `caBundle`.
+    let encoded = serde_json::to_value(k8s_openapi::ByteString(bundle_pem.as_bytes().to_vec()))
+        .ok()?
+        .as_str()?
+        .to_string();
+    let mut ops = Vec::new();
+    for (i, webhook) in config["webhooks"].as_array()?.iter().enumerate() {
+        if webhook["clientConfig"]["caBundle"].as_str() == Some(encoded.as_str()) {
+            continue;
+        }
+        ops.push(
+            json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook["name"]}),
+        );
+        let op = if webhook["clientConfig"].get("caBundle").is_some() {
+            "replace"
+        } else {
+            "add"
+        };
+        ops.push(json!({"op": op, "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded}));
+    }
+    if ops.is_empty() {
+        return None;
+    }
+    serde_json::from_value(Value::Array(ops)).ok()
+}
+
 /// The patch from `original` to `patched`, one operation per changed region (labels,
 /// annotations, init containers, volumes, each application container) rather than a
 /// field-by-field diff, so an operator reading it sees the sidecar added whole and the
@@ -299,6 +330,30 @@ fn region_patch(original: &Value, patched: &Value) -> json_patch::Patch {
         )
         .collect();
     serde_json::from_value(Value::Array(ops)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_bundle_patch_sets_each_stale_bundle_and_nothing_when_current() {
+        let config = json!({"webhooks": [
+            {"name": "namespace.inject.weir.io", "clientConfig": {"service": {"name": "x"}}},
+            {"name": "object.inject.weir.io", "clientConfig": {"caBundle": "b2xk"}},
+        ]});
+        let patch = ca_bundle_patch(&config, "PEM").unwrap();
+        let ops = serde_json::to_value(&patch).unwrap();
+        assert_eq!(ops.as_array().unwrap().len(), 4);
+        assert_eq!(
+            ops[1],
+            json!({"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "UEVN"})
+        );
+        assert_eq!(ops[3]["op"], "replace");
+        let mut patched = config.clone();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        assert!(ca_bundle_patch(&patched, "PEM").is_none());
+    }
 }
 
 fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {

@@ -1,0 +1,220 @@
+//! The sidecar injection webhook's server: `POST /inject` answers AdmissionReviews over
+//! TLS with the pure injector ([`crate::inject::review`]). The serving certificate comes
+//! from files (cert-manager; reloaded when they change) or from the mesh CA (issued for
+//! `--webhook-names`, renewed at half-life); handshakes always see the current one.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context;
+use axum::{
+    Router, body::Bytes, extract::State, http::header, response::IntoResponse, routing::post,
+};
+use k8s_openapi::jiff::Timestamp;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use weir_runtime::tls::{CertificateSlot, certified_key};
+
+use crate::{
+    args::WebhookArgs,
+    ca::{CertificateAuthority, ServerCertificate},
+    identities::MeshIdentities,
+    inject::{
+        InjectConfig,
+        review::{Verdict, review},
+    },
+};
+
+/// Lifetime of a CA-issued webhook certificate (renewed at half).
+const CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often the certificate files or the renewal time are checked.
+const CERT_CHECK: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+}
+
+/// The webhook's metrics.
+#[derive(Clone, Debug)]
+pub struct WebhookMetrics {
+    reviews: Family<VerdictLabels, Counter>,
+}
+
+impl WebhookMetrics {
+    /// Registers `weir_injection_reviews_total{verdict}`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let reviews = Family::default();
+        registry.register(
+            "weir_injection_reviews",
+            "AdmissionReviews answered by the sidecar injector, by verdict (injected, skipped, refused, ignored, malformed)",
+            reviews.clone(),
+        );
+        WebhookMetrics { reviews }
+    }
+}
+
+#[derive(Clone)]
+struct Webhook {
+    config: Arc<InjectConfig>,
+    metrics: WebhookMetrics,
+}
+
+async fn inject(State(webhook): State<Webhook>, body: Bytes) -> impl IntoResponse {
+    let (reply, verdict) = review(&body, &webhook.config);
+    webhook
+        .metrics
+        .reviews
+        .get_or_create(&VerdictLabels {
+            verdict: verdict.label(),
+        })
+        .inc();
+    let uid = reply["response"]["uid"].as_str().unwrap_or_default();
+    match &verdict {
+        Verdict::Injected => info!(uid, "sidecar injected"),
+        Verdict::Skipped(reason) => info!(uid, reason, "injection skipped"),
+        Verdict::Refused(message) => warn!(uid, %message, "pod refused"),
+        Verdict::Malformed(message) => warn!(%message, "malformed AdmissionReview"),
+        Verdict::Ignored => {}
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        reply.to_string(),
+    )
+}
+
+/// The webhook's routes.
+pub fn router(config: InjectConfig, metrics: WebhookMetrics) -> Router {
+    Router::new()
+        .route("/inject", post(inject))
+        .with_state(Webhook {
+            config: Arc::new(config),
+            metrics,
+        })
+}
+
+fn issued(ca: &CertificateAuthority, names: &[String]) -> anyhow::Result<ServerCertificate> {
+    ca.issue_server(names, CERT_LIFETIME, Timestamp::now())
+        .context("issuing the webhook's serving certificate")
+}
+
+fn from_files(cert: &Path, key: &Path) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    certified_key(&read(cert)?, &read(key)?)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| {
+            format!(
+                "--webhook-cert-file {} / --webhook-key-file {}",
+                cert.display(),
+                key.display()
+            )
+        })
+}
+
+fn modified(paths: &[&PathBuf]) -> Vec<Option<SystemTime>> {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Starts the webhook when `--webhook-addr` is set; returns the address it serves on.
+pub async fn start_webhook(
+    args: &WebhookArgs,
+    config: InjectConfig,
+    identities: Arc<MeshIdentities>,
+    registry: &mut Registry,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = args.webhook_addr else {
+        return Ok(None);
+    };
+    let slot = match (&args.webhook_cert_file, &args.webhook_key_file) {
+        (Some(cert), Some(key)) => {
+            let slot = CertificateSlot::new(from_files(cert, key)?);
+            let (cert, key, slot2, token) =
+                (cert.clone(), key.clone(), slot.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut seen = modified(&[&cert, &key]);
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(CERT_CHECK) => {}
+                    }
+                    let now = modified(&[&cert, &key]);
+                    if now == seen {
+                        continue;
+                    }
+                    match from_files(&cert, &key) {
+                        Ok(key) => {
+                            slot2.store(key);
+                            seen = now;
+                            info!("webhook serving certificate reloaded from its files");
+                        }
+                        // Half-written files: keep serving the last good pair, retry.
+                        Err(e) => warn!(error = %format!("{e:#}"), "webhook certificate files not usable yet; keeping the previous certificate"),
+                    }
+                }
+            });
+            slot
+        }
+        _ => {
+            let names = args.webhook_names.clone();
+            let mut current = issued(identities.ca(), &names)?;
+            let slot = CertificateSlot::new(
+                certified_key(&current.chain_pem, &current.key_pem).map_err(anyhow::Error::msg)?,
+            );
+            let (slot2, token) = (slot.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(CERT_CHECK) => {}
+                    }
+                    if !current.renewal_due(Timestamp::now()) {
+                        continue;
+                    }
+                    match issued(identities.ca(), &names).and_then(|c| {
+                        certified_key(&c.chain_pem, &c.key_pem)
+                            .map(|k| (c, k))
+                            .map_err(anyhow::Error::msg)
+                    }) {
+                        Ok((certificate, key)) => {
+                            slot2.store(key);
+                            current = certificate;
+                            info!(not_after = %current.not_after, "webhook serving certificate renewed");
+                        }
+                        Err(e) => warn!(error = %format!("{e:#}"), "renewing the webhook certificate failed; retrying"),
+                    }
+                }
+            });
+            slot
+        }
+    };
+    let tls = slot.server_config().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --webhook-addr {addr}"))?;
+    let local = listener.local_addr()?;
+    let app = router(config, WebhookMetrics::register(registry));
+    tasks.spawn(weir_runtime::tls::serve(
+        listener,
+        tls,
+        app,
+        shutdown.clone(),
+    ));
+    info!(addr = %local, "sidecar injection webhook listening (POST /inject)");
+    Ok(Some(local))
+}
