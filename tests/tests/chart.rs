@@ -134,6 +134,15 @@ fn options() -> Vec<(&'static str, Value)> {
             json!({"controllers": {"enabled": false}, "metricsAdapter": {"enabled": false}}),
         ),
         (
+            "no sidecar injection",
+            json!({"xdsServer": {"injection": {"enabled": false}}}),
+        ),
+        (
+            "injection with cert-manager's certificate, failing open",
+            json!({"xdsServer": {"injection": {"certSecretName": "weir-webhook-tls", "certManagerCertificate": "weir-system/weir-webhook", "failurePolicy": "Ignore", "timeoutSeconds": 5,
+                   "proxyResources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}}}}),
+        ),
+        (
             "placement and pull secrets",
             json!({"imagePullSecrets": [{"name": "regcred"}], "xdsServer": {"nodeSelector": {"kubernetes.io/os": "linux"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}]}}),
         ),
@@ -180,6 +189,11 @@ fn check_type(object: &Value) {
         ("rbac.authorization.k8s.io/v1", "Role") => drop(typed::<Role>(object)),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(typed::<RoleBinding>(object)),
         ("apiregistration.k8s.io/v1", "APIService") => drop(typed::<APIService>(object)),
+        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
+            drop(typed::<
+                k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+            >(object))
+        }
         ("monitoring.coreos.com/v1", "ServiceMonitor") => {
             // Not in k8s-openapi: the fields prometheus-operator defines that the chart uses.
             let spec = object["spec"].as_object().unwrap();
@@ -371,18 +385,25 @@ fn rules_of(objects: &[Value], namespace: &str, account: &str) -> Vec<PolicyRule
 fn calls_for(component: Component, values: &Value) -> Vec<weir::ApiCall> {
     let leader = values["leaderElection"]["enabled"] != false;
     let write_status = values["xdsServer"]["writeStatus"] != false;
+    let injection = &values["xdsServer"]["injection"];
+    // The xds-server keeps the webhook's caBundle unless cert-manager's certificate is used.
+    let keep_bundle = injection["enabled"] != false
+        && injection["certSecretName"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty();
     let metrics_apis = values["controllers"]["metricsSource"] == "kubernetes";
     let mesh_tls = values["controllers"]["meshTls"]["enabled"] != false;
     component
         .api_calls()
         .into_iter()
         .filter(|c| leader || !weir_runtime::leader::API_CALLS.contains(c))
-        // The xds-server elects a leader only to write status.
+        // The xds-server elects a leader only to write status and keep the caBundle.
         .filter(|c| {
             component != Component::XdsServer
-                || write_status
-                || !(weir_xds::k8s::API_CALLS.contains(c)
-                    || weir_runtime::leader::API_CALLS.contains(c))
+                || (write_status || !weir_xds::k8s::API_CALLS.contains(c))
+                    && (write_status || keep_bundle || !weir_runtime::leader::API_CALLS.contains(c))
+                    && (keep_bundle || !weir_xds::k8s::WEBHOOK_API_CALLS.contains(c))
         })
         .filter(|c| {
             component != Component::Controllers
@@ -732,4 +753,141 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn the_injection_webhook_is_scoped_and_its_pods_get_least_privilege() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct XdsServer {
+        #[command(flatten)]
+        telemetry: weir_runtime::args::TelemetryArgs,
+        #[command(flatten)]
+        args: weir_xds::args::XdsServerArgs,
+    }
+    for (name, values) in options() {
+        let objects = render_ok(&values);
+        let configs: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "MutatingWebhookConfiguration")
+            .collect();
+        let enabled = values["xdsServer"]["injection"]["enabled"] != false;
+        assert_eq!(configs.len(), usize::from(enabled), "{name}");
+        let Some(config) = configs.first() else {
+            continue;
+        };
+        assert_eq!(
+            config["metadata"]["name"], "weir-sidecar-injector",
+            "{name}"
+        );
+        let webhooks = config["webhooks"].as_array().unwrap();
+        assert_eq!(webhooks.len(), 2, "{name}");
+        let failure = values["xdsServer"]["injection"]["failurePolicy"]
+            .as_str()
+            .unwrap_or("Fail");
+        for hook in webhooks {
+            assert_eq!(hook["sideEffects"], "None", "{name}");
+            assert_eq!(hook["reinvocationPolicy"], "IfNeeded", "{name}");
+            assert_eq!(hook["failurePolicy"], failure, "{name}");
+            assert!(hook["timeoutSeconds"].as_u64().unwrap() <= 30, "{name}");
+            assert_eq!(hook["clientConfig"]["service"]["path"], "/inject");
+            assert_eq!(hook["rules"][0]["resources"], json!(["pods"]));
+            assert_eq!(hook["rules"][0]["operations"], json!(["CREATE"]));
+            // Never the control plane's own namespaces.
+            let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
+            assert_eq!(excluded["key"], "kubernetes.io/metadata.name");
+            assert_eq!(excluded["operator"], "NotIn");
+            for ns in ["kube-system", "weir-system"] {
+                assert!(
+                    excluded["values"].as_array().unwrap().contains(&json!(ns)),
+                    "{name}: {ns}"
+                );
+            }
+        }
+        // RBAC: the webhook configuration only by its name, only get and patch.
+        let role = objects
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "weir-xds-server")
+            .unwrap();
+        let keep_bundle = values["xdsServer"]["injection"]["certSecretName"].is_null();
+        let webhook_rules: Vec<&Value> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .to_string()
+                    .contains("mutatingwebhookconfigurations")
+            })
+            .collect();
+        assert_eq!(webhook_rules.len(), usize::from(keep_bundle), "{name}");
+        if let Some(rule) = webhook_rules.first() {
+            assert_eq!(
+                rule["resourceNames"],
+                json!(["weir-sidecar-injector"]),
+                "{name}"
+            );
+            assert_eq!(rule["verbs"], json!(["get", "patch"]), "{name}");
+        }
+        // The injector, configured by the chart's flags, gives pods containers that hold
+        // the same line as Weir's own: capture with NET_ADMIN and NET_RAW only.
+        let xds = deployments(&objects)
+            .into_iter()
+            .find(|d| d.metadata.name.as_deref() == Some("weir-xds-server"))
+            .unwrap();
+        let container = &xds.spec.template.spec.unwrap().containers[0];
+        let args = container.args.clone().unwrap();
+        let parsed = XdsServer::try_parse_from(
+            std::iter::once("weir".to_string()).chain(args[1..].iter().cloned()),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let config = parsed.args.inject.config();
+        let pod = json!({"metadata": {"name": "web-0", "namespace": "shop"}, "spec": {"containers": [{"name": "web", "image": "web"}]}});
+        let weir_xds::inject::Outcome::Injected { pod, .. } =
+            weir_xds::inject::inject(&pod, "shop", &config).unwrap()
+        else {
+            panic!("{name}: not injected");
+        };
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+        for c in pod.spec.unwrap().init_containers.unwrap().iter().take(3) {
+            let security = c.security_context.as_ref().unwrap();
+            let caps = security.capabilities.as_ref().unwrap();
+            assert_eq!(
+                caps.drop,
+                Some(vec!["ALL".to_string()]),
+                "{name}: {}",
+                c.name
+            );
+            let added = caps.add.clone().unwrap_or_default();
+            if c.name == "weir-capture" {
+                assert_eq!(added, ["NET_ADMIN", "NET_RAW"], "{name}");
+            } else {
+                assert!(
+                    added.is_empty() && security.run_as_non_root == Some(true),
+                    "{name}: {}",
+                    c.name
+                );
+            }
+            assert_eq!(security.allow_privilege_escalation, Some(false));
+            assert!(
+                c.resources
+                    .as_ref()
+                    .unwrap()
+                    .limits
+                    .as_ref()
+                    .unwrap()
+                    .contains_key("memory"),
+                "{name}: {}",
+                c.name
+            );
+            assert_eq!(
+                c.image
+                    .as_deref()
+                    .map(|i| i.starts_with("ghcr.io/weir-io/weir")
+                        || i.starts_with("envoyproxy/envoy")),
+                Some(true),
+                "{name}"
+            );
+        }
+    }
 }
