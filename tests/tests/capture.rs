@@ -169,7 +169,13 @@ fn capture(ns: &str, args: &[&str]) {
     );
 }
 
-fn manifests(outbound_policy: &str) -> String {
+fn manifests(outbound_policy: &str, limit: bool) -> String {
+    let limit = if limit {
+        "---\napiVersion: weir.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: web-limit, namespace: pay}\n\
+         spec: {targetRef: {kind: Service, name: web}, rateLimit: {local: {requests: 2, unit: Minute}}}\n"
+    } else {
+        ""
+    };
     format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: pay}}\n\
          spec: {{clusterIP: {CLUSTER_IP}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\n\
@@ -184,14 +190,14 @@ fn manifests(outbound_policy: &str) -> String {
          apiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: pay}}\n\
          spec: {{mtls: {{mode: Strict}}}}\n---\n\
          apiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: shop}}\n\
-         spec: {{mtls: {{mode: Permissive}}, outboundTrafficPolicy: {outbound_policy}}}\n"
+         spec: {{mtls: {{mode: Permissive}}, outboundTrafficPolicy: {outbound_policy}}}\n{limit}"
     )
 }
 
-fn write_config(dir: &Path, outbound_policy: &str) {
+fn write_config(dir: &Path, outbound_policy: &str, limit: bool) {
     // Written whole and renamed, so the watcher never reads half a file.
     let tmp = dir.join(".mesh.yaml.tmp");
-    fs::write(&tmp, manifests(outbound_policy)).unwrap();
+    fs::write(&tmp, manifests(outbound_policy, limit)).unwrap();
     fs::rename(tmp, dir.join("mesh.yaml")).unwrap();
 }
 
@@ -219,7 +225,7 @@ fn captured_traffic_crosses_the_mesh_with_mtls_and_only_where_it_should() {
     // The control plane in the test's namespace, reachable from the pods.
     let outer = lab.test_address();
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "AllowAny");
+    write_config(dir.path(), "AllowAny", false);
     let xds: SocketAddr = (outer, free_port()).into();
     let rate_limit: SocketAddr = (outer, free_port()).into();
     let weir = WeirUp::start_with_xds(
@@ -412,7 +418,7 @@ fn captured_traffic_crosses_the_mesh_with_mtls_and_only_where_it_should() {
 
     // 5. Registry-only refuses the unknown destination; the Service and the excluded port
     // still work.
-    write_config(dir.path(), "RegistryOnly");
+    write_config(dir.path(), "RegistryOnly", false);
     let refused = eventually(Duration::from_secs(20), || {
         let (code, body) = curl(&client, false, &[&external]);
         (backend_of(&body).is_none()).then_some(code)
@@ -437,4 +443,28 @@ fn captured_traffic_crosses_the_mesh_with_mtls_and_only_where_it_should() {
         "{body}"
     );
     assert!(client_sidecar.stat("tcp.outbound_blackhole.downstream_cx_total") >= 1);
+
+    // 6. A TrafficPolicy limiting the Service is enforced by the Service's own sidecar
+    // (every endpoint runs one), so it holds for every caller: 2 requests a minute, the
+    // rest 429 from the web pod, none limited at the client.
+    write_config(dir.path(), "RegistryOnly", true);
+    let limited = eventually(Duration::from_secs(20), || {
+        let (_, code) = curl(
+            &client,
+            false,
+            &["-o", "/dev/null", "-w", "%{http_code}", &url],
+        );
+        (code == "429").then_some(())
+    });
+    assert!(
+        limited.is_some(),
+        "the Service's limit never applied; web routes:\n{}\nweb listeners:\n{}",
+        web_sidecar.admin("/config_dump?resource=dynamic_route_configs"),
+        web_sidecar.admin("/config_dump?resource=dynamic_listeners")
+    );
+    assert!(web_sidecar.stat("virtual_host_rate_limit.http_local_rate_limit.rate_limited") >= 1);
+    assert_eq!(
+        client_sidecar.stat("virtual_host_rate_limit.http_local_rate_limit.rate_limited"),
+        0
+    );
 }

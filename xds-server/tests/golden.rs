@@ -14,7 +14,7 @@ use weir_xds::{
 
 /// Loads a case: a YAML file whose first line lists the proxies (`# proxies: a b`), or a
 /// directory of manifests with that line in `testdata/in/<case>.proxies`.
-fn load(name: &str, input: &Path) -> (weir_store::ClusterState, Vec<ProxyId>) {
+fn load(name: &str, input: &Path) -> (weir_store::ClusterState, Vec<(ProxyId, bool)>) {
     let mut index = DirectoryIndex::default();
     let header = if input.is_dir() {
         for entry in fs::read_dir(input).unwrap() {
@@ -50,7 +50,11 @@ fn load(name: &str, input: &Path) -> (weir_store::ClusterState, Vec<ProxyId>) {
         .find_map(|l| l.strip_prefix("# proxies:"))
         .unwrap_or_else(|| panic!("{}: no '# proxies:' line", input.display()))
         .split_whitespace()
-        .map(|id| id.parse().unwrap())
+        // `<node id>+capture`: a sidecar whose bootstrap says its traffic is captured.
+        .map(|id| match id.strip_suffix("+capture") {
+            Some(id) => (id.parse().unwrap(), true),
+            None => (id.parse().unwrap(), false),
+        })
         .collect();
     (state, proxies)
 }
@@ -59,10 +63,15 @@ fn check_case(name: &str, input: &Path) {
     let (state, proxies) = load(name, input);
     let mut outputs: Vec<(String, String)> = proxies
         .iter()
-        .map(|proxy| {
-            let config = translate(&state, proxy, &ProxyOptions::default());
+        .map(|(proxy, capture)| {
+            let options = ProxyOptions {
+                capture: *capture,
+                ..ProxyOptions::default()
+            };
+            let config = translate(&state, proxy, &options);
+            let suffix = if *capture { "+capture" } else { "" };
             (
-                format!("{proxy}.json"),
+                format!("{proxy}{suffix}.json"),
                 serde_json::to_string_pretty(&config).unwrap() + "\n",
             )
         })
@@ -98,6 +107,14 @@ fn check_outputs(name: &str, input: &Path, outputs: Vec<(String, String)>) {
 fn quickstart() {
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
     check_case("quickstart", &input);
+}
+
+#[test]
+fn sidecar_capture() {
+    check_case(
+        "sidecar-capture",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/in/sidecar-capture.yaml"),
+    );
 }
 
 #[test]

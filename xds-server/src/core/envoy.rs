@@ -436,12 +436,12 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
             },
         );
     }
-    let manager = |stat_prefix: String| HttpConnectionManager {
+    let manager = |stat_prefix: String, route_table: &str| HttpConnectionManager {
         stat_prefix,
         codec_type: CodecType::Auto as i32,
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
-            route_config_name: listener.route_table.clone(),
+            route_config_name: route_table.to_string(),
         })),
         http_filters: http_filters.clone(),
         strip_port_mode: listener
@@ -449,19 +449,21 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
             .then_some(StripPortMode::StripAnyHostPort(true)),
         ..Default::default()
     };
-    let manager_filter = |stat_prefix: String| Filter {
+    let table_filter = |stat_prefix: String, route_table: &str| Filter {
         name: "envoy.filters.network.http_connection_manager".into(),
         config_type: Some(FilterConfigType::TypedConfig(pack_any(manager(
             stat_prefix,
+            route_table,
         )))),
     };
     if let Some(mode) = listener.mesh_tls {
-        let mut out = mesh_listener(listener, mode, manager_filter);
+        let mut out = mesh_listener(listener, mode, table_filter);
         if listener.capture.is_some() {
             out.listener_filters.insert(0, original_dst());
         }
         return out;
     }
+    let manager_filter = |stat_prefix: String| table_filter(stat_prefix, &listener.route_table);
     let manager_filter = manager_filter(listener.stat_prefix.clone());
     if let Some(Capture::Outbound {
         service_addresses,
@@ -616,40 +618,61 @@ fn tls_inspector() -> ListenerFilter {
 fn mesh_listener(
     listener: &Listener,
     mode: MtlsMode,
-    manager_filter: impl Fn(String) -> Filter,
+    manager_filter: impl Fn(String, &str) -> Filter,
 ) -> EnvoyListener {
-    let mtls_chain = |transport_protocol: &str| FilterChain {
-        name: "mtls".into(),
-        filter_chain_match: (!transport_protocol.is_empty()).then(|| FilterChainMatch {
-            transport_protocol: transport_protocol.into(),
+    // The listener's own table for any port, then one set of chains per port with a table
+    // of its own (Envoy matches the destination port before the transport protocol).
+    let tables = std::iter::once((None, listener.route_table.as_str())).chain(
+        listener
+            .port_route_tables
+            .iter()
+            .map(|(port, table)| (Some(*port), table.as_str())),
+    );
+    let mut filter_chains = Vec::new();
+    for (port, table) in tables {
+        let suffix = port.map(|p| format!("/{p}")).unwrap_or_default();
+        let chain_match = |transport_protocol: &str| {
+            (port.is_some() || !transport_protocol.is_empty()).then(|| FilterChainMatch {
+                destination_port: port.map(|p| UInt32Value {
+                    value: u32::from(p),
+                }),
+                transport_protocol: transport_protocol.into(),
+                ..Default::default()
+            })
+        };
+        let mtls_chain = |transport_protocol: &str| FilterChain {
+            name: format!("mtls{suffix}"),
+            filter_chain_match: chain_match(transport_protocol),
+            filters: vec![manager_filter(listener.stat_prefix.clone(), table)],
+            transport_socket: Some(tls_socket(DownstreamTlsContext {
+                common_tls_context: Some(mesh_tls_context()),
+                require_client_certificate: Some(BoolValue { value: true }),
+                ..Default::default()
+            })),
             ..Default::default()
-        }),
-        filters: vec![manager_filter(listener.stat_prefix.clone())],
-        transport_socket: Some(tls_socket(DownstreamTlsContext {
-            common_tls_context: Some(mesh_tls_context()),
-            require_client_certificate: Some(BoolValue { value: true }),
+        };
+        let plaintext_chain = |stat_prefix: String| FilterChain {
+            name: format!("plaintext{suffix}"),
+            filter_chain_match: chain_match(""),
+            filters: vec![manager_filter(stat_prefix, table)],
             ..Default::default()
-        })),
-        ..Default::default()
-    };
-    let plaintext_chain = |stat_prefix: String| FilterChain {
-        name: "plaintext".into(),
-        filters: vec![manager_filter(stat_prefix)],
-        ..Default::default()
-    };
-    let (listener_filters, filter_chains) = match mode {
-        MtlsMode::Strict => (Vec::new(), vec![mtls_chain("")]),
-        MtlsMode::Disable => (
-            Vec::new(),
-            vec![plaintext_chain(listener.stat_prefix.clone())],
-        ),
-        MtlsMode::Permissive => (
-            vec![tls_inspector()],
-            vec![
-                mtls_chain("tls"),
-                plaintext_chain(format!("{}{PLAINTEXT_STAT_SUFFIX}", listener.stat_prefix)),
-            ],
-        ),
+        };
+        match mode {
+            MtlsMode::Strict => filter_chains.push(mtls_chain("")),
+            MtlsMode::Disable => filter_chains.push(plaintext_chain(listener.stat_prefix.clone())),
+            MtlsMode::Permissive => {
+                filter_chains.push(mtls_chain("tls"));
+                filter_chains.push(plaintext_chain(format!(
+                    "{}{PLAINTEXT_STAT_SUFFIX}",
+                    listener.stat_prefix
+                )));
+            }
+        }
+    }
+    let listener_filters = if mode == MtlsMode::Permissive {
+        vec![tls_inspector()]
+    } else {
+        Vec::new()
     };
     EnvoyListener {
         name: listener.name.clone(),

@@ -111,6 +111,10 @@ pub struct Listener {
     /// A captured sidecar's listener: it recovers the original destination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<Capture>,
+    /// Connections to these (original destination) ports use their own route table
+    /// instead of `route_table`: a Service's limits enforced on the port it sends to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub port_route_tables: Vec<(u16, String)>,
 }
 
 /// Terminating TLS for some server names with one certificate.

@@ -90,6 +90,7 @@ pub(super) fn translate_gateway(
             global_rate_limit: false,
             mesh_tls: None,
             capture: None,
+            port_route_tables: Vec::new(),
             name: table.clone(),
             address: "0.0.0.0".into(),
             port: port.saturating_add(options.gateway_port_offset),

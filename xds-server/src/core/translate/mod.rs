@@ -193,6 +193,12 @@ pub struct ViewKey {
     pub mesh_tls: Option<MtlsMode>,
     /// A captured sidecar refuses destinations outside the registry.
     pub registry_only: bool,
+    /// Services whose rate limits this sidecar enforces inbound, with the pod port each
+    /// sends to (empty for most pods, so views stay shared).
+    pub inbound_limited: Vec<(String, u16)>,
+    /// A captured sidecar's pod's declared TCP ports: one inbound chain and route table
+    /// each.
+    pub inbound_ports: Vec<u16>,
     /// The ServiceAccount the proxy's workload certificate names: the Pod's (sidecars),
     /// the Gateway's name (gateways).
     pub service_account: String,
@@ -201,6 +207,16 @@ pub struct ViewKey {
 /// The view key of a proxy in `state`.
 pub fn view_key(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -> ViewKey {
     let mut options = options.clone();
+    let inbound_limited = match proxy.role {
+        Role::Sidecar => sidecar::inbound_limited(state, &proxy.namespace, &proxy.name),
+        Role::Gateway => Vec::new(),
+    };
+    let inbound_ports = match (proxy.role, options.capture) {
+        (Role::Sidecar, true) => sidecar::pod(state, proxy)
+            .map(sidecar::declared_ports)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let (mesh_tls, service_account, registry_only) = match proxy.role {
         Role::Sidecar => {
             let pod = sidecar::pod(state, proxy);
@@ -223,6 +239,8 @@ pub fn view_key(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -
         options,
         mesh_tls,
         registry_only,
+        inbound_limited,
+        inbound_ports,
         service_account,
     }
 }
@@ -234,14 +252,7 @@ pub fn translate_view(state: &ClusterState, key: &ViewKey) -> ProxyConfig {
         (Role::Gateway, Some(name)) => {
             gateway::translate_gateway(state, &key.namespace, name, &key.options, &mut config)
         }
-        _ => sidecar::translate_sidecar(
-            state,
-            &key.namespace,
-            &key.options,
-            key.mesh_tls.unwrap_or(MtlsMode::Permissive),
-            key.registry_only,
-            &mut config,
-        ),
+        _ => sidecar::translate_sidecar(state, key, &mut config),
     }
     // A listener calls the rate-limit service only where some route needs it.
     for listener in &mut config.listeners {

@@ -62,6 +62,14 @@ pub(super) fn policy_for<'a>(
         })
 }
 
+/// Whether the policy limits requests (locally or globally): what is enforced where the
+/// target receives traffic.
+pub(super) fn limits(spec: &TrafficPolicySpec) -> bool {
+    spec.rate_limit
+        .as_ref()
+        .is_some_and(|r| r.local.is_some() || r.global.is_some())
+}
+
 /// A local rate limit as a token bucket.
 pub(super) fn token_bucket(limit: &LocalRateLimit) -> TokenBucket {
     TokenBucket {

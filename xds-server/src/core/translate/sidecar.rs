@@ -11,12 +11,12 @@
 //!   destinations pass through, or are refused under `outboundTrafficPolicy:
 //!   RegistryOnly`. Inbound, requests go on to the port the caller addressed.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::{core::v1::Pod, discovery::v1::EndpointSlice};
 use weir_crds::{mesh_policy::MtlsMode, traffic_policy::PolicyTargetKind};
 use weir_store::ClusterState;
 
 use super::{
-    ProxyId, ProxyOptions, policy,
+    ProxyId, ViewKey, policy,
     routes::{in_precedence_order, translate_http_route},
     service_cluster_name, tcp_ports,
 };
@@ -35,14 +35,13 @@ const OUTBOUND: &str = "outbound";
 /// Route table of the inbound listener.
 use crate::envoy::INBOUND_STAT_PREFIX as INBOUND;
 
-pub(super) fn translate_sidecar(
-    state: &ClusterState,
-    namespace: &str,
-    options: &ProxyOptions,
-    mesh_tls: MtlsMode,
-    registry_only: bool,
-    config: &mut ProxyConfig,
-) {
+pub(super) fn translate_sidecar(state: &ClusterState, key: &ViewKey, config: &mut ProxyConfig) {
+    let namespace = key.namespace.as_str();
+    let options = &key.options;
+    let mesh_tls = key.mesh_tls.unwrap_or(MtlsMode::Permissive);
+    let registry_only = key.registry_only;
+    let inbound_limited = key.inbound_limited.as_slice();
+    let inbound_ports = key.inbound_ports.as_slice();
     let mut virtual_hosts = Vec::new();
     let mut service_addresses = Vec::new();
     for (key, service) in state.services.iter() {
@@ -59,6 +58,10 @@ pub(super) fn translate_sidecar(
         let attached_service_policy =
             policy::policy_for(state, ns, PolicyTargetKind::Service, &key.name);
         let service_policy = attached_service_policy.map(|p| p.spec);
+        // Limits are enforced where the Service receives traffic once every endpoint runs
+        // a sidecar (so they hold for every caller, meshed or not); until then, here.
+        let limited_here = service_policy.is_some_and(policy::limits)
+            && !limits_enforced_inbound(state, ns, &key.name);
         for &(_, number) in &ports {
             let cluster = service_cluster_name(ns, &key.name, number);
             let mut routes = mesh_routes(state, namespace, ns, &key.name, number);
@@ -84,10 +87,13 @@ pub(super) fn translate_sidecar(
                 domains,
                 routes,
                 local_rate_limit: service_policy
+                    .filter(|_| limited_here)
                     .and_then(|p| p.rate_limit.as_ref())
                     .and_then(|r| r.local.as_ref())
                     .map(policy::token_bucket),
-                global_rate_limit: attached_service_policy.and_then(|p| p.global_limit()),
+                global_rate_limit: attached_service_policy
+                    .filter(|_| limited_here)
+                    .and_then(|p| p.global_limit()),
                 retry: service_policy
                     .and_then(|p| p.retries.as_ref())
                     .map(policy::retry_policy),
@@ -116,6 +122,7 @@ pub(super) fn translate_sidecar(
         local_rate_limit: None,
         tls: Vec::new(),
         capture,
+        port_route_tables: Vec::new(),
     });
     config.route_tables.push(RouteTable {
         name: OUTBOUND.into(),
@@ -159,6 +166,54 @@ pub(super) fn translate_sidecar(
     } else {
         return;
     };
+    // Service limits enforced here, by the port the Service sends to. A captured sidecar
+    // has a chain and a route table per port its pod declares, whether limited or not: the
+    // pod's ports never change, so a policy edit changes only route tables, which apply to
+    // open connections too (a new filter chain would not). Limits on an undeclared port,
+    // and an explicit-port sidecar's (one workload port), go in the listener's own table.
+    let mut port_tables: Vec<(u16, String, Limits)> = if options.capture {
+        inbound_ports
+            .iter()
+            .map(|port| (*port, format!("{INBOUND}/{port}"), (None, None)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut default_limits: Limits = (None, None);
+    for (service, pod_port) in inbound_limited {
+        let Some(attached) =
+            policy::policy_for(state, namespace, PolicyTargetKind::Service, service)
+        else {
+            continue;
+        };
+        let limits = (
+            attached
+                .spec
+                .rate_limit
+                .as_ref()
+                .and_then(|r| r.local.as_ref())
+                .map(policy::token_bucket),
+            attached.global_limit(),
+        );
+        let slot = match port_tables.iter_mut().find(|(port, _, _)| port == pod_port) {
+            Some((_, _, slot)) => slot,
+            None if options.capture || Some(*pod_port) == options.app_port => &mut default_limits,
+            None => continue,
+        };
+        // Two limited Services on one port: the first by name applies.
+        if *slot == (None, None) {
+            *slot = limits;
+        }
+    }
+    for (_, table, limits) in &port_tables {
+        config
+            .route_tables
+            .push(inbound_table(table, &inbound_cluster, limits.clone()));
+    }
+    let port_tables = port_tables
+        .into_iter()
+        .map(|(port, table, _)| (port, table))
+        .collect();
     config.listeners.push(Listener {
         global_rate_limit: false,
         mesh_tls: Some(mesh_tls),
@@ -171,18 +226,122 @@ pub(super) fn translate_sidecar(
         local_rate_limit: None,
         tls: Vec::new(),
         capture: options.capture.then_some(Capture::Inbound),
+        port_route_tables: port_tables,
     });
-    config.route_tables.push(RouteTable {
-        name: INBOUND.into(),
+    config
+        .route_tables
+        .push(inbound_table(INBOUND, &inbound_cluster, default_limits));
+}
+
+/// A Service's limits: local, global.
+type Limits = (
+    Option<crate::model::TokenBucket>,
+    Option<crate::model::GlobalLimit>,
+);
+
+/// An inbound route table: everything to `cluster`, under a Service's limits.
+fn inbound_table(name: &str, cluster: &str, (local, global): Limits) -> RouteTable {
+    RouteTable {
+        name: name.into(),
         virtual_hosts: vec![VirtualHost {
-            global_rate_limit: None,
+            global_rate_limit: global,
             name: INBOUND.into(),
             domains: vec!["*".into()],
-            routes: vec![default_route(&inbound_cluster)],
-            local_rate_limit: None,
+            routes: vec![default_route(cluster)],
+            local_rate_limit: local,
             retry: None,
         }],
-    });
+    }
+}
+
+/// The EndpointSlices of Service `namespace/service`.
+fn service_slices<'a>(
+    state: &'a ClusterState,
+    namespace: &'a str,
+    service: &'a str,
+) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+    state
+        .endpoint_slices
+        .in_namespace(namespace)
+        .map(AsRef::as_ref)
+        .filter(move |slice: &&EndpointSlice| {
+            slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .is_some_and(|s| s == service)
+        })
+}
+
+/// The pods behind a slice's ready endpoints (absent `ready` counts as ready), by name.
+fn ready_pods(slice: &EndpointSlice) -> impl Iterator<Item = Option<&str>> {
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .map(|e| {
+            e.target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.as_deref())
+        })
+}
+
+/// Whether a Service's limits are enforced by its own sidecars: it has ready endpoints,
+/// and every one is a pod running a sidecar.
+pub(super) fn limits_enforced_inbound(
+    state: &ClusterState,
+    namespace: &str,
+    service: &str,
+) -> bool {
+    let mut any = false;
+    for slice in service_slices(state, namespace, service) {
+        for pod in ready_pods(slice) {
+            any = true;
+            let meshed = pod
+                .and_then(|name| state.pods.get_namespaced(namespace, name))
+                .is_some_and(|p| super::mesh::runs_sidecar(p));
+            if !meshed {
+                return false;
+            }
+        }
+    }
+    any
+}
+
+/// The Services in `namespace` whose limits this pod's sidecar enforces, with the pod port
+/// each sends to: Services targeted by a TrafficPolicy with limits, whose endpoints all run
+/// sidecars, and include this pod.
+pub(super) fn inbound_limited(
+    state: &ClusterState,
+    namespace: &str,
+    pod: &str,
+) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for policy in state.traffic_policies.in_namespace(namespace) {
+        let target = &policy.spec.target_ref;
+        if target.kind != PolicyTargetKind::Service || !policy::limits(&policy.spec) {
+            continue;
+        }
+        if !limits_enforced_inbound(state, namespace, &target.name) {
+            continue;
+        }
+        for slice in service_slices(state, namespace, &target.name) {
+            if !ready_pods(slice).any(|p| p == Some(pod)) {
+                continue;
+            }
+            for port in slice.ports.iter().flatten() {
+                if let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) {
+                    out.push((target.name.clone(), number));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// A Service's ClusterIPs (IPv4 and IPv6; none for a headless Service).
@@ -301,6 +460,21 @@ pub(super) fn pod<'a>(state: &'a ClusterState, proxy: &ProxyId) -> Option<&'a Po
         .pods
         .get_namespaced(&proxy.namespace, &proxy.name)
         .map(AsRef::as_ref)
+}
+
+/// The TCP ports a Pod's containers declare, sorted.
+pub(super) fn declared_ports(pod: &Pod) -> Vec<u16> {
+    let mut ports: Vec<u16> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// The sidecar's workload port: the first container port of its Pod.
