@@ -468,3 +468,74 @@ fn captured_traffic_crosses_the_mesh_with_mtls_and_only_where_it_should() {
         0
     );
 }
+
+/// Every probe kind the injector rewrites (HTTP and HTTPS with headers, TCP, gRPC) gives a
+/// bootstrap the real Envoy accepts (`--mode validate`), as the in-pod `weir bootstrap`
+/// writes it for a captured sidecar.
+#[test]
+fn captured_bootstraps_with_every_probe_kind_are_valid_envoy_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = dir.path().join("envoy.yaml");
+    let probes = r#"{"/app-health/web/readyz": {"httpGet": {"path": "/ready?full=1", "port": 8080, "scheme": "HTTP", "httpHeaders": [["X-Probe", "100%"]]}},
+                     "/app-health/web/livez": {"httpGet": {"path": "/live", "port": 8443, "scheme": "HTTPS"}, "timeoutSeconds": 3},
+                     "/app-health/web/startupz": {"tcpSocket": {"port": 8080}},
+                     "/app-health/grpc/readyz": {"grpc": {"port": 9090, "service": "ready"}},
+                     "/app-health/grpc/livez": {"grpc": {"port": 9090}}}"#;
+    let out = std::process::Command::new(weir_bin())
+        .args([
+            "bootstrap",
+            "--role",
+            "sidecar",
+            "--name",
+            "web-0",
+            "--namespace",
+            "pay",
+            "--capture",
+            "--stats-port",
+            "15090",
+            "--health-port",
+            "15021",
+            "--app-probes",
+            probes,
+            "--output",
+        ])
+        .arg(&bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(&bootstrap).unwrap();
+    assert!(text.contains("weir.io/capture"), "{text}");
+    let validate = std::process::Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "envoy refused the bootstrap:\n{}\n{text}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    // A malformed annotation is refused with the flag named, not written.
+    let out = std::process::Command::new(weir_bin())
+        .args([
+            "bootstrap",
+            "--role",
+            "sidecar",
+            "--name",
+            "w",
+            "--namespace",
+            "n",
+            "--health-port",
+            "15021",
+            "--app-probes",
+            "{nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--app-probes"));
+}

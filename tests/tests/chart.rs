@@ -883,7 +883,7 @@ fn the_injection_webhook_is_scoped_and_its_pods_get_least_privilege() {
             assert_eq!(
                 c.image
                     .as_deref()
-                    .map(|i| i.starts_with("ghcr.io/weir-io/weir")
+                    .map(|i| i.starts_with("ghcr.io/weir-io/weir-init")
                         || i.starts_with("envoyproxy/envoy")),
                 Some(true),
                 "{name}"

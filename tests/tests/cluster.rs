@@ -470,3 +470,117 @@ fn the_chart_installs_and_everything_becomes_ready() {
     kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// One label meshes a namespace: with the chart installed (as in the test above; the
+/// cluster must run `WEIR_IMAGE` and its `-init` image, e.g. built with
+/// `docker build --target init`), a Deployment in a namespace labelled
+/// `weir.io/inject=enabled` runs with Weir's sidecar (a native sidecar init container), its
+/// readiness probe passes through the rewritten health port, and the namespace's
+/// MeshPolicy reports `sidecarCoverage` n/n.
+#[test]
+#[ignore = "needs cluster"]
+fn a_labelled_namespace_gets_sidecars_and_full_coverage() {
+    let image = std::env::var("WEIR_IMAGE").expect("WEIR_IMAGE: an image the cluster can run");
+    let (repository, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let system = format!("weir-mesh-{}", std::process::id());
+    let app = format!("meshed-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let values = dir.path().join("values.json");
+    std::fs::write(
+        &values,
+        serde_json::json!({
+            "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+            "xdsServer": {"replicas": 1}, "controllers": {"replicas": 1}, "metricsAdapter": {"enabled": false},
+        })
+        .to_string(),
+    )
+    .expect("values");
+    let helm = |action: &str| {
+        std::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/helm-release.py"))
+            .args([action, "--namespace", &system, "--release", "weir"])
+            .args(if action == "uninstall" {
+                vec![]
+            } else {
+                vec!["--values".to_string(), values.display().to_string()]
+            })
+            .output()
+            .expect("helm-release.py")
+    };
+    let kubectl = |args: &[&str], stdin: Option<&str>| weir_tests::kubectl(args, stdin);
+    assert!(helm("install").status.success());
+    let (ok, out) = kubectl(
+        &[
+            "rollout",
+            "status",
+            "deployment/weir-xds-server",
+            "-n",
+            &system,
+            "--timeout=180s",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    let manifests = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {app}, labels: {{weir.io/inject: enabled}}}}\n---\n\
+         apiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: {app}}}\nspec: {{mtls: {{mode: Permissive}}}}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {app}}}\n\
+         spec: {{replicas: 2, selector: {{matchLabels: {{app: web}}}}, template: {{metadata: {{labels: {{app: web}}}}, spec: {{containers: [\
+         {{name: web, image: {image}, args: [up, --config, /tmp, --ca-dir, /tmp/ca, --admin-addr, '0.0.0.0:8080'], ports: [{{containerPort: 8080}}], \
+         readinessProbe: {{httpGet: {{path: /readyz, port: 8080}}}}}}]}}}}}}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {app}}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n"
+    );
+    let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&manifests));
+    assert!(ok, "{out}");
+    // Ready means the rewritten readiness probe went through the sidecar's health port.
+    let (ok, out) = kubectl(
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &app,
+            "--timeout=180s",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    let (_, pods) = kubectl(
+        &["get", "pods", "-n", &app, "-l", "app=web", "-o", "json"],
+        None,
+    );
+    let pods: serde_json::Value = serde_json::from_str(&pods).unwrap_or_default();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        assert_eq!(
+            pod["metadata"]["labels"]["weir.io/sidecar"], "true",
+            "{pod}"
+        );
+        let init: Vec<&str> = pod["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(&init[..3], ["weir-capture", "weir-bootstrap", "weir-proxy"]);
+    }
+    let covered = weir_tests::eventually(std::time::Duration::from_secs(180), || {
+        let (_, coverage) = kubectl(
+            &[
+                "get",
+                "meshpolicy",
+                "default",
+                "-n",
+                &app,
+                "-o",
+                "jsonpath={.status.sidecarCoverage}",
+            ],
+            None,
+        );
+        (coverage.trim() == "2/2").then_some(())
+    });
+    kubectl(&["delete", "namespace", &app, "--wait=false"], None);
+    let _ = helm("uninstall");
+    kubectl(&["delete", "namespace", &system, "--wait=false"], None);
+    assert!(covered.is_some(), "sidecarCoverage never reached 2/2");
+}

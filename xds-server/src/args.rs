@@ -141,8 +141,9 @@ pub struct InjectArgs {
         default_value = "envoyproxy/envoy:v1.40.0"
     )]
     pub inject_proxy_image: String,
-    /// Weir's image, for the capture and bootstrap init containers.
-    #[arg(long, env = "WEIR_INJECT_INIT_IMAGE", default_value = concat!("ghcr.io/weir-io/weir:", env!("CARGO_PKG_VERSION")))]
+    /// Weir's init image (weir with iptables, the Dockerfile's `init` target), for the
+    /// capture and bootstrap init containers.
+    #[arg(long, env = "WEIR_INJECT_INIT_IMAGE", default_value = concat!("ghcr.io/weir-io/weir-init:", env!("CARGO_PKG_VERSION")))]
     pub inject_init_image: String,
     /// Image pull policy of the injected containers.
     #[arg(long, env = "WEIR_INJECT_PULL_POLICY", default_value = "IfNotPresent")]
