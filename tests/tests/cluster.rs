@@ -528,7 +528,7 @@ fn a_labelled_namespace_gets_sidecars_and_full_coverage() {
          apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {app}}}\n\
          spec: {{replicas: 2, selector: {{matchLabels: {{app: web}}}}, template: {{metadata: {{labels: {{app: web}}}}, spec: {{containers: [\
          {{name: web, image: {image}, args: [up, --config, /tmp, --ca-dir, /tmp/ca, --admin-addr, '0.0.0.0:8080'], ports: [{{containerPort: 8080}}], \
-         readinessProbe: {{httpGet: {{path: /readyz, port: 8080}}}}}}]}}}}}}}}\n---\n\
+         readinessProbe: {{httpGet: {{path: /readyz, port: 8080}}}}}}]}}}}}}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {app}}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n"
     );
     let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&manifests));
