@@ -5,16 +5,12 @@ use std::{
     convert::Infallible,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use axum::body::Body;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
-};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -27,7 +23,6 @@ use prometheus_client::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -393,68 +388,26 @@ fn attributes(route: &Result<Route, ApiError>, path: &str) -> Attributes {
 }
 
 /// Serves `server` on `listener` until `shutdown`, then lets open connections finish
-/// their requests (up to 10 s).
+/// their requests (up to 10 s). Each connection's client certificate, if any, is its
+/// caller's identity (front proxy or client certificate authentication).
 pub async fn serve(
     listener: TcpListener,
     tls: rustls::ServerConfig,
     server: Arc<Server>,
     shutdown: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let graceful = GracefulShutdown::new();
     info!(addr = ?listener.local_addr().ok(), "metrics adapter serving the custom and external metrics APIs");
-    loop {
-        let (stream, remote) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+    let make_service = move |session: &rustls::ServerConnection| {
+        let peer = match (&server.access, session.peer_certificates()) {
+            (Access::Secured(auth), Some(chain)) => auth.peer(chain),
+            _ => PeerIdentity::default(),
         };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
         let server = server.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    debug!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let peer = match (&server.access, tls.get_ref().1.peer_certificates()) {
-                (Access::Secured(auth), Some(chain)) => auth.peer(chain),
-                _ => PeerIdentity::default(),
-            };
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let server = server.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, Infallible>(server.handle(&peer, request).await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder
-                .serve_connection(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("connections still open after 10 s; closing them");
-    }
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let server = server.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(server.handle(&peer, request).await) }
+        })
+    };
+    weir_runtime::tls::serve(listener, tls, make_service, shutdown).await;
 }

@@ -79,15 +79,44 @@ impl ResolvesServerCert for CertificateSlot {
     }
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown`, then lets open connections
-/// finish their requests (up to 10 s).
-pub async fn serve(
+/// Serves `router` over TLS on `listener` until `shutdown` (see [`serve`]).
+pub async fn serve_router(
     listener: TcpListener,
     tls: rustls::ServerConfig,
     router: Router,
     shutdown: CancellationToken,
 ) {
+    serve(
+        listener,
+        tls,
+        move |_| TowerToHyperService::new(router.clone()),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves HTTP/1.1 and HTTP/2 over TLS on `listener` until `shutdown`, then lets open
+/// connections finish their requests (up to 10 s). Each connection gets the service
+/// `make_service` builds from its TLS session (which holds the client's certificates, for
+/// servers that authenticate by them). A handshake has 10 s.
+pub async fn serve<M, S, B>(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    make_service: M,
+    shutdown: CancellationToken,
+) where
+    M: Fn(&rustls::ServerConnection) -> S + Send + Sync + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let make_service = Arc::new(make_service);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -101,8 +130,9 @@ pub async fn serve(
                 }
             },
         };
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let make_service = make_service.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
@@ -118,6 +148,7 @@ pub async fn serve(
                     return;
                 }
             };
+            let service = make_service(tls.get_ref().1);
             let connection = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
                 .into_owned();

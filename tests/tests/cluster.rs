@@ -401,33 +401,9 @@ fn controllers_promote_a_mesh_policy_from_prometheus() {
 #[test]
 #[ignore = "needs cluster"]
 fn the_chart_installs_and_everything_becomes_ready() {
-    let image = std::env::var("WEIR_IMAGE").expect("WEIR_IMAGE: an image the cluster can run");
-    let (repository, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let namespace = format!("weir-chart-{}", std::process::id());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let values = dir.path().join("values.json");
-    std::fs::write(
-        &values,
-        serde_json::json!({
-            "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
-            "xdsServer": {"replicas": 1}, "controllers": {"replicas": 1}, "metricsAdapter": {"replicas": 1},
-        })
-        .to_string(),
-    )
-    .expect("values");
-    let helm = |action: &str| {
-        std::process::Command::new(root.join(".venv/bin/python"))
-            .arg(root.join("scripts/helm-release.py"))
-            .args([action, "--namespace", &namespace, "--release", "weir-test"])
-            .args(if action == "uninstall" {
-                vec![]
-            } else {
-                vec!["--values".to_string(), values.display().to_string()]
-            })
-            .output()
-            .expect("helm-release.py")
-    };
+    let release = Release::new(namespace.clone(), "weir-test", serde_json::json!({}));
+    let helm = |action: &str| release.helm(action);
     let installed = helm("install");
     let kubectl = |args: &[&str]| weir_tests::kubectl(args, None);
     let mut failures = Vec::new();
@@ -481,33 +457,14 @@ fn the_chart_installs_and_everything_becomes_ready() {
 #[ignore = "needs cluster"]
 fn a_labelled_namespace_gets_sidecars_and_full_coverage() {
     let image = std::env::var("WEIR_IMAGE").expect("WEIR_IMAGE: an image the cluster can run");
-    let (repository, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let system = format!("weir-mesh-{}", std::process::id());
     let app = format!("meshed-{}", std::process::id());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let values = dir.path().join("values.json");
-    std::fs::write(
-        &values,
-        serde_json::json!({
-            "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
-            "xdsServer": {"replicas": 1}, "controllers": {"replicas": 1}, "metricsAdapter": {"enabled": false},
-        })
-        .to_string(),
-    )
-    .expect("values");
-    let helm = |action: &str| {
-        std::process::Command::new(root.join(".venv/bin/python"))
-            .arg(root.join("scripts/helm-release.py"))
-            .args([action, "--namespace", &system, "--release", "weir"])
-            .args(if action == "uninstall" {
-                vec![]
-            } else {
-                vec!["--values".to_string(), values.display().to_string()]
-            })
-            .output()
-            .expect("helm-release.py")
-    };
+    let release = Release::new(
+        system.clone(),
+        "weir",
+        serde_json::json!({"metricsAdapter": {"enabled": false}}),
+    );
+    let helm = |action: &str| release.helm(action);
     let kubectl = |args: &[&str], stdin: Option<&str>| weir_tests::kubectl(args, stdin);
     assert!(helm("install").status.success());
     let (ok, out) = kubectl(
@@ -583,4 +540,62 @@ fn a_labelled_namespace_gets_sidecars_and_full_coverage() {
     let _ = helm("uninstall");
     kubectl(&["delete", "namespace", &system, "--wait=false"], None);
     assert!(covered.is_some(), "sidecarCoverage never reached 2/2");
+}
+
+/// A Helm release of the chart (through Helm's library in `.venv`, scripts/setup.sh) with
+/// the image in `WEIR_IMAGE` and `extra` values merged over one replica per component.
+struct Release {
+    namespace: String,
+    name: &'static str,
+    _dir: tempfile::TempDir,
+    values: std::path::PathBuf,
+}
+
+impl Release {
+    fn new(namespace: String, name: &'static str, extra: serde_json::Value) -> Release {
+        let image = std::env::var("WEIR_IMAGE").expect("WEIR_IMAGE: an image the cluster can run");
+        let (repository, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
+        let mut values = serde_json::json!({
+            "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+            "xdsServer": {"replicas": 1}, "controllers": {"replicas": 1}, "metricsAdapter": {"replicas": 1},
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            match (values.get_mut(key), value) {
+                (Some(serde_json::Value::Object(base)), serde_json::Value::Object(more)) => {
+                    base.extend(more.clone())
+                }
+                _ => values[key] = value.clone(),
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("values.json");
+        std::fs::write(&path, values.to_string()).expect("values");
+        Release {
+            namespace,
+            name,
+            _dir: dir,
+            values: path,
+        }
+    }
+
+    /// `install`, `upgrade` or `uninstall`.
+    fn helm(&self, action: &str) -> std::process::Output {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/helm-release.py"))
+            .args([
+                action,
+                "--namespace",
+                &self.namespace,
+                "--release",
+                self.name,
+            ])
+            .args(if action == "uninstall" {
+                vec![]
+            } else {
+                vec!["--values".to_string(), self.values.display().to_string()]
+            })
+            .output()
+            .expect("helm-release.py")
+    }
 }

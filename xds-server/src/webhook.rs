@@ -209,7 +209,7 @@ pub async fn start_webhook(
         .with_context(|| format!("cannot listen on --webhook-addr {addr}"))?;
     let local = listener.local_addr()?;
     let app = router(config, WebhookMetrics::register(registry));
-    tasks.spawn(weir_runtime::tls::serve(
+    tasks.spawn(weir_runtime::tls::serve_router(
         listener,
         tls,
         app,

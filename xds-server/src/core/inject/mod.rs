@@ -332,30 +332,6 @@ fn region_patch(original: &Value, patched: &Value) -> json_patch::Patch {
     serde_json::from_value(Value::Array(ops)).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ca_bundle_patch_sets_each_stale_bundle_and_nothing_when_current() {
-        let config = json!({"webhooks": [
-            {"name": "namespace.inject.weir.io", "clientConfig": {"service": {"name": "x"}}},
-            {"name": "object.inject.weir.io", "clientConfig": {"caBundle": "b2xk"}},
-        ]});
-        let patch = ca_bundle_patch(&config, "PEM").unwrap();
-        let ops = serde_json::to_value(&patch).unwrap();
-        assert_eq!(ops.as_array().unwrap().len(), 4);
-        assert_eq!(
-            ops[1],
-            json!({"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "UEVN"})
-        );
-        assert_eq!(ops[3]["op"], "replace");
-        let mut patched = config.clone();
-        json_patch::patch(&mut patched, &patch).unwrap();
-        assert!(ca_bundle_patch(&patched, "PEM").is_none());
-    }
-}
-
 fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
     let entry = map.entry(key).or_insert_with(|| json!({}));
     if !entry.is_object() {
@@ -557,4 +533,28 @@ fn proxy_container(config: &InjectConfig, resources: Value) -> Value {
         "resources": resources,
         "securityContext": security_context(PROXY_UID, &[]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_bundle_patch_sets_each_stale_bundle_and_nothing_when_current() {
+        let config = json!({"webhooks": [
+            {"name": "namespace.inject.weir.io", "clientConfig": {"service": {"name": "x"}}},
+            {"name": "object.inject.weir.io", "clientConfig": {"caBundle": "b2xk"}},
+        ]});
+        let patch = ca_bundle_patch(&config, "PEM").unwrap();
+        let ops = serde_json::to_value(&patch).unwrap();
+        assert_eq!(ops.as_array().unwrap().len(), 4);
+        assert_eq!(
+            ops[1],
+            json!({"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "UEVN"})
+        );
+        assert_eq!(ops[3]["op"], "replace");
+        let mut patched = config.clone();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        assert!(ca_bundle_patch(&patched, "PEM").is_none());
+    }
 }
