@@ -59,27 +59,21 @@ impl Sidecar {
         // The sidecar uid reads the bootstrap.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let bootstrap = dir.path().join("envoy.yaml");
-        let out = std::process::Command::new(weir_bin())
-            .arg("bootstrap")
-            .args(bootstrap_args)
-            .args([
-                "--xds-addr",
-                &xds.to_string(),
-                "--rate-limit-addr",
-                &rate_limit.to_string(),
-                "--admin-port",
-                &ADMIN_PORT.to_string(),
-                "--capture",
-                "--output",
-            ])
-            .arg(&bootstrap)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "weir bootstrap: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (xds, rate_limit, admin) = (
+            xds.to_string(),
+            rate_limit.to_string(),
+            ADMIN_PORT.to_string(),
         );
+        let mut args = bootstrap_args.to_vec();
+        args.extend([
+            "--xds-addr",
+            &xds,
+            "--rate-limit-addr",
+            &rate_limit,
+            "--admin-port",
+            &admin,
+        ]);
+        write_bootstrap(&args, &bootstrap);
         fs::set_permissions(&bootstrap, fs::Permissions::from_mode(0o644)).unwrap();
         let log = dir.path().join("envoy.log");
         let child = Lab::command(ns, "setpriv")
@@ -133,6 +127,22 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `weir bootstrap --capture <args> --output <path>`, as the injected init container runs it.
+fn write_bootstrap(args: &[&str], path: &Path) {
+    let out = std::process::Command::new(weir_bin())
+        .arg("bootstrap")
+        .args(args)
+        .args(["--capture", "--output"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "weir bootstrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// curl inside `ns` (as root unless `as_sidecar`): (exit code, body).
@@ -467,31 +477,22 @@ fn captured_bootstraps_with_every_probe_kind_are_valid_envoy_configuration() {
                      "/app-health/web/startupz": {"tcpSocket": {"port": 8080}},
                      "/app-health/grpc/readyz": {"grpc": {"port": 9090, "service": "ready"}},
                      "/app-health/grpc/livez": {"grpc": {"port": 9090}}}"#;
-    let out = std::process::Command::new(weir_bin())
-        .args([
-            "bootstrap",
+    write_bootstrap(
+        &[
             "--role",
             "sidecar",
             "--name",
             "web-0",
             "--namespace",
             "pay",
-            "--capture",
             "--stats-port",
             "15090",
             "--health-port",
             "15021",
             "--app-probes",
             probes,
-            "--output",
-        ])
-        .arg(&bootstrap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &bootstrap,
     );
     let text = fs::read_to_string(&bootstrap).unwrap();
     assert!(text.contains("weir.io/capture"), "{text}");

@@ -77,23 +77,37 @@ const ADMIN_CLUSTER: &str = "weir-admin";
 /// A listener on `0.0.0.0:port` that serves `/stats/prometheus` from the admin and
 /// nothing else (404), so Prometheus can scrape a proxy whose admin is on loopback.
 fn stats_listener(port: u16) -> Value {
+    let routes = json!([
+        {"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}},
+        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+    ]);
+    http_listener(
+        "weir-stats",
+        port,
+        "weir_stats",
+        routes,
+        vec![router_filter()],
+    )
+}
+
+/// A static HTTP listener on `0.0.0.0:port` with one catch-all virtual host.
+fn http_listener(
+    name: &str,
+    port: u16,
+    stat_prefix: &str,
+    routes: Value,
+    filters: Vec<Value>,
+) -> Value {
     json!({
-        "name": "weir-stats",
+        "name": name,
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "weir_stats",
-                "route_config": {"virtual_hosts": [{
-                    "name": "stats",
-                    "domains": ["*"],
-                    "routes": [
-                        {"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}},
-                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
-                    ],
-                }]},
-                "http_filters": [router_filter()],
+                "stat_prefix": stat_prefix,
+                "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+                "http_filters": filters,
             },
         }]}],
     })
@@ -229,19 +243,7 @@ fn health_listener(port: u16, probers: &AppProbers) -> (Value, Vec<Value>) {
     }
     routes.push(json!({"match": {"prefix": "/"}, "direct_response": {"status": 404}}));
     filters.push(router_filter());
-    let listener = json!({
-        "name": "weir-health",
-        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "weir_health",
-                "route_config": {"virtual_hosts": [{"name": "health", "domains": ["*"], "routes": routes}]},
-                "http_filters": filters,
-            },
-        }]}],
-    });
+    let listener = http_listener("weir-health", port, "weir_health", json!(routes), filters);
     (listener, clusters.into_values().collect())
 }
 

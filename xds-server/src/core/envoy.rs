@@ -524,11 +524,16 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
 /// the application addressed before iptables redirected it.
 fn original_dst() -> ListenerFilter {
     use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+    listener_filter(
+        "envoy.filters.listener.original_dst",
+        OriginalDst::default(),
+    )
+}
+
+fn listener_filter(name: &str, config: impl prost::Name) -> ListenerFilter {
     ListenerFilter {
-        name: "envoy.filters.listener.original_dst".into(),
-        config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(
-            OriginalDst::default(),
-        ))),
+        name: name.into(),
+        config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(config))),
         ..Default::default()
     }
 }
@@ -601,13 +606,10 @@ fn outbound_capture_listener(
 }
 
 fn tls_inspector() -> ListenerFilter {
-    ListenerFilter {
-        name: "envoy.filters.listener.tls_inspector".into(),
-        config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(
-            TlsInspector::default(),
-        ))),
-        ..Default::default()
-    }
+    listener_filter(
+        "envoy.filters.listener.tls_inspector",
+        TlsInspector::default(),
+    )
 }
 
 /// A sidecar's inbound listener in its mTLS mode:
