@@ -64,13 +64,9 @@ fn the_webhook_answers_over_tls_with_a_certificate_from_the_mesh_ca() {
     assert_eq!(reply["response"]["uid"], "u-1");
     assert_eq!(reply["response"]["allowed"], true);
     assert_eq!(reply["response"]["patchType"], "JSONPatch");
-    let bytes: Vec<u8> = reply["response"]["patch"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_u64().unwrap() as u8)
-        .collect();
-    let patch: Value = serde_json::from_slice(&bytes).unwrap();
+    let bytes: k8s_openapi::ByteString =
+        serde_json::from_value(reply["response"]["patch"].clone()).unwrap();
+    let patch: Value = serde_json::from_slice(&bytes.0).unwrap();
     assert!(patch.to_string().contains("weir-proxy"), "{patch}");
 
     let (code, reply) = post(port, &ca_dir.join("ca.crt"), "{not json");

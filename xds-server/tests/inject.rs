@@ -50,14 +50,17 @@ fn admission_review(pod: &Value) -> Vec<u8> {
     .unwrap()
 }
 
-/// The response's patch, decoded (the API server's JSON carries it as bytes).
+/// The response's patch, decoded from base64 (how the API server reads Go `[]byte`).
 fn patch_of(response: &Value) -> Option<json_patch::Patch> {
-    let bytes: Vec<u8> = match &response["patch"] {
-        Value::Null => return None,
-        Value::Array(items) => items.iter().map(|b| b.as_u64().unwrap() as u8).collect(),
-        other => panic!("patch is neither bytes nor absent: {other}"),
-    };
-    Some(serde_json::from_slice(&bytes).unwrap())
+    match &response["patch"] {
+        Value::Null => None,
+        Value::String(_) => {
+            let bytes: k8s_openapi::ByteString =
+                serde_json::from_value(response["patch"].clone()).unwrap();
+            Some(serde_json::from_slice(&bytes.0).unwrap())
+        }
+        other => panic!("patch is neither base64 nor absent: {other}"),
+    }
 }
 
 /// What a golden file holds: the verdict, the message of a refusal, the patch.

@@ -76,7 +76,23 @@ pub fn review(body: &[u8], config: &InjectConfig) -> (Value, Verdict) {
             (response.deny(&message), Verdict::Refused(message))
         }
     };
-    (to_value(&response.into_review()), verdict)
+    let mut reply = to_value(&response.into_review());
+    base64_patch(&mut reply);
+    (reply, verdict)
+}
+
+/// The API server reads `response.patch` as Go `[]byte`, which JSON carries as a base64
+/// string (as the Kubernetes documentation shows it); kube's type serializes the bytes as
+/// a number array, so it is re-encoded here.
+fn base64_patch(reply: &mut Value) {
+    let patch = &mut reply["response"]["patch"];
+    if let Some(items) = patch.as_array() {
+        let bytes: Vec<u8> = items
+            .iter()
+            .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect();
+        *patch = to_value(&k8s_openapi::ByteString(bytes));
+    }
 }
 
 fn to_value(v: &impl serde::Serialize) -> Value {
