@@ -1,6 +1,7 @@
 //! The sidecar injection webhook over real TLS: `weir up --webhook-addr` serves it with a
 //! certificate from the mesh CA, and curl, trusting only that CA's root, gets the patch
-//! back; a malformed body gets an error review, and the process keeps serving.
+//! back; a malformed body gets an error review, and the process keeps serving. And the
+//! leader keeps the webhook configuration's caBundle, against a stand-in API server.
 
 #![allow(clippy::unwrap_used)] // helpers panic on broken fixtures by design
 
@@ -89,5 +90,108 @@ fn the_webhook_answers_over_tls_with_a_certificate_from_the_mesh_ca() {
     assert!(
         metrics.contains("weir_injection_reviews_total{verdict=\"malformed\"} 1"),
         "{metrics}"
+    );
+}
+
+#[derive(Clone, Default)]
+struct StandIn {
+    config: std::sync::Arc<std::sync::Mutex<Value>>,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+async fn api(
+    axum::extract::State(api): axum::extract::State<StandIn>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    api.calls
+        .lock()
+        .unwrap()
+        .push((method.to_string(), uri.path().to_string(), content_type));
+    if uri.path()
+        != "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/weir-sidecar-injector"
+    {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    let mut config = api.config.lock().unwrap();
+    if method == axum::http::Method::PATCH {
+        let patch: json_patch::Patch = serde_json::from_slice(&body).unwrap();
+        if json_patch::patch(&mut config, &patch).is_err() {
+            return axum::http::StatusCode::UNPROCESSABLE_ENTITY.into_response();
+        }
+    }
+    axum::Json(config.clone()).into_response()
+}
+
+#[tokio::test]
+async fn the_leader_keeps_the_webhook_ca_bundle_on_the_mesh_root() {
+    let stand_in = StandIn::default();
+    *stand_in.config.lock().unwrap() = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "weir-sidecar-injector"},
+        "webhooks": [
+            {"name": "namespace.inject.weir.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+             "clientConfig": {"service": {"name": "weir-xds-server", "namespace": "weir-system", "path": "/inject"}}},
+            {"name": "object.inject.weir.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+             "clientConfig": {"service": {"name": "weir-xds-server", "namespace": "weir-system", "path": "/inject"}, "caBundle": "c3RhbGU="}},
+        ]
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/{*path}", axum::routing::any(api))
+        .with_state(stand_in.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+            .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let keeper = tokio::spawn(weir_xds::k8s::keep_ca_bundle(
+        client,
+        "weir-sidecar-injector".into(),
+        "ROOT PEM\n".into(),
+        weir_runtime::leader::Leadership::always(),
+        shutdown.clone(),
+    ));
+    let expected = serde_json::to_value(k8s_openapi::ByteString(b"ROOT PEM\n".to_vec())).unwrap();
+    let mut done = false;
+    for _ in 0..100 {
+        let config = stand_in.config.lock().unwrap().clone();
+        if config["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["clientConfig"]["caBundle"] == expected)
+        {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    keeper.await.unwrap();
+    assert!(
+        done,
+        "caBundle never set: {:?}",
+        stand_in.config.lock().unwrap()
+    );
+    let calls = stand_in.calls.lock().unwrap().clone();
+    // One read, one JSON patch of the one configuration it may touch; nothing else.
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].0, "GET");
+    assert_eq!(calls[1].0, "PATCH");
+    assert_eq!(calls[1].2, "application/json-patch+json");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.1.ends_with("/weir-sidecar-injector"))
     );
 }
