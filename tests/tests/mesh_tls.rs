@@ -269,6 +269,25 @@ fn https_with_client_cert(addr: SocketAddr, cert: &str, key: &str) -> Option<u16
     (output.status.success() && code != 0).then_some(code)
 }
 
+/// Permissive → Strict takes effect on the next push, not the controller's next pass: with
+/// the controller's interval at an hour, the edit still closes plaintext within seconds.
+#[test]
+fn a_tightening_edit_applies_on_the_next_push_without_waiting_for_the_controller() {
+    let mesh = Mesh::start("Permissive", &["--mesh-tls-interval", "1h"]);
+    mesh.wait_routed();
+    assert_eq!(mesh.plaintext().as_deref(), Some("pay"));
+    // The controller's first pass has put Permissive in force (status.effectiveMode).
+    let decided = eventually(Duration::from_secs(10), || {
+        (mesh.status()["effectiveMode"] == "Permissive").then_some(())
+    });
+    assert!(decided.is_some(), "no status: {}", mesh.status());
+    mesh.set_mode("Strict");
+    mesh.wait_plaintext_refused("a tightening edit waited for the controller");
+    assert_eq!(mesh.via_sidecar().as_deref(), Some("pay"));
+    // The controller has not run again: the status still says Permissive.
+    assert_eq!(mesh.status()["effectiveMode"], "Permissive");
+}
+
 #[test]
 fn permissive_takes_both_strict_only_mesh_mtls_and_the_switch_needs_no_restart() {
     let mesh = Mesh::start("Permissive", &[]);

@@ -285,19 +285,28 @@ fn content_hash(text: &str) -> u64 {
     hasher.finish()
 }
 
-/// Files carry no status, but Weir writes some into the stores in local mode (MeshPolicy
-/// status, from the mesh-TLS controller). It survives a reload, as status survives a spec
-/// update in a cluster.
+/// Files carry no status and no generation, but Weir writes status into the stores in
+/// local mode (MeshPolicy status, from the mesh-TLS controller). As an API server would,
+/// status survives a reload, and `metadata.generation` counts spec changes (1 when first
+/// loaded, +1 per changed spec), so "the controller has not seen this edit yet"
+/// (`status.observedGeneration` behind) means the same in local mode as in a cluster.
 fn keep_written_status(current: &weir_store::ClusterState, next: &mut weir_store::ClusterState) {
     let carried: Vec<_> = next
         .mesh_policies
         .iter()
-        .filter(|(_, p)| p.status.is_none())
-        .filter_map(|(key, p)| {
-            let status = current.mesh_policies.get(key)?.status.clone()?;
+        .filter(|(_, p)| p.status.is_none() && p.metadata.generation.is_none())
+        .map(|(key, p)| {
+            let before = current.mesh_policies.get(key);
             let mut policy = (**p).clone();
-            policy.status = Some(status);
-            Some(std::sync::Arc::new(policy))
+            policy.status = before.and_then(|b| b.status.clone());
+            let generation = before.and_then(|b| b.metadata.generation).unwrap_or(0);
+            let same_spec = before.is_some_and(|b| b.spec == p.spec);
+            policy.metadata.generation = Some(if same_spec {
+                generation
+            } else {
+                generation + 1
+            });
+            std::sync::Arc::new(policy)
         })
         .collect();
     for policy in carried {
@@ -375,6 +384,54 @@ mod tests {
         let state = writer.current();
         assert!(state.services.get_namespaced("shop", "api").is_some());
         assert!(state.services.get_namespaced("shop", "web").is_none());
+    }
+
+    #[test]
+    fn mesh_policies_keep_written_status_and_count_spec_changes_like_an_api_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mesh.yaml");
+        let policy = |mode: &str| {
+            format!(
+                "apiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default, namespace: shop}}\nspec: {{mtls: {{mode: {mode}}}}}\n"
+            )
+        };
+        let generation_and_status = |writer: &StateWriter| {
+            let state = writer.current();
+            let p = state
+                .mesh_policies
+                .get_namespaced("shop", "default")
+                .unwrap()
+                .clone();
+            (p.metadata.generation, p.status.clone())
+        };
+        fs::write(&file, policy("Permissive")).unwrap();
+        let (mut source, writer) = source(dir.path());
+        source.sync().unwrap();
+        assert_eq!(generation_and_status(&writer), (Some(1), None));
+        // The controller writes status.
+        let mut written = (**writer
+            .current()
+            .mesh_policies
+            .get_namespaced("shop", "default")
+            .unwrap())
+        .clone();
+        let status = weir_crds::mesh_policy::MeshPolicyStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        written.status = Some(status.clone());
+        writer.apply(weir_store::Object::MeshPolicy(Arc::new(written)));
+        // A reload with another spec: status kept, generation bumped.
+        fs::write(&file, format!("{}# edited\n", policy("Strict"))).unwrap();
+        source.sync().unwrap();
+        assert_eq!(
+            generation_and_status(&writer),
+            (Some(2), Some(status.clone()))
+        );
+        // A reload that changes nothing in the spec keeps the generation.
+        fs::write(&file, format!("{}# comment only\n", policy("Strict"))).unwrap();
+        source.sync().unwrap();
+        assert_eq!(generation_and_status(&writer), (Some(2), Some(status)));
     }
 
     #[test]
