@@ -598,3 +598,51 @@ fn forecast_is_reported_beside_the_plain_decision_and_followed_when_enabled() {
     let r = state::parse(&falling).unwrap().recommend().unwrap();
     assert_eq!(r.desired_replicas, 5);
 }
+
+// ---- Parity with current upstream's edge cases ----
+
+#[test]
+fn pods_exactly_at_the_target_leave_missing_pods_out_as_upstream_does() {
+    // 5 replicas, samples 20/19/21 for three of them, target 20: the average is the target
+    // exactly, so current upstream (replica_calculator.go) assumes nothing for the two
+    // missing pods and keeps 5. Filling them with 0 would give 60/5 = 12 per pod → 3.
+    let policy = "  minReplicas: 1\n  maxReplicas: 20\n  metrics:\n  - type: Pods\n    pods: {metric: {name: rps}, target: {type: AverageValue, averageValue: \"20\"}}";
+    let s = format!("samples:\n{}", samples(&["20", "19", "21"]));
+    let r = decide(policy, 5, &ready_pods(5, "1"), &s);
+    assert_eq!(r.desired_replicas, 5);
+    // Just above and just below the target, the missing pods still count (0 up, the
+    // target down), as before.
+    let s = format!("samples:\n{}", samples(&["30", "30", "30"]));
+    assert_eq!(
+        decide(policy, 5, &ready_pods(5, "1"), &s).desired_replicas,
+        5
+    );
+    let s = format!("samples:\n{}", samples(&["10", "10", "10"]));
+    assert_eq!(
+        decide(policy, 5, &ready_pods(5, "1"), &s).desired_replicas,
+        4
+    );
+}
+
+#[test]
+fn values_beyond_int64_milli_units_are_capped_and_decided_as_upstream_does() {
+    // A target at the int64 maximum of milli-units, and a usage beyond it: upstream's
+    // MilliValue() caps both, the ratio is 1 and the count stays (Weir used to refuse the
+    // metric as "out of range").
+    let policy = "  minReplicas: 1\n  maxReplicas: 20\n  metrics:\n  - type: External\n    external: {metric: {name: backlog}, target: {type: Value, value: \"9223372036854775807m\"}}";
+    let r = decide(
+        policy,
+        3,
+        &ready_pods(3, "1"),
+        "samples:\n- value: \"1e19\"",
+    );
+    assert_eq!(r.desired_replicas, 3);
+    assert_eq!(r.metrics[0].ratio, Some(1.0));
+    // Per-pod values that each reach the cap do not overflow their sum.
+    let pods_policy = "  minReplicas: 1\n  maxReplicas: 20\n  metrics:\n  - type: Pods\n    pods: {metric: {name: rps}, target: {type: AverageValue, averageValue: \"1\"}}";
+    let s = format!("samples:\n{}", samples(&["1e19", "1e19"]));
+    assert_eq!(
+        decide(pods_policy, 2, &ready_pods(2, "1"), &s).desired_replicas,
+        4
+    );
+}

@@ -37,6 +37,14 @@ impl Quantity {
         parse_milli(&self.0)
     }
 
+    /// The value in milli-units as an `i64`, capped at `i64`'s range as Kubernetes'
+    /// `Quantity.MilliValue()` is: a metric beyond it is still a (very large) value to
+    /// decide on, not an error.
+    pub fn to_milli_i64(&self) -> Result<i64, QuantityError> {
+        self.to_milli()
+            .map(|m| m.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+    }
+
     /// The value as a float, for ratios and display. Use [`Quantity::to_milli`] for sums.
     pub fn to_f64(&self) -> Result<f64, QuantityError> {
         self.to_milli().map(|m| m as f64 / 1000.0)

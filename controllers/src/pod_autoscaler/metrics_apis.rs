@@ -163,7 +163,7 @@ fn path(namespace: &str, metric: &MetricSpec) -> Result<String, String> {
 fn milli(value: &Value) -> Option<i64> {
     let text = value.as_str()?;
     let q: Quantity = text.parse().ok()?;
-    i64::try_from(q.to_milli().ok()?).ok()
+    q.to_milli_i64().ok()
 }
 
 fn timestamp(item: &Value) -> Option<Timestamp> {

@@ -135,9 +135,7 @@ fn key(metric: &MetricSpec) -> Option<&str> {
 }
 
 fn milli(q: &Quantity) -> i64 {
-    q.to_milli()
-        .unwrap_or(0)
-        .clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    q.to_milli_i64().unwrap_or(0)
 }
 
 /// The directory's samples as the pod autoscaler's metric source.

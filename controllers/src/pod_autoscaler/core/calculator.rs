@@ -150,15 +150,16 @@ fn utilization_ratio(
     let (mut total, mut requested, mut entries) = (0i64, 0i64, 0i64);
     for (pod, sample) in metrics {
         if let Some(request) = requests.get(pod) {
-            total += sample.milli;
-            requested += request;
+            // Saturating: values are capped at i64 (as upstream's), so sums may reach it.
+            total = total.saturating_add(sample.milli);
+            requested = requested.saturating_add(*request);
             entries += 1;
         }
     }
     if requested == 0 {
         return Err("no metrics returned matched known pods".into());
     }
-    let utilization = i32::try_from(total * 100 / requested).unwrap_or(i32::MAX);
+    let utilization = i32::try_from(total.saturating_mul(100) / requested).unwrap_or(i32::MAX);
     Ok((
         f64::from(utilization) / f64::from(target_utilization),
         utilization,
@@ -168,7 +169,9 @@ fn utilization_ratio(
 
 /// (ratio, average) as upstream's `GetMetricUsageRatio`.
 fn usage_ratio(metrics: &BTreeMap<String, PodSample>, target_milli: i64) -> (f64, i64) {
-    let total: i64 = metrics.values().map(|s| s.milli).sum();
+    let total = metrics
+        .values()
+        .fold(0i64, |sum, s| sum.saturating_add(s.milli));
     let count = i64::try_from(metrics.len()).unwrap_or(i64::MAX).max(1);
     let usage = total / count;
     (usage as f64 / target_milli as f64, usage)
@@ -322,8 +325,13 @@ pub fn plain_replicas(
         usage_milli,
         ratio,
     };
-    // Missing pods: at the target on the way down, 0 otherwise.
-    let missing = |_: &str| Some(if ratio < 1.0 { target_milli } else { 0 });
+    // Missing pods: at the target on the way down, 0 on the way up, and left out when
+    // the ready pods are exactly at the target (current upstream: neither branch applies).
+    let missing = |_: &str| {
+        (ratio < 1.0)
+            .then_some(target_milli)
+            .or((ratio > 1.0).then_some(0))
+    };
     let replicas = rebalance(
         current,
         ratio,

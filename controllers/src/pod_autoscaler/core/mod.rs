@@ -582,8 +582,9 @@ fn apply_fallback(decision: &mut Recommendation, input: &Input<'_>) {
 
 fn milli(q: Option<&Quantity>, field: &str) -> Result<i64, String> {
     let q = q.ok_or_else(|| format!("target.{field} is required"))?;
-    let m = q.to_milli().map_err(|e| format!("target.{field}: {e}"))?;
-    let m = i64::try_from(m).map_err(|_| format!("target.{field} is out of range"))?;
+    let m = q
+        .to_milli_i64()
+        .map_err(|e| format!("target.{field}: {e}"))?;
     if m <= 0 {
         return Err(format!("target.{field} must be positive"));
     }

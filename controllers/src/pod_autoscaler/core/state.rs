@@ -226,9 +226,7 @@ pub fn parse(yaml: &str) -> Result<State, StateError> {
 }
 
 fn to_milli(q: &Quantity, field: &str) -> Result<i64, StateError> {
-    q.to_milli()
-        .map_err(|e| err(field, e.to_string()))
-        .and_then(|m| i64::try_from(m).map_err(|_| err(field, "out of range")))
+    q.to_milli_i64().map_err(|e| err(field, e.to_string()))
 }
 
 fn signed(d: &Duration) -> SignedDuration {

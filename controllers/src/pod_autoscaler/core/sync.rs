@@ -255,8 +255,8 @@ pub fn core_pod(pod: &KubePod) -> Pod {
                     requests
                         .iter()
                         .filter_map(|(name, q)| {
-                            let milli = q.0.parse::<Quantity>().ok()?.to_milli().ok()?;
-                            Some((name.clone(), i64::try_from(milli).ok()?))
+                            let milli = q.0.parse::<Quantity>().ok()?.to_milli_i64().ok()?;
+                            Some((name.clone(), milli))
                         })
                         .collect()
                 })
