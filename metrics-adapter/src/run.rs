@@ -2,6 +2,9 @@
 //! ([`run_in_cluster`]), and the part of `weir up` that serves the metrics APIs locally
 //! ([`start`]).
 
+/// How often the serving certificate's files are checked for a new certificate.
+const CERT_CHECK: Duration = Duration::from_secs(2);
+
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -222,7 +225,25 @@ pub async fn start(
         access,
         ServerMetrics::register(registry),
     ));
-    let tls = server.tls_config(identity).map_err(anyhow::Error::msg)?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&identity.key)
+        .map_err(|e| anyhow::anyhow!("the serving key: {e}"))?;
+    let certificate = weir_runtime::tls::CertificateSlot::new(rustls::sign::CertifiedKey::new(
+        identity.chain.clone(),
+        signing,
+    ));
+    // Certificates in files (given, or kept in --cert-dir) are reloaded when they change,
+    // so a rotated Secret needs no restart.
+    if let (Some(cert), Some(key)) = (&identity.cert_file, &identity.key_file) {
+        tasks.spawn(certificate.clone().reload_from_files(
+            cert.clone(),
+            key.clone(),
+            CERT_CHECK,
+            shutdown.clone(),
+        ));
+    }
+    let tls = server
+        .tls_config(&certificate)
+        .map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-adapter-addr {addr}"))?;

@@ -51,6 +51,8 @@ pub struct TlsIdentity {
     pub key: PrivateKeyDer<'static>,
     /// Where the certificate is, when it is in a file (for clients to trust).
     pub cert_file: Option<PathBuf>,
+    /// Where its key is, when it is in a file.
+    pub key_file: Option<PathBuf>,
 }
 
 impl TlsIdentity {
@@ -74,12 +76,13 @@ impl TlsIdentity {
                     cert.display()
                 ));
             }
-            let key = PrivateKeyDer::from_pem_file(key)
+            let key_der = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| format!("--tls-private-key-file {}: {e:?}", key.display()))?;
             Ok(TlsIdentity {
                 chain,
-                key,
+                key: key_der,
                 cert_file: Some(cert.to_path_buf()),
+                key_file: Some(key.to_path_buf()),
             })
         };
         match (cert_file, key_file) {
@@ -100,6 +103,7 @@ impl TlsIdentity {
         let cert_pem = generated.cert.pem();
         let key_pem = generated.signing_key.serialize_pem();
         let mut cert_path = None;
+        let mut key_path = None;
         if let Some(dir) = cert_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("--cert-dir {}: {e}", dir.display()))?;
@@ -107,12 +111,14 @@ impl TlsIdentity {
             std::fs::write(&cert, &cert_pem).map_err(|e| format!("{}: {e}", cert.display()))?;
             std::fs::write(&key, &key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
             cert_path = Some(cert);
+            key_path = Some(key);
         }
         Ok(TlsIdentity {
             chain: vec![generated.cert.der().clone()],
             key: PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
                 .map_err(|e| format!("self-signed key: {e:?}"))?,
             cert_file: cert_path,
+            key_file: key_path,
         })
     }
 }
@@ -180,22 +186,17 @@ impl Server {
 
     /// The TLS configuration: `identity`, ALPN h2 and http/1.1, and client certificates
     /// requested (not required) from the configured CAs in secured mode.
-    pub fn tls_config(&self, identity: TlsIdentity) -> Result<rustls::ServerConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?;
-        let builder = match &self.access {
+    pub fn tls_config(
+        &self,
+        certificate: &Arc<weir_runtime::tls::CertificateSlot>,
+    ) -> Result<rustls::ServerConfig, String> {
+        let verifier = match &self.access {
             Access::Secured(auth) if !auth.client_roots().is_empty() => {
-                builder.with_client_cert_verifier(crate::auth::verifier(auth.client_roots())?)
+                Some(crate::auth::verifier(auth.client_roots())?)
             }
-            _ => builder.with_no_client_auth(),
+            _ => None,
         };
-        let mut config = builder
-            .with_single_cert(identity.chain, identity.key)
-            .map_err(|e| format!("TLS certificate: {e}"))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
+        certificate.server_config(verifier)
     }
 
     /// Answers one request.

@@ -2,7 +2,12 @@
 //! (rotation, or files rewritten by cert-manager): handshakes read the certificate from a
 //! [`CertificateSlot`], so a new one applies to the next connection with no restart.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -19,7 +24,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// The certificate a server presents now.
 pub struct CertificateSlot(ArcSwap<CertifiedKey>);
@@ -49,6 +54,17 @@ pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, Str
     Ok(certified)
 }
 
+/// A certificate chain and key from PEM files, the paths named in errors.
+pub fn read_pem_files(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    certified_key(&read(cert)?, &read(key)?)
+        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))
+}
+
+fn modified(paths: [&Path; 2]) -> [Option<SystemTime>; 2] {
+    paths.map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+}
+
 impl CertificateSlot {
     /// A slot holding `key`.
     pub fn new(key: CertifiedKey) -> Arc<Self> {
@@ -60,14 +76,55 @@ impl CertificateSlot {
         self.0.store(Arc::new(key));
     }
 
-    /// A TLS server configuration (HTTP/2 and HTTP/1.1) presenting this slot's certificate.
-    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, String> {
+    /// Reloads the slot from `cert` and `key` whenever either file's modification time
+    /// changes (checked every `every`), until `shutdown`: cert-manager and kubelet
+    /// rewrite mounted Secrets in place. A pair that does not load (caught half-written)
+    /// keeps the previous certificate in service and is retried on the next check.
+    pub async fn reload_from_files(
+        self: Arc<Self>,
+        cert: PathBuf,
+        key: PathBuf,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut seen = modified([&cert, &key]);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let now = modified([&cert, &key]);
+            if now == seen {
+                continue;
+            }
+            match read_pem_files(&cert, &key) {
+                Ok(loaded) => {
+                    self.store(loaded);
+                    seen = now;
+                    info!(cert = %cert.display(), "serving certificate reloaded");
+                }
+                Err(e) => {
+                    warn!(error = %e, "serving certificate files not usable yet; keeping the previous certificate")
+                }
+            }
+        }
+    }
+
+    /// A TLS server configuration (HTTP/2 and HTTP/1.1) presenting this slot's certificate,
+    /// verifying client certificates with `verifier` when given.
+    pub fn server_config(
+        self: &Arc<Self>,
+        verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<rustls::ServerConfig, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .map_err(|e| format!("TLS: {e}"))?;
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }

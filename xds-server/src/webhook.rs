@@ -3,12 +3,7 @@
 //! from files (cert-manager; reloaded when they change) or from the mesh CA (issued for
 //! `--webhook-names`, renewed at half-life); handshakes always see the current one.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{
@@ -23,7 +18,7 @@ use prometheus_client::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use weir_runtime::tls::{CertificateSlot, certified_key};
+use weir_runtime::tls::{CertificateSlot, certified_key, read_pem_files};
 
 use crate::{
     args::WebhookArgs,
@@ -108,27 +103,6 @@ fn issued(ca: &CertificateAuthority, names: &[String]) -> anyhow::Result<ServerC
         .context("issuing the webhook's serving certificate")
 }
 
-fn from_files(cert: &Path, key: &Path) -> anyhow::Result<rustls::sign::CertifiedKey> {
-    let read =
-        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    certified_key(&read(cert)?, &read(key)?)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| {
-            format!(
-                "--webhook-cert-file {} / --webhook-key-file {}",
-                cert.display(),
-                key.display()
-            )
-        })
-}
-
-fn modified(paths: &[&PathBuf]) -> Vec<Option<SystemTime>> {
-    paths
-        .iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
-}
-
 /// Starts the webhook when `--webhook-addr` is set; returns the address it serves on.
 pub async fn start_webhook(
     args: &WebhookArgs,
@@ -143,31 +117,17 @@ pub async fn start_webhook(
     };
     let slot = match (&args.webhook_cert_file, &args.webhook_key_file) {
         (Some(cert), Some(key)) => {
-            let slot = CertificateSlot::new(from_files(cert, key)?);
-            let (cert, key, slot2, token) =
-                (cert.clone(), key.clone(), slot.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                let mut seen = modified(&[&cert, &key]);
-                loop {
-                    tokio::select! {
-                        () = token.cancelled() => return,
-                        () = tokio::time::sleep(CERT_CHECK) => {}
-                    }
-                    let now = modified(&[&cert, &key]);
-                    if now == seen {
-                        continue;
-                    }
-                    match from_files(&cert, &key) {
-                        Ok(key) => {
-                            slot2.store(key);
-                            seen = now;
-                            info!("webhook serving certificate reloaded from its files");
-                        }
-                        // Half-written files: keep serving the last good pair, retry.
-                        Err(e) => warn!(error = %format!("{e:#}"), "webhook certificate files not usable yet; keeping the previous certificate"),
-                    }
-                }
-            });
+            let slot = CertificateSlot::new(
+                read_pem_files(cert, key)
+                    .map_err(anyhow::Error::msg)
+                    .context("--webhook-cert-file / --webhook-key-file")?,
+            );
+            tasks.spawn(slot.clone().reload_from_files(
+                cert.clone(),
+                key.clone(),
+                CERT_CHECK,
+                shutdown.clone(),
+            ));
             slot
         }
         _ => {
@@ -203,7 +163,7 @@ pub async fn start_webhook(
             slot
         }
     };
-    let tls = slot.server_config().map_err(anyhow::Error::msg)?;
+    let tls = slot.server_config(None).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --webhook-addr {addr}"))?;
