@@ -158,16 +158,21 @@ fn link_or_copy(from: &Path, to: &Path) {
 
 /// `weir bootstrap --capture <args> --output <path>`, as the injected init container runs it.
 fn write_bootstrap(args: &[&str], path: &Path) {
-    let out = std::process::Command::new(weir_bin())
+    let mut command = std::process::Command::new(weir_bin());
+    command
         .arg("bootstrap")
         .args(args)
         .args(["--capture", "--output"])
-        .arg(path)
-        .output()
-        .unwrap();
+        .arg(path);
+    run_ok(command, "weir bootstrap");
+}
+
+/// Runs `command`, failing the test with its standard error unless it succeeds.
+fn run_ok(mut command: std::process::Command, what: &str) {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
-        "weir bootstrap: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -194,16 +199,9 @@ fn backend_of(body: &str) -> Option<String> {
 }
 
 fn capture(ns: &str, args: &[&str]) {
-    let out = Lab::command(ns, weir_bin().to_str().unwrap())
-        .arg("capture")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "weir capture in {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut command = Lab::command(ns, weir_bin().to_str().unwrap());
+    command.arg("capture").args(args);
+    run_ok(command, &format!("weir capture in {ns}"));
 }
 
 fn manifests(outbound_policy: &str, limit: bool) -> String {

@@ -24,7 +24,7 @@ use crate::{
     envoy::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
     identities::IdentityIssuer,
     model::ProxyConfig,
-    translate::{ViewKey, translate_shared, translate_view},
+    translate::{ProxyId, ProxyOptions, ViewKey, translate_shared, translate_view},
 };
 
 /// The resource types Weir serves, in the order a push sends them: clusters before the
@@ -161,6 +161,7 @@ pub struct Generation {
     state: ClusterState,
     identities: Option<Arc<dyn IdentityIssuer>>,
     shared: OnceLock<Arc<SharedResources>>,
+    inbound_limits: OnceLock<crate::translate::InboundLimitIndex>,
     views: Mutex<HashMap<ViewKey, Arc<OnceLock<Arc<ViewSnapshot>>>>>,
     /// After a republish (same state, rotated certificates): the views computed before,
     /// whose resources stand except the secrets.
@@ -182,6 +183,7 @@ impl Generation {
             state,
             identities,
             shared: OnceLock::new(),
+            inbound_limits: OnceLock::new(),
             views: Mutex::new(HashMap::new()),
             carried: HashMap::new(),
         }
@@ -205,6 +207,15 @@ impl Generation {
     /// The cluster state of this generation.
     pub fn state(&self) -> &ClusterState {
         &self.state
+    }
+
+    /// The view key of `proxy` in this generation (its per-state index built once, on the
+    /// first proxy keyed).
+    pub fn view_key(&self, proxy: &ProxyId, options: &ProxyOptions) -> ViewKey {
+        let index = self
+            .inbound_limits
+            .get_or_init(|| crate::translate::inbound_limit_index(&self.state));
+        crate::translate::view_key_indexed(&self.state, index, proxy, options)
     }
 
     fn shared(&self) -> &SharedResources {

@@ -18,7 +18,7 @@ use crate::{
     metrics::{TypeLabels, XdsMetrics},
     registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
     status::objects_behind,
-    translate::{ProxyId, ProxyOptions, view_key},
+    translate::{ProxyId, ProxyOptions},
 };
 
 /// The state and bookkeeping shared by state-of-the-world and delta streams.
@@ -98,7 +98,7 @@ impl StreamCore {
         {
             return Some(view.clone());
         }
-        let view = generation.view(&view_key(generation.state(), proxy, options));
+        let view = generation.view(&generation.view_key(proxy, options));
         self.view = Some((generation.number, view.clone(), generation.published));
         Some(view)
     }

@@ -20,7 +20,9 @@ mod services;
 mod sidecar;
 pub mod validate;
 
-pub use sidecar::{INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER};
+pub use sidecar::{
+    INBOUND_PASSTHROUGH_CLUSTER, InboundLimitIndex, PASSTHROUGH_CLUSTER, inbound_limit_index,
+};
 
 use std::{fmt, str::FromStr};
 
@@ -206,9 +208,24 @@ pub struct ViewKey {
 
 /// The view key of a proxy in `state`.
 pub fn view_key(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -> ViewKey {
+    view_key_indexed(state, &inbound_limit_index(state), proxy, options)
+}
+
+/// [`view_key`] with the state's [`InboundLimitIndex`] built once (the cache keeps one per
+/// generation), for keying many proxies.
+pub fn view_key_indexed(
+    state: &ClusterState,
+    inbound_limits: &InboundLimitIndex,
+    proxy: &ProxyId,
+    options: &ProxyOptions,
+) -> ViewKey {
     let mut options = options.clone();
     let inbound_limited = match proxy.role {
-        Role::Sidecar => sidecar::inbound_limited(state, &proxy.namespace, &proxy.name),
+        Role::Sidecar => inbound_limits
+            .get(&proxy.namespace)
+            .and_then(|pods| pods.get(&proxy.name))
+            .cloned()
+            .unwrap_or_default(),
         Role::Gateway => Vec::new(),
     };
     let inbound_ports = match (proxy.role, options.capture) {

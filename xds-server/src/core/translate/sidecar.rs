@@ -311,37 +311,48 @@ pub(super) fn limits_enforced_inbound(
     any
 }
 
-/// The Services in `namespace` whose limits this pod's sidecar enforces, with the pod port
-/// each sends to: Services targeted by a TrafficPolicy with limits, whose endpoints all run
-/// sidecars, and include this pod.
-pub(super) fn inbound_limited(
-    state: &ClusterState,
-    namespace: &str,
-    pod: &str,
-) -> Vec<(String, u16)> {
-    let mut out = Vec::new();
-    for policy in state.traffic_policies.in_namespace(namespace) {
-        let target = &policy.spec.target_ref;
-        if target.kind != PolicyTargetKind::Service || !policy::limits(&policy.spec) {
+/// Per namespace and pod: the Services whose limits its sidecar enforces, with the pod
+/// port each sends to. Services targeted by a TrafficPolicy with limits whose endpoints all
+/// run sidecars. Built once per state, so a push to many sidecars does not scan policies
+/// and EndpointSlices per proxy; most pods are absent.
+pub type InboundLimitIndex =
+    std::collections::HashMap<String, std::collections::HashMap<String, Vec<(String, u16)>>>;
+
+/// Builds the [`InboundLimitIndex`] of `state`.
+pub fn inbound_limit_index(state: &ClusterState) -> InboundLimitIndex {
+    let mut index = InboundLimitIndex::new();
+    for (key, policy) in state.traffic_policies.iter() {
+        let (Some(namespace), target) = (key.namespace.as_deref(), &policy.spec.target_ref) else {
             continue;
-        }
-        if !limits_enforced_inbound(state, namespace, &target.name) {
+        };
+        if target.kind != PolicyTargetKind::Service
+            || !policy::limits(&policy.spec)
+            || !limits_enforced_inbound(state, namespace, &target.name)
+        {
             continue;
         }
         for slice in service_slices(state, namespace, &target.name) {
-            if !ready_pods(slice).any(|p| p == Some(pod)) {
-                continue;
-            }
-            for port in slice.ports.iter().flatten() {
-                if let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) {
-                    out.push((target.name.clone(), number));
-                }
+            let ports: Vec<u16> = slice
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.and_then(|p| u16::try_from(p).ok()))
+                .collect();
+            for pod in ready_pods(slice).flatten() {
+                let entry = index
+                    .entry(namespace.to_string())
+                    .or_default()
+                    .entry(pod.to_string())
+                    .or_default();
+                entry.extend(ports.iter().map(|port| (target.name.clone(), *port)));
             }
         }
     }
-    out.sort();
-    out.dedup();
-    out
+    for entry in index.values_mut().flat_map(|pods| pods.values_mut()) {
+        entry.sort();
+        entry.dedup();
+    }
+    index
 }
 
 /// A Service's ClusterIPs (IPv4 and IPv6; none for a headless Service).
