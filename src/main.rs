@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Command::Bootstrap(args) => {
             commands::proxies::print_bootstrap(&args).map(|()| ExitCode::SUCCESS)
         }
-        Command::Capture(args) => commands::capture::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Capture(args) => weir_xds::iptables::run(&args).map(|()| ExitCode::SUCCESS),
         Command::ProxyStatus(args) => commands::proxies::proxy_status(&args),
         Command::Up(args) => block_on(commands::up::run(*args)),
         Command::XdsServer(args) => block_on(weir_xds::run::run_in_cluster(*args)),

@@ -2,7 +2,6 @@
 //! the components provide. The long-running in-cluster commands are one call each into
 //! their component's `run_in_cluster`; `weir up` wires every component into one process.
 
-pub mod capture;
 pub mod proxies;
 pub mod recommend;
 pub mod up;

@@ -195,3 +195,50 @@ impl InjectArgs {
         }
     }
 }
+
+/// Flags of `weir capture`.
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    /// The sidecar's inbound capture port.
+    #[arg(long, default_value_t = crate::capture::ports::INBOUND)]
+    pub inbound_port: u16,
+    /// The sidecar's outbound capture port.
+    #[arg(long, default_value_t = crate::capture::ports::OUTBOUND)]
+    pub outbound_port: u16,
+    /// The uid (and gid) the sidecar runs as; its own traffic is not captured.
+    #[arg(long, default_value_t = crate::capture::PROXY_UID)]
+    pub proxy_uid: u32,
+    /// Inbound ports not captured, comma-separated.
+    #[arg(long, default_value = "")]
+    pub exclude_inbound_ports: String,
+    /// Capture only these inbound ports, comma-separated (default: all).
+    #[arg(long, default_value = "")]
+    pub include_inbound_ports: String,
+    /// Outbound destination ports not captured, comma-separated.
+    #[arg(long, default_value = "")]
+    pub exclude_outbound_ports: String,
+    /// Outbound destination CIDRs not captured, comma-separated (IPv4).
+    #[arg(long, default_value = "")]
+    pub exclude_outbound_cidrs: String,
+    /// iptables backend: nft, legacy, or auto (the one already holding rules in this
+    /// network namespace; else nft if it works; else legacy).
+    #[arg(long, value_enum, default_value_t = IptablesBackend::Auto)]
+    pub iptables_backend: IptablesBackend,
+    /// Print the rules instead of installing them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove Weir's rules instead of installing them.
+    #[arg(long)]
+    pub cleanup: bool,
+}
+
+/// Which iptables `weir capture` drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IptablesBackend {
+    /// Whichever the namespace already uses; nft when neither has rules and it works.
+    Auto,
+    /// `iptables-nft`.
+    Nft,
+    /// `iptables-legacy`.
+    Legacy,
+}

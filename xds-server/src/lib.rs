@@ -27,6 +27,8 @@ mod delta;
 #[cfg(feature = "runtime")]
 pub mod grpc;
 #[cfg(feature = "runtime")]
+pub mod iptables;
+#[cfg(feature = "runtime")]
 pub mod k8s;
 pub mod metrics;
 pub mod ratelimit;

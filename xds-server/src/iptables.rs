@@ -1,4 +1,4 @@
-//! `weir capture`: installs (or removes) the capture rules of [`weir_xds::capture`] in the
+//! `weir capture`: installs (or removes) the capture rules of [`crate::capture`] in the
 //! current network namespace with `iptables-restore`, then checks the jumps into Weir's
 //! chains are there exactly once.
 //!
@@ -12,10 +12,10 @@ use std::{
     process::{Command, Stdio},
 };
 
+use crate::capture::{self, CaptureSpec, JUMPS};
 use anyhow::{Context, bail};
-use weir_xds::capture::{self, CaptureSpec, JUMPS};
 
-use crate::cli::{CaptureArgs, IptablesBackend};
+use crate::args::{CaptureArgs, IptablesBackend};
 
 /// The spec from the flags; a bad list names its flag.
 pub fn spec(args: &CaptureArgs) -> anyhow::Result<CaptureSpec> {
