@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde::Deserialize;
 
+pub use crate::template::{QueryTemplate, QueryValues};
 use crate::{
     promql,
     resources::{self, Resource},
+    template::replace_actions,
 };
 
 /// The file as written.
@@ -182,113 +184,6 @@ fn render_label(template: &str, resource: &Resource) -> String {
     .unwrap_or_default()
 }
 
-/// Replaces every `<<action>>` in `template` with `f(action)` (trimmed); `None` when an
-/// action is not known to `f`, with the action in the error.
-fn replace_actions(template: &str, f: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("<<") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find(">>")
-            .ok_or_else(|| format!("unclosed `<<` at {:?}", &rest[start..]))?;
-        let action = after[..end].trim();
-        out.push_str(
-            &f(action).ok_or_else(|| format!("unsupported template action <<{action}>>"))?,
-        );
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// One piece of a metrics query template.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Series,
-    LabelMatchers,
-    GroupBy,
-}
-
-/// A parsed `metricsQuery`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueryTemplate {
-    pieces: Vec<Piece>,
-}
-
-/// What a query template is rendered with.
-#[derive(Clone, Debug)]
-pub struct QueryValues<'a> {
-    /// The series name.
-    pub series: &'a str,
-    /// The matchers, joined.
-    pub label_matchers: &'a str,
-    /// The grouping labels, joined.
-    pub group_by: &'a str,
-}
-
-impl QueryTemplate {
-    /// Parses a template over `<<.Series>>`, `<<.LabelMatchers>>` and `<<.GroupBy>>`.
-    pub fn parse(text: &str) -> Result<QueryTemplate, String> {
-        let mut pieces = Vec::new();
-        let mut text_piece = String::new();
-        // Collect with a sentinel per action, then split.
-        replace_actions(text, |action| {
-            let piece = match action {
-                ".Series" => Piece::Series,
-                ".LabelMatchers" => Piece::LabelMatchers,
-                ".GroupBy" => Piece::GroupBy,
-                _ => return None,
-            };
-            Some(match piece {
-                Piece::Series => "\u{0}S\u{0}".into(),
-                Piece::LabelMatchers => "\u{0}L\u{0}".into(),
-                _ => "\u{0}G\u{0}".into(),
-            })
-        })
-        .map_err(|e| format!("{e}; supported: <<.Series>>, <<.LabelMatchers>>, <<.GroupBy>>"))?
-        .split('\u{0}')
-        .enumerate()
-        .for_each(|(i, part)| {
-            if i % 2 == 0 {
-                text_piece.push_str(part);
-            } else {
-                if !text_piece.is_empty() {
-                    pieces.push(Piece::Text(std::mem::take(&mut text_piece)));
-                }
-                pieces.push(match part {
-                    "S" => Piece::Series,
-                    "L" => Piece::LabelMatchers,
-                    _ => Piece::GroupBy,
-                });
-            }
-        });
-        if !text_piece.is_empty() {
-            pieces.push(Piece::Text(text_piece));
-        }
-        if !pieces.contains(&Piece::Series) {
-            return Err("the template never uses <<.Series>>".into());
-        }
-        Ok(QueryTemplate { pieces })
-    }
-
-    /// The query for `values`.
-    pub fn render(&self, values: &QueryValues<'_>) -> String {
-        let mut out = String::new();
-        for piece in &self.pieces {
-            out.push_str(match piece {
-                Piece::Text(t) => t,
-                Piece::Series => values.series,
-                Piece::LabelMatchers => values.label_matchers,
-                Piece::GroupBy => values.group_by,
-            });
-        }
-        out
-    }
-}
-
 /// Every compiled rule.
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
@@ -415,7 +310,7 @@ fn compile_rule(rule: &DiscoveryRule, api: Api, origin: String) -> Result<Rule, 
             format!("{origin}.resources.template: {e}; supported: <<.Group>>, <<.Resource>>")
         })?;
     }
-    let query = QueryTemplate::parse(&rule.metrics_query)
+    let query = QueryTemplate::parse(&rule.metrics_query, true)
         .map_err(|e| format!("{origin}.metricsQuery: {e}"))?;
     let resources = ResourceNamer {
         overrides,
@@ -498,11 +393,14 @@ externalRules:
             Some(pod)
         );
         assert_eq!(
-            http.query.render(&QueryValues {
-                series: "http_requests_total",
-                label_matchers: r#"kubernetes_pod_name="a""#,
-                group_by: "kubernetes_pod_name",
-            }),
+            http.query
+                .render(&QueryValues {
+                    series: "http_requests_total",
+                    label_matchers: r#"kubernetes_pod_name="a""#,
+                    group_by: &["kubernetes_pod_name"],
+                    label_values_by_name: &BTreeMap::new(),
+                })
+                .unwrap(),
             r#"sum(rate(http_requests_total{kubernetes_pod_name="a"}[2m])) by (kubernetes_pod_name)"#
         );
         let external = &rules.rules[2];

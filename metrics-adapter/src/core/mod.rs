@@ -11,3 +11,4 @@ pub mod quantity;
 pub mod query;
 pub mod resources;
 pub mod selector;
+pub mod template;

@@ -96,6 +96,9 @@ pub struct Matcher {
     label: String,
     op: MatchOp,
     value: String,
+    /// The values selected, unescaped and joined by `|` (prometheus-adapter's
+    /// `LabelValuesByName`); `None` when that is `value` itself.
+    plain: Option<String>,
 }
 
 impl Matcher {
@@ -110,7 +113,14 @@ impl Matcher {
             label: label.to_string(),
             op,
             value: value.into(),
+            plain: None,
         })
+    }
+
+    /// The same matcher, remembering the unescaped `values` it selects.
+    pub fn selecting<'a>(mut self, values: impl IntoIterator<Item = &'a str>) -> Matcher {
+        self.plain = Some(values.into_iter().collect::<Vec<_>>().join("|"));
+        self
     }
 
     /// A matcher for objects named `names`: `=` for one, `=~` over the escaped names for
@@ -118,11 +128,12 @@ impl Matcher {
     pub fn names(label: &str, names: &[String]) -> Result<Matcher, String> {
         match names {
             [one] => Matcher::new(label, MatchOp::Equal, one.clone()),
-            many => Matcher::new(
+            many => Ok(Matcher::new(
                 label,
                 MatchOp::Regex,
                 any_of(many.iter().map(String::as_str)),
-            ),
+            )?
+            .selecting(many.iter().map(String::as_str))),
         }
     }
 
@@ -142,6 +153,19 @@ impl fmt::Display for Matcher {
             quote(&self.value)
         )
     }
+}
+
+/// prometheus-adapter's `LabelValuesByName`: each matcher's label → the values it selects,
+/// joined by `|`. Values are escaped as inside a string literal, so a template that puts
+/// them between quotes cannot be broken out of.
+pub fn values_by_name(matchers: &[Matcher]) -> std::collections::BTreeMap<String, String> {
+    matchers
+        .iter()
+        .map(|m| {
+            let quoted = quote(m.plain.as_deref().unwrap_or(&m.value));
+            (m.label.clone(), quoted[1..quoted.len() - 1].to_string())
+        })
+        .collect()
 }
 
 /// Matchers joined with `,` (what prometheus-adapter's `<<.LabelMatchers>>` expands to).
@@ -178,5 +202,8 @@ mod tests {
         let one = Matcher::names("pod", &["web-1".into()]).unwrap();
         assert_eq!(one.to_string(), r#"pod="web-1""#);
         assert!(Matcher::new("a\"b", MatchOp::Equal, "x").is_err());
+        let by_name = values_by_name(&[m, Matcher::new("q", MatchOp::Equal, "a\"b").unwrap()]);
+        assert_eq!(by_name["pod"], "web-1|web.2");
+        assert_eq!(by_name["q"], r#"a\"b"#);
     }
 }

@@ -32,7 +32,14 @@ pub fn custom(
         }
         (true, _, _) => return Err(format!("{} metrics are namespaced", metric.resource)),
     };
-    render_custom(rule, metric, scope, objects, metric_selector, &metric.label)
+    render_custom(
+        rule,
+        metric,
+        scope,
+        objects,
+        metric_selector,
+        &[&metric.label],
+    )
 }
 
 /// The query for a namespaced custom metric in several `namespaces` at once, grouped by
@@ -56,14 +63,13 @@ pub fn custom_across(
         return Err("no namespace asked for".into());
     }
     let scope = Matcher::names(namespace_label, namespaces)?;
-    let group_by = format!("{namespace_label},{}", metric.label);
     render_custom(
         rule,
         metric,
         Some(scope),
         objects,
         metric_selector,
-        &group_by,
+        &[namespace_label, &metric.label],
     )
 }
 
@@ -75,7 +81,7 @@ fn render_custom(
     scope: Option<Matcher>,
     objects: &Objects,
     metric_selector: &Selector,
-    group_by: &str,
+    group_by: &[&str],
 ) -> Result<String, String> {
     let mut matchers: Vec<Matcher> = scope.into_iter().collect();
     matchers.push(match objects {
@@ -83,11 +89,12 @@ fn render_custom(
         Objects::Any => Matcher::new(&metric.label, MatchOp::NotEqual, "")?,
     });
     matchers.extend(metric_selector.matchers()?);
-    Ok(rule.query.render(&QueryValues {
+    rule.query.render(&QueryValues {
         series: &metric.series,
         label_matchers: &promql::join(&matchers),
         group_by,
-    }))
+        label_values_by_name: &promql::values_by_name(&matchers),
+    })
 }
 
 /// The query for an external metric request.
@@ -102,11 +109,13 @@ pub fn external(
         matchers.push(Matcher::new(label, MatchOp::Equal, namespace)?);
     }
     matchers.extend(selector.matchers()?);
-    Ok(rule.query.render(&QueryValues {
+    let group_by: Vec<&str> = metric.namespace_label.as_deref().into_iter().collect();
+    rule.query.render(&QueryValues {
         series: &metric.series,
         label_matchers: &promql::join(&matchers),
-        group_by: metric.namespace_label.as_deref().unwrap_or_default(),
-    }))
+        group_by: &group_by,
+        label_values_by_name: &promql::values_by_name(&matchers),
+    })
 }
 
 #[cfg(test)]

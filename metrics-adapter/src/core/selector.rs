@@ -153,6 +153,7 @@ impl Selector {
                     Op::DoesNotExist => (MatchOp::Equal, String::new()),
                 };
                 Matcher::new(&r.key, op, value)
+                    .map(|m| m.selecting(r.values.iter().map(String::as_str)))
                     .map_err(|e| format!("label {:?} cannot select series: {e}", r.key))
             })
             .collect()
