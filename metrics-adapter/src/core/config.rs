@@ -2,8 +2,8 @@
 //! compiled into [`Rules`]. Users bring their existing file.
 //!
 //! Every error names the field: `rules[2].name.matches: invalid regular expression ...`.
-//! `resourceRules` (the resource metrics API, `metrics.k8s.io`) are accepted and ignored:
-//! that API is metrics-server's job.
+//! `resourceRules` (the resource metrics API, `metrics.k8s.io`) compile in
+//! [`crate::resource_metrics`].
 
 use std::collections::BTreeMap;
 
@@ -27,9 +27,39 @@ pub struct AdapterConfig {
     /// Rules for `external.metrics.k8s.io`.
     #[serde(default)]
     pub external_rules: Vec<DiscoveryRule>,
-    /// Rules for `metrics.k8s.io`: accepted, not served.
+    /// Rules for `metrics.k8s.io` (CPU and memory of pods, containers and nodes).
     #[serde(default)]
-    pub resource_rules: Option<serde_yaml::Value>,
+    pub resource_rules: Option<ResourceRulesConfig>,
+}
+
+/// `resourceRules` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRulesConfig {
+    /// How CPU (cores) is queried.
+    pub cpu: ResourceRuleConfig,
+    /// How memory (bytes) is queried.
+    pub memory: ResourceRuleConfig,
+    /// The window the API reports (a Prometheus duration: `1m`, `5m`, `1m30s`); it should
+    /// match the range of the queries' `rate`. Default `1m`.
+    #[serde(default)]
+    pub window: Option<String>,
+}
+
+/// One resource of `resourceRules`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRuleConfig {
+    /// The query for containers (over `<<.LabelMatchers>>` and `<<.GroupBy>>`).
+    pub container_query: String,
+    /// The query for nodes.
+    pub node_query: String,
+    /// Which labels name namespaces, pods and nodes.
+    #[serde(default)]
+    pub resources: ResourceMapping,
+    /// The label holding the container's name.
+    #[serde(default)]
+    pub container_label: String,
 }
 
 /// One rule as written.
@@ -150,6 +180,33 @@ pub struct ResourceNamer {
 }
 
 impl ResourceNamer {
+    /// Compiles `resources` of the rule at `origin`.
+    pub fn compile(mapping: &ResourceMapping, origin: &str) -> Result<ResourceNamer, String> {
+        let mut overrides = BTreeMap::new();
+        for (label, gr) in &mapping.overrides {
+            if !promql::valid_label_name(label) {
+                return Err(format!(
+                    "{origin}.resources.overrides.{label}: not a valid Prometheus label name"
+                ));
+            }
+            let resource = resources::lookup(&gr.group, &gr.resource)
+                .unwrap_or_else(|| resources::custom(&gr.group, &gr.resource));
+            overrides.insert(label.clone(), resource);
+        }
+        if let Some(template) = &mapping.template {
+            replace_actions(template, |a| {
+                matches!(a, ".Resource" | ".Group").then(String::new)
+            })
+            .map_err(|e| {
+                format!("{origin}.resources.template: {e}; supported: <<.Group>>, <<.Resource>>")
+            })?;
+        }
+        Ok(ResourceNamer {
+            overrides,
+            template: mapping.template.clone(),
+        })
+    }
+
     /// The resource a label names, if any.
     pub fn resource_for(&self, label: &str) -> Option<Resource> {
         if let Some(r) = self.overrides.get(label) {
@@ -189,6 +246,9 @@ fn render_label(template: &str, resource: &Resource) -> String {
 pub struct Rules {
     /// Custom rules, then external rules.
     pub rules: Vec<Rule>,
+    /// The resource metrics rules, when the file has them (`metrics.k8s.io` is served
+    /// only then).
+    pub resource: Option<crate::resource_metrics::ResourceRules>,
 }
 
 impl Rules {
@@ -214,11 +274,17 @@ impl Rules {
             .map(|(i, r)| compile_rule(r, Api::External, format!("externalRules[{i}]")));
         Ok(Rules {
             rules: custom.chain(external).collect::<Result<_, _>>()?,
+            resource: config
+                .resource_rules
+                .as_ref()
+                .map(crate::resource_metrics::ResourceRules::compile)
+                .transpose()?,
         })
     }
 
     /// Weir's defaults when no file is given: prometheus-adapter's default rules for
-    /// container metrics and for any namespaced series with a `pod` label.
+    /// container metrics and for any namespaced series with a `pod` label, and resource
+    /// rules over cAdvisor and node-exporter as kube-prometheus scrapes them.
     pub fn defaults() -> Rules {
         Rules::from_yaml(DEFAULT_CONFIG, "built-in rules").unwrap_or_default()
     }
@@ -248,6 +314,28 @@ rules:
     resources:
       template: "<<.Resource>>"
     metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+# metrics.k8s.io from cAdvisor (containers, as the kubelet exposes them) and node-exporter
+# (nodes; kube-prometheus sets its `instance` label to the node's name).
+resourceRules:
+  cpu:
+    containerQuery: 'sum by (<<.GroupBy>>) (rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!="",container!="POD"}[2m]))'
+    nodeQuery: 'sum by (<<.GroupBy>>) (1 - rate(node_cpu_seconds_total{<<.LabelMatchers>>,mode="idle"}[2m]))'
+    resources:
+      overrides:
+        namespace: {resource: namespace}
+        pod: {resource: pod}
+        instance: {resource: node}
+    containerLabel: container
+  memory:
+    containerQuery: 'sum by (<<.GroupBy>>) (container_memory_working_set_bytes{<<.LabelMatchers>>,container!="",container!="POD"})'
+    nodeQuery: 'sum by (<<.GroupBy>>) (node_memory_MemTotal_bytes{<<.LabelMatchers>>} - node_memory_MemAvailable_bytes{<<.LabelMatchers>>})'
+    resources:
+      overrides:
+        namespace: {resource: namespace}
+        pod: {resource: pod}
+        instance: {resource: node}
+    containerLabel: container
+  window: 2m
 "#;
 
 fn compile_rule(rule: &DiscoveryRule, api: Api, origin: String) -> Result<Rule, String> {
@@ -291,31 +379,9 @@ fn compile_rule(rule: &DiscoveryRule, api: Api, origin: String) -> Result<Rule, 
     } else {
         rule.name.as_.clone()
     };
-    let mut overrides = BTreeMap::new();
-    for (label, gr) in &rule.resources.overrides {
-        if !promql::valid_label_name(label) {
-            return Err(format!(
-                "{origin}.resources.overrides.{label}: not a valid Prometheus label name"
-            ));
-        }
-        let resource = resources::lookup(&gr.group, &gr.resource)
-            .unwrap_or_else(|| resources::custom(&gr.group, &gr.resource));
-        overrides.insert(label.clone(), resource);
-    }
-    if let Some(template) = &rule.resources.template {
-        replace_actions(template, |a| {
-            matches!(a, ".Resource" | ".Group").then(String::new)
-        })
-        .map_err(|e| {
-            format!("{origin}.resources.template: {e}; supported: <<.Group>>, <<.Resource>>")
-        })?;
-    }
     let query = QueryTemplate::parse(&rule.metrics_query, true)
         .map_err(|e| format!("{origin}.metricsQuery: {e}"))?;
-    let resources = ResourceNamer {
-        overrides,
-        template: rule.resources.template.clone(),
-    };
+    let resources = ResourceNamer::compile(&rule.resources, &origin)?;
     let namespaced = rule.resources.namespaced.unwrap_or(true);
     Ok(Rule {
         api,

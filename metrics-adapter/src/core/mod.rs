@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod promql;
 pub mod quantity;
 pub mod query;
+pub mod resource_metrics;
 pub mod resources;
 pub mod selector;
 pub mod template;

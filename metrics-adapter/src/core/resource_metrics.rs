@@ -1,0 +1,827 @@
+//! The resource metrics API (`metrics.k8s.io/v1beta1`: what `kubectl top` and every
+//! Resource-metric HPA read) from prometheus-adapter's `resourceRules`. Pure: the rules
+//! compiled, the PromQL of a request, the answers assembled into `PodMetrics` and
+//! `NodeMetrics`, field selectors, and the wire shapes.
+//!
+//! Semantics follow prometheus-adapter's resource provider (which follows metrics-server):
+//! a pod is listed only when both its CPU and its memory have samples; a container with
+//! one of the two gets 0 for the other; the timestamp is the earliest sample's; the window
+//! is the configured one. Where prometheus-adapter sends one query per namespace, Weir
+//! sends one per resource for the whole request, grouped by namespace too, so `kubectl top
+//! pods -A` costs two queries, not two per namespace.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+
+use crate::{
+    config::{ResourceNamer, ResourceRuleConfig, ResourceRulesConfig},
+    promql::{self, MatchOp, Matcher},
+    quantity,
+    resources::{self, Resource},
+    template::{QueryTemplate, QueryValues},
+};
+
+/// `metrics.k8s.io`
+pub const GROUP: &str = "metrics.k8s.io";
+/// The version served.
+pub const VERSION: &str = "v1beta1";
+
+/// CPU or memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Usage {
+    /// Cores.
+    Cpu,
+    /// Bytes.
+    Memory,
+}
+
+impl Usage {
+    /// Both, in the order answers list them.
+    pub const ALL: [Usage; 2] = [Usage::Cpu, Usage::Memory];
+
+    /// `cpu` or `memory`, as Kubernetes names the resource.
+    pub fn name(self) -> &'static str {
+        match self {
+            Usage::Cpu => "cpu",
+            Usage::Memory => "memory",
+        }
+    }
+
+    /// The usage a Kubernetes resource name means.
+    pub fn from_name(name: &str) -> Option<Usage> {
+        match name {
+            "cpu" => Some(Usage::Cpu),
+            "memory" => Some(Usage::Memory),
+            _ => None,
+        }
+    }
+}
+
+/// One compiled resource rule.
+#[derive(Clone, Debug)]
+pub struct ResourceRule {
+    container_query: QueryTemplate,
+    node_query: QueryTemplate,
+    /// The label naming the container.
+    pub container_label: String,
+    /// The label naming the pod.
+    pub pod_label: String,
+    /// The label naming the namespace.
+    pub namespace_label: String,
+    /// The label naming the node.
+    pub node_label: String,
+}
+
+/// The compiled `resourceRules`.
+#[derive(Clone, Debug)]
+pub struct ResourceRules {
+    /// CPU.
+    pub cpu: ResourceRule,
+    /// Memory.
+    pub memory: ResourceRule,
+    /// The window reported, in milliseconds.
+    pub window_ms: u64,
+}
+
+fn compile_rule(rule: &ResourceRuleConfig, origin: &str) -> Result<ResourceRule, String> {
+    let namer = ResourceNamer::compile(&rule.resources, origin)?;
+    let label = |plural: &str| -> Result<String, String> {
+        resources::lookup("", plural)
+            .and_then(|r: Resource| namer.label_for(&r))
+            .ok_or_else(|| {
+                format!(
+                    "{origin}.resources: no label names {plural} (add an override such as \
+                     `{}: {{resource: {}}}`)",
+                    if plural == "nodes" {
+                        "node"
+                    } else {
+                        &plural[..plural.len() - 1]
+                    },
+                    &plural[..plural.len() - 1]
+                )
+            })
+    };
+    if !promql::valid_label_name(&rule.container_label) {
+        return Err(format!(
+            "{origin}.containerLabel: {:?} is not a valid Prometheus label name (the label \
+             holding the container's name, usually `container`)",
+            rule.container_label
+        ));
+    }
+    let template = |field: &str, text: &str| {
+        QueryTemplate::parse(text, false).map_err(|e| format!("{origin}.{field}: {e}"))
+    };
+    Ok(ResourceRule {
+        container_query: template("containerQuery", &rule.container_query)?,
+        node_query: template("nodeQuery", &rule.node_query)?,
+        container_label: rule.container_label.clone(),
+        pod_label: label("pods")?,
+        namespace_label: label("namespaces")?,
+        node_label: label("nodes")?,
+    })
+}
+
+impl ResourceRules {
+    /// Compiles `resourceRules`; errors name the field (`resourceRules.cpu.nodeQuery: ...`).
+    pub fn compile(config: &ResourceRulesConfig) -> Result<ResourceRules, String> {
+        let window_ms = match config.window.as_deref() {
+            None => 60_000,
+            Some(text) => parse_duration(text).filter(|ms| *ms > 0).ok_or_else(|| {
+                format!(
+                    "resourceRules.window: {text:?} is not a positive Prometheus duration \
+                         (e.g. 1m, 5m, 1m30s)"
+                )
+            })?,
+        };
+        Ok(ResourceRules {
+            cpu: compile_rule(&config.cpu, "resourceRules.cpu")?,
+            memory: compile_rule(&config.memory, "resourceRules.memory")?,
+            window_ms,
+        })
+    }
+
+    /// The rule for `usage`.
+    pub fn rule(&self, usage: Usage) -> &ResourceRule {
+        match usage {
+            Usage::Cpu => &self.cpu,
+            Usage::Memory => &self.memory,
+        }
+    }
+
+    /// The window as Kubernetes prints a duration (`5m0s`).
+    pub fn window(&self) -> String {
+        go_duration(self.window_ms)
+    }
+}
+
+/// A Prometheus duration (`90s`, `1m30s`, `5m`, `1h`, `500ms`) in milliseconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(scale)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// Milliseconds as Go's `time.Duration` prints them (`metav1.Duration` on the wire).
+pub fn go_duration(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (hours, minutes) = (ms / 3_600_000, ms / 60_000 % 60);
+    let seconds = match ms % 60_000 {
+        s if s % 1000 == 0 => format!("{}s", s / 1000),
+        s => format!(
+            "{}.{}s",
+            s / 1000,
+            format!("{:03}", s % 1000).trim_end_matches('0')
+        ),
+    };
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}")
+    } else {
+        seconds
+    }
+}
+
+fn render(
+    template: &QueryTemplate,
+    matchers: &[Matcher],
+    group_by: &[&str],
+) -> Result<String, String> {
+    template.render(&QueryValues {
+        series: "",
+        label_matchers: &promql::join(matchers),
+        group_by,
+        label_values_by_name: &promql::values_by_name(matchers),
+    })
+}
+
+/// The containers query of `rule` for pods in `namespaces` (every namespace when `None`)
+/// named `names` (every pod when `None`), grouped by namespace, pod and container.
+pub fn pod_query(
+    rule: &ResourceRule,
+    namespaces: Option<&[String]>,
+    names: Option<&[String]>,
+) -> Result<String, String> {
+    let mut matchers = Vec::new();
+    if let Some(namespaces) = namespaces {
+        matchers.push(Matcher::names(&rule.namespace_label, namespaces)?);
+    }
+    matchers.push(match names {
+        Some(names) => Matcher::names(&rule.pod_label, names)?,
+        None => Matcher::new(&rule.pod_label, MatchOp::NotEqual, "")?,
+    });
+    render(
+        &rule.container_query,
+        &matchers,
+        &[
+            &rule.namespace_label,
+            &rule.pod_label,
+            &rule.container_label,
+        ],
+    )
+}
+
+/// The node query of `rule` for nodes named `names` (every node when `None`).
+pub fn node_query(rule: &ResourceRule, names: Option<&[String]>) -> Result<String, String> {
+    let matcher = match names {
+        Some(names) => Matcher::names(&rule.node_label, names)?,
+        None => Matcher::new(&rule.node_label, MatchOp::NotEqual, "")?,
+    };
+    render(&rule.node_query, &[matcher], &[&rule.node_label])
+}
+
+/// One sample of a query's answer: labels, value, Unix time.
+pub type Point<'a> = (&'a BTreeMap<String, String>, f64, f64);
+
+/// An object the API lists: its namespace (empty for nodes), name and labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    /// Namespace; empty for nodes.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Labels, echoed in the answer's metadata.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One container's usage, in milli-units (millicores, millibytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerUsage {
+    /// Container name.
+    pub name: String,
+    /// CPU, millicores.
+    pub cpu: i64,
+    /// Memory, thousandths of a byte.
+    pub memory: i64,
+}
+
+/// One pod's usage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodUsage {
+    /// The pod.
+    pub pod: Described,
+    /// When the oldest sample was taken (Unix seconds).
+    pub timestamp: f64,
+    /// Per container, sorted by name.
+    pub containers: Vec<ContainerUsage>,
+}
+
+/// One node's usage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeUsage {
+    /// The node.
+    pub node: Described,
+    /// When the oldest sample was taken (Unix seconds).
+    pub timestamp: f64,
+    /// CPU, millicores.
+    pub cpu: i64,
+    /// Memory, thousandths of a byte.
+    pub memory: i64,
+}
+
+/// Milli-units as prometheus-adapter converts them (`int64(v*1000)`, saturating);
+/// `None` for NaN.
+fn milli(value: f64) -> Option<i64> {
+    (!value.is_nan()).then(|| (value * 1000.0) as i64)
+}
+
+type PerContainer = BTreeMap<String, (Option<i64>, Option<i64>)>;
+
+/// Per (namespace, pod): per container (cpu, memory), and the oldest timestamp.
+fn index_pods(
+    rules: &ResourceRules,
+    cpu: &[Point<'_>],
+    memory: &[Point<'_>],
+) -> HashMap<(String, String), (PerContainer, f64, [bool; 2])> {
+    let mut index: HashMap<(String, String), (PerContainer, f64, [bool; 2])> = HashMap::new();
+    for (usage, points) in [(Usage::Cpu, cpu), (Usage::Memory, memory)] {
+        let rule = rules.rule(usage);
+        for (labels, value, timestamp) in points {
+            let (Some(ns), Some(pod), Some(value)) = (
+                labels.get(&rule.namespace_label),
+                labels.get(&rule.pod_label),
+                milli(*value),
+            ) else {
+                continue;
+            };
+            let container = labels
+                .get(&rule.container_label)
+                .cloned()
+                .unwrap_or_default();
+            let entry = index
+                .entry((ns.clone(), pod.clone()))
+                .or_insert_with(|| (BTreeMap::new(), f64::INFINITY, [false; 2]));
+            let slot = entry.0.entry(container).or_default();
+            let field = if usage == Usage::Cpu {
+                &mut slot.0
+            } else {
+                &mut slot.1
+            };
+            *field = Some(field.unwrap_or(0).saturating_add(value));
+            entry.1 = entry.1.min(*timestamp);
+            entry.2[usage as usize] = true;
+        }
+    }
+    index
+}
+
+/// The usage of each of `pods` that has both CPU and memory samples, in `pods`' order.
+pub fn pods(
+    rules: &ResourceRules,
+    pods: &[Described],
+    cpu: &[Point<'_>],
+    memory: &[Point<'_>],
+) -> Vec<PodUsage> {
+    let index = index_pods(rules, cpu, memory);
+    pods.iter()
+        .filter_map(|pod| {
+            let (containers, timestamp, [has_cpu, has_memory]) =
+                index.get(&(pod.namespace.clone(), pod.name.clone()))?;
+            (*has_cpu && *has_memory).then(|| PodUsage {
+                pod: pod.clone(),
+                timestamp: *timestamp,
+                containers: containers
+                    .iter()
+                    .map(|(name, (cpu, memory))| ContainerUsage {
+                        name: name.clone(),
+                        cpu: cpu.unwrap_or(0),
+                        memory: memory.unwrap_or(0),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// The usage of each of `nodes` that has both CPU and memory samples, in `nodes`' order.
+pub fn nodes(
+    rules: &ResourceRules,
+    nodes: &[Described],
+    cpu: &[Point<'_>],
+    memory: &[Point<'_>],
+) -> Vec<NodeUsage> {
+    let mut index: HashMap<&str, ([Option<i64>; 2], f64)> = HashMap::new();
+    for (usage, points) in [(Usage::Cpu, cpu), (Usage::Memory, memory)] {
+        let label = &rules.rule(usage).node_label;
+        for (labels, value, timestamp) in points {
+            let (Some(node), Some(value)) = (labels.get(label), milli(*value)) else {
+                continue;
+            };
+            let entry = index
+                .entry(node.as_str())
+                .or_insert(([None; 2], f64::INFINITY));
+            let slot = &mut entry.0[usage as usize];
+            *slot = Some(slot.unwrap_or(0).saturating_add(value));
+            entry.1 = entry.1.min(*timestamp);
+        }
+    }
+    nodes
+        .iter()
+        .filter_map(|node| {
+            let ([Some(cpu), Some(memory)], timestamp) = index.get(node.name.as_str())? else {
+                return None;
+            };
+            Some(NodeUsage {
+                node: node.clone(),
+                timestamp: *timestamp,
+                cpu: *cpu,
+                memory: *memory,
+            })
+        })
+        .collect()
+}
+
+/// A field selector on `metadata.name` and `metadata.namespace` (`=`, `==`, `!=`),
+/// as the API server's generic field selectors for metrics objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldSelector {
+    terms: Vec<(bool, String, String)>,
+}
+
+impl FieldSelector {
+    /// Parses `text`; an unsupported field is an error naming it.
+    pub fn parse(text: &str) -> Result<FieldSelector, String> {
+        let mut terms = Vec::new();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = term.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = term.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(format!("invalid field selector term {term:?}"));
+            };
+            let field = field.trim();
+            if !matches!(field, "metadata.name" | "metadata.namespace") {
+                return Err(format!(
+                    "field label not supported: {field} (metadata.name and metadata.namespace are)"
+                ));
+            }
+            terms.push((equal, field.to_string(), value.trim().to_string()));
+        }
+        Ok(FieldSelector { terms })
+    }
+
+    /// Whether an object in `namespace` named `name` is selected.
+    pub fn matches(&self, namespace: &str, name: &str) -> bool {
+        self.terms.iter().all(|(equal, field, value)| {
+            let actual = if field == "metadata.name" {
+                name
+            } else {
+                namespace
+            };
+            (actual == value) == *equal
+        })
+    }
+
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+}
+
+/// Memory as Kubernetes prints a binary-SI quantity: `Ki`/`Mi`/... when the bytes divide
+/// exactly, else the decimal form.
+pub fn format_memory(milli: i64) -> String {
+    if milli % 1000 == 0 && milli != 0 {
+        let bytes = milli / 1000;
+        let mut value = bytes;
+        let mut exponent = 0;
+        while value % 1024 == 0 && exponent < 6 {
+            value /= 1024;
+            exponent += 1;
+        }
+        if exponent > 0 {
+            return format!(
+                "{value}{}",
+                ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][exponent]
+            );
+        }
+    }
+    quantity::format_milli(milli)
+}
+
+fn usage_json(cpu: i64, memory: i64) -> Value {
+    json!({"cpu": quantity::format_milli(cpu), "memory": format_memory(memory)})
+}
+
+fn metadata(object: &Described, now: &str) -> Value {
+    let mut meta = json!({"name": object.name, "creationTimestamp": now});
+    if !object.namespace.is_empty() {
+        meta["namespace"] = json!(object.namespace);
+    }
+    if !object.labels.is_empty() {
+        meta["labels"] = json!(object.labels);
+    }
+    meta
+}
+
+/// A `PodMetrics` object. `now` (RFC 3339) is its creation time, as metrics-server sets it.
+pub fn pod_json(usage: &PodUsage, window: &str, now: &str, timestamp: &str) -> Value {
+    json!({
+        "kind": "PodMetrics",
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "metadata": metadata(&usage.pod, now),
+        "timestamp": timestamp,
+        "window": window,
+        "containers": usage.containers.iter().map(|c| json!({
+            "name": c.name,
+            "usage": usage_json(c.cpu, c.memory),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A `NodeMetrics` object.
+pub fn node_json(usage: &NodeUsage, window: &str, now: &str, timestamp: &str) -> Value {
+    json!({
+        "kind": "NodeMetrics",
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "metadata": metadata(&usage.node, now),
+        "timestamp": timestamp,
+        "window": window,
+        "usage": usage_json(usage.cpu, usage.memory),
+    })
+}
+
+/// A `PodMetricsList` or `NodeMetricsList` of `items`.
+pub fn list_json(kind: &str, items: Vec<Value>) -> Value {
+    json!({
+        "kind": format!("{kind}List"),
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "metadata": {},
+        "items": items,
+    })
+}
+
+/// `/apis/metrics.k8s.io/v1beta1`
+pub fn resource_list() -> Value {
+    let resource = |name: &str, kind: &str, namespaced: bool| {
+        json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
+               "verbs": ["get", "list"]})
+    };
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{GROUP}/{VERSION}"),
+        "resources": [resource("nodes", "NodeMetrics", false), resource("pods", "PodMetrics", true)],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Rules;
+
+    /// prometheus-adapter's own deployment manifest (deploy/manifests/config-map.yaml),
+    /// unchanged.
+    pub(crate) const UPSTREAM: &str = r#"
+"resourceRules":
+  "cpu":
+    "containerLabel": "container"
+    "containerQuery": |
+      sum by (<<.GroupBy>>) (
+        irate (
+            container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!="",pod!=""}[4m]
+        )
+      )
+    "nodeQuery": |
+      sum by (<<.GroupBy>>) (
+        irate(
+            node_cpu_usage_seconds_total{<<.LabelMatchers>>}[4m]
+        )
+      )
+    "resources":
+      "overrides":
+        "namespace":
+          "resource": "namespace"
+        "node":
+          "resource": "node"
+        "pod":
+          "resource": "pod"
+  "memory":
+    "containerLabel": "container"
+    "containerQuery": |
+      sum by (<<.GroupBy>>) (
+        container_memory_working_set_bytes{<<.LabelMatchers>>,container!="",pod!=""}
+      )
+    "nodeQuery": |
+      sum by (<<.GroupBy>>) (
+        node_memory_working_set_bytes{<<.LabelMatchers>>}
+      )
+    "resources":
+      "overrides":
+        "node":
+          "resource": "node"
+        "namespace":
+          "resource": "namespace"
+        "pod":
+          "resource": "pod"
+  "window": "5m"
+"#;
+
+    fn rules() -> ResourceRules {
+        Rules::from_yaml(UPSTREAM, "config.yaml")
+            .unwrap()
+            .resource
+            .unwrap()
+    }
+
+    #[test]
+    fn upstream_rules_compile_and_render() {
+        let rules = rules();
+        assert_eq!(rules.window(), "5m0s");
+        let q = pod_query(&rules.cpu, Some(&["shop".into()]), None).unwrap();
+        assert!(
+            q.contains(r#"sum by (namespace,pod,container)"#)
+                && q.contains(r#"container_cpu_usage_seconds_total{namespace="shop",pod!="",container!="",pod!=""}[4m]"#),
+            "{q}"
+        );
+        let q = pod_query(
+            &rules.memory,
+            Some(&["a".into(), "b".into()]),
+            Some(&["web-1".into(), "web.2".into()]),
+        )
+        .unwrap();
+        assert!(
+            q.contains(r#"{namespace=~"a|b",pod=~"web-1|web\\.2",container!="""#),
+            "{q}"
+        );
+        let q = node_query(&rules.cpu, Some(&["n1".into()])).unwrap();
+        assert!(
+            q.contains(r#"sum by (node)"#)
+                && q.contains(r#"node_cpu_usage_seconds_total{node="n1"}[4m]"#),
+            "{q}"
+        );
+        assert!(
+            node_query(&rules.memory, None)
+                .unwrap()
+                .contains(r#"{node!=""}"#)
+        );
+    }
+
+    #[test]
+    fn defaults_serve_resource_metrics() {
+        let defaults = Rules::defaults().resource.expect("default resourceRules");
+        assert_eq!(defaults.cpu.node_label, "instance");
+        assert!(
+            node_query(&defaults.memory, Some(&["n1".into()]))
+                .unwrap()
+                .contains(r#"instance="n1""#)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let broken = [
+            (
+                UPSTREAM.replace(r#""window": "5m""#, r#""window": "soon""#),
+                "resourceRules.window",
+            ),
+            (
+                UPSTREAM.replacen(
+                    r#""containerLabel": "container""#,
+                    r#""containerLabel": "a-b""#,
+                    1,
+                ),
+                "resourceRules.cpu.containerLabel",
+            ),
+            (
+                UPSTREAM.replacen(
+                    r#""node":
+          "resource": "node""#,
+                    r#""host":
+          "resource": "service""#,
+                    1,
+                ),
+                "resourceRules.cpu.resources: no label names nodes",
+            ),
+            (
+                UPSTREAM.replacen("<<.GroupBy>>", "<<.Groups>>", 1),
+                "resourceRules.cpu.containerQuery",
+            ),
+        ];
+        for (text, field) in broken {
+            let err = Rules::from_yaml(&text, "f.yaml").unwrap_err();
+            assert!(err.starts_with(&format!("f.yaml: {field}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Some(300_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000));
+        assert_eq!(parse_duration("500ms"), Some(500));
+        assert_eq!(parse_duration("1h"), Some(3_600_000));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(go_duration(300_000), "5m0s");
+        assert_eq!(go_duration(90_000), "1m30s");
+        assert_eq!(go_duration(3_600_000), "1h0m0s");
+        assert_eq!(go_duration(30_000), "30s");
+        assert_eq!(go_duration(1_500), "1.5s");
+        assert_eq!(go_duration(500), "500ms");
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn described(namespace: &str, name: &str) -> Described {
+        Described {
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: labels(&[("app", "web")]),
+        }
+    }
+
+    #[test]
+    fn pods_need_cpu_and_memory_and_keep_the_oldest_timestamp() {
+        let rules = rules();
+        let c = |ns: &str, pod: &str, container: &str| {
+            labels(&[("namespace", ns), ("pod", pod), ("container", container)])
+        };
+        let (web_app, web_sidecar, api_app, other_ns) = (
+            c("shop", "web-1", "app"),
+            c("shop", "web-1", "sidecar"),
+            c("shop", "api-1", "app"),
+            c("bank", "web-1", "app"),
+        );
+        let cpu: Vec<Point<'_>> = vec![
+            (&web_app, 0.25, 100.0),
+            (&web_sidecar, 0.0105, 90.0),
+            (&api_app, 1.0, 100.0),
+            (&other_ns, 2.0, 100.0),
+        ];
+        let memory: Vec<Point<'_>> = vec![(&web_app, 64.0 * 1024.0 * 1024.0, 95.0)];
+        let asked = [
+            described("shop", "web-1"),
+            described("shop", "api-1"),
+            described("shop", "gone"),
+        ];
+        let usage = pods(&rules, &asked, &cpu, &memory);
+        // api-1 has no memory sample: left out, as prometheus-adapter does.
+        assert_eq!(usage.len(), 1);
+        let web = &usage[0];
+        assert_eq!(web.pod.name, "web-1");
+        assert_eq!(web.timestamp, 90.0);
+        assert_eq!(
+            web.containers,
+            vec![
+                ContainerUsage {
+                    name: "app".into(),
+                    cpu: 250,
+                    memory: 64 * 1024 * 1024 * 1000
+                },
+                // A container with only CPU gets 0 memory.
+                ContainerUsage {
+                    name: "sidecar".into(),
+                    cpu: 10,
+                    memory: 0
+                },
+            ]
+        );
+        let json = pod_json(
+            web,
+            &rules.window(),
+            "2026-11-30T00:00:00Z",
+            "1970-01-01T00:01:30Z",
+        );
+        assert_eq!(json["containers"][0]["usage"]["cpu"], "250m");
+        assert_eq!(json["containers"][0]["usage"]["memory"], "64Mi");
+        assert_eq!(json["metadata"]["namespace"], "shop");
+        assert_eq!(json["metadata"]["labels"]["app"], "web");
+        assert_eq!(json["window"], "5m0s");
+    }
+
+    #[test]
+    fn nodes_need_cpu_and_memory() {
+        let rules = rules();
+        let (n1, n2) = (labels(&[("node", "n1")]), labels(&[("node", "n2")]));
+        let cpu: Vec<Point<'_>> = vec![(&n1, 1.5, 10.0), (&n2, 0.5, 10.0)];
+        let memory: Vec<Point<'_>> = vec![(&n1, 2e9, 9.0)];
+        let usage = nodes(
+            &rules,
+            &[described("", "n1"), described("", "n2")],
+            &cpu,
+            &memory,
+        );
+        assert_eq!(usage.len(), 1);
+        assert_eq!(
+            (usage[0].cpu, usage[0].memory, usage[0].timestamp),
+            (1500, 2_000_000_000_000, 9.0)
+        );
+        let json = node_json(&usage[0], "5m0s", "now", "then");
+        assert_eq!(json["usage"], json!({"cpu": "1500m", "memory": "1953125Ki"}));
+        assert!(json["metadata"].get("namespace").is_none());
+    }
+
+    #[test]
+    fn field_selectors() {
+        let s = FieldSelector::parse("metadata.namespace=shop,metadata.name!=web-1").unwrap();
+        assert!(s.matches("shop", "web-2"));
+        assert!(!s.matches("shop", "web-1"));
+        assert!(!s.matches("bank", "web-2"));
+        assert!(FieldSelector::parse("").unwrap().is_empty());
+        assert!(
+            FieldSelector::parse("spec.nodeName=n1")
+                .unwrap_err()
+                .contains("spec.nodeName")
+        );
+        assert_eq!(format_memory(1536 * 1000), "1536");
+        assert_eq!(format_memory(2048 * 1000), "2Ki");
+        assert_eq!(format_memory(1500), "1500m");
+    }
+}
