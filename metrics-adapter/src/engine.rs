@@ -62,6 +62,19 @@ pub trait ObjectSource: Send + Sync {
         namespace: Option<&str>,
         selector: &Selector,
     ) -> Option<Vec<String>>;
+
+    /// The pods (in `namespace`, or in every namespace when `None`) or nodes matching
+    /// `selector`, with their labels, sorted by namespace and name: what the resource
+    /// metrics API lists. `None` when this source does not index `resource`.
+    fn described(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        selector: &Selector,
+    ) -> Option<Vec<crate::resource_metrics::Described>> {
+        let _ = (resource, namespace, selector);
+        None
+    }
 }
 
 /// Objects from Weir's stores: the YAML directory in local mode, reflectors in a cluster.
@@ -99,6 +112,24 @@ impl ObjectSource for StoreObjects {
             ("", "namespaces") => select(state.namespaces.iter().map(|(_, o)| o), selector),
             _ => return None,
         })
+    }
+
+    fn described(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        selector: &Selector,
+    ) -> Option<Vec<crate::resource_metrics::Described>> {
+        use crate::resource_api::described;
+        let state = self.0.borrow();
+        Some(
+            match (resource.group.as_str(), resource.plural.as_str(), namespace) {
+                ("", "pods", Some(ns)) => described(state.pods.in_namespace(ns), selector),
+                ("", "pods", None) => described(state.pods.iter().map(|(_, o)| o), selector),
+                ("", "nodes", _) => described(state.nodes.iter().map(|(_, o)| o), selector),
+                _ => return None,
+            },
+        )
     }
 }
 
@@ -284,6 +315,16 @@ impl Engine {
             discovered: AtomicBool::new(false),
             queries_sent: AtomicU64::new(0),
         }
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Which objects exist.
+    pub(crate) fn objects(&self) -> &dyn ObjectSource {
+        self.objects.as_ref()
     }
 
     /// The metrics available now.
@@ -603,7 +644,7 @@ impl Engine {
     }
 
     /// [`Engine::fetch`], failing as the API answers a Prometheus failure.
-    async fn fetch_for_api(&self, promql: &str) -> Result<Arc<Vec<Sample>>, ApiError> {
+    pub(crate) async fn fetch_for_api(&self, promql: &str) -> Result<Arc<Vec<Sample>>, ApiError> {
         self.fetch(promql)
             .await
             .map_err(|e| ApiError::internal(format!("unable to fetch metrics: {e}")))
@@ -632,7 +673,8 @@ fn custom_metric<'a>(
         })
 }
 
-fn timestamp(unix_seconds: f64) -> String {
+/// Unix seconds as RFC 3339, to the second.
+pub(crate) fn timestamp(unix_seconds: f64) -> String {
     Timestamp::from_second(unix_seconds.floor() as i64)
         .unwrap_or(Timestamp::UNIX_EPOCH)
         .to_string()

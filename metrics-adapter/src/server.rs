@@ -30,6 +30,7 @@ use crate::{
     api::{self, ApiError, Route},
     auth::{Attributes, Authenticator, PeerIdentity},
     engine::Engine,
+    resource_metrics::FieldSelector,
     selector::Selector,
 };
 
@@ -275,6 +276,8 @@ impl Server {
         let label = match &route {
             Ok(Route::Custom(_)) => "custom",
             Ok(Route::External { .. }) => "external",
+            Ok(Route::Resource(p)) if p.pods => "resource_pods",
+            Ok(Route::Resource(_)) => "resource_nodes",
             Ok(_) => "discovery",
             Err(_) if path.starts_with("/openapi") || path == "/version" => "openapi",
             Err(_) => "other",
@@ -333,8 +336,20 @@ impl Server {
                 None => Ok(Selector::default()),
             }
         };
+        let serves_resource = self.engine.resource_rules().is_some();
+        let resource_not_served = || {
+            ApiError::not_found(
+                "the resource metrics API (metrics.k8s.io) is not served: the adapter's rules \
+                 have no resourceRules",
+            )
+        };
         match route {
-            Route::Groups => Ok(api::group_list()),
+            Route::Groups => Ok(api::group_list(serves_resource)),
+            Route::Group(api::RESOURCE_GROUP) | Route::Resources(api::RESOURCE_GROUP, _)
+                if !serves_resource =>
+            {
+                Err(resource_not_served())
+            }
             Route::Group(g) => Ok(api::group(g)),
             Route::Resources(g, v) => Ok(api::resource_list(g, &v, &self.engine.index())),
             Route::Custom(path) => {
@@ -356,6 +371,15 @@ impl Server {
                 let values = self.engine.external(&namespace, &metric, &labels).await?;
                 Ok(api::external_value_list(&metric, &values))
             }
+            Route::Resource(path) => {
+                let labels = selector("labelSelector")?;
+                let fields = match params.iter().find(|(k, _)| k == "fieldSelector") {
+                    Some((_, v)) => FieldSelector::parse(v)
+                        .map_err(|e| ApiError::bad_request(format!("fieldSelector: {e}")))?,
+                    None => FieldSelector::default(),
+                };
+                self.engine.resource_metrics(&path, &labels, &fields).await
+            }
         }
     }
 }
@@ -372,6 +396,15 @@ fn attributes(route: &Result<Route, ApiError>, path: &str) -> Attributes {
             namespace: p.namespace.clone().unwrap_or_default(),
             name: p.name.clone(),
             verb: "get".into(),
+        },
+        Ok(Route::Resource(p)) => Attributes::Resource {
+            group: api::RESOURCE_GROUP.into(),
+            version: "v1beta1".into(),
+            resource: p.resource().into(),
+            subresource: String::new(),
+            namespace: p.namespace.clone().unwrap_or_default(),
+            name: p.name.clone().unwrap_or_default(),
+            verb: if p.name.is_some() { "get" } else { "list" }.into(),
         },
         Ok(Route::External { namespace, metric }) => Attributes::Resource {
             group: api::EXTERNAL_GROUP.into(),
@@ -397,7 +430,7 @@ pub async fn serve(
     server: Arc<Server>,
     shutdown: CancellationToken,
 ) {
-    info!(addr = ?listener.local_addr().ok(), "metrics adapter serving the custom and external metrics APIs");
+    info!(addr = ?listener.local_addr().ok(), "metrics adapter serving the metrics APIs");
     let make_service = move |session: &rustls::ServerConnection| {
         let peer = match (&server.access, session.peer_certificates()) {
             (Access::Secured(auth), Some(chain)) => auth.peer(chain),

@@ -5,6 +5,7 @@
 //! when up to date), so a test never runs a stale binary; `WEIR_BIN` points at another one
 //! (a release build, say) instead.
 
+pub mod adapter;
 pub mod envoy;
 pub mod fuzz;
 pub mod http;

@@ -111,6 +111,30 @@ impl Prometheus {
         format!("http://{}", self.addr)
     }
 
+    /// What an instant query returns, as `label`'s value → sample value (series without
+    /// `label` are left out).
+    pub fn values_by(&self, query: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+        let out = Command::new("curl")
+            .args(["-sf", "--data-urlencode"])
+            .arg(format!("query={query}"))
+            .arg(format!("{}/api/v1/query", self.url()))
+            .output()
+            .expect("curl");
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("Prometheus answered {query:?} with no JSON: {e}"));
+        body["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("Prometheus failed {query:?}: {body}"))
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s["metric"][label].as_str()?.to_string(),
+                    s["value"][1].as_str()?.parse::<f64>().ok()?,
+                ))
+            })
+            .collect()
+    }
+
     /// The text of every query it has evaluated, in order, from its query log.
     pub fn logged_queries(&self) -> Vec<String> {
         let log = std::fs::read_to_string(self._dir.path().join("queries.log")).unwrap_or_default();

@@ -8,12 +8,11 @@ use std::{
     collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
 use serde_json::Value;
-use weir_tests::{WeirUp, eventually, free_port, kubectl, prometheus::Prometheus};
+use weir_tests::{adapter::Adapter, eventually, prometheus::Prometheus};
 
 const RULES: &str = r#"
 rules:
@@ -114,113 +113,6 @@ fn openmetrics() -> String {
     om
 }
 
-struct Adapter {
-    weir: WeirUp,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Adapter {
-    fn start(prometheus: &Prometheus, rules: &str, extra: &[&str]) -> Adapter {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config");
-        std::fs::create_dir(&config).unwrap();
-        std::fs::write(config.join("pods.yaml"), PODS).unwrap();
-        std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let addr_arg = addr.to_string();
-        let rules_arg = dir.path().join("rules.yaml").display().to_string();
-        let certs_arg = dir.path().join("certs").display().to_string();
-        let url = prometheus.url();
-        let mut args = vec![
-            "--prometheus-url",
-            &url,
-            "--metrics-adapter-addr",
-            &addr_arg,
-            "--rules",
-            &rules_arg,
-            "--cert-dir",
-            &certs_arg,
-            "--metrics-relist-interval",
-            "1s",
-            "--metrics-max-age",
-            "1h",
-        ];
-        args.extend_from_slice(extra);
-        let weir = WeirUp::start(&config, &args);
-        let adapter = Adapter { weir, addr, dir };
-        let ready = eventually(Duration::from_secs(20), || {
-            adapter
-                .curl(&["/readyz"], &[])
-                .filter(|(code, _)| *code == 200)
-        });
-        assert!(
-            ready.is_some(),
-            "adapter not ready:\n{}",
-            adapter.weir.log()
-        );
-        adapter
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("certs/apiserver.crt")
-    }
-
-    /// A kubeconfig pointing at the adapter, with `token` if any.
-    fn kubeconfig(&self, token: Option<&str>) -> PathBuf {
-        let path = self
-            .dir
-            .path()
-            .join(format!("kubeconfig-{}", token.unwrap_or("none")));
-        // Without credentials kubectl would prompt for a user name; the open (local) mode
-        // ignores this token.
-        let user = format!("token: {}", token.unwrap_or("anonymous"));
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: weir\n  cluster:\n    server: https://{}\n    certificate-authority: {}\nusers:\n- name: u\n  user: {{{user}}}\ncontexts:\n- name: c\n  context: {{cluster: weir, user: u}}\ncurrent-context: c\n",
-                self.addr,
-                self.ca().display()
-            ),
-        )
-        .unwrap();
-        path
-    }
-
-    /// `kubectl get --raw PATH` as JSON.
-    fn raw(&self, path: &str, token: Option<&str>) -> Option<Value> {
-        let kubeconfig = self.kubeconfig(token);
-        let (ok, out) = kubectl(
-            &[
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "get",
-                "--raw",
-                path,
-            ],
-            None,
-        );
-        ok.then(|| serde_json::from_str(&out).unwrap())
-    }
-
-    /// curl against the adapter: (status, body). `args` go before the URL; the first
-    /// element of `path_and_args` is the path.
-    fn curl(&self, path_and_args: &[&str], args: &[&str]) -> Option<(u16, String)> {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-            .arg(self.ca())
-            .args(args)
-            .args(&path_and_args[1..])
-            .arg(format!("https://{}{}", self.addr, path_and_args[0]))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n')?;
-        let code: u16 = code.trim().parse().ok()?;
-        (code != 0).then(|| (code, body.to_string()))
-    }
-}
-
 /// Per-object values of a MetricValueList, parsed from Kubernetes quantities.
 fn values(list: &Value) -> BTreeMap<String, f64> {
     list["items"]
@@ -236,28 +128,6 @@ fn values(list: &Value) -> BTreeMap<String, f64> {
                     .to_string(),
                 weir_metrics_adapter::quantity::parse(q)
                     .unwrap_or_else(|| panic!("bad quantity {q}")),
-            )
-        })
-        .collect()
-}
-
-/// What Prometheus itself returns for `query`, by the value of `label`.
-fn direct(prometheus: &Prometheus, query: &str, label: &str) -> BTreeMap<String, f64> {
-    let out = Command::new("curl")
-        .args(["-sf", "--data-urlencode"])
-        .arg(format!("query={query}"))
-        .arg(format!("{}/api/v1/query", prometheus.url()))
-        .output()
-        .unwrap();
-    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
-    body["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["metric"][label].as_str().unwrap().to_string(),
-                s["value"][1].as_str().unwrap().parse::<f64>().unwrap(),
             )
         })
         .collect()
@@ -282,7 +152,7 @@ fn assert_close(adapter: &BTreeMap<String, f64>, prometheus: &BTreeMap<String, f
 #[test]
 fn kubectl_reads_the_values_prometheus_computes() {
     let prometheus = Prometheus::start(&openmetrics());
-    let adapter = Adapter::start(&prometheus, RULES, &[]);
+    let adapter = Adapter::start(&prometheus, PODS, RULES, &[]);
 
     // Discovery lists what the rules produce.
     let discovery = eventually(Duration::from_secs(20), || {
@@ -330,8 +200,7 @@ fn kubectl_reads_the_values_prometheus_computes() {
         "http_requests_per_second"
     );
     assert_eq!(list["items"][0]["describedObject"]["kind"], "Pod");
-    let from_prometheus = direct(
-        &prometheus,
+    let from_prometheus = prometheus.values_by(
         r#"sum(rate(http_requests_total{namespace="shop",pod=~"web-1|web-2"}[2m])) by (pod)"#,
         "pod",
     );
@@ -356,8 +225,7 @@ fn kubectl_reads_the_values_prometheus_computes() {
     assert_eq!(errors["items"][0]["selector"]["matchLabels"]["code"], "500");
     assert_close(
         &values(&errors),
-        &direct(
-            &prometheus,
+        &prometheus.values_by(
             r#"sum(rate(http_requests_total{namespace="shop",pod=~"web-1|web-2",code="500"}[2m])) by (pod)"#,
             "pod",
         ),
@@ -403,8 +271,7 @@ fn kubectl_reads_the_values_prometheus_computes() {
     assert_eq!(ns["items"][0]["describedObject"]["kind"], "Namespace");
     assert_close(
         &values(&ns),
-        &direct(
-            &prometheus,
+        &prometheus.values_by(
             r#"sum(rate(http_requests_total{namespace="shop"}[2m])) by (namespace)"#,
             "namespace",
         ),
@@ -470,7 +337,7 @@ fn kubectl_reads_the_values_prometheus_computes() {
 #[test]
 fn requests_cannot_change_the_query() {
     let prometheus = Prometheus::start(&openmetrics());
-    let adapter = Adapter::start(&prometheus, RULES, &["--cache-max-age", "0s"]);
+    let adapter = Adapter::start(&prometheus, PODS, RULES, &["--cache-max-age", "0s"]);
     let base = "/apis/custom.metrics.k8s.io/v1beta2/namespaces";
     let hostile: &[(String, Option<(&str, &str)>)] = &[
         (
@@ -609,7 +476,7 @@ externalRules:
     overrides: { namespace: {resource: "namespace"} }
 "#;
     let prometheus = Prometheus::start(&openmetrics());
-    let adapter = Adapter::start(&prometheus, DOCS, &[]);
+    let adapter = Adapter::start(&prometheus, PODS, DOCS, &[]);
     let cpu = eventually(Duration::from_secs(20), || {
         adapter.raw(
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/web-1/cpu_usage",
@@ -621,8 +488,7 @@ externalRules:
     // truncate to milli-units, as prometheus-adapter's do).
     assert_close(
         &values(&cpu),
-        &direct(
-            &prometheus,
+        &prometheus.values_by(
             r#"sum(rate(container_cpu_usage_seconds_total{namespace="shop",pod="web-1",container!="POD"}[2m])) by (pod)"#,
             "pod",
         ),
@@ -635,8 +501,7 @@ externalRules:
         .unwrap();
     assert_close(
         &values(&requests),
-        &direct(
-            &prometheus,
+        &prometheus.values_by(
             r#"sum(rate(http_requests_total{namespace="shop",pod=~"api-1|web-1|web-2"}[2m])) by (pod)"#,
             "pod",
         ),
@@ -775,6 +640,7 @@ mod secured {
         let prometheus = Prometheus::start(&openmetrics());
         let adapter = Adapter::start(
             &prometheus,
+            PODS,
             RULES,
             &[
                 "--authentication-kubeconfig",

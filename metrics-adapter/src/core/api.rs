@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::discovery::MetricIndex;
+use crate::{discovery::MetricIndex, resource_metrics};
 
 /// `custom.metrics.k8s.io`
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
@@ -15,6 +15,10 @@ pub const EXTERNAL_GROUP: &str = "external.metrics.k8s.io";
 pub const CUSTOM_VERSIONS: &[&str] = &["v1beta2", "v1beta1"];
 /// Versions served of the external metrics API.
 pub const EXTERNAL_VERSIONS: &[&str] = &["v1beta1"];
+/// `metrics.k8s.io`
+pub const RESOURCE_GROUP: &str = resource_metrics::GROUP;
+/// Versions served of the resource metrics API.
+pub const RESOURCE_VERSIONS: &[&str] = &[resource_metrics::VERSION];
 
 /// What a path asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +38,26 @@ pub enum Route {
         /// Metric name.
         metric: String,
     },
+    /// `metrics.k8s.io`: node or pod metrics.
+    Resource(ResourcePath),
+}
+
+/// A resource metrics request path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourcePath {
+    /// `nodes` or `pods`.
+    pub pods: bool,
+    /// The namespace (pods; `None` across namespaces).
+    pub namespace: Option<String>,
+    /// One object (get), or `None` (list).
+    pub name: Option<String>,
+}
+
+impl ResourcePath {
+    /// `nodes` or `pods`.
+    pub fn resource(&self) -> &'static str {
+        if self.pods { "pods" } else { "nodes" }
+    }
 }
 
 /// A custom metrics request path.
@@ -142,7 +166,21 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
     let group = |g: &str| match g {
         CUSTOM_GROUP => Some(CUSTOM_GROUP),
         EXTERNAL_GROUP => Some(EXTERNAL_GROUP),
+        RESOURCE_GROUP => Some(RESOURCE_GROUP),
         _ => None,
+    };
+    let resource = |pods: bool, namespace: Option<&str>, name: Option<&str>| {
+        if let Some(ns) = namespace {
+            validate_namespace(ns)?;
+        }
+        if let Some(name) = name {
+            validate_name(name, "object name")?;
+        }
+        Ok(Route::Resource(ResourcePath {
+            pods,
+            namespace: namespace.map(str::to_string),
+            name: name.map(str::to_string),
+        }))
     };
     match segments.as_slice() {
         ["apis"] => Ok(Route::Groups),
@@ -178,6 +216,14 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
                 _ => Err(not_found()),
             }
         }
+        ["apis", RESOURCE_GROUP, "v1beta1", rest @ ..] => match rest {
+            ["nodes"] => resource(false, None, None),
+            ["nodes", name] => resource(false, None, Some(name)),
+            ["pods"] => resource(true, None, None),
+            ["namespaces", ns, "pods"] => resource(true, Some(ns), None),
+            ["namespaces", ns, "pods", name] => resource(true, Some(ns), Some(name)),
+            _ => Err(not_found()),
+        },
         ["apis", EXTERNAL_GROUP, "v1beta1", "namespaces", ns, metric] => {
             validate_namespace(ns)?;
             validate_name(metric, "metric name")?;
@@ -191,10 +237,10 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
 }
 
 fn versions(group: &str) -> &'static [&'static str] {
-    if group == CUSTOM_GROUP {
-        CUSTOM_VERSIONS
-    } else {
-        EXTERNAL_VERSIONS
+    match group {
+        CUSTOM_GROUP => CUSTOM_VERSIONS,
+        RESOURCE_GROUP => RESOURCE_VERSIONS,
+        _ => EXTERNAL_VERSIONS,
     }
 }
 
@@ -231,12 +277,17 @@ fn group_json(group: &str) -> Value {
     })
 }
 
-/// `/apis`: the two groups.
-pub fn group_list() -> Value {
+/// `/apis`: the custom and external metrics groups, and the resource metrics group when
+/// it is served (`resource`).
+pub fn group_list(resource: bool) -> Value {
+    let mut groups = vec![group_json(CUSTOM_GROUP), group_json(EXTERNAL_GROUP)];
+    if resource {
+        groups.push(group_json(RESOURCE_GROUP));
+    }
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [group_json(CUSTOM_GROUP), group_json(EXTERNAL_GROUP)],
+        "groups": groups,
     })
 }
 
@@ -250,6 +301,9 @@ pub fn group(group: &str) -> Value {
 
 /// `/apis/<group>/<version>`: the metrics currently available.
 pub fn resource_list(group: &str, version: &str, index: &MetricIndex) -> Value {
+    if group == RESOURCE_GROUP {
+        return resource_metrics::resource_list();
+    }
     let resources: Vec<Value> = if group == CUSTOM_GROUP {
         index
             .custom
@@ -414,6 +468,23 @@ pub fn openapi_v2() -> Value {
             "io.k8s.metrics.pkg.apis.external_metrics.v1beta1",
         ),
     );
+    let metrics = format!("/apis/{RESOURCE_GROUP}/v1beta1");
+    let def = "io.k8s.metrics.pkg.apis.metrics.v1beta1";
+    for (path, kind) in [
+        ("nodes", "NodeMetricsList"),
+        ("nodes/{name}", "NodeMetrics"),
+        ("pods", "PodMetricsList"),
+        ("namespaces/{namespace}/pods", "PodMetricsList"),
+        ("namespaces/{namespace}/pods/{name}", "PodMetrics"),
+    ] {
+        paths.insert(format!("{metrics}/{path}"), get(kind, def));
+    }
+    let object = |kind: &str| {
+        json!({"type": "object", "properties": {
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+            "metadata": {"type": "object"}, "timestamp": {"type": "string"}, "window": {"type": "string"},
+        }, "x-kubernetes-group-version-kind": [{"group": RESOURCE_GROUP, "version": "v1beta1", "kind": kind}]})
+    };
     let list = |gvk: Vec<Value>| {
         json!({"type": "object", "required": ["items"], "properties": {
             "apiVersion": {"type": "string"}, "kind": {"type": "string"},
@@ -428,6 +499,10 @@ pub fn openapi_v2() -> Value {
             "io.k8s.metrics.pkg.apis.custom_metrics.v1beta2.MetricValueList": list(vec![json!({"group": CUSTOM_GROUP, "version": "v1beta2", "kind": "MetricValueList"})]),
             "io.k8s.metrics.pkg.apis.custom_metrics.v1beta1.MetricValueList": list(vec![json!({"group": CUSTOM_GROUP, "version": "v1beta1", "kind": "MetricValueList"})]),
             "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValueList": list(vec![json!({"group": EXTERNAL_GROUP, "version": "v1beta1", "kind": "ExternalMetricValueList"})]),
+            "io.k8s.metrics.pkg.apis.metrics.v1beta1.NodeMetrics": object("NodeMetrics"),
+            "io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics": object("PodMetrics"),
+            "io.k8s.metrics.pkg.apis.metrics.v1beta1.NodeMetricsList": list(vec![json!({"group": RESOURCE_GROUP, "version": "v1beta1", "kind": "NodeMetricsList"})]),
+            "io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetricsList": list(vec![json!({"group": RESOURCE_GROUP, "version": "v1beta1", "kind": "PodMetricsList"})]),
         },
     })
 }
@@ -438,6 +513,7 @@ pub fn openapi_v3_root() -> Value {
     for (group, versions) in [
         (CUSTOM_GROUP, CUSTOM_VERSIONS),
         (EXTERNAL_GROUP, EXTERNAL_VERSIONS),
+        (RESOURCE_GROUP, RESOURCE_VERSIONS),
     ] {
         for v in versions {
             paths.insert(
@@ -451,14 +527,15 @@ pub fn openapi_v3_root() -> Value {
 
 /// `/openapi/v3/apis/<group>/<version>`: an OpenAPI 3 document for one group-version.
 pub fn openapi_v3(group: &str, version: &str) -> Option<Value> {
-    if !versions(group).contains(&version) || !(group == CUSTOM_GROUP || group == EXTERNAL_GROUP) {
+    let kind = match group {
+        CUSTOM_GROUP => "MetricValueList",
+        EXTERNAL_GROUP => "ExternalMetricValueList",
+        RESOURCE_GROUP => "PodMetricsList",
+        _ => return None,
+    };
+    if !versions(group).contains(&version) {
         return None;
     }
-    let kind = if group == CUSTOM_GROUP {
-        "MetricValueList"
-    } else {
-        "ExternalMetricValueList"
-    };
     Some(json!({
         "openapi": "3.0.0",
         "info": {"title": "Weir metrics adapter", "version": env!("CARGO_PKG_VERSION")},
@@ -529,7 +606,38 @@ mod tests {
                 metric: "queue_depth".into()
             }
         );
+        assert_eq!(
+            route("/apis/metrics.k8s.io/v1beta1/namespaces/shop/pods/web-1").unwrap(),
+            Route::Resource(ResourcePath {
+                pods: true,
+                namespace: Some("shop".into()),
+                name: Some("web-1".into())
+            })
+        );
+        assert_eq!(
+            route("/apis/metrics.k8s.io/v1beta1/pods").unwrap(),
+            Route::Resource(ResourcePath {
+                pods: true,
+                namespace: None,
+                name: None
+            })
+        );
+        assert_eq!(
+            route("/apis/metrics.k8s.io/v1beta1/nodes/n1").unwrap(),
+            Route::Resource(ResourcePath {
+                pods: false,
+                namespace: None,
+                name: Some("n1".into())
+            })
+        );
+        assert_eq!(
+            route("/apis/metrics.k8s.io/v1beta1/namespaces/shop/nodes")
+                .unwrap_err()
+                .code,
+            404
+        );
         for bad in [
+            "/apis/metrics.k8s.io/v1beta1/namespaces/Shop/pods",
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/Shop/pods/*/rps",
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/a\"b/rps",
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/a/r{p}s",

@@ -311,7 +311,7 @@ pub struct NodeUsage {
 /// Milli-units as prometheus-adapter converts them (`int64(v*1000)`, saturating);
 /// `None` for NaN.
 fn milli(value: f64) -> Option<i64> {
-    (!value.is_nan()).then(|| (value * 1000.0) as i64)
+    (!value.is_nan()).then_some((value * 1000.0) as i64)
 }
 
 type PerContainer = BTreeMap<String, (Option<i64>, Option<i64>)>;
@@ -804,7 +804,10 @@ mod tests {
             (1500, 2_000_000_000_000, 9.0)
         );
         let json = node_json(&usage[0], "5m0s", "now", "then");
-        assert_eq!(json["usage"], json!({"cpu": "1500m", "memory": "1953125Ki"}));
+        assert_eq!(
+            json["usage"],
+            json!({"cpu": "1500m", "memory": "1953125Ki"})
+        );
         assert!(json["metadata"].get("namespace").is_none());
     }
 

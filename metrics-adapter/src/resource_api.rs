@@ -1,0 +1,194 @@
+//! The engine serving `metrics.k8s.io`: which pods or nodes a request covers (from the
+//! object index, with label and field selectors), two queries (CPU and memory) through
+//! the shared cache, and the answer in the API's shape. Also the per-container usage the
+//! pod autoscaler reads in-process for Resource and ContainerResource metrics.
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+
+use crate::{
+    api::{ApiError, ResourcePath},
+    engine::{Engine, Sample, timestamp},
+    resource_metrics::{self, Described, FieldSelector, Point, ResourceRules, Usage},
+    resources,
+    selector::Selector,
+};
+
+/// Above this many selected objects a query matches every object of the scope and the
+/// answer is filtered here, rather than sending a regular expression of every name.
+const MAX_NAMES_IN_QUERY: usize = 500;
+
+/// One container's usage of one resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSample {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod.
+    pub pod: String,
+    /// Container.
+    pub container: String,
+    /// Cores or bytes.
+    pub value: f64,
+    /// When (Unix seconds).
+    pub timestamp: f64,
+}
+
+fn points(samples: &[Sample]) -> Vec<Point<'_>> {
+    samples
+        .iter()
+        .map(|s| (&s.labels, s.value, s.timestamp))
+        .collect()
+}
+
+impl Engine {
+    /// The resource rules, when `metrics.k8s.io` is served.
+    pub fn resource_rules(&self) -> Option<&ResourceRules> {
+        self.rules().resource.as_ref()
+    }
+
+    fn require_resource_rules(&self) -> Result<&ResourceRules, ApiError> {
+        self.resource_rules().ok_or_else(|| {
+            ApiError::not_found(
+                "the resource metrics API is not served: the adapter's rules have no \
+                 resourceRules",
+            )
+        })
+    }
+
+    /// Answers a `metrics.k8s.io` request: a `PodMetrics`/`NodeMetrics` object, or a list.
+    pub async fn resource_metrics(
+        &self,
+        path: &ResourcePath,
+        labels: &Selector,
+        fields: &FieldSelector,
+    ) -> Result<Value, ApiError> {
+        let rules = self.require_resource_rules()?;
+        let resource = resources::lookup("", path.resource())
+            .ok_or_else(|| ApiError::internal("no built-in resource"))?;
+        let mut objects = self
+            .objects()
+            .described(&resource, path.namespace.as_deref(), labels)
+            .ok_or_else(|| {
+                ApiError::unavailable(format!("the {} index is not available", path.resource()))
+            })?;
+        objects.retain(|o| {
+            fields.matches(&o.namespace, &o.name)
+                && path.name.as_ref().is_none_or(|name| *name == o.name)
+        });
+        let not_found = || {
+            let (kind, key) = if path.pods {
+                (
+                    "podmetrics",
+                    format!(
+                        "{}/{}",
+                        path.namespace.as_deref().unwrap_or_default(),
+                        path.name.as_deref().unwrap_or_default()
+                    ),
+                )
+            } else {
+                ("nodemetrics", path.name.clone().unwrap_or_default())
+            };
+            ApiError::not_found(format!("{kind}.metrics.k8s.io \"{key}\" not found"))
+        };
+        let kind = if path.pods {
+            "PodMetrics"
+        } else {
+            "NodeMetrics"
+        };
+        if objects.is_empty() {
+            return match path.name {
+                Some(_) => Err(not_found()),
+                None => Ok(resource_metrics::list_json(kind, Vec::new())),
+            };
+        }
+        // Name the objects in the query when a selection narrowed them; otherwise the
+        // query covers the whole scope, so it stays the same (and cached) as pods come
+        // and go.
+        let narrowed = path.name.is_some() || !labels.is_empty() || !fields.is_empty();
+        let names: Option<Vec<String>> = (narrowed && objects.len() <= MAX_NAMES_IN_QUERY)
+            .then(|| objects.iter().map(|o| o.name.clone()).collect());
+        let namespaces: Option<Vec<String>> = path.namespace.clone().map(|ns| vec![ns]);
+        let query = |usage: Usage| {
+            let rule = rules.rule(usage);
+            if path.pods {
+                resource_metrics::pod_query(rule, namespaces.as_deref(), names.as_deref())
+            } else {
+                resource_metrics::node_query(rule, names.as_deref())
+            }
+            .map_err(ApiError::bad_request)
+        };
+        let (cpu_query, memory_query) = (query(Usage::Cpu)?, query(Usage::Memory)?);
+        let (cpu, memory) = futures::join!(
+            self.fetch_for_api(&cpu_query),
+            self.fetch_for_api(&memory_query)
+        );
+        let (cpu, memory) = (cpu?, memory?);
+        let (cpu, memory) = (points(&cpu), points(&memory));
+        let window = rules.window();
+        let now = Timestamp::now().to_string();
+        let items: Vec<Value> = if path.pods {
+            resource_metrics::pods(rules, &objects, &cpu, &memory)
+                .iter()
+                .map(|u| resource_metrics::pod_json(u, &window, &now, &timestamp(u.timestamp)))
+                .collect()
+        } else {
+            resource_metrics::nodes(rules, &objects, &cpu, &memory)
+                .iter()
+                .map(|u| resource_metrics::node_json(u, &window, &now, &timestamp(u.timestamp)))
+                .collect()
+        };
+        match path.name {
+            Some(_) => items.into_iter().next().ok_or_else(not_found),
+            None => Ok(resource_metrics::list_json(kind, items)),
+        }
+    }
+
+    /// Per-container usage of `usage` for every pod in `namespaces`, with one query
+    /// through the resource rules: what the pod autoscaler reads for Resource and
+    /// ContainerResource metrics with `--metrics-source rules`.
+    pub async fn container_usage(
+        &self,
+        usage: Usage,
+        namespaces: &[String],
+    ) -> Result<Vec<ContainerSample>, ApiError> {
+        let rule = self.require_resource_rules()?.rule(usage);
+        let query = resource_metrics::pod_query(rule, Some(namespaces), None)
+            .map_err(ApiError::bad_request)?;
+        let samples = self.fetch_for_api(&query).await?;
+        Ok(samples
+            .iter()
+            .filter(|s| s.value.is_finite())
+            .filter_map(|s| {
+                Some(ContainerSample {
+                    namespace: s.labels.get(&rule.namespace_label)?.clone(),
+                    pod: s.labels.get(&rule.pod_label)?.clone(),
+                    container: s
+                        .labels
+                        .get(&rule.container_label)
+                        .cloned()
+                        .unwrap_or_default(),
+                    value: s.value,
+                    timestamp: s.timestamp,
+                })
+            })
+            .collect())
+    }
+}
+
+/// The pods or nodes of a store, as the resource metrics API lists them.
+pub(crate) fn described<'a, K: kube::Resource + 'a>(
+    objects: impl Iterator<Item = &'a std::sync::Arc<K>>,
+    selector: &Selector,
+) -> Vec<Described> {
+    use kube::ResourceExt;
+    let mut out: Vec<Described> = objects
+        .filter(|o| selector.matches(o.labels()))
+        .map(|o| Described {
+            namespace: o.namespace().unwrap_or_default(),
+            name: o.name_any(),
+            labels: o.labels().clone(),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out
+}
