@@ -97,6 +97,10 @@ fn options() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "resource metrics API from the adapter",
+            json!({"metricsAdapter": {"resourceMetrics": {"apiService": true}}}),
+        ),
+        (
             "adapter serving certificate",
             json!({"metricsAdapter": {"tlsSecretName": "adapter-tls", "caBundle": "Y2E="}}),
         ),
@@ -633,6 +637,33 @@ fn options_change_what_they_say() {
     let api_service = find(&tls, "APIService", "v1beta2.custom.metrics.k8s.io").unwrap();
     assert_eq!(api_service["spec"]["caBundle"], "Y2E=");
     assert!(api_service["spec"].get("insecureSkipTLSVerify").is_none());
+
+    // metrics.k8s.io only when asked for (metrics-server may own it), with the role that
+    // lets viewers run `kubectl top`.
+    let resource = render_ok(&json!({"metricsAdapter": {"resourceMetrics": {"apiService": true}}}));
+    let metrics = find(&resource, "APIService", "v1beta1.metrics.k8s.io").unwrap();
+    assert_eq!(metrics["spec"]["service"]["name"], "weir-metrics-adapter");
+    let reader = find(
+        &resource,
+        "ClusterRole",
+        "weir-metrics-adapter-resource-metrics-reader",
+    )
+    .unwrap();
+    assert_eq!(
+        reader["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert_eq!(reader["rules"][0]["apiGroups"][0], "metrics.k8s.io");
+    let plain = render_ok(&json!({}));
+    assert!(find(&plain, "APIService", "v1beta1.metrics.k8s.io").is_none());
+    assert!(
+        find(
+            &plain,
+            "ClusterRole",
+            "weir-metrics-adapter-resource-metrics-reader"
+        )
+        .is_none()
+    );
 }
 
 #[test]
