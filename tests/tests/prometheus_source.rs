@@ -113,8 +113,9 @@ async fn one_query_per_template_and_right_per_pod_values() {
     assert_eq!(rps3["web-0"].milli, 3000);
 }
 
-/// The rules source (the metrics adapter's engine in-process): Pods and Object metrics
-/// of policies in 20 namespaces cost one query each, with the right per-namespace values.
+/// The rules source (the metrics adapter's engine in-process): Pods and Object metrics,
+/// and Resource and ContainerResource metrics through `resourceRules`, of policies in 20
+/// namespaces cost one query each, with the right per-namespace (and per-container) values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_source_batches_across_namespaces() {
     use std::sync::Arc;
@@ -148,7 +149,35 @@ async fn rules_source_batches_across_namespaces() {
             ));
         }
     }
-    om.push_str("# EOF\n");
+    // Memory per container (app: ns MiB, sidecar: 1 MiB) and CPU (app: 0.1 cores per
+    // pod index + 0.1, so web-1 = 0.2 cores).
+    om.push_str("# TYPE container_memory_working_set_bytes gauge\n");
+    om.push_str("# TYPE container_cpu_usage_seconds counter\n");
+    let mut cpu = String::new();
+    for ns in 0..NAMESPACES {
+        for p in 0..2 {
+            for (container, mib) in [("app", ns as f64), ("sidecar", 1.0)] {
+                for step in 0..5 {
+                    let t = now - 120 + step * 30;
+                    om.push_str(&format!(
+                        "container_memory_working_set_bytes{{namespace=\"ns-{ns}\",pod=\"web-{p}\",container=\"{container}\"}} {} {t}\n",
+                        mib * 1024.0 * 1024.0
+                    ));
+                    if container == "app" {
+                        cpu.push_str(&format!(
+                            "container_cpu_usage_seconds_total{{namespace=\"ns-{ns}\",pod=\"web-{p}\",container=\"app\"}} {} {t}\n",
+                            (p as f64 + 1.0) * 0.1 * (step * 30) as f64
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    // One family's samples must be contiguous in OpenMetrics: CPU after memory.
+    let om = om.replace("# TYPE container_cpu_usage_seconds counter\n", "")
+        + "# TYPE container_cpu_usage_seconds counter\n"
+        + &cpu;
+    let om = om + "# EOF\n";
     let prometheus = Prometheus::start(&om);
     let rules = Rules::from_yaml(
         r#"
@@ -159,6 +188,18 @@ rules:
 - seriesQuery: '{namespace!="",deployment!=""}'
   resources: {template: "<<.Resource>>"}
   metricsQuery: 'max(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+resourceRules:
+  cpu:
+    containerQuery: 'sum by (<<.GroupBy>>) (irate(container_cpu_usage_seconds_total{<<.LabelMatchers>>}[2m]))'
+    nodeQuery: 'sum by (<<.GroupBy>>) (irate(node_cpu_usage_seconds_total{<<.LabelMatchers>>}[2m]))'
+    resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}, node: {resource: node}}}
+    containerLabel: container
+  memory:
+    containerQuery: 'sum by (<<.GroupBy>>) (container_memory_working_set_bytes{<<.LabelMatchers>>})'
+    nodeQuery: 'sum by (<<.GroupBy>>) (node_memory_working_set_bytes{<<.LabelMatchers>>})'
+    resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}, node: {resource: node}}}
+    containerLabel: container
+  window: 2m
 "#,
         "test rules",
     )
@@ -177,7 +218,9 @@ rules:
     let spec: ScalingPolicySpec = serde_yaml::from_str(
         "targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\nmaxReplicas: 10\nmetrics:\n\
          - type: Pods\n  pods: {metric: {name: inflight}, target: {type: AverageValue, averageValue: \"5\"}}\n\
-         - type: Object\n  object: {describedObject: {apiVersion: apps/v1, kind: Deployment, name: web}, metric: {name: queue_length}, target: {type: Value, value: \"10\"}}\n",
+         - type: Object\n  object: {describedObject: {apiVersion: apps/v1, kind: Deployment, name: web}, metric: {name: queue_length}, target: {type: Value, value: \"10\"}}\n\
+         - type: Resource\n  resource: {name: memory, target: {type: AverageValue, averageValue: 100Mi}}\n\
+         - type: ContainerResource\n  containerResource: {name: cpu, container: app, target: {type: AverageValue, averageValue: 500m}}\n",
     )
     .unwrap();
     let namespaces: Vec<String> = (0..NAMESPACES).map(|n| format!("ns-{n}")).collect();
@@ -187,11 +230,17 @@ rules:
         .collect();
     let queries_before = prometheus.logged_queries().len();
     let batch = source.fetch(&policies, Timestamp::now()).await;
+    let sent = prometheus.logged_queries()[queries_before..].to_vec();
     assert_eq!(
-        prometheus.logged_queries().len() - queries_before,
-        2,
-        "one query for the Pods metric and one for the Object metric: {:?}",
-        prometheus.logged_queries()
+        sent.len(),
+        4,
+        "one query each for the Pods, Object, memory and CPU metrics: {sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|q| q.contains("container_memory_working_set_bytes")
+                && q.contains("by (namespace,pod,container)")),
+        "memory read through resourceRules: {sent:?}"
     );
     let pods = [pod("web-0"), pod("web-1")];
     let ns7 = source.readings(&batch, "ns-7", &spec.metrics, &pods);
@@ -203,4 +252,14 @@ rules:
         (7000, 7500)
     );
     assert_eq!(ns7[1], MetricReading::Value(70_000));
+    let MetricReading::Pods(memory) = &ns7[2] else {
+        panic!("{:?}", ns7[2])
+    };
+    // 7 MiB (app) + 1 MiB (sidecar), in milli-bytes.
+    assert_eq!(memory["web-0"].milli, 8 * 1024 * 1024 * 1000);
+    assert_eq!(memory["web-0"].window.as_secs(), 120);
+    let MetricReading::Pods(cpu) = &ns7[3] else {
+        panic!("{:?}", ns7[3])
+    };
+    assert_eq!(cpu["web-1"].containers["app"], 200, "irate of 0.2 cores");
 }

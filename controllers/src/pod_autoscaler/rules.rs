@@ -5,8 +5,11 @@
 //! Batched like the direct source: per sync, one query per (metric, selector) for Pods
 //! metrics and per (resource, metric, selector) for Object metrics, covering every
 //! namespace that needs it (grouped by namespace and object); External metrics one query
-//! per (namespace, metric, selector). Resource, ContainerResource and Prometheus metrics go
-//! straight to Prometheus, batched ([`PrometheusSource`]).
+//! per (namespace, metric, selector). Resource and ContainerResource metrics (CPU,
+//! memory) go through the rules' `resourceRules`, as `metrics.k8s.io` answers them: one
+//! query per resource per sync, every namespace at once, per container. Prometheus
+//! metrics, and Resource metrics when the rules have no `resourceRules`, go straight to
+//! Prometheus, batched ([`PrometheusSource`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,7 +27,9 @@ use k8s_openapi::{
     jiff::{SignedDuration, Timestamp},
 };
 use weir_crds::scaling_policy::{MetricSourceType, MetricSpec, ScalingPolicySpec};
-use weir_metrics_adapter::{engine::Engine, resources, selector::Selector};
+use weir_metrics_adapter::{
+    engine::Engine, resource_metrics::Usage, resources, selector::Selector,
+};
 
 /// What a metric of a policy asks the engine for, less the namespace and object that
 /// batching gathers.
@@ -42,6 +47,8 @@ enum Key {
         metric: String,
         selector: Selector,
     },
+    /// CPU or memory of pods, per container (Resource and ContainerResource metrics).
+    Resource(Usage),
 }
 
 /// Which objects a custom metric's key is asked for.
@@ -52,12 +59,13 @@ struct Wanted {
     names: Option<BTreeSet<String>>,
 }
 
-/// Values by (namespace, object) for custom keys, per series for external ones, in
-/// milli-units.
+/// Values by (namespace, object) for custom keys, per series for external ones, per
+/// (namespace, pod) and container for resources, in milli-units.
 #[derive(Debug)]
 enum Answer {
     Custom(BTreeMap<(String, String), i64>),
     External(Vec<i64>),
+    Resource(BTreeMap<(String, String), PodReading>),
 }
 
 /// One sync's values.
@@ -83,11 +91,28 @@ impl RulesSource {
     }
 }
 
-fn via_engine(metric: &MetricSpec) -> bool {
-    matches!(
-        metric.type_,
-        MetricSourceType::Pods | MetricSourceType::Object | MetricSourceType::External
-    )
+/// The resource a Resource or ContainerResource metric names, when it is one the
+/// resource rules answer.
+fn usage(metric: &MetricSpec) -> Option<Usage> {
+    let name = match metric.type_ {
+        MetricSourceType::Resource => &metric.resource.as_ref()?.name,
+        MetricSourceType::ContainerResource => &metric.container_resource.as_ref()?.name,
+        _ => return None,
+    };
+    Usage::from_name(name)
+}
+
+impl RulesSource {
+    /// Whether the engine answers `metric` (else Prometheus directly does).
+    fn via_engine(&self, metric: &MetricSpec) -> bool {
+        match metric.type_ {
+            MetricSourceType::Pods | MetricSourceType::Object | MetricSourceType::External => true,
+            MetricSourceType::Resource | MetricSourceType::ContainerResource => {
+                self.engine.resource_rules().is_some() && usage(metric).is_some()
+            }
+            MetricSourceType::Prometheus => false,
+        }
+    }
 }
 
 /// The selector, validated (a bad one fails here, naming the label).
@@ -140,7 +165,10 @@ fn key(namespace: &str, metric: &MetricSpec) -> Result<(Key, Option<String>), St
                 None,
             ))
         }
-        _ => Err("not an engine metric".into()),
+        MetricSourceType::Resource | MetricSourceType::ContainerResource => usage(metric)
+            .map(|u| (Key::Resource(u), None))
+            .ok_or_else(|| "only cpu and memory are read through resourceRules".into()),
+        MetricSourceType::Prometheus => Err("not an engine metric".into()),
     }
 }
 
@@ -170,6 +198,34 @@ impl RulesSource {
                         .map(|(ns, v)| ((ns, v.name), milli(v.value)))
                         .collect(),
                 ))
+            }
+            Key::Resource(usage) => {
+                let namespaces: Vec<String> = wanted.namespaces.iter().cloned().collect();
+                let samples = self
+                    .engine
+                    .container_usage(*usage, &namespaces)
+                    .await
+                    .map_err(|e| e.message)?;
+                let window = self.engine.resource_rules().map_or(60_000, |r| r.window_ms);
+                let mut pods: BTreeMap<(String, String), PodReading> = BTreeMap::new();
+                for sample in samples {
+                    let at = Timestamp::from_millisecond((sample.timestamp * 1000.0) as i64)
+                        .unwrap_or(Timestamp::UNIX_EPOCH);
+                    let reading = pods
+                        .entry((sample.namespace, sample.pod))
+                        .or_insert_with(|| PodReading {
+                            milli: 0,
+                            containers: BTreeMap::new(),
+                            timestamp: at,
+                            window: SignedDuration::from_millis(window as i64),
+                        });
+                    let value = milli(sample.value);
+                    reading.milli = reading.milli.saturating_add(value);
+                    reading.timestamp = reading.timestamp.min(at);
+                    let container = reading.containers.entry(sample.container).or_default();
+                    *container = container.saturating_add(value);
+                }
+                Ok(Answer::Resource(pods))
             }
             Key::External {
                 namespace,
@@ -204,8 +260,9 @@ impl MetricSource for RulesSource {
         let mut direct = Batch::default();
         let mut wanted: BTreeMap<Key, Wanted> = BTreeMap::new();
         for (namespace, spec) in policies {
-            let (engine, rest): (Vec<MetricSpec>, Vec<MetricSpec>) =
-                effective_metrics(spec).into_iter().partition(via_engine);
+            let (engine, rest): (Vec<MetricSpec>, Vec<MetricSpec>) = effective_metrics(spec)
+                .into_iter()
+                .partition(|m| self.via_engine(m));
             direct.add_policy(namespace, &rest);
             for metric in &engine {
                 // A metric whose key fails is reported by `readings`.
@@ -247,7 +304,7 @@ impl MetricSource for RulesSource {
         metrics
             .iter()
             .map(|metric| {
-                if !via_engine(metric) {
+                if !self.via_engine(metric) {
                     return prometheus::readings(
                         namespace,
                         std::slice::from_ref(metric),
@@ -294,6 +351,15 @@ impl MetricSource for RulesSource {
                     }
                     // HPA sums an external metric's series.
                     (Answer::External(values), _) => MetricReading::Value(values.iter().sum()),
+                    (Answer::Resource(values), _) => MetricReading::Pods(
+                        pods.iter()
+                            .filter_map(|p| {
+                                let reading =
+                                    values.get(&(namespace.to_string(), p.name.clone()))?;
+                                Some((p.name.clone(), reading.clone()))
+                            })
+                            .collect(),
+                    ),
                 }
             })
             .collect()
