@@ -4,7 +4,6 @@
 //! pod autoscaler reads in-process for Resource and ContainerResource metrics.
 
 use k8s_openapi::jiff::Timestamp;
-use serde_json::Value;
 
 use crate::{
     api::{ApiError, ResourcePath},
@@ -33,6 +32,10 @@ pub struct ContainerSample {
     pub timestamp: f64,
 }
 
+fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::internal(format!("encoding the answer: {e}")))
+}
+
 fn points(samples: &[Sample]) -> Vec<Point<'_>> {
     samples
         .iter()
@@ -55,13 +58,14 @@ impl Engine {
         })
     }
 
-    /// Answers a `metrics.k8s.io` request: a `PodMetrics`/`NodeMetrics` object, or a list.
+    /// Answers a `metrics.k8s.io` request: a `PodMetrics`/`NodeMetrics` object, or a list,
+    /// as JSON bytes.
     pub async fn resource_metrics(
         &self,
         path: &ResourcePath,
         labels: &Selector,
         fields: &FieldSelector,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Vec<u8>, ApiError> {
         let rules = self.require_resource_rules()?;
         let resource = resources::lookup("", path.resource())
             .ok_or_else(|| ApiError::internal("no built-in resource"))?;
@@ -98,7 +102,7 @@ impl Engine {
         if objects.is_empty() {
             return match path.name {
                 Some(_) => Err(not_found()),
-                None => Ok(resource_metrics::list_json(kind, Vec::new())),
+                None => encode(&resource_metrics::list_out(kind, Vec::new())),
             };
         }
         // Name the objects in the query when a selection narrowed them; otherwise the
@@ -126,20 +130,29 @@ impl Engine {
         let (cpu, memory) = (points(&cpu), points(&memory));
         let window = rules.window();
         let now = Timestamp::now().to_string();
-        let items: Vec<Value> = if path.pods {
-            resource_metrics::pods(rules, &objects, &cpu, &memory)
-                .iter()
-                .map(|u| resource_metrics::pod_json(u, &window, &now, &timestamp(u.timestamp)))
-                .collect()
+        let (pods, nodes) = if path.pods {
+            (
+                resource_metrics::pods(rules, &objects, &cpu, &memory),
+                Vec::new(),
+            )
         } else {
-            resource_metrics::nodes(rules, &objects, &cpu, &memory)
-                .iter()
-                .map(|u| resource_metrics::node_json(u, &window, &now, &timestamp(u.timestamp)))
-                .collect()
+            (
+                Vec::new(),
+                resource_metrics::nodes(rules, &objects, &cpu, &memory),
+            )
         };
+        let items: Vec<_> = pods
+            .iter()
+            .map(|u| resource_metrics::pod_out(u, &window, &now, timestamp(u.timestamp)))
+            .chain(
+                nodes
+                    .iter()
+                    .map(|u| resource_metrics::node_out(u, &window, &now, timestamp(u.timestamp))),
+            )
+            .collect();
         match path.name {
-            Some(_) => items.into_iter().next().ok_or_else(not_found),
-            None => Ok(resource_metrics::list_json(kind, items)),
+            Some(_) => encode(&items.into_iter().next().ok_or_else(not_found)?),
+            None => encode(&resource_metrics::list_out(kind, items)),
         }
     }
 

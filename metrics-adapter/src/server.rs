@@ -175,6 +175,13 @@ pub struct Server {
 
 type Answer = Result<Value, ApiError>;
 
+/// A successful answer: a JSON tree, or JSON already encoded (resource metrics lists,
+/// serialized straight from borrowed data).
+enum Reply {
+    Tree(Value),
+    Encoded(Vec<u8>),
+}
+
 impl Server {
     /// A server answering from `engine`.
     pub fn new(engine: Arc<Engine>, access: Access, metrics: ServerMetrics) -> Server {
@@ -214,7 +221,8 @@ impl Server {
             .answer(peer, &parts.method, &parts.headers, &path, query)
             .await;
         let (status, body) = match answer {
-            Ok(body) => (StatusCode::OK, body),
+            Ok(Reply::Encoded(bytes)) => (StatusCode::OK, Ok(bytes)),
+            Ok(Reply::Tree(body)) => (StatusCode::OK, Err(body)),
             Err(e) => {
                 if e.code >= 500 {
                     warn!(path = %path, error = %e.message, "metrics request failed");
@@ -223,7 +231,7 @@ impl Server {
                 }
                 (
                     StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    e.to_status(),
+                    Err(e.to_status()),
                 )
             }
         };
@@ -238,7 +246,7 @@ impl Server {
             .duration
             .get_or_create(&RouteLabels { route: label })
             .observe(started.elapsed().as_secs_f64());
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let bytes = body.unwrap_or_else(|tree| serde_json::to_vec(&tree).unwrap_or_default());
         let mut response = Response::new(Body::from(bytes));
         *response.status_mut() = status;
         response.headers_mut().insert(
@@ -255,14 +263,16 @@ impl Server {
         headers: &http::HeaderMap,
         path: &str,
         query: &str,
-    ) -> (&'static str, Answer) {
+    ) -> (&'static str, Result<Reply, ApiError>) {
         match path.trim_end_matches('/') {
-            "/healthz" | "/livez" => return ("health", Ok(Value::String("ok".into()))),
+            "/healthz" | "/livez" => {
+                return ("health", Ok(Reply::Tree(Value::String("ok".into()))));
+            }
             "/readyz" => {
                 return (
                     "health",
                     if self.engine.discovered() {
-                        Ok(Value::String("ok".into()))
+                        Ok(Reply::Tree(Value::String("ok".into())))
                     } else {
                         Err(ApiError::unavailable(
                             "series discovery has not completed yet",
@@ -304,7 +314,12 @@ impl Server {
         (label, self.dispatch(route, path, query).await)
     }
 
-    async fn dispatch(&self, route: Result<Route, ApiError>, path: &str, query: &str) -> Answer {
+    async fn dispatch(
+        &self,
+        route: Result<Route, ApiError>,
+        path: &str,
+        query: &str,
+    ) -> Result<Reply, ApiError> {
         let route = match route {
             Ok(route) => route,
             Err(e) => {
@@ -322,7 +337,8 @@ impl Server {
                         Some((g, v)) => api::openapi_v3(g, v).ok_or(e),
                         None => Err(e),
                     },
-                };
+                }
+                .map(Reply::Tree);
             }
         };
         let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
@@ -343,7 +359,7 @@ impl Server {
                  have no resourceRules",
             )
         };
-        match route {
+        let tree: Answer = match route {
             Route::Groups => Ok(api::group_list(serves_resource)),
             Route::Group(api::RESOURCE_GROUP) | Route::Resources(api::RESOURCE_GROUP, _)
                 if !serves_resource =>
@@ -378,9 +394,14 @@ impl Server {
                         .map_err(|e| ApiError::bad_request(format!("fieldSelector: {e}")))?,
                     None => FieldSelector::default(),
                 };
-                self.engine.resource_metrics(&path, &labels, &fields).await
+                return self
+                    .engine
+                    .resource_metrics(&path, &labels, &fields)
+                    .await
+                    .map(Reply::Encoded);
             }
-        }
+        };
+        tree.map(Reply::Tree)
     }
 }
 

@@ -21,11 +21,11 @@ impl Adapter {
     /// Starts it: `objects` (YAML) as the cluster, `rules` as `--rules` (the built-in
     /// rules when empty), `extra` flags.
     pub fn start(prometheus: &Prometheus, objects: &str, rules: &str, extra: &[&str]) -> Adapter {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let config = dir.path().join("config");
-        std::fs::create_dir(&config).unwrap();
-        std::fs::write(config.join("objects.yaml"), objects).unwrap();
-        std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+        std::fs::create_dir(&config).expect("the config directory");
+        std::fs::write(config.join("objects.yaml"), objects).expect("writing the objects");
+        std::fs::write(dir.path().join("rules.yaml"), rules).expect("writing the rules");
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let addr_arg = addr.to_string();
         let rules_arg = dir.path().join("rules.yaml").display().to_string();
@@ -91,7 +91,7 @@ impl Adapter {
                 self.ca().display()
             ),
         )
-        .unwrap();
+        .expect("writing the kubeconfig");
         path
     }
 
@@ -101,14 +101,14 @@ impl Adapter {
         let (ok, out) = kubectl(
             &[
                 "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
+                kubeconfig.to_str().expect("a UTF-8 path"),
                 "get",
                 "--raw",
                 path,
             ],
             None,
         );
-        ok.then(|| serde_json::from_str(&out).unwrap())
+        ok.then(|| serde_json::from_str(&out).expect("kubectl printed JSON"))
     }
 
     /// curl against the adapter: (status, body). `args` go before the URL; the first

@@ -69,7 +69,8 @@ const CONTAINERS: &[(&str, &str, &str, f64, f64)] = &[
 ];
 
 /// (node, idle cores per CPU, MemTotal, MemAvailable).
-const NODES: &[(&str, &[f64], f64, f64)] = &[
+type NodeSeries = (&'static str, &'static [f64], f64, f64);
+const NODES: &[NodeSeries] = &[
     ("node-a", &[0.6, 0.9], 8192.0 * MI, 5120.0 * MI),
     ("node-b", &[0.25], 4096.0 * MI, 3584.0 * MI),
 ];
@@ -132,7 +133,7 @@ fn openmetrics() -> String {
         }
     }
     family("node_cpu_seconds", "counter", cpu);
-    let node = |f: fn(&(&str, &[f64], f64, f64)) -> f64| {
+    let node = |f: fn(&NodeSeries) -> f64| {
         NODES
             .iter()
             .map(|n| (format!(r#"instance="{}",job="node-exporter""#, n.0), f(n)))

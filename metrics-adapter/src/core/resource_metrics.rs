@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
@@ -286,9 +287,9 @@ pub struct ContainerUsage {
 
 /// One pod's usage.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PodUsage {
+pub struct PodUsage<'a> {
     /// The pod.
-    pub pod: Described,
+    pub pod: &'a Described,
     /// When the oldest sample was taken (Unix seconds).
     pub timestamp: f64,
     /// Per container, sorted by name.
@@ -297,9 +298,9 @@ pub struct PodUsage {
 
 /// One node's usage.
 #[derive(Clone, Debug, PartialEq)]
-pub struct NodeUsage {
+pub struct NodeUsage<'a> {
     /// The node.
-    pub node: Described,
+    pub node: &'a Described,
     /// When the oldest sample was taken (Unix seconds).
     pub timestamp: f64,
     /// CPU, millicores.
@@ -314,15 +315,18 @@ fn milli(value: f64) -> Option<i64> {
     (!value.is_nan()).then_some((value * 1000.0) as i64)
 }
 
-type PerContainer = BTreeMap<String, (Option<i64>, Option<i64>)>;
+type PerContainer<'a> = BTreeMap<&'a str, (Option<i64>, Option<i64>)>;
 
-/// Per (namespace, pod): per container (cpu, memory), and the oldest timestamp.
-fn index_pods(
-    rules: &ResourceRules,
-    cpu: &[Point<'_>],
-    memory: &[Point<'_>],
-) -> HashMap<(String, String), (PerContainer, f64, [bool; 2])> {
-    let mut index: HashMap<(String, String), (PerContainer, f64, [bool; 2])> = HashMap::new();
+/// Per (namespace, pod): per container (cpu, memory), the oldest timestamp, and whether
+/// CPU and memory were seen. Keys borrow from the samples.
+type PodIndex<'a> = HashMap<(&'a str, &'a str), (PerContainer<'a>, f64, [bool; 2])>;
+
+fn index_pods<'a>(
+    rules: &'a ResourceRules,
+    cpu: &[Point<'a>],
+    memory: &[Point<'a>],
+) -> PodIndex<'a> {
+    let mut index = PodIndex::with_capacity(cpu.len());
     for (usage, points) in [(Usage::Cpu, cpu), (Usage::Memory, memory)] {
         let rule = rules.rule(usage);
         for (labels, value, timestamp) in points {
@@ -333,12 +337,9 @@ fn index_pods(
             ) else {
                 continue;
             };
-            let container = labels
-                .get(&rule.container_label)
-                .cloned()
-                .unwrap_or_default();
+            let container = labels.get(&rule.container_label).map_or("", String::as_str);
             let entry = index
-                .entry((ns.clone(), pod.clone()))
+                .entry((ns.as_str(), pod.as_str()))
                 .or_insert_with(|| (BTreeMap::new(), f64::INFINITY, [false; 2]));
             let slot = entry.0.entry(container).or_default();
             let field = if usage == Usage::Cpu {
@@ -355,24 +356,24 @@ fn index_pods(
 }
 
 /// The usage of each of `pods` that has both CPU and memory samples, in `pods`' order.
-pub fn pods(
+pub fn pods<'a>(
     rules: &ResourceRules,
-    pods: &[Described],
+    pods: &'a [Described],
     cpu: &[Point<'_>],
     memory: &[Point<'_>],
-) -> Vec<PodUsage> {
+) -> Vec<PodUsage<'a>> {
     let index = index_pods(rules, cpu, memory);
     pods.iter()
         .filter_map(|pod| {
             let (containers, timestamp, [has_cpu, has_memory]) =
-                index.get(&(pod.namespace.clone(), pod.name.clone()))?;
+                index.get(&(pod.namespace.as_str(), pod.name.as_str()))?;
             (*has_cpu && *has_memory).then(|| PodUsage {
-                pod: pod.clone(),
+                pod,
                 timestamp: *timestamp,
                 containers: containers
                     .iter()
                     .map(|(name, (cpu, memory))| ContainerUsage {
-                        name: name.clone(),
+                        name: name.to_string(),
                         cpu: cpu.unwrap_or(0),
                         memory: memory.unwrap_or(0),
                     })
@@ -383,12 +384,12 @@ pub fn pods(
 }
 
 /// The usage of each of `nodes` that has both CPU and memory samples, in `nodes`' order.
-pub fn nodes(
+pub fn nodes<'a>(
     rules: &ResourceRules,
-    nodes: &[Described],
+    nodes: &'a [Described],
     cpu: &[Point<'_>],
     memory: &[Point<'_>],
-) -> Vec<NodeUsage> {
+) -> Vec<NodeUsage<'a>> {
     let mut index: HashMap<&str, ([Option<i64>; 2], f64)> = HashMap::new();
     for (usage, points) in [(Usage::Cpu, cpu), (Usage::Memory, memory)] {
         let label = &rules.rule(usage).node_label;
@@ -411,7 +412,7 @@ pub fn nodes(
                 return None;
             };
             Some(NodeUsage {
-                node: node.clone(),
+                node,
                 timestamp: *timestamp,
                 cpu: *cpu,
                 memory: *memory,
@@ -491,56 +492,134 @@ pub fn format_memory(milli: i64) -> String {
     quantity::format_milli(milli)
 }
 
-fn usage_json(cpu: i64, memory: i64) -> Value {
-    json!({"cpu": quantity::format_milli(cpu), "memory": format_memory(memory)})
+/// `usage`: CPU and memory as quantities.
+#[derive(Debug, Serialize)]
+struct UsageOut {
+    cpu: String,
+    memory: String,
 }
 
-fn metadata(object: &Described, now: &str) -> Value {
-    let mut meta = json!({"name": object.name, "creationTimestamp": now});
-    if !object.namespace.is_empty() {
-        meta["namespace"] = json!(object.namespace);
+impl UsageOut {
+    fn new(cpu: i64, memory: i64) -> UsageOut {
+        UsageOut {
+            cpu: quantity::format_milli(cpu),
+            memory: format_memory(memory),
+        }
     }
-    if !object.labels.is_empty() {
-        meta["labels"] = json!(object.labels);
-    }
-    meta
 }
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+    creation_timestamp: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl<'a> MetaOut<'a> {
+    fn new(object: &'a Described, now: &'a str) -> MetaOut<'a> {
+        MetaOut {
+            name: &object.name,
+            namespace: &object.namespace,
+            creation_timestamp: now,
+            labels: &object.labels,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ContainerOut<'a> {
+    name: &'a str,
+    usage: UsageOut,
+}
+
+/// A `PodMetrics` or `NodeMetrics` object, serialized straight from borrowed data (no
+/// JSON tree: a list of thousands of pods is one pass).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsOut<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: MetaOut<'a>,
+    timestamp: String,
+    window: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    containers: Option<Vec<ContainerOut<'a>>>,
+}
+
+const API_VERSION: &str = "metrics.k8s.io/v1beta1";
 
 /// A `PodMetrics` object. `now` (RFC 3339) is its creation time, as metrics-server sets it.
-pub fn pod_json(usage: &PodUsage, window: &str, now: &str, timestamp: &str) -> Value {
-    json!({
-        "kind": "PodMetrics",
-        "apiVersion": format!("{GROUP}/{VERSION}"),
-        "metadata": metadata(&usage.pod, now),
-        "timestamp": timestamp,
-        "window": window,
-        "containers": usage.containers.iter().map(|c| json!({
-            "name": c.name,
-            "usage": usage_json(c.cpu, c.memory),
-        })).collect::<Vec<_>>(),
-    })
+pub fn pod_out<'a>(
+    usage: &'a PodUsage<'_>,
+    window: &'a str,
+    now: &'a str,
+    timestamp: String,
+) -> MetricsOut<'a> {
+    MetricsOut {
+        kind: "PodMetrics",
+        api_version: API_VERSION,
+        metadata: MetaOut::new(usage.pod, now),
+        timestamp,
+        window,
+        usage: None,
+        containers: Some(
+            usage
+                .containers
+                .iter()
+                .map(|c| ContainerOut {
+                    name: &c.name,
+                    usage: UsageOut::new(c.cpu, c.memory),
+                })
+                .collect(),
+        ),
+    }
 }
 
 /// A `NodeMetrics` object.
-pub fn node_json(usage: &NodeUsage, window: &str, now: &str, timestamp: &str) -> Value {
-    json!({
-        "kind": "NodeMetrics",
-        "apiVersion": format!("{GROUP}/{VERSION}"),
-        "metadata": metadata(&usage.node, now),
-        "timestamp": timestamp,
-        "window": window,
-        "usage": usage_json(usage.cpu, usage.memory),
-    })
+pub fn node_out<'a>(
+    usage: &'a NodeUsage<'_>,
+    window: &'a str,
+    now: &'a str,
+    timestamp: String,
+) -> MetricsOut<'a> {
+    MetricsOut {
+        kind: "NodeMetrics",
+        api_version: API_VERSION,
+        metadata: MetaOut::new(usage.node, now),
+        timestamp,
+        window,
+        usage: Some(UsageOut::new(usage.cpu, usage.memory)),
+        containers: None,
+    }
 }
 
-/// A `PodMetricsList` or `NodeMetricsList` of `items`.
-pub fn list_json(kind: &str, items: Vec<Value>) -> Value {
-    json!({
-        "kind": format!("{kind}List"),
-        "apiVersion": format!("{GROUP}/{VERSION}"),
-        "metadata": {},
-        "items": items,
-    })
+#[derive(Debug, Serialize)]
+struct Empty {}
+
+/// A `PodMetricsList` or `NodeMetricsList`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListOut<'a> {
+    kind: String,
+    api_version: &'static str,
+    metadata: Empty,
+    items: Vec<MetricsOut<'a>>,
+}
+
+/// A list of `kind` (`PodMetrics`, `NodeMetrics`) holding `items`.
+pub fn list_out<'a>(kind: &str, items: Vec<MetricsOut<'a>>) -> ListOut<'a> {
+    ListOut {
+        kind: format!("{kind}List"),
+        api_version: API_VERSION,
+        metadata: Empty {},
+        items,
+    }
 }
 
 /// `/apis/metrics.k8s.io/v1beta1`
@@ -773,12 +852,22 @@ mod tests {
                 },
             ]
         );
-        let json = pod_json(
+        let window = rules.window();
+        let json = serde_json::to_value(pod_out(
             web,
-            &rules.window(),
+            &window,
             "2026-11-30T00:00:00Z",
-            "1970-01-01T00:01:30Z",
+            "1970-01-01T00:01:30Z".into(),
+        ))
+        .unwrap();
+        assert_eq!(json["kind"], "PodMetrics");
+        assert_eq!(json["apiVersion"], "metrics.k8s.io/v1beta1");
+        assert_eq!(
+            json["metadata"]["creationTimestamp"],
+            "2026-11-30T00:00:00Z"
         );
+        assert_eq!(json["timestamp"], "1970-01-01T00:01:30Z");
+        assert!(json.get("usage").is_none());
         assert_eq!(json["containers"][0]["usage"]["cpu"], "250m");
         assert_eq!(json["containers"][0]["usage"]["memory"], "64Mi");
         assert_eq!(json["metadata"]["namespace"], "shop");
@@ -792,23 +881,25 @@ mod tests {
         let (n1, n2) = (labels(&[("node", "n1")]), labels(&[("node", "n2")]));
         let cpu: Vec<Point<'_>> = vec![(&n1, 1.5, 10.0), (&n2, 0.5, 10.0)];
         let memory: Vec<Point<'_>> = vec![(&n1, 2e9, 9.0)];
-        let usage = nodes(
-            &rules,
-            &[described("", "n1"), described("", "n2")],
-            &cpu,
-            &memory,
-        );
+        let asked = [described("", "n1"), described("", "n2")];
+        let usage = nodes(&rules, &asked, &cpu, &memory);
         assert_eq!(usage.len(), 1);
         assert_eq!(
             (usage[0].cpu, usage[0].memory, usage[0].timestamp),
             (1500, 2_000_000_000_000, 9.0)
         );
-        let json = node_json(&usage[0], "5m0s", "now", "then");
+        let json = serde_json::to_value(node_out(&usage[0], "5m0s", "now", "then".into())).unwrap();
         assert_eq!(
             json["usage"],
             json!({"cpu": "1500m", "memory": "1953125Ki"})
         );
         assert!(json["metadata"].get("namespace").is_none());
+        assert!(json.get("containers").is_none());
+        let list = serde_json::to_value(list_out("NodeMetrics", Vec::new())).unwrap();
+        assert_eq!(
+            list,
+            json!({"kind": "NodeMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": []})
+        );
     }
 
     #[test]
