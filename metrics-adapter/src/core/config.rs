@@ -462,9 +462,10 @@ externalRules:
             http.query
                 .render(&QueryValues {
                     series: "http_requests_total",
-                    label_matchers: r#"kubernetes_pod_name="a""#,
+                    matchers: &[
+                        promql::Matcher::names("kubernetes_pod_name", &["a".into()]).unwrap()
+                    ],
                     group_by: &["kubernetes_pod_name"],
-                    label_values_by_name: &BTreeMap::new(),
                 })
                 .unwrap(),
             r#"sum(rate(http_requests_total{kubernetes_pod_name="a"}[2m])) by (kubernetes_pod_name)"#

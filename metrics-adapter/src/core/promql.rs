@@ -170,11 +170,20 @@ pub fn values_by_name(matchers: &[Matcher]) -> std::collections::BTreeMap<String
 
 /// Matchers joined with `,` (what prometheus-adapter's `<<.LabelMatchers>>` expands to).
 pub fn join(matchers: &[Matcher]) -> String {
-    matchers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut out = String::new();
+    write_joined(&mut out, matchers);
+    out
+}
+
+/// [`join`], appended to `out`.
+pub fn write_joined(out: &mut String, matchers: &[Matcher]) {
+    use std::fmt::Write;
+    for (i, m) in matchers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{m}");
+    }
 }
 
 #[cfg(test)]

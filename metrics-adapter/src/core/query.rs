@@ -4,7 +4,7 @@
 use crate::{
     config::{QueryValues, Rule},
     discovery::{CustomMetric, ExternalMetric},
-    promql::{self, MatchOp, Matcher},
+    promql::{MatchOp, Matcher},
     selector::Selector,
 };
 
@@ -91,9 +91,8 @@ fn render_custom(
     matchers.extend(metric_selector.matchers()?);
     rule.query.render(&QueryValues {
         series: &metric.series,
-        label_matchers: &promql::join(&matchers),
+        matchers: &matchers,
         group_by,
-        label_values_by_name: &promql::values_by_name(&matchers),
     })
 }
 
@@ -112,9 +111,8 @@ pub fn external(
     let group_by: Vec<&str> = metric.namespace_label.as_deref().into_iter().collect();
     rule.query.render(&QueryValues {
         series: &metric.series,
-        label_matchers: &promql::join(&matchers),
+        matchers: &matchers,
         group_by: &group_by,
-        label_values_by_name: &promql::values_by_name(&matchers),
     })
 }
 

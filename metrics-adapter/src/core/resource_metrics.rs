@@ -219,9 +219,8 @@ fn render(
 ) -> Result<String, String> {
     template.render(&QueryValues {
         series: "",
-        label_matchers: &promql::join(matchers),
+        matchers,
         group_by,
-        label_values_by_name: &promql::values_by_name(matchers),
     })
 }
 

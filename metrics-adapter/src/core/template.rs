@@ -12,18 +12,18 @@ use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use gotmpl::{Template, TemplateError, Value};
 
+use crate::promql::{self, Matcher};
+
 /// What a query template is rendered with.
 #[derive(Clone, Debug)]
 pub struct QueryValues<'a> {
     /// The series name (empty for resource-metrics queries, which name their series).
     pub series: &'a str,
-    /// The matchers, joined by `,`.
-    pub label_matchers: &'a str,
+    /// The label matchers (`.LabelMatchers` joins them with `,`; `.LabelValuesByName`
+    /// maps each label to the values it selects, computed only for templates that use it).
+    pub matchers: &'a [Matcher],
     /// The grouping labels, in order.
     pub group_by: &'a [&'a str],
-    /// Label → the values its matcher selects, joined by `|`, unescaped (every value that
-    /// reaches here is a validated name: no quote or backslash can occur).
-    pub label_values_by_name: &'a BTreeMap<String, String>,
 }
 
 /// One piece of a simple template.
@@ -191,12 +191,11 @@ impl QueryTemplate {
             source: text.to_string(),
             form,
         };
-        let labels = BTreeMap::from([("pod".to_string(), "a|b".to_string())]);
+        let sample = [Matcher::names("pod", &["a".into(), "b".into()])?];
         let rendered = template.render(&QueryValues {
             series: "series",
-            label_matchers: r#"pod=~"a|b""#,
+            matchers: &sample,
             group_by: &["pod"],
-            label_values_by_name: &labels,
         })?;
         if rendered.trim().is_empty() {
             return Err("the template renders an empty query".into());
@@ -213,29 +212,34 @@ impl QueryTemplate {
     pub fn render(&self, values: &QueryValues<'_>) -> Result<String, String> {
         match &self.form {
             Form::Simple(pieces) => {
-                let group_by = values.group_by.join(",");
                 let mut out = String::new();
                 for piece in pieces {
-                    out.push_str(match piece {
-                        Piece::Text(t) => t,
-                        Piece::Series => values.series,
-                        Piece::LabelMatchers => values.label_matchers,
-                        Piece::GroupBy => &group_by,
-                    });
+                    match piece {
+                        Piece::Text(t) => out.push_str(t),
+                        Piece::Series => out.push_str(values.series),
+                        Piece::LabelMatchers => promql::write_joined(&mut out, values.matchers),
+                        Piece::GroupBy => {
+                            for (i, label) in values.group_by.iter().enumerate() {
+                                if i > 0 {
+                                    out.push(',');
+                                }
+                                out.push_str(label);
+                            }
+                        }
+                    }
                 }
                 Ok(out)
             }
             Form::Go(template) => {
-                let by_name: BTreeMap<String, Value> = values
-                    .label_values_by_name
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                let by_name: BTreeMap<String, Value> = promql::values_by_name(values.matchers)
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::from(v)))
                     .collect();
                 let data: BTreeMap<String, Value> = BTreeMap::from([
                     ("Series".to_string(), Value::from(values.series)),
                     (
                         "LabelMatchers".to_string(),
-                        Value::from(values.label_matchers),
+                        Value::from(promql::join(values.matchers)),
                     ),
                     (
                         "GroupBy".to_string(),
@@ -266,15 +270,14 @@ mod tests {
     use super::*;
 
     fn render(template: &str, group_by: &[&str]) -> Result<String, String> {
-        let labels = BTreeMap::from([
-            ("namespace".to_string(), "shop".to_string()),
-            ("pod".to_string(), "web-1|web-2".to_string()),
-        ]);
+        let matchers = [
+            Matcher::names("namespace", &["shop".into()])?,
+            Matcher::names("pod", &["web-1".into(), "web-2".into()])?,
+        ];
         QueryTemplate::parse(template, true)?.render(&QueryValues {
             series: "http_requests_total",
-            label_matchers: r#"namespace="shop",pod=~"web-1|web-2""#,
+            matchers: &matchers,
             group_by,
-            label_values_by_name: &labels,
         })
     }
 
