@@ -120,7 +120,6 @@ impl ObjectSource for StoreObjects {
         namespace: Option<&str>,
         selector: &Selector,
     ) -> Option<Vec<crate::resource_metrics::Described>> {
-        use crate::resource_api::described;
         let state = self.0.borrow();
         Some(
             match (resource.group.as_str(), resource.plural.as_str(), namespace) {
@@ -131,6 +130,23 @@ impl ObjectSource for StoreObjects {
             },
         )
     }
+}
+
+/// The pods or nodes of a store, as the resource metrics API lists them.
+fn described<'a, K: kube::Resource + 'a>(
+    objects: impl Iterator<Item = &'a std::sync::Arc<K>>,
+    selector: &Selector,
+) -> Vec<crate::resource_metrics::Described> {
+    let mut out: Vec<crate::resource_metrics::Described> = objects
+        .filter(|o| selector.matches(o.labels()))
+        .map(|o| crate::resource_metrics::Described {
+            namespace: o.namespace().unwrap_or_default(),
+            name: o.name_any(),
+            labels: o.labels().clone(),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out
 }
 
 /// Labels of a cache lookup.

@@ -8,7 +8,8 @@ use k8s_openapi::jiff::Timestamp;
 use crate::{
     api::{ApiError, ResourcePath},
     engine::{Engine, Sample, timestamp},
-    resource_metrics::{self, Described, FieldSelector, Point, ResourceRules, Usage},
+    resource_metrics::{self, Point, ResourceRules, Usage},
+    resource_wire::{self, FieldSelector},
     resources,
     selector::Selector,
 };
@@ -102,7 +103,7 @@ impl Engine {
         if objects.is_empty() {
             return match path.name {
                 Some(_) => Err(not_found()),
-                None => encode(&resource_metrics::list_out(kind, Vec::new())),
+                None => encode(&resource_wire::list_out(kind, Vec::new())),
             };
         }
         // Name the objects in the query when a selection narrowed them; otherwise the
@@ -143,16 +144,16 @@ impl Engine {
         };
         let items: Vec<_> = pods
             .iter()
-            .map(|u| resource_metrics::pod_out(u, &window, &now, timestamp(u.timestamp)))
+            .map(|u| resource_wire::pod_out(u, &window, &now, timestamp(u.timestamp)))
             .chain(
                 nodes
                     .iter()
-                    .map(|u| resource_metrics::node_out(u, &window, &now, timestamp(u.timestamp))),
+                    .map(|u| resource_wire::node_out(u, &window, &now, timestamp(u.timestamp))),
             )
             .collect();
         match path.name {
             Some(_) => encode(&items.into_iter().next().ok_or_else(not_found)?),
-            None => encode(&resource_metrics::list_out(kind, items)),
+            None => encode(&resource_wire::list_out(kind, items)),
         }
     }
 
@@ -186,22 +187,4 @@ impl Engine {
             })
             .collect())
     }
-}
-
-/// The pods or nodes of a store, as the resource metrics API lists them.
-pub(crate) fn described<'a, K: kube::Resource + 'a>(
-    objects: impl Iterator<Item = &'a std::sync::Arc<K>>,
-    selector: &Selector,
-) -> Vec<Described> {
-    use kube::ResourceExt;
-    let mut out: Vec<Described> = objects
-        .filter(|o| selector.matches(o.labels()))
-        .map(|o| Described {
-            namespace: o.namespace().unwrap_or_default(),
-            name: o.name_any(),
-            labels: o.labels().clone(),
-        })
-        .collect();
-    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    out
 }

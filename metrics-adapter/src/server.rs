@@ -30,7 +30,7 @@ use crate::{
     api::{self, ApiError, Route},
     auth::{Attributes, Authenticator, PeerIdentity},
     engine::Engine,
-    resource_metrics::FieldSelector,
+    resource_wire::FieldSelector,
     selector::Selector,
 };
 

@@ -6,6 +6,7 @@
 //! (a release build, say) instead.
 
 pub mod adapter;
+pub mod chart;
 pub mod envoy;
 pub mod fuzz;
 pub mod http;

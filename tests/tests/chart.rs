@@ -16,7 +16,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use k8s_openapi::api::{
@@ -28,51 +27,7 @@ use k8s_openapi::api::{
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use serde_json::{Value, json};
 use weir::components::Component;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The virtualenv's Python (with helm-python-sdk), as scripts/setup.sh leaves it.
-fn python() -> PathBuf {
-    let venv = root().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/setup.sh (it installs helm-python-sdk)",
-        venv.display()
-    );
-    venv
-}
-
-/// Renders the chart with `values`; Helm's message on failure.
-fn render(values: &Value) -> Result<Vec<Value>, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("values.json");
-    std::fs::write(&file, values.to_string()).unwrap();
-    let out = Command::new(python())
-        .arg(root().join("scripts/render-chart.py"))
-        .arg("--values")
-        .arg(&file)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value: Value = serde::Deserialize::deserialize(doc)
-            .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{text}"));
-        if !value.is_null() {
-            objects.push(value);
-        }
-    }
-    Ok(objects)
-}
-
-fn render_ok(values: &Value) -> Vec<Value> {
-    render(values).unwrap_or_else(|e| panic!("{values} does not render: {e}"))
-}
+use weir_tests::chart::{render, render_ok, root};
 
 /// The documented options (docs/install.md), each rendered on its own.
 fn options() -> Vec<(&'static str, Value)> {

@@ -302,7 +302,7 @@ pub fn group(group: &str) -> Value {
 /// `/apis/<group>/<version>`: the metrics currently available.
 pub fn resource_list(group: &str, version: &str, index: &MetricIndex) -> Value {
     if group == RESOURCE_GROUP {
-        return resource_metrics::resource_list();
+        return crate::resource_wire::resource_list();
     }
     let resources: Vec<Value> = if group == CUSTOM_GROUP {
         index

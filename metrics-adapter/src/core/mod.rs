@@ -10,6 +10,7 @@ pub mod promql;
 pub mod quantity;
 pub mod query;
 pub mod resource_metrics;
+pub mod resource_wire;
 pub mod resources;
 pub mod selector;
 pub mod template;
