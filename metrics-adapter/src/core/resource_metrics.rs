@@ -424,50 +424,8 @@ mod tests {
 
     /// prometheus-adapter's own deployment manifest (deploy/manifests/config-map.yaml),
     /// unchanged.
-    pub(crate) const UPSTREAM: &str = r#"
-"resourceRules":
-  "cpu":
-    "containerLabel": "container"
-    "containerQuery": |
-      sum by (<<.GroupBy>>) (
-        irate (
-            container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!="",pod!=""}[4m]
-        )
-      )
-    "nodeQuery": |
-      sum by (<<.GroupBy>>) (
-        irate(
-            node_cpu_usage_seconds_total{<<.LabelMatchers>>}[4m]
-        )
-      )
-    "resources":
-      "overrides":
-        "namespace":
-          "resource": "namespace"
-        "node":
-          "resource": "node"
-        "pod":
-          "resource": "pod"
-  "memory":
-    "containerLabel": "container"
-    "containerQuery": |
-      sum by (<<.GroupBy>>) (
-        container_memory_working_set_bytes{<<.LabelMatchers>>,container!="",pod!=""}
-      )
-    "nodeQuery": |
-      sum by (<<.GroupBy>>) (
-        node_memory_working_set_bytes{<<.LabelMatchers>>}
-      )
-    "resources":
-      "overrides":
-        "node":
-          "resource": "node"
-        "namespace":
-          "resource": "namespace"
-        "pod":
-          "resource": "pod"
-  "window": "5m"
-"#;
+    pub(crate) const UPSTREAM: &str =
+        include_str!("../../testdata/prometheus-adapter-resource-rules.yaml");
 
     fn rules() -> ResourceRules {
         Rules::from_yaml(UPSTREAM, "config.yaml")
