@@ -49,6 +49,9 @@ pub enum Command {
     /// Dry-run an autoscaler on a captured state and print its decision as JSON.
     #[command(subcommand)]
     Recommend(RecommendCommand),
+    /// Replay a demand trace through a ScalingPolicy (and, with --compare hpa, through
+    /// HPA's default behavior): timeline.csv and summary.json in --out (docs/simulate.md).
+    Simulate(SimulateArgs),
     /// Run the metrics adapter in a cluster: the custom and external metrics APIs
     /// (custom.metrics.k8s.io, external.metrics.k8s.io) served from Prometheus.
     MetricsAdapter(Box<MetricsAdapterCommandArgs>),
@@ -78,6 +81,56 @@ pub struct RecommendNodesArgs {
     /// The node autoscaler's settings (cluster-autoscaler's flag names and defaults).
     #[command(flatten)]
     pub settings: weir_controllers::node_autoscaler::Settings,
+}
+
+/// What a CSV trace's `value` column holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TraceValueUnit {
+    /// Requests in the row's interval (until the next row).
+    PerInterval,
+    /// Requests per second.
+    PerSecond,
+}
+
+/// What `--compare` replays beside the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SimulateCompare {
+    /// The same policy with the forecast off and HPA's default behavior.
+    Hpa,
+}
+
+/// Flags of `weir simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The ScalingPolicy manifest, as it would be applied (`spec.forecast.enabled` turns
+    /// the forecast on).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// The demand trace: CSV `timestamp_seconds,value`, or a Prometheus range-query JSON
+    /// answer (`.json`).
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// Requests per second one ready pod serves.
+    #[arg(long)]
+    pub capacity_per_pod: f64,
+    /// What the CSV `value` column holds.
+    #[arg(long, value_enum, default_value_t = TraceValueUnit::PerInterval)]
+    pub value_unit: TraceValueUnit,
+    /// From a pod asked for to ready.
+    #[arg(long, default_value = "60s", value_parser = weir_crds::parse_flag_duration)]
+    pub startup: std::time::Duration,
+    /// Between decisions.
+    #[arg(long, default_value = "15s", value_parser = weir_crds::parse_flag_duration)]
+    pub sync_period: std::time::Duration,
+    /// What the metric averages over.
+    #[arg(long, default_value = "60s", value_parser = weir_crds::parse_flag_duration)]
+    pub metric_window: std::time::Duration,
+    /// Replay a second policy beside it.
+    #[arg(long, value_enum)]
+    pub compare: Option<SimulateCompare>,
+    /// Where timeline.csv and summary.json go (created if missing).
+    #[arg(long, default_value = "simulation")]
+    pub out: PathBuf,
 }
 
 /// Flags of `weir recommend replicas`.

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             commands::recommend::replicas(&args)
         }
         Command::Recommend(RecommendCommand::Nodes(args)) => commands::recommend::nodes(&args),
+        Command::Simulate(args) => commands::simulate::run(&args),
         Command::MetricsAdapter(args) => block_on(weir_metrics_adapter::run::run_in_cluster(*args)),
     };
     result.unwrap_or_else(|e| {

@@ -11,6 +11,7 @@
 //! - [`pod_autoscaler`]: HorizontalPodAutoscaler's decisions for ScalingPolicies.
 //! - [`node_autoscaler`]: cluster-autoscaler's decisions for NodePools.
 //! - [`mesh_tls`]: a MeshPolicy's effective mTLS mode and safe promotion to Strict.
+//! - [`simulate`]: demand traces replayed through the pod autoscaler, beside HPA.
 
 #[cfg(feature = "runtime")]
 pub mod args;
@@ -19,6 +20,7 @@ pub mod node_autoscaler;
 pub mod pod_autoscaler;
 #[cfg(feature = "runtime")]
 pub mod run;
+pub mod simulate;
 
 /// The Kubernetes kinds `weir controllers` watches: their policies, and the objects the
 /// autoscalers and the mesh-TLS controller decide on (the metrics adapter's kinds, for

@@ -4,6 +4,7 @@
 
 pub mod proxies;
 pub mod recommend;
+pub mod simulate;
 pub mod up;
 pub mod validate;
 

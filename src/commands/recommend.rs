@@ -26,6 +26,24 @@ fn read_input(file: &std::path::Path, what: &str) -> anyhow::Result<(String, Str
     Ok((name, text))
 }
 
+/// The first problem the API server would find in a ScalingPolicy with this spec, as
+/// `<field under spec>: <message>` (e.g. `.maxReplicas: ...`).
+pub fn policy_problem(
+    spec: &weir_crds::scaling_policy::ScalingPolicySpec,
+) -> anyhow::Result<Option<String>> {
+    let object = json!({
+        "apiVersion": "weir.io/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": "recommend", "namespace": "default"},
+        "spec": serde_json::to_value(spec)?,
+    });
+    let problems = SchemaValidator::for_weir_crds().validate(&object);
+    Ok(problems.first().map(|problem| {
+        let field = problem.field.strip_prefix("spec").unwrap_or(&problem.field);
+        format!("{field}: {}", problem.message)
+    }))
+}
+
 /// Runs `weir recommend replicas`.
 pub fn replicas(args: &RecommendReplicasArgs) -> anyhow::Result<ExitCode> {
     let (name, text) = read_input(&args.file, "STATE")?;
@@ -36,17 +54,8 @@ pub fn replicas(args: &RecommendReplicasArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    // The policy is checked as the API server would check a ScalingPolicy.
-    let object = json!({
-        "apiVersion": "weir.io/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": {"name": "recommend", "namespace": "default"},
-        "spec": serde_json::to_value(&parsed.policy)?,
-    });
-    let problems = SchemaValidator::for_weir_crds().validate(&object);
-    if let Some(problem) = problems.first() {
-        let field = problem.field.strip_prefix("spec").unwrap_or(&problem.field);
-        println!("{name}: policy{field}: {}", problem.message);
+    if let Some(problem) = policy_problem(&parsed.policy)? {
+        println!("{name}: policy{problem}");
         return Ok(ExitCode::FAILURE);
     }
     match parsed.recommend() {

@@ -1,0 +1,300 @@
+//! The replay: a demand trace through the pod autoscaler's real decision core
+//! ([`controller::plan`], the `recommend` path with its history, behavior and forecast),
+//! against a model of pods that take `startup` to become ready. Pure and deterministic.
+//!
+//! Every sync at time `t` the autoscaler sees the load averaged over `[t - window, t)`
+//! (only the past), as the policy's first metric: Pods/AverageValue spread over the ready
+//! pods (pods still starting have no sample, as a new pod has none, so HPA's rules for
+//! missing pods apply), Object or External Value/AverageValue the total. A pod asked for
+//! is ready `startup` later; removed pods leave at once (starting ones first, as a
+//! ReplicaSet removes unready pods first). Between syncs nothing changes but the load.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use weir_crds::scaling_policy::{MetricSourceType, ScalingPolicy, ScalingPolicySpec};
+
+use super::trace::Trace;
+use crate::pod_autoscaler::{
+    Container, ControllerSettings, MetricReading, Pod, PodPhase, PodReading,
+    controller::{self, Memory, PolicyInput, Scale},
+};
+
+/// The model's knobs (the same for every policy compared).
+#[derive(Clone, Debug)]
+pub struct ModelOptions {
+    /// Requests per second one ready pod serves.
+    pub capacity_per_pod: f64,
+    /// From asked for to ready.
+    pub startup_seconds: u64,
+    /// Between decisions.
+    pub sync_seconds: u64,
+    /// What the metric averages over.
+    pub metric_window_seconds: u64,
+    /// Replicas at the start (default: the policy's minimum, at least 1).
+    pub initial_replicas: Option<i32>,
+}
+
+/// One sync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// Seconds from the start.
+    pub time: u64,
+    /// Load offered now (requests per second).
+    pub load: f64,
+    /// What the metric showed (the window's average).
+    pub observed: f64,
+    /// Replicas the autoscaler set.
+    pub desired: i32,
+    /// Ready pods.
+    pub ready: i32,
+    /// Ready plus starting pods.
+    pub running: i32,
+    /// Ready × capacity per pod.
+    pub capacity: f64,
+    /// The forecast's proposal, when the policy forecasts.
+    pub forecast_replicas: Option<i32>,
+}
+
+/// What the replay measured.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Summary {
+    /// Minutes when the load exceeded ready × capacity.
+    pub under_provisioned_minutes: f64,
+    /// Replica-hours of ready and starting pods.
+    pub replica_hours: f64,
+    /// Rescales.
+    pub scale_events: u32,
+    /// Median of load / capacity over the syncs with ready pods.
+    pub utilization_p50: f64,
+    /// 99th percentile of the same.
+    pub utilization_p99: f64,
+    /// Decisions made.
+    pub decisions: usize,
+}
+
+/// One policy's replay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    /// Per sync.
+    pub rows: Vec<Row>,
+    /// The totals.
+    pub summary: Summary,
+}
+
+/// Why a policy cannot be replayed.
+pub fn check(spec: &ScalingPolicySpec) -> Result<(), String> {
+    let first = spec
+        .metrics
+        .first()
+        .ok_or("spec.metrics: the policy has no metric to replay the trace as")?;
+    match first.type_ {
+        MetricSourceType::Pods | MetricSourceType::Object | MetricSourceType::External => Ok(()),
+        other => Err(format!(
+            "spec.metrics[0].type: {other:?} is not modelled; the trace is replayed as a Pods, \
+             Object or External metric"
+        )),
+    }
+}
+
+struct Cluster {
+    /// Per pod: when it is (or was) ready.
+    ready_at: Vec<u64>,
+    pods: Vec<Pod>,
+    next_name: usize,
+}
+
+impl Cluster {
+    fn add(&mut self, now: u64, ready_at: u64) {
+        self.ready_at.push(ready_at);
+        self.pods.push(Pod {
+            name: format!("pod-{}", self.next_name),
+            phase: PodPhase::Running,
+            deleting: false,
+            ready: Some(ready_at <= now),
+            start_time: Some(at(now)),
+            ready_since: (ready_at <= now).then(|| at(ready_at)),
+            containers: vec![Container::default()],
+        });
+        self.next_name += 1;
+    }
+
+    /// Removes `n` pods, the latest to become ready first.
+    fn remove(&mut self, n: usize) {
+        for _ in 0..n.min(self.pods.len()) {
+            let latest = (0..self.ready_at.len())
+                .max_by_key(|&i| (self.ready_at[i], i))
+                .unwrap_or(0);
+            self.ready_at.swap_remove(latest);
+            self.pods.swap_remove(latest);
+        }
+    }
+
+    fn refresh(&mut self, now: u64) -> i32 {
+        let mut ready = 0;
+        for (pod, ready_at) in self.pods.iter_mut().zip(&self.ready_at) {
+            let is_ready = *ready_at <= now;
+            if is_ready && pod.ready != Some(true) {
+                pod.ready = Some(true);
+                pod.ready_since = Some(at(*ready_at));
+            }
+            ready += i32::from(is_ready);
+        }
+        ready
+    }
+}
+
+fn at(seconds: u64) -> Timestamp {
+    // A fixed epoch keeps replays reproducible and timestamps in range.
+    Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_700_000_000 + seconds as i64)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Replays `trace` through `policy`. `on_progress` gets the fraction done now and then.
+pub fn replay(
+    policy: &ScalingPolicy,
+    trace: &Trace,
+    options: &ModelOptions,
+    mut on_progress: impl FnMut(f64),
+) -> Result<Replay, String> {
+    check(&policy.spec)?;
+    let per_pod = policy.spec.metrics[0].type_ == MetricSourceType::Pods;
+    let settings = ControllerSettings::default();
+    let sync = options.sync_seconds.max(1);
+    let mut cluster = Cluster {
+        ready_at: Vec::new(),
+        pods: Vec::new(),
+        next_name: 0,
+    };
+    let initial = options
+        .initial_replicas
+        .unwrap_or(policy.spec.min_replicas)
+        .max(1);
+    for _ in 0..initial {
+        cluster.add(0, 0);
+    }
+    let mut desired = initial;
+    let mut memory = Memory::default();
+    let mut rows = Vec::with_capacity((trace.end / sync) as usize + 1);
+    let (mut under, mut pod_seconds, mut events) = (0.0, 0.0, 0u32);
+    let mut utilization = Vec::with_capacity(rows.capacity());
+    let total = trace.end.max(1) as f64;
+    let mut t = 0;
+    while t < trace.end {
+        let ready = cluster.refresh(t);
+        let observed = trace.average_before(t, options.metric_window_seconds);
+        let readings = if per_pod {
+            let share = if ready > 0 {
+                observed / f64::from(ready)
+            } else {
+                0.0
+            };
+            let milli = (share * 1000.0) as i64;
+            vec![MetricReading::Pods(
+                cluster
+                    .pods
+                    .iter()
+                    .zip(&cluster.ready_at)
+                    .filter(|(_, ready_at)| **ready_at <= t)
+                    .map(|(pod, _)| {
+                        (
+                            pod.name.clone(),
+                            PodReading {
+                                milli,
+                                containers: Default::default(),
+                                timestamp: at(t),
+                                window: SignedDuration::from_secs(
+                                    options.metric_window_seconds as i64,
+                                ),
+                            },
+                        )
+                    })
+                    .collect(),
+            )]
+        } else {
+            vec![MetricReading::Value((observed * 1000.0) as i64)]
+        };
+        let scale = Ok(Scale {
+            spec_replicas: desired,
+            status_replicas: cluster.pods.len() as i32,
+            selector: None,
+        });
+        let plan = controller::plan(&PolicyInput {
+            policy,
+            scale: &scale,
+            pods: &cluster.pods,
+            readings: &readings,
+            memory: &memory,
+            settings: &settings,
+            now: at(t),
+        });
+        memory = plan.memory;
+        let forecast_replicas = plan
+            .decision
+            .as_ref()
+            .and_then(|d| d.forecast.as_ref())
+            .map(|f| f.proposed_replicas);
+        if let Some(to) = plan.scale_to {
+            controller::record_rescale(&mut memory, desired, to, at(t));
+            events += 1;
+            let running = cluster.pods.len() as i32;
+            if to > running {
+                for _ in running..to {
+                    cluster.add(t, t + options.startup_seconds);
+                }
+            } else {
+                cluster.remove((running - to) as usize);
+            }
+            desired = to;
+        }
+        let ready = cluster.refresh(t);
+        let load = trace.rate_at(t);
+        let capacity = f64::from(ready) * options.capacity_per_pod;
+        let step = sync.min(trace.end - t) as f64;
+        if load > capacity {
+            under += step / 60.0;
+        }
+        pod_seconds += cluster.pods.len() as f64 * step;
+        if capacity > 0.0 {
+            utilization.push(load / capacity);
+        }
+        rows.push(Row {
+            time: t,
+            load,
+            observed,
+            desired,
+            ready,
+            running: cluster.pods.len() as i32,
+            capacity,
+            forecast_replicas,
+        });
+        if rows.len() % 4096 == 0 {
+            on_progress(t as f64 / total);
+        }
+        t += sync;
+    }
+    on_progress(1.0);
+    utilization.sort_by(f64::total_cmp);
+    let summary = Summary {
+        under_provisioned_minutes: under,
+        replica_hours: pod_seconds / 3600.0,
+        scale_events: events,
+        utilization_p50: percentile(&utilization, 0.5),
+        utilization_p99: percentile(&utilization, 0.99),
+        decisions: rows.len(),
+    };
+    Ok(Replay { rows, summary })
+}
+
+/// The same policy as HPA would run it: forecast off, HPA's default behavior.
+pub fn as_hpa(policy: &ScalingPolicy) -> ScalingPolicy {
+    let mut hpa = policy.clone();
+    hpa.spec.forecast = None;
+    hpa.spec.behavior = None;
+    hpa.spec.fallback = None;
+    hpa
+}

@@ -1,0 +1,131 @@
+//! `weir simulate`: reads the policy and the trace, replays them through
+//! `weir_controllers::simulate`, writes `timeline.csv` and `summary.json` in `--out`, and
+//! prints the summary. A progress line goes to stderr when it is a terminal.
+
+use std::{fmt::Write as _, io::IsTerminal, process::ExitCode};
+
+use anyhow::Context;
+use serde_json::json;
+use weir_controllers::simulate::{self, ModelOptions, Replay, ValueUnit};
+
+use super::recommend;
+use crate::cli::{SimulateArgs, SimulateCompare, TraceValueUnit};
+
+fn read(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))
+}
+
+/// The timeline of every replay, one row per sync: the shared columns once, then each
+/// policy's.
+fn timeline(replays: &[(&str, Replay)]) -> String {
+    let mut out = String::from("time_seconds,offered_load,observed_load");
+    for (name, _) in replays {
+        let _ = write!(
+            out,
+            ",{name}_desired,{name}_ready,{name}_running,{name}_capacity,{name}_forecast_replicas"
+        );
+    }
+    out.push('\n');
+    let Some((_, first)) = replays.first() else {
+        return out;
+    };
+    for (i, row) in first.rows.iter().enumerate() {
+        let _ = write!(out, "{},{},{}", row.time, row.load, row.observed);
+        for (_, replay) in replays {
+            let r = &replay.rows[i];
+            let forecast = r
+                .forecast_replicas
+                .map(|f| f.to_string())
+                .unwrap_or_default();
+            let _ = write!(
+                out,
+                ",{},{},{},{},{forecast}",
+                r.desired, r.ready, r.running, r.capacity
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs `weir simulate`.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let policy_name = args.policy.display().to_string();
+    let policy = match simulate::parse_policy(&read(&args.policy, "--policy")?, &policy_name) {
+        Ok(policy) => policy,
+        Err(e) => {
+            println!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Some(problem) = recommend::policy_problem(&policy.spec)? {
+        println!("{policy_name}: spec{problem}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let trace_name = args.trace.display().to_string();
+    let text = read(&args.trace, "--trace")?;
+    let trace = if trace_name.ends_with(".json") {
+        simulate::parse_prometheus_json(&text, &trace_name)
+    } else {
+        let unit = match args.value_unit {
+            TraceValueUnit::PerInterval => ValueUnit::PerInterval,
+            TraceValueUnit::PerSecond => ValueUnit::PerSecond,
+        };
+        simulate::parse_csv(&text, unit, &trace_name)
+    };
+    let trace = match trace {
+        Ok(trace) => trace,
+        Err(e) => {
+            println!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    anyhow::ensure!(
+        args.capacity_per_pod > 0.0 && args.capacity_per_pod.is_finite(),
+        "--capacity-per-pod must be a positive number of requests per second"
+    );
+    let options = ModelOptions {
+        capacity_per_pod: args.capacity_per_pod,
+        startup_seconds: args.startup.as_secs(),
+        sync_seconds: args.sync_period.as_secs().max(1),
+        metric_window_seconds: args.metric_window.as_secs().max(1),
+        initial_replicas: None,
+    };
+    let mut policies = vec![("policy", policy.clone())];
+    if args.compare == Some(SimulateCompare::Hpa) {
+        policies.push(("hpa", simulate::as_hpa(&policy)));
+    }
+    let terminal = std::io::stderr().is_terminal();
+    let mut replays = Vec::new();
+    for (name, policy) in &policies {
+        let replay = simulate::replay(policy, &trace, &options, |done| {
+            if terminal {
+                eprint!("\rsimulating {name}: {:>3.0}%", done * 100.0);
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
+        if terminal {
+            eprintln!();
+        }
+        replays.push((*name, replay));
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
+    let summary = json!({
+        "trace": trace_name,
+        "policy": policy_name,
+        "model": {
+            "capacity_per_pod": options.capacity_per_pod,
+            "startup_seconds": options.startup_seconds,
+            "sync_period_seconds": options.sync_seconds,
+            "metric_window_seconds": options.metric_window_seconds,
+        },
+        "policies": replays.iter().map(|(name, r)| (name.to_string(), serde_json::to_value(&r.summary).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+    });
+    let summary_text = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(args.out.join("summary.json"), format!("{summary_text}\n"))
+        .with_context(|| format!("writing {}", args.out.join("summary.json").display()))?;
+    std::fs::write(args.out.join("timeline.csv"), timeline(&replays))
+        .with_context(|| format!("writing {}", args.out.join("timeline.csv").display()))?;
+    println!("{summary_text}");
+    Ok(ExitCode::SUCCESS)
+}
