@@ -1,5 +1,6 @@
 //! The replay: a demand trace through the pod autoscaler's real decision core
-//! ([`controller::plan`], the `recommend` path with its history, behavior and forecast),
+//! ([`controller::decide`], what `plan` decides with: the `recommend` path with its
+//! history, behavior and forecast; only status and events are left out),
 //! against a model of pods that take `startup` to become ready. Pure and deterministic.
 //!
 //! Every sync at time `t` the autoscaler sees the load averaged over `[t - window, t)`
@@ -218,27 +219,31 @@ pub fn replay(
         } else {
             vec![MetricReading::Value((observed * 1000.0) as i64)]
         };
-        let scale = Ok(Scale {
+        let scale = Scale {
             spec_replicas: desired,
             status_replicas: cluster.pods.len() as i32,
             selector: None,
-        });
-        let plan = controller::plan(&PolicyInput {
-            policy,
-            scale: &scale,
-            pods: &cluster.pods,
-            readings: &readings,
-            memory: &memory,
-            settings: &settings,
-            now: at(t),
-        });
-        memory = plan.memory;
-        let forecast_replicas = plan
+        };
+        let read = Ok(scale.clone());
+        let decided = controller::decide(
+            &PolicyInput {
+                policy,
+                scale: &read,
+                pods: &cluster.pods,
+                readings: &readings,
+                memory: &memory,
+                settings: &settings,
+                now: at(t),
+            },
+            &scale,
+        );
+        memory = decided.memory;
+        let forecast_replicas = decided
             .decision
+            .forecast
             .as_ref()
-            .and_then(|d| d.forecast.as_ref())
             .map(|f| f.proposed_replicas);
-        if let Some(to) = plan.scale_to {
+        if let Some(to) = decided.scale_to {
             controller::record_rescale(&mut memory, desired, to, at(t));
             events += 1;
             let running = cluster.pods.len() as i32;

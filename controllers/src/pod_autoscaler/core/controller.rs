@@ -163,36 +163,11 @@ pub fn plan(input: &PolicyInput<'_>) -> Plan {
             };
         }
     };
-    let paused = policy
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PAUSE_ANNOTATION))
-        .is_some_and(|v| v == "true");
-    let decision = recommend(&Input {
-        spec: &policy.spec,
-        current_replicas: scale.spec_replicas,
-        status_replicas: scale.status_replicas,
-        now: input.now,
-        pods: input.pods,
-        readings: input.readings,
-        history: &input.memory.history,
-        settings: input.settings,
-        paused,
-        ratio_history: &input.memory.ratios,
-    });
-    let mut memory = input.memory.clone();
-    if let Some(record) = decision.record {
-        memory.history.recommendations.push((input.now, record));
-    }
-    memory.history.consecutive_failures = if decision.metrics_failed {
-        input.memory.history.consecutive_failures.saturating_add(1)
-    } else {
-        0
-    };
-    forget_old(&mut memory.history, &policy.spec, input.settings, input.now);
-    remember_ratios(&mut memory, &policy.spec, &decision, input.now);
-
+    let Decided {
+        decision,
+        memory,
+        scale_to,
+    } = decide(input, scale);
     let mut events = Vec::new();
     if let Some(error) = &decision.error {
         events.push(Event {
@@ -201,8 +176,6 @@ pub fn plan(input: &PolicyInput<'_>) -> Plan {
             message: error.clone(),
         });
     }
-    let scale_to =
-        (decision.desired_replicas != scale.spec_replicas).then_some(decision.desired_replicas);
     if let Some(replicas) = scale_to {
         events.push(Event {
             type_: "Normal",
@@ -241,6 +214,60 @@ pub fn plan(input: &PolicyInput<'_>) -> Plan {
         status,
         events,
         memory,
+    }
+}
+
+/// A decision and what to remember of it, without the status and events [`plan`] adds:
+/// what `weir simulate` replays sync after sync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decided {
+    /// The decision.
+    pub decision: Recommendation,
+    /// The memory after this sync (before a rescale is recorded).
+    pub memory: Memory,
+    /// Set the target to this many replicas.
+    pub scale_to: Option<i32>,
+}
+
+/// Decides for one policy whose scale was read. Pure.
+pub fn decide(input: &PolicyInput<'_>, scale: &Scale) -> Decided {
+    let policy = input.policy;
+    let paused = policy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSE_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    let decision = recommend(&Input {
+        spec: &policy.spec,
+        current_replicas: scale.spec_replicas,
+        status_replicas: scale.status_replicas,
+        now: input.now,
+        pods: input.pods,
+        readings: input.readings,
+        history: &input.memory.history,
+        settings: input.settings,
+        paused,
+        ratio_history: &input.memory.ratios,
+    });
+    let mut memory = input.memory.clone();
+    if let Some(record) = decision.record {
+        memory.history.recommendations.push((input.now, record));
+    }
+    memory.history.consecutive_failures = if decision.metrics_failed {
+        input.memory.history.consecutive_failures.saturating_add(1)
+    } else {
+        0
+    };
+    forget_old(&mut memory.history, &policy.spec, input.settings, input.now);
+    remember_ratios(&mut memory, &policy.spec, &decision, input.now);
+
+    let scale_to =
+        (decision.desired_replicas != scale.spec_replicas).then_some(decision.desired_replicas);
+    Decided {
+        decision,
+        memory,
+        scale_to,
     }
 }
 
