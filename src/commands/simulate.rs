@@ -1,6 +1,6 @@
 //! `weir simulate`: reads the policy and the trace, replays them through
-//! `weir_controllers::simulate`, writes `timeline.csv` and `summary.json` in `--out`, and
-//! prints the summary. A progress line goes to stderr when it is a terminal.
+//! `weir_controllers::simulate`, writes `timeline.csv`, `summary.json` and `plot.svg` in
+//! `--out`, and prints the summary. A progress line goes to stderr when it is a terminal.
 
 use std::{fmt::Write as _, io::IsTerminal, process::ExitCode};
 
@@ -126,6 +126,10 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", args.out.join("summary.json").display()))?;
     std::fs::write(args.out.join("timeline.csv"), timeline(&replays))
         .with_context(|| format!("writing {}", args.out.join("timeline.csv").display()))?;
+    let pictures: Vec<(&str, &Replay)> = replays.iter().map(|(n, r)| (*n, r)).collect();
+    let svg = simulate::plot::svg(&pictures, options.sync_seconds).map_err(anyhow::Error::msg)?;
+    std::fs::write(args.out.join("plot.svg"), svg)
+        .with_context(|| format!("writing {}", args.out.join("plot.svg").display()))?;
     println!("{summary_text}");
     Ok(ExitCode::SUCCESS)
 }

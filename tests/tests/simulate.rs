@@ -63,6 +63,20 @@ fn summary_and_timeline_of_a_small_trace() {
     assert_eq!(first[0], "0");
     // The forecast column is filled for the policy and empty for HPA.
     assert!(!first[7].is_empty() && first[12].is_empty(), "{first:?}");
+
+    // The picture: an SVG that parses as XML, a panel per policy.
+    let svg = out.join("plot.svg");
+    let parsed = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])",
+        ])
+        .arg(&svg)
+        .status()
+        .unwrap();
+    assert!(parsed.success(), "plot.svg is not well-formed XML");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("policy: ") && text.contains("hpa: "));
 }
 
 #[test]

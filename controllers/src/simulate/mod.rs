@@ -4,6 +4,7 @@
 //! (files, progress bar, outputs) is in the `weir` binary.
 
 pub mod model;
+pub mod plot;
 pub mod trace;
 
 pub use model::{ModelOptions, Replay, Row, Summary, as_hpa, replay};
