@@ -129,6 +129,45 @@ impl Cluster {
         }
     }
 
+    /// Sets `readings[0]` to `milli` for every ready pod (and only those), at `now`.
+    fn report(&self, readings: &mut [MetricReading], milli: i64, now: u64, window: SignedDuration) {
+        let Some(MetricReading::Pods(map)) = readings.first_mut() else {
+            return;
+        };
+        let ready = self.ready_at.iter().filter(|r| **r <= now).count();
+        if map.len() != ready
+            || self
+                .pods
+                .iter()
+                .zip(&self.ready_at)
+                .any(|(p, r)| (*r <= now) != map.contains_key(&p.name))
+        {
+            map.clear();
+            for (pod, _) in self
+                .pods
+                .iter()
+                .zip(&self.ready_at)
+                .filter(|(_, r)| **r <= now)
+            {
+                map.insert(
+                    pod.name.clone(),
+                    PodReading {
+                        milli,
+                        containers: Default::default(),
+                        timestamp: at(now),
+                        window,
+                    },
+                );
+            }
+            return;
+        }
+        let timestamp = at(now);
+        for reading in map.values_mut() {
+            reading.milli = milli;
+            reading.timestamp = timestamp;
+        }
+    }
+
     fn refresh(&mut self, now: u64) -> i32 {
         let mut ready = 0;
         for (pod, ready_at) in self.pods.iter_mut().zip(&self.ready_at) {
@@ -180,6 +219,13 @@ pub fn replay(
     }
     let mut desired = initial;
     let mut memory = Memory::default();
+    // One reading, updated in place every sync (a month of syncs builds no maps).
+    let mut readings = vec![if per_pod {
+        MetricReading::Pods(Default::default())
+    } else {
+        MetricReading::Value(0)
+    }];
+    let window = SignedDuration::from_secs(options.metric_window_seconds as i64);
     let mut rows = Vec::with_capacity((trace.end / sync) as usize + 1);
     let (mut under, mut pod_seconds, mut events) = (0.0, 0.0, 0u32);
     let mut utilization = Vec::with_capacity(rows.capacity());
@@ -188,37 +234,16 @@ pub fn replay(
     while t < trace.end {
         let ready = cluster.refresh(t);
         let observed = trace.average_before(t, options.metric_window_seconds);
-        let readings = if per_pod {
+        if per_pod {
             let share = if ready > 0 {
                 observed / f64::from(ready)
             } else {
                 0.0
             };
-            let milli = (share * 1000.0) as i64;
-            vec![MetricReading::Pods(
-                cluster
-                    .pods
-                    .iter()
-                    .zip(&cluster.ready_at)
-                    .filter(|(_, ready_at)| **ready_at <= t)
-                    .map(|(pod, _)| {
-                        (
-                            pod.name.clone(),
-                            PodReading {
-                                milli,
-                                containers: Default::default(),
-                                timestamp: at(t),
-                                window: SignedDuration::from_secs(
-                                    options.metric_window_seconds as i64,
-                                ),
-                            },
-                        )
-                    })
-                    .collect(),
-            )]
+            cluster.report(&mut readings, (share * 1000.0) as i64, t, window);
         } else {
-            vec![MetricReading::Value((observed * 1000.0) as i64)]
-        };
+            readings[0] = MetricReading::Value((observed * 1000.0) as i64);
+        }
         let scale = Scale {
             spec_replicas: desired,
             status_replicas: cluster.pods.len() as i32,
