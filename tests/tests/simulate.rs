@@ -123,3 +123,105 @@ fn bad_input_names_the_file_line_and_field() {
     assert_eq!(code, Some(1));
     assert!(stdout.contains("spec.metrics[0].type"), "{stdout}");
 }
+
+/// HPA's replay decides as `weir recommend replicas` does, decision by decision: each
+/// sync's inputs (pods, the reading, the remembered history) written as a STATE file.
+#[test]
+fn hpa_replay_matches_recommend_replicas_decision_by_decision() {
+    use std::io::Write;
+
+    use serde_json::{Value, json};
+    use weir_controllers::{
+        pod_autoscaler::MetricReading,
+        simulate::{self, ModelOptions, Trace},
+    };
+
+    let root = workspace_root();
+    let text = std::fs::read_to_string(root.join("examples/simulate/policy.yaml")).unwrap();
+    let hpa = simulate::as_hpa(&simulate::parse_policy(&text, "policy.yaml").unwrap());
+    // Up, further up, down, and down again past the stabilization window, in 30 minutes.
+    let trace = Trace::from_rates(
+        vec![(0, 1.0), (240, 4.0), (480, 6.5), (720, 1.5), (1200, 0.5)],
+        1800,
+    );
+    let options = ModelOptions {
+        capacity_per_pod: 1.0,
+        startup_seconds: 60,
+        sync_seconds: 15,
+        metric_window_seconds: 60,
+        initial_replicas: None,
+    };
+    let mut states: Vec<(Value, i32)> = Vec::new();
+    simulate::replay_observed(&hpa, &trace, &options, |_| {}, |d| {
+        let pods: Vec<Value> = d
+            .pods
+            .iter()
+            .map(|p| {
+                let mut pod = json!({"name": p.name, "phase": "Running", "ready": p.ready == Some(true)});
+                if let Some(t) = p.start_time {
+                    pod["startTime"] = json!(t.to_string());
+                }
+                if let Some(t) = p.ready_since {
+                    pod["readySince"] = json!(t.to_string());
+                }
+                pod
+            })
+            .collect();
+        let MetricReading::Pods(readings) = &d.readings[0] else {
+            panic!("a Pods metric")
+        };
+        let samples: serde_json::Map<String, Value> = readings
+            .iter()
+            .map(|(name, r)| {
+                (
+                    name.clone(),
+                    json!({"value": format!("{}m", r.milli), "timestamp": r.timestamp.to_string(), "window": "60s"}),
+                )
+            })
+            .collect();
+        let state = json!({
+            "policy": serde_json::to_value(&hpa.spec).unwrap(),
+            "currentReplicas": d.current_replicas,
+            "statusReplicas": d.status_replicas,
+            "now": d.now.to_string(),
+            "pods": pods,
+            "samples": [{"pods": samples}],
+            "history": {
+                "recommendations": d.history.recommendations.iter().map(|(t, r)| json!({"time": t.to_string(), "replicas": r})).collect::<Vec<_>>(),
+                "scaleEvents": d.history.scale_events.iter().map(|(t, c)| json!({"time": t.to_string(), "change": c})).collect::<Vec<_>>(),
+                "consecutiveFailures": d.history.consecutive_failures,
+            },
+        });
+        states.push((state, d.desired));
+    })
+    .unwrap();
+    assert_eq!(states.len(), 120);
+    let changes = states.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert!(
+        changes >= 4,
+        "the trace should move the replica count: {changes}"
+    );
+    for (i, (state, desired)) in states.iter().enumerate() {
+        let mut child = weir()
+            .args(["recommend", "replicas", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(state.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "sync {i}: {text}\n{state}");
+        let decision: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            decision["desiredReplicas"], *desired,
+            "sync {i} at {}: recommend says {}, the replay decided {desired}",
+            state["now"], decision["desiredReplicas"]
+        );
+    }
+}

@@ -7,7 +7,7 @@ pub mod model;
 pub mod plot;
 pub mod trace;
 
-pub use model::{ModelOptions, Replay, Row, Summary, as_hpa, replay};
+pub use model::{Decision, ModelOptions, Replay, Row, Summary, as_hpa, replay, replay_observed};
 
 /// Parses a ScalingPolicy manifest (YAML or JSON) named `source` in errors, and checks
 /// that it can be replayed.

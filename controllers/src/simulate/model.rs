@@ -194,12 +194,43 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// What one decision of a replay looked at, and what it decided: enough to ask
+/// `weir recommend replicas` the same question.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision<'a> {
+    /// When.
+    pub now: Timestamp,
+    /// The target's `spec.replicas` before the decision.
+    pub current_replicas: i32,
+    /// Pods that exist (ready and starting).
+    pub status_replicas: i32,
+    /// The pods.
+    pub pods: &'a [Pod],
+    /// The metric reading.
+    pub readings: &'a [MetricReading],
+    /// What the controller remembered before the decision.
+    pub history: &'a crate::pod_autoscaler::History,
+    /// What it decided.
+    pub desired: i32,
+}
+
 /// Replays `trace` through `policy`. `on_progress` gets the fraction done now and then.
 pub fn replay(
     policy: &ScalingPolicy,
     trace: &Trace,
     options: &ModelOptions,
+    on_progress: impl FnMut(f64),
+) -> Result<Replay, String> {
+    replay_observed(policy, trace, options, on_progress, |_| {})
+}
+
+/// [`replay`], showing `on_decision` every decision with its inputs.
+pub fn replay_observed(
+    policy: &ScalingPolicy,
+    trace: &Trace,
+    options: &ModelOptions,
     mut on_progress: impl FnMut(f64),
+    mut on_decision: impl FnMut(&Decision<'_>),
 ) -> Result<Replay, String> {
     check(&policy.spec)?;
     let per_pod = policy.spec.metrics[0].type_ == MetricSourceType::Pods;
@@ -262,6 +293,15 @@ pub fn replay(
             },
             &scale,
         );
+        on_decision(&Decision {
+            now: at(t),
+            current_replicas: desired,
+            status_replicas: scale.status_replicas,
+            pods: &cluster.pods,
+            readings: &readings,
+            history: &memory.history,
+            desired: decided.decision.desired_replicas,
+        });
         memory = decided.memory;
         let forecast_replicas = decided
             .decision
