@@ -320,7 +320,7 @@ resourceRules:
   cpu:
     containerQuery: 'sum by (<<.GroupBy>>) (rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!="",container!="POD"}[2m]))'
     nodeQuery: 'sum by (<<.GroupBy>>) (1 - rate(node_cpu_seconds_total{<<.LabelMatchers>>,mode="idle"}[2m]))'
-    resources:
+    resources: &kube-prometheus
       overrides:
         namespace: {resource: namespace}
         pod: {resource: pod}
@@ -329,11 +329,7 @@ resourceRules:
   memory:
     containerQuery: 'sum by (<<.GroupBy>>) (container_memory_working_set_bytes{<<.LabelMatchers>>,container!="",container!="POD"})'
     nodeQuery: 'sum by (<<.GroupBy>>) (node_memory_MemTotal_bytes{<<.LabelMatchers>>} - node_memory_MemAvailable_bytes{<<.LabelMatchers>>})'
-    resources:
-      overrides:
-        namespace: {resource: namespace}
-        pod: {resource: pod}
-        instance: {resource: node}
+    resources: *kube-prometheus
     containerLabel: container
   window: 2m
 "#;
