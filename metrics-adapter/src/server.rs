@@ -466,3 +466,53 @@ pub async fn serve(
     };
     weir_runtime::tls::serve(listener, tls, make_service, shutdown).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resource metrics requests are reviewed as the API server would describe them:
+    /// `list` or `get` on `pods`/`nodes` of `metrics.k8s.io`, in the request's namespace.
+    #[test]
+    fn resource_metrics_attributes() {
+        let review = |path: &str| attributes(&api::route(path), path);
+        let Attributes::Resource {
+            group,
+            resource,
+            namespace,
+            name,
+            verb,
+            ..
+        } = review("/apis/metrics.k8s.io/v1beta1/namespaces/shop/pods/web-1")
+        else {
+            panic!("a resource request")
+        };
+        assert_eq!(
+            (
+                group.as_str(),
+                resource.as_str(),
+                namespace.as_str(),
+                name.as_str(),
+                verb.as_str()
+            ),
+            ("metrics.k8s.io", "pods", "shop", "web-1", "get")
+        );
+        let Attributes::Resource {
+            resource,
+            namespace,
+            verb,
+            ..
+        } = review("/apis/metrics.k8s.io/v1beta1/nodes")
+        else {
+            panic!("a resource request")
+        };
+        assert_eq!(
+            (resource.as_str(), namespace.as_str(), verb.as_str()),
+            ("nodes", "", "list")
+        );
+        assert!(matches!(
+            review("/apis/metrics.k8s.io/v1beta1"),
+            Attributes::NonResource { .. }
+        ));
+    }
+}
