@@ -1,8 +1,8 @@
 //! `weir simulate`: reads the policy and the trace, replays them through
 //! `weir_controllers::simulate`, writes `timeline.csv`, `summary.json` and `plot.svg` in
-//! `--out`, and prints the summary. A progress line goes to stderr when it is a terminal.
+//! `--out`, and prints the summary. A progress bar goes to stderr when it is a terminal.
 
-use std::{fmt::Write as _, io::IsTerminal, process::ExitCode};
+use std::{fmt::Write as _, process::ExitCode};
 
 use anyhow::Context;
 use serde_json::json;
@@ -95,18 +95,20 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     if args.compare == Some(SimulateCompare::Hpa) {
         policies.push(("hpa", simulate::as_hpa(&policy)));
     }
-    let terminal = std::io::stderr().is_terminal();
     let mut replays = Vec::new();
     for (name, policy) in &policies {
+        // indicatif draws on stderr only when it is a terminal.
+        let bar = indicatif::ProgressBar::new(1000).with_message(format!("simulating {name}"));
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {percent:>3}% eta {eta}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
         let replay = simulate::replay(policy, &trace, &options, |done| {
-            if terminal {
-                eprint!("\rsimulating {name}: {:>3.0}%", done * 100.0);
-            }
+            bar.set_position((done * 1000.0) as u64);
         })
         .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
-        if terminal {
-            eprintln!();
-        }
+        bar.finish_and_clear();
         replays.push((*name, replay));
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
