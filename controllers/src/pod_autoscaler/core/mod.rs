@@ -14,6 +14,7 @@ pub mod calculator;
 pub mod controller;
 pub mod forecast;
 pub mod queries;
+pub mod seasonal;
 pub mod source;
 pub mod state;
 pub mod sync;

@@ -1,0 +1,196 @@
+//! A seasonal forecaster for load series (issue 21's building block; not yet wired into
+//! decisions): the season is found by autocorrelation among candidate periods (a day, a
+//! week, at the series' step), the series is fitted with additive Holt-Winters
+//! (level, trend, season; smoothing weights chosen on the series' own one-step errors),
+//! and the headroom is a quantile of the recent errors (statrs' order statistics), not a
+//! constant. Forecasts never go below zero. Pure.
+
+use statrs::statistics::{Data, OrderStatistics, Statistics};
+
+/// A fitted model, ready to forecast from the end of its series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fitted {
+    /// The season's length, in steps (`None`: no season stood out).
+    pub period: Option<usize>,
+    level: f64,
+    trend: f64,
+    season: Vec<f64>,
+    /// Where the series ended, in the season.
+    phase: usize,
+    /// One-step errors over the fit (actual − forecast), oldest first.
+    pub errors: Vec<f64>,
+    /// The smoothing weights chosen (level, trend, season).
+    pub weights: (f64, f64, f64),
+}
+
+/// The candidate period (in steps) whose autocorrelation is highest, if it is clearly
+/// seasonal (above `min_correlation`) and the series holds at least two of it.
+pub fn detect_period(series: &[f64], candidates: &[usize], min_correlation: f64) -> Option<usize> {
+    let mean = series.iter().mean();
+    let variance: f64 = series.iter().map(|v| (v - mean) * (v - mean)).sum();
+    if !(variance.is_finite() && variance > 0.0) {
+        return None;
+    }
+    candidates
+        .iter()
+        .copied()
+        .filter(|&p| p >= 2 && series.len() >= 2 * p)
+        .map(|p| {
+            let covariance: f64 = series
+                .iter()
+                .zip(&series[p..])
+                .map(|(a, b)| (a - mean) * (b - mean))
+                .sum();
+            (p, covariance / variance)
+        })
+        .filter(|(_, r)| *r >= min_correlation)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(p, _)| p)
+}
+
+/// Runs additive Holt-Winters over `series` with `weights`; `period` 1 means no season.
+fn run(series: &[f64], period: usize, (alpha, beta, gamma): (f64, f64, f64)) -> Fitted {
+    let first = &series[..period.min(series.len())];
+    let mut level = first.iter().mean();
+    let mut trend = if series.len() >= 2 * period && period > 1 {
+        (series[period..2 * period].iter().mean() - level) / period as f64
+    } else {
+        0.0
+    };
+    let mut season: Vec<f64> = if period > 1 {
+        first.iter().map(|v| v - level).collect()
+    } else {
+        vec![0.0]
+    };
+    let mut errors = Vec::with_capacity(series.len());
+    for (i, &actual) in series.iter().enumerate().skip(period) {
+        let s = i % season.len();
+        let forecast = level + trend + season[s];
+        errors.push(actual - forecast);
+        let previous = level;
+        level = alpha * (actual - season[s]) + (1.0 - alpha) * (level + trend);
+        trend = beta * (level - previous) + (1.0 - beta) * trend;
+        if period > 1 {
+            season[s] = gamma * (actual - level) + (1.0 - gamma) * season[s];
+        }
+    }
+    Fitted {
+        period: (period > 1).then_some(period),
+        level,
+        trend,
+        phase: series.len() % season.len(),
+        season,
+        errors,
+        weights: (alpha, beta, gamma),
+    }
+}
+
+/// Fits `series` (evenly spaced, oldest first): the season among `candidates` (see
+/// [`detect_period`]), then the smoothing weights with the least squared one-step error
+/// on a small grid. `None` for fewer than 4 points.
+pub fn fit(series: &[f64], candidates: &[usize]) -> Option<Fitted> {
+    if series.len() < 4 || series.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let period = detect_period(series, candidates, 0.3).unwrap_or(1);
+    const GRID: [f64; 4] = [0.05, 0.2, 0.5, 0.8];
+    let mut best: Option<(f64, Fitted)> = None;
+    for alpha in GRID {
+        for beta in [0.0, 0.05, 0.2] {
+            for gamma in if period > 1 { &GRID[..] } else { &[0.0][..] } {
+                let fitted = run(series, period, (alpha, beta, *gamma));
+                let sse: f64 = fitted.errors.iter().map(|e| e * e).sum();
+                if best.as_ref().is_none_or(|(b, _)| sse < *b) {
+                    best = Some((sse, fitted));
+                }
+            }
+        }
+    }
+    best.map(|(_, f)| f)
+}
+
+impl Fitted {
+    /// The forecast `steps` ahead of the series' end (1 = the next step), never negative.
+    pub fn forecast(&self, steps: usize) -> f64 {
+        let season = self.season[(self.phase + steps - 1) % self.season.len()];
+        (self.level + self.trend * steps as f64 + season).max(0.0)
+    }
+
+    /// The highest forecast over the next `steps` (what must be served until pods asked
+    /// for now are ready).
+    pub fn peak(&self, steps: usize) -> f64 {
+        (1..=steps.max(1))
+            .map(|h| self.forecast(h))
+            .fold(0.0, f64::max)
+    }
+
+    /// The `q` quantile (0..1) of the last `recent` one-step errors, at least 0: how much
+    /// to add so that a share `q` of recent surprises would have been covered.
+    pub fn headroom(&self, q: f64, recent: usize) -> f64 {
+        let tail = &self.errors[self.errors.len().saturating_sub(recent)..];
+        if tail.is_empty() {
+            return 0.0;
+        }
+        Data::new(tail.to_vec())
+            .quantile(q.clamp(0.0, 1.0))
+            .max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hourly: a daily wave around 100, weekends lower, a little noise.
+    fn hourly(days: usize) -> Vec<f64> {
+        (0..days * 24)
+            .map(|h| {
+                let daily = (2.0 * std::f64::consts::PI * (h % 24) as f64 / 24.0).sin();
+                let weekend = if (h / 24) % 7 >= 5 { 0.7 } else { 1.0 };
+                let noise = ((h * 7919) % 13) as f64 / 13.0 - 0.5;
+                (100.0 + 60.0 * daily) * weekend + noise
+            })
+            .collect()
+    }
+
+    #[test]
+    fn it_learns_the_period() {
+        // Ten days: the weekend (days 5 and 6) is three weekdays behind the end.
+        let series = hourly(10);
+        assert_eq!(detect_period(&series, &[24, 168], 0.3), Some(24));
+        let fitted = fit(&series, &[24, 168]).unwrap();
+        assert_eq!(fitted.period, Some(24));
+        // The next day's shape: peak six hours into the day, trough at eighteen.
+        let next: Vec<f64> = (1..=24).map(|h| fitted.forecast(h)).collect();
+        let peak = (0..24)
+            .max_by(|a, b| next[*a].total_cmp(&next[*b]))
+            .unwrap();
+        let trough = (0..24)
+            .min_by(|a, b| next[*a].total_cmp(&next[*b]))
+            .unwrap();
+        assert!((5..=7).contains(&peak), "peak at hour {peak}: {next:?}");
+        assert!(
+            (17..=19).contains(&trough),
+            "trough at hour {trough}: {next:?}"
+        );
+        assert!(
+            (next[peak] - 160.0).abs() < 20.0 && (next[trough] - 40.0).abs() < 20.0,
+            "{next:?}"
+        );
+        // Its errors are small next to the swing, and the headroom reflects them.
+        let headroom = fitted.headroom(0.9, 48);
+        assert!(headroom > 0.0 && headroom < 15.0, "{headroom}");
+        assert!(fitted.peak(6) >= fitted.forecast(1));
+    }
+
+    #[test]
+    fn flat_or_noisy_series_have_no_season_and_forecasts_stay_non_negative() {
+        assert_eq!(detect_period(&[5.0; 100], &[24], 0.3), None);
+        let falling: Vec<f64> = (0..60).map(|i| 60.0 - i as f64).collect();
+        let fitted = fit(&falling, &[24]).unwrap();
+        assert!(fitted.forecast(500) >= 0.0);
+        assert_eq!(fitted.forecast(500), 0.0, "a falling trend stops at zero");
+        assert!(fit(&[1.0, 2.0], &[24]).is_none());
+        assert!(fit(&[1.0, f64::NAN, 2.0, 3.0], &[24]).is_none());
+    }
+}
