@@ -159,17 +159,19 @@ impl Engine {
 
     /// Per-container usage of `usage` for every pod in `namespaces`, with one query
     /// through the resource rules: what the pod autoscaler reads for Resource and
-    /// ContainerResource metrics with `--metrics-source rules`.
+    /// ContainerResource metrics with `--metrics-source rules`. Also the rules' window
+    /// (milliseconds), which the samples average over.
     pub async fn container_usage(
         &self,
         usage: Usage,
         namespaces: &[String],
-    ) -> Result<Vec<ContainerSample>, ApiError> {
-        let rule = self.require_resource_rules()?.rule(usage);
+    ) -> Result<(Vec<ContainerSample>, u64), ApiError> {
+        let rules = self.require_resource_rules()?;
+        let rule = rules.rule(usage);
         let query = resource_metrics::pod_query(rule, Some(namespaces), None)
             .map_err(ApiError::bad_request)?;
         let samples = self.fetch_for_api(&query).await?;
-        Ok(samples
+        let samples = samples
             .iter()
             .filter(|s| s.value.is_finite())
             .filter_map(|s| {
@@ -185,6 +187,7 @@ impl Engine {
                     timestamp: s.timestamp,
                 })
             })
-            .collect())
+            .collect();
+        Ok((samples, rules.window_ms))
     }
 }

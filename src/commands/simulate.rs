@@ -2,7 +2,7 @@
 //! `weir_controllers::simulate`, writes `timeline.csv`, `summary.json` and `plot.svg` in
 //! `--out`, and prints the summary. A progress bar goes to stderr when it is a terminal.
 
-use std::{fmt::Write as _, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::json;
@@ -13,39 +13,6 @@ use crate::cli::{SimulateArgs, SimulateCompare, TraceValueUnit};
 
 fn read(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))
-}
-
-/// The timeline of every replay, one row per sync: the shared columns once, then each
-/// policy's.
-fn timeline(replays: &[(&str, Replay)]) -> String {
-    let mut out = String::from("time_seconds,offered_load,observed_load");
-    for (name, _) in replays {
-        let _ = write!(
-            out,
-            ",{name}_desired,{name}_ready,{name}_running,{name}_capacity,{name}_forecast_replicas"
-        );
-    }
-    out.push('\n');
-    let Some((_, first)) = replays.first() else {
-        return out;
-    };
-    for (i, row) in first.rows.iter().enumerate() {
-        let _ = write!(out, "{},{},{}", row.time, row.load, row.observed);
-        for (_, replay) in replays {
-            let r = &replay.rows[i];
-            let forecast = r
-                .forecast_replicas
-                .map(|f| f.to_string())
-                .unwrap_or_default();
-            let _ = write!(
-                out,
-                ",{},{},{},{},{forecast}",
-                r.desired, r.ready, r.running, r.capacity
-            );
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// Runs `weir simulate`.
@@ -126,10 +93,13 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let summary_text = serde_json::to_string_pretty(&summary)?;
     std::fs::write(args.out.join("summary.json"), format!("{summary_text}\n"))
         .with_context(|| format!("writing {}", args.out.join("summary.json").display()))?;
-    std::fs::write(args.out.join("timeline.csv"), timeline(&replays))
-        .with_context(|| format!("writing {}", args.out.join("timeline.csv").display()))?;
-    let pictures: Vec<(&str, &Replay)> = replays.iter().map(|(n, r)| (*n, r)).collect();
-    let svg = simulate::plot::svg(&pictures, options.sync_seconds).map_err(anyhow::Error::msg)?;
+    let named: Vec<(&str, &Replay)> = replays.iter().map(|(n, r)| (*n, r)).collect();
+    std::fs::write(
+        args.out.join("timeline.csv"),
+        simulate::timeline_csv(&named),
+    )
+    .with_context(|| format!("writing {}", args.out.join("timeline.csv").display()))?;
+    let svg = simulate::plot::svg(&named, options.sync_seconds).map_err(anyhow::Error::msg)?;
     std::fs::write(args.out.join("plot.svg"), svg)
         .with_context(|| format!("writing {}", args.out.join("plot.svg").display()))?;
     println!("{summary_text}");

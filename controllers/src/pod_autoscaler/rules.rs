@@ -201,12 +201,11 @@ impl RulesSource {
             }
             Key::Resource(usage) => {
                 let namespaces: Vec<String> = wanted.namespaces.iter().cloned().collect();
-                let samples = self
+                let (samples, window) = self
                     .engine
                     .container_usage(*usage, &namespaces)
                     .await
                     .map_err(|e| e.message)?;
-                let window = self.engine.resource_rules().map_or(60_000, |r| r.window_ms);
                 let mut pods: BTreeMap<(String, String), PodReading> = BTreeMap::new();
                 for sample in samples {
                     let at = Timestamp::from_millisecond((sample.timestamp * 1000.0) as i64)

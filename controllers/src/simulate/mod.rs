@@ -24,6 +24,40 @@ pub fn parse_policy(
 }
 pub use trace::{Trace, ValueUnit, parse_csv, parse_prometheus_json};
 
+/// The timeline of every replay, one row per sync: the shared columns once, then each
+/// policy's.
+pub fn timeline_csv(replays: &[(&str, &Replay)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("time_seconds,offered_load,observed_load");
+    for (name, _) in replays {
+        let _ = write!(
+            out,
+            ",{name}_desired,{name}_ready,{name}_running,{name}_capacity,{name}_forecast_replicas"
+        );
+    }
+    out.push('\n');
+    let Some((_, first)) = replays.first() else {
+        return out;
+    };
+    for (i, row) in first.rows.iter().enumerate() {
+        let _ = write!(out, "{},{},{}", row.time, row.load, row.observed);
+        for (_, replay) in replays {
+            let r = &replay.rows[i];
+            let forecast = r
+                .forecast_replicas
+                .map(|f| f.to_string())
+                .unwrap_or_default();
+            let _ = write!(
+                out,
+                ",{},{},{},{},{forecast}",
+                r.desired, r.ready, r.running, r.capacity
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use weir_crds::scaling_policy::ScalingPolicy;

@@ -36,6 +36,37 @@ fn error(e: impl std::fmt::Display) -> String {
     format!("drawing the plot: {e}")
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A labelled line.
+fn line(
+    chart: &mut Chart<'_, '_>,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+    label: &str,
+) -> Result<(), String> {
+    chart
+        .draw_series(LineSeries::new(points, &color))
+        .map_err(error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 12, y)], color));
+    Ok(())
+}
+
+/// The legend box of a chart's labelled series.
+fn legend<'b>(chart: &mut Chart<'b, 'b>) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(error)
+}
+
 /// The SVG for `replays` (name, replay), one pair of panels each; `sync_seconds` is the
 /// replays' sync period.
 pub fn svg(replays: &[(&str, &Replay)], sync_seconds: u64) -> Result<String, String> {
@@ -89,22 +120,9 @@ pub fn svg(replays: &[(&str, &Replay)], sync_seconds: u64) -> Result<String, Str
                 .map_err(error)?
                 .label("under-provisioned")
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], shade));
-            chart
-                .draw_series(LineSeries::new(load, &BLUE))
-                .map_err(error)?
-                .label("offered load")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLUE));
-            chart
-                .draw_series(LineSeries::new(capacity, &GREEN))
-                .map_err(error)?
-                .label("ready capacity")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], GREEN));
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(error)?;
+            line(&mut chart, load, BLUE, "offered load")?;
+            line(&mut chart, capacity, GREEN, "ready capacity")?;
+            legend(&mut chart)?;
 
             let ready = buckets(rows, |r| f64::from(r.ready));
             let desired = buckets(rows, |r| f64::from(r.desired));
@@ -127,22 +145,9 @@ pub fn svg(replays: &[(&str, &Replay)], sync_seconds: u64) -> Result<String, Str
                 .disable_x_mesh()
                 .draw()
                 .map_err(error)?;
-            replicas
-                .draw_series(LineSeries::new(desired, &MAGENTA))
-                .map_err(error)?
-                .label("desired")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], MAGENTA));
-            replicas
-                .draw_series(LineSeries::new(ready, &BLACK))
-                .map_err(error)?
-                .label("ready")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK));
-            replicas
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(error)?;
+            line(&mut replicas, desired, MAGENTA, "desired")?;
+            line(&mut replicas, ready, BLACK, "ready")?;
+            legend(&mut replicas)?;
         }
         root.present().map_err(error)?;
     }
