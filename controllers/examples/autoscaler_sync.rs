@@ -153,7 +153,7 @@ fn main() {
             history: &history,
             settings: &settings,
             paused: false,
-            ratio_history: &[],
+            forecasts: &[],
         });
         total += i64::from(r.desired_replicas);
     }

@@ -577,26 +577,43 @@ fn forecast_is_reported_beside_the_plain_decision_and_followed_when_enabled() {
     let report_only = state::parse(&example).unwrap().recommend().unwrap();
     assert_eq!(report_only.desired_replicas, 5);
     let forecast = report_only.forecast.as_ref().unwrap();
+    // Demand climbs 0.8 a minute and is 4.8 now: two minutes ahead about 6.4, over the
+    // tolerance band (1.1) 5.8, so 6.
     assert_eq!(
         (forecast.desired_replicas, forecast.plain_desired_replicas),
-        (7, 5)
+        (6, 5)
     );
+    let metric = forecast.metrics[0].as_ref().unwrap();
+    assert!((metric.peak - 6.4).abs() < 0.2, "{metric:?}");
     let enabled = state::parse(&example.replace("enabled: false", "enabled: true"))
         .unwrap()
         .recommend()
         .unwrap();
-    assert_eq!(enabled.desired_replicas, 7);
-    assert_eq!(enabled.record, Some(7));
-    // A falling trend never lowers the decision below the plain one.
+    assert_eq!(enabled.desired_replicas, 6);
+    assert_eq!(enabled.record, Some(6));
+    // A falling history releases no pods while the demand now is above it: the forecast
+    // never lowers the decision below what the demand measured now needs.
     let falling = example
-        .replace("ratio: 0.2}", "ratio: 2.2}")
-        .replace("ratio: 0.4}", "ratio: 2.0}")
-        .replace("ratio: 0.6}", "ratio: 1.8}")
-        .replace("ratio: 0.8}", "ratio: 1.6}")
-        .replace("ratio: 1.0}", "ratio: 1.4}")
+        .replace("demand: 0.8}", "demand: 8.8}")
+        .replace("demand: 1.6}", "demand: 8.0}")
+        .replace("demand: 2.4}", "demand: 7.2}")
+        .replace("demand: 3.2}", "demand: 6.4}")
+        .replace("demand: 4.0}", "demand: 5.6}")
         .replace("enabled: false", "enabled: true");
     let r = state::parse(&falling).unwrap().recommend().unwrap();
     assert_eq!(r.desired_replicas, 5);
+    // History given as ratios (as recorded before demand was reported) is taken as ratio
+    // × currentReplicas; a point with both, or neither, names the field.
+    let ratios = example
+        .replace("demand: 0.8}", "ratio: 0.2}")
+        .replace("demand: 4.0}", "ratio: 1.0}");
+    assert_eq!(
+        state::parse(&ratios).unwrap().recommend().unwrap().forecast,
+        report_only.forecast
+    );
+    let both = example.replace("demand: 0.8}", "demand: 0.8, ratio: 0.2}");
+    let e = state::parse(&both).unwrap().recommend().unwrap_err();
+    assert_eq!(e.field, "samples[0].history[0]");
 }
 
 // ---- Parity with current upstream's edge cases ----

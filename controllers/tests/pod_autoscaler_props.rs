@@ -110,7 +110,7 @@ proptest! {
         let settings = ControllerSettings::default();
         let r = recommend(&Input {
             spec: &spec, current_replicas: current, status_replicas: current, now: now(),
-            pods: &pods, readings: &readings, history: &history, settings: &settings, paused: false, ratio_history: &[],
+            pods: &pods, readings: &readings, history: &history, settings: &settings, paused: false, forecasts: &[],
         });
         prop_assert!(r.desired_replicas >= min && r.desired_replicas <= max,
             "{} outside [{min}, {max}] from {current}", r.desired_replicas);
@@ -126,7 +126,7 @@ proptest! {
         let settings = ControllerSettings::default();
         let r = recommend(&Input {
             spec: &spec, current_replicas: current, status_replicas: current, now: now(),
-            pods: &pods, readings: &readings, history: &history, settings: &settings, paused: false, ratio_history: &[],
+            pods: &pods, readings: &readings, history: &history, settings: &settings, paused: false, forecasts: &[],
         });
         prop_assert!(r.desired_replicas >= current, "{current} → {}", r.desired_replicas);
     }
@@ -142,7 +142,7 @@ proptest! {
         let settings = ControllerSettings::default();
         let r = recommend(&Input {
             spec: &spec, current_replicas: current, status_replicas: current, now: now(),
-            pods: &pods, readings: &readings, history: &history, settings: &settings, paused: false, ratio_history: &[],
+            pods: &pods, readings: &readings, history: &history, settings: &settings, paused: false, forecasts: &[],
         });
         if let Some(ratio) = r.metrics[0].ratio {
             if ratio > 1.0 {

@@ -370,21 +370,30 @@ pub enum FallbackAction {
     Replicas,
 }
 
-/// Forecast-driven scaling: scale on max(current, forecast) of each metric.
+/// Forecast-driven scaling: each metric's demand is learned from its history (a daily or
+/// weekly season when there is one) and projected over the lead time; the policy
+/// provisions the forecast's peak plus a headroom taken from the forecast's own recent
+/// errors, and releases pods as soon as the forecast says the load stays low.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Forecast {
     /// Act on the forecast; when false the forecast is only reported in status.
     #[serde(default)]
     pub enabled: bool,
-    /// How far ahead to forecast.
+    /// The shortest lead time: the forecast looks at least this far ahead, and further
+    /// when a new pod takes longer to become ready plus the metric's window.
     #[serde(default = "default_forecast_horizon")]
     #[schemars(range(min = 15, max = 3600))]
     pub horizon_seconds: i32,
-    /// How much history the forecast is fitted on.
+    /// How much history the forecast is fitted on (a weekly season needs two weeks).
     #[serde(default = "default_forecast_history")]
-    #[schemars(range(min = 60, max = 604800))]
+    #[schemars(range(min = 60, max = 2419200))]
     pub history_seconds: i32,
+    /// The headroom: this percentile of the forecast's recent errors over the lead time
+    /// is added to its peak.
+    #[serde(default = "default_headroom_percentile")]
+    #[schemars(range(min = 50, max = 100))]
+    pub headroom_percentile: i32,
 }
 
 fn default_forecast_horizon() -> i32 {
@@ -392,7 +401,45 @@ fn default_forecast_horizon() -> i32 {
 }
 
 fn default_forecast_history() -> i32 {
-    3600
+    14 * 86_400
+}
+
+fn default_headroom_percentile() -> i32 {
+    55
+}
+
+/// The forecast at the last sync (`status.forecast`), so users see why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastStatus {
+    /// Whether the decision followed it.
+    pub enabled: bool,
+    /// How far ahead it provisioned, in seconds.
+    pub lead_seconds: i64,
+    /// The replica count the forecast decides.
+    pub desired_replicas: i32,
+    /// The replica count HPA's rules alone decide.
+    pub plain_desired_replicas: i32,
+    /// Per metric with a fitted model, in spec order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricForecastStatus>,
+}
+
+/// One metric's forecast, in replicas at its target.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricForecastStatus {
+    /// The metric's name.
+    pub name: String,
+    /// The replicas it needs now.
+    pub demand: Quantity,
+    /// The forecast's peak over the lead time.
+    pub peak: Quantity,
+    /// Added to the peak: a percentile of its recent errors.
+    pub headroom: Quantity,
+    /// The season found in its history, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub season_seconds: Option<i64>,
 }
 
 /// Observed state of a ScalingPolicy.
@@ -418,6 +465,9 @@ pub struct ScalingPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// With `spec.forecast`: what the forecast saw and decided at the last sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastStatus>,
 }
 
 /// The last reading of one metric.

@@ -180,7 +180,7 @@ fn hpa_replay_matches_recommend_replicas_decision_by_decision() {
             })
             .collect();
         let state = json!({
-            "policy": serde_json::to_value(&hpa.spec).unwrap(),
+            "policy": serde_json::to_value(&d.policy.spec).unwrap(),
             "currentReplicas": d.current_replicas,
             "statusReplicas": d.status_replicas,
             "now": d.now.to_string(),

@@ -198,6 +198,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// `weir recommend replicas` the same question.
 #[derive(Clone, Copy, Debug)]
 pub struct Decision<'a> {
+    /// The policy decided with (its target in the replay's units, see [`fine_grained`]).
+    pub policy: &'a ScalingPolicy,
     /// When.
     pub now: Timestamp,
     /// The target's `spec.replicas` before the decision.
@@ -233,6 +235,8 @@ pub fn replay_observed(
     mut on_decision: impl FnMut(&Decision<'_>),
 ) -> Result<Replay, String> {
     check(&policy.spec)?;
+    let (fine, unit) = fine_grained(policy);
+    let policy = &fine;
     let per_pod = policy.spec.metrics[0].type_ == MetricSourceType::Pods;
     let settings = ControllerSettings::default();
     let sync = options.sync_seconds.max(1);
@@ -271,9 +275,9 @@ pub fn replay_observed(
             } else {
                 0.0
             };
-            cluster.report(&mut readings, (share * 1000.0) as i64, t, window);
+            cluster.report(&mut readings, (share * unit) as i64, t, window);
         } else {
-            readings[0] = MetricReading::Value((observed * 1000.0) as i64);
+            readings[0] = MetricReading::Value((observed * unit) as i64);
         }
         let scale = Scale {
             spec_replicas: desired,
@@ -294,6 +298,7 @@ pub fn replay_observed(
             &scale,
         );
         on_decision(&Decision {
+            policy,
             now: at(t),
             current_replicas: desired,
             status_replicas: scale.status_replicas,
@@ -358,6 +363,46 @@ pub fn replay_observed(
         decisions: rows.len(),
     };
     Ok(Replay { rows, summary })
+}
+
+/// The policy with its first metric's target in units fine enough that a per-pod share of
+/// the load keeps its precision in milli-units (a target of 3.5m requests per second per
+/// pod would otherwise see shares of 0.6m read as 0), and the milli-units per request per
+/// second the readings are then given in. Ratios, and so decisions, are unchanged.
+pub fn fine_grained(policy: &ScalingPolicy) -> (ScalingPolicy, f64) {
+    let mut fine = policy.clone();
+    let Some(metric) = fine.spec.metrics.first_mut() else {
+        return (fine, 1000.0);
+    };
+    let target = match metric.type_ {
+        MetricSourceType::Pods => metric.pods.as_mut().map(|m| &mut m.target),
+        MetricSourceType::Object => metric.object.as_mut().map(|m| &mut m.target),
+        MetricSourceType::External => metric.external.as_mut().map(|m| &mut m.target),
+        _ => None,
+    };
+    let Some(target) = target else {
+        return (fine, 1000.0);
+    };
+    let smallest = [&target.value, &target.average_value]
+        .into_iter()
+        .flatten()
+        .filter_map(|q| q.to_milli().ok())
+        .filter(|m| *m > 0)
+        .min()
+        .unwrap_or(1_000_000);
+    let mut factor: i128 = 1;
+    while smallest * factor < 1_000_000 && factor < 1_000_000_000 {
+        factor *= 10;
+    }
+    for q in [&mut target.value, &mut target.average_value]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(milli) = q.to_milli() {
+            *q = weir_crds::Quantity::from_milli(milli * factor);
+        }
+    }
+    (fine, 1000.0 * factor as f64)
 }
 
 /// The same policy as HPA would run it: forecast off, HPA's default behavior.

@@ -193,6 +193,8 @@ pub struct UtilizationResult {
     pub raw_milli: i64,
     /// The ratio to the target.
     pub ratio: f64,
+    /// Replicas needed at the target, unrounded (ratio × pods with samples).
+    pub demand: f64,
 }
 
 /// Upstream's `GetResourceReplicas`: utilization of requests, with the rebalancing of
@@ -213,11 +215,13 @@ pub fn resource_replicas(
     let requests = pod_requests(pods, container, resource)?;
     let (ratio, utilization, raw_milli) =
         utilization_ratio(&metrics, &requests, target_utilization)?;
+    let demand = ratio * metrics.len() as f64;
     let result = |replicas| UtilizationResult {
         replicas,
         utilization,
         raw_milli,
         ratio,
+        demand,
     };
     // Missing pods: max(100 %, target) of their request on the way down, 0 on the way up.
     let fallback = i64::from(target_utilization.max(100));
@@ -304,6 +308,8 @@ pub struct AverageResult {
     pub usage_milli: i64,
     /// The ratio to the target.
     pub ratio: f64,
+    /// Replicas needed at the target, unrounded (ratio × pods with samples).
+    pub demand: f64,
 }
 
 /// Upstream's `calcPlainMetricReplicas`.
@@ -320,10 +326,12 @@ pub fn plain_replicas(
 ) -> Result<AverageResult, String> {
     let (groups, metrics) = usable_samples(pods, metrics, cpu, settings, now)?;
     let (ratio, usage_milli) = usage_ratio(&metrics, target_milli);
+    let demand = ratio * metrics.len() as f64;
     let result = |replicas| AverageResult {
         replicas,
         usage_milli,
         ratio,
+        demand,
     };
     // Missing pods: at the target on the way down, 0 on the way up, and left out when
     // the ready pods are exactly at the target (current upstream: neither branch applies).
@@ -350,10 +358,7 @@ fn ready_pods(pods: &[Pod]) -> Result<usize, String> {
     if pods.is_empty() {
         return Err(NO_PODS.into());
     }
-    Ok(pods
-        .iter()
-        .filter(|p| p.phase == PodPhase::Running && p.ready == Some(true))
-        .count())
+    Ok(pods.iter().filter(|p| p.is_ready()).count())
 }
 
 /// Upstream's `getUsageRatioReplicaCount`, for Value targets (Object, External,

@@ -11,9 +11,11 @@ use k8s_openapi::{
     jiff::{SignedDuration, Timestamp},
 };
 use weir_crds::{
+    Quantity,
     conditions::{NewCondition, merge_conditions},
     scaling_policy::{
-        MetricStatus, ScaleTargetRef, ScalingPolicy, ScalingPolicySpec, ScalingPolicyStatus,
+        ForecastStatus, MetricForecastStatus, MetricStatus, ScaleTargetRef, ScalingPolicy,
+        ScalingPolicySpec, ScalingPolicyStatus,
     },
 };
 
@@ -84,8 +86,8 @@ pub struct Memory {
     pub history: History,
     /// When the target was last scaled.
     pub last_scale_time: Option<Timestamp>,
-    /// Per metric, its recent ratios to target (kept only for policies with `forecast`).
-    pub ratios: Vec<super::forecast::RatioHistory>,
+    /// Per metric, its demand history and model (kept only for policies with `forecast`).
+    pub forecasts: Vec<super::forecast::Forecaster>,
     /// When the policy was last synced.
     pub last_synced: Option<Timestamp>,
 }
@@ -207,6 +209,7 @@ pub fn plan(input: &PolicyInput<'_>) -> Plan {
         desired_replicas: decision.desired_replicas,
         current_metrics: metric_statuses(&policy.spec, &decision),
         conditions: merge_conditions(conditions, &previous.conditions, generation, &now),
+        forecast: forecast_status(&policy.spec, &decision),
     };
     Plan {
         scale_to,
@@ -248,7 +251,7 @@ pub fn decide(input: &PolicyInput<'_>, scale: &Scale) -> Decided {
         history: &input.memory.history,
         settings: input.settings,
         paused,
-        ratio_history: &input.memory.ratios,
+        forecasts: &input.memory.forecasts,
     });
     let mut memory = input.memory.clone();
     if let Some(record) = decision.record {
@@ -260,7 +263,7 @@ pub fn decide(input: &PolicyInput<'_>, scale: &Scale) -> Decided {
         0
     };
     forget_old(&mut memory.history, &policy.spec, input.settings, input.now);
-    remember_ratios(&mut memory, &policy.spec, &decision, input.now);
+    remember_demand(&mut memory, input, &decision);
 
     let scale_to =
         (decision.desired_replicas != scale.spec_replicas).then_some(decision.desired_replicas);
@@ -293,6 +296,32 @@ fn rescale_reason(decision: &Recommendation) -> String {
         Some(m) if up => format!("{} above target", m.metric),
         _ => "All metrics below target".into(),
     }
+}
+
+/// `status.forecast` from the decision's forecast report.
+fn forecast_status(spec: &ScalingPolicySpec, decision: &Recommendation) -> Option<ForecastStatus> {
+    let report = decision.forecast.as_ref()?;
+    let replicas = |x: f64| Quantity::from_milli((x * 1000.0).round() as i128);
+    Some(ForecastStatus {
+        enabled: report.enabled,
+        lead_seconds: report.lead_seconds,
+        desired_replicas: report.desired_replicas,
+        plain_desired_replicas: report.plain_desired_replicas,
+        metrics: effective_metrics(spec)
+            .iter()
+            .zip(&report.metrics)
+            .filter_map(|(metric, f)| {
+                let f = f.as_ref()?;
+                Some(MetricForecastStatus {
+                    name: metric_short_name(metric),
+                    demand: replicas(f.demand),
+                    peak: replicas(f.peak),
+                    headroom: replicas(f.headroom),
+                    season_seconds: f.season_seconds,
+                })
+            })
+            .collect(),
+    })
 }
 
 fn metric_statuses(spec: &ScalingPolicySpec, decision: &Recommendation) -> Vec<MetricStatus> {
@@ -366,24 +395,41 @@ fn forget_old(
         .retain(|(time, _)| *time > now - period);
 }
 
-/// Keeps each metric's ratio for the forecast, within its history window.
-fn remember_ratios(
-    memory: &mut Memory,
-    spec: &ScalingPolicySpec,
-    decision: &Recommendation,
-    now: Timestamp,
-) {
-    let Some(forecast) = &spec.forecast else {
-        memory.ratios.clear();
+/// Feeds each metric's demand to its forecaster (policies with `forecast` only). A reading
+/// averaged over a window describes its middle, so it goes into the bucket of
+/// `now - window / 2`.
+fn remember_demand(memory: &mut Memory, input: &PolicyInput<'_>, decision: &Recommendation) {
+    let Some(forecast) = &input.policy.spec.forecast else {
+        memory.forecasts.clear();
         return;
     };
-    let window = SignedDuration::from_secs(i64::from(forecast.history_seconds));
-    memory.ratios.resize_with(decision.metrics.len(), Vec::new);
-    for (history, metric) in memory.ratios.iter_mut().zip(&decision.metrics) {
-        if let Some(ratio) = metric.ratio.filter(|r| r.is_finite()) {
-            history.push((now, ratio));
+    let history = i64::from(forecast.history_seconds);
+    if memory.forecasts.len() != decision.metrics.len()
+        || memory
+            .forecasts
+            .first()
+            .is_some_and(|f| f.history_seconds() != history / f.step() * f.step())
+    {
+        memory.forecasts = vec![super::forecast::Forecaster::new(history); decision.metrics.len()];
+    }
+    let tuning = super::forecast::Tuning {
+        lead: super::forecast_lead(forecast, input.pods, input.readings),
+        quantile: f64::from(forecast.headroom_percentile) / 100.0,
+    };
+    let now = input.now.as_second();
+    for ((forecaster, metric), reading) in memory
+        .forecasts
+        .iter_mut()
+        .zip(&decision.metrics)
+        .zip(input.readings)
+    {
+        let half_window = match reading {
+            MetricReading::Pods(pods) => pods.values().next().map_or(0, |p| p.window.as_secs() / 2),
+            _ => 0,
+        };
+        if let Some(demand) = metric.demand {
+            forecaster.observe(now - half_window, demand, tuning);
         }
-        history.retain(|(time, _)| *time >= now - window);
     }
 }
 

@@ -1,146 +1,511 @@
-//! Forecast-driven scaling: project each metric's ratio to its target a short horizon ahead
-//! from its recent history, and scale on max(current, forecast).
+//! Forecast-driven scaling: each metric's **demand** (the replicas it needs at its target,
+//! unrounded: per-pod average × pods with samples ÷ target, or a single value ÷ its
+//! per-pod target) is kept as an evenly spaced series of buckets, fitted with the seasonal
+//! model of [`super::seasonal`] (a daily or weekly season when the history shows one,
+//! additive Holt-Winters), and projected over the **lead time** (what a pod asked for now
+//! takes to serve: its startup plus the metric's window).
 //!
-//! The model is a least-squares linear trend over the history window. It needs
-//! three points or more; with fewer, or a flat or falling trend, the forecast adds nothing.
-//! The plain recommendation is always reported beside it, so users can compare before they
-//! set `forecast.enabled: true`.
+//! The decision provisions the forecast's peak over the lead time plus a **headroom**: a
+//! quantile of the forecast's own recent errors at that same lead (what the peak turned out
+//! to be, minus what was forecast for it), never a constant. It releases pods when the
+//! forecast's peak over the scale-down stabilization window, headroom included, stays
+//! below what runs: the forecast stands in for HPA's look back at its last five minutes.
+//!
+//! Why our own model rather than a crate: the forecasting crates on crates.io fit a series
+//! in one go (augurs' ETS and MSTL, for example) and refit from scratch on every new point;
+//! a controller and a month-long `weir simulate` add one bucket at a time, so the model is
+//! updated in O(1) per bucket and refitted only now and then. The statistics (mean,
+//! quantiles) are statrs'.
+//!
+//! Pure: times come in as seconds, there is no clock. The fitted state sits behind an
+//! `Arc`, so remembering it between syncs costs a pointer copy; it is copied only when a
+//! bucket completes.
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use std::{collections::VecDeque, sync::Arc};
+
 use serde::Serialize;
+use statrs::statistics::{Data, OrderStatistics};
 
-/// The smallest history that gives a forecast.
-pub const MIN_POINTS: usize = 3;
+use super::seasonal::{self, Fitted};
 
-/// A metric's ratio (current value over target) over time.
-pub type RatioHistory = Vec<(Timestamp, f64)>;
+/// The history is kept as about this many buckets (14 days of 5-minute buckets).
+pub const TARGET_BUCKETS: i64 = 4032;
+/// The shortest bucket (the controller's sync period).
+pub const MIN_STEP_SECONDS: i64 = 15;
+/// Observations kept for [`Forecaster::newest`].
+const RECENT_OBSERVATIONS: usize = 16;
+/// Buckets needed before the forecast says anything.
+pub const MIN_BUCKETS: usize = 8;
+/// Recent lead-time errors the headroom is a quantile of (about a day at 5 minutes).
+const RECENT_ERRORS: usize = 288;
+/// Lead-time errors needed before they set the headroom (until then the model's own
+/// one-step errors do).
+const MIN_ERRORS: usize = 24;
+/// A full refit (season and weights) every this many buckets; in between, O(1) updates.
+const REFIT_EVERY: usize = 288;
 
-/// A fitted trend: the ratio at the horizon.
+/// The bucket length for a history of `history_seconds`: about [`TARGET_BUCKETS`] buckets,
+/// a multiple of [`MIN_STEP_SECONDS`].
+pub fn step_for(history_seconds: i64) -> i64 {
+    let raw = (history_seconds.max(1) + TARGET_BUCKETS - 1) / TARGET_BUCKETS;
+    ((raw + MIN_STEP_SECONDS - 1) / MIN_STEP_SECONDS).max(1) * MIN_STEP_SECONDS
+}
+
+/// One metric's forecast at a decision, in replicas (demand units).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricForecast {
-    /// The ratio now, as measured.
-    pub ratio: f64,
-    /// The projected ratio at now + horizon (never below zero).
-    pub forecast_ratio: f64,
-    /// Ratio change per minute of the fitted trend.
-    pub slope_per_minute: f64,
-    /// Points the fit used.
-    pub points: usize,
+    /// The demand measured now.
+    pub demand: f64,
+    /// The demand at the end of the metric's window: on the way up, extrapolated along
+    /// the rise since the last sync (a window average lags a rise by half its window).
+    pub current: f64,
+    /// The forecast's peak over the lead time.
+    pub peak: f64,
+    /// Added to the peak: the quantile of recent lead-time errors.
+    pub headroom: f64,
+    /// The forecast's peak over the scale-down stabilization window, headroom included:
+    /// fewer replicas than this are not released.
+    pub hold: f64,
+    /// The season found in the history, in seconds (`None`: none stood out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub season_seconds: Option<i64>,
+    /// Buckets of history the model was fitted on.
+    pub buckets: usize,
+    /// The bucket length, in seconds.
+    pub step_seconds: i64,
 }
 
-/// Fits `history` (within `window` before `now`, plus the current `ratio` at `now`) and
-/// projects it to `now + horizon`. `None` without enough points.
-pub fn project(
-    history: &[(Timestamp, f64)],
-    ratio: f64,
-    now: Timestamp,
-    window: SignedDuration,
-    horizon: SignedDuration,
-) -> Option<MetricForecast> {
-    let start = now - window;
-    // Two passes over the history, no allocation (it runs every sync of every policy, and
-    // 170,000 times in a month's `weir simulate`): means, then (co)variances. The
-    // current ratio is the point at x = 0.
-    let points = || {
-        history
+/// How the forecast is scored: the lead its errors are measured at, and the quantile of
+/// them the headroom is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tuning {
+    /// Pod startup plus the metric window, in seconds.
+    pub lead: i64,
+    /// The headroom's quantile of recent errors (0..1).
+    pub quantile: f64,
+}
+
+/// What is asked of [`Forecaster::predict`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Horizon {
+    /// Now, in seconds.
+    pub now: i64,
+    /// Pod startup plus the metric window.
+    pub lead: i64,
+    /// The scale-down stabilization window.
+    pub hold: i64,
+    /// The window the metric is averaged over (0 for a point value).
+    pub window: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Model {
+    step: i64,
+    capacity: usize,
+    /// Complete buckets, oldest first.
+    series: VecDeque<f64>,
+    /// The index (time ÷ step) of the bucket after the series' last.
+    next: i64,
+    fitted: Option<Fitted>,
+    since_fit: usize,
+    /// The lead, in buckets, the errors below are measured at.
+    lead: usize,
+    /// The headroom's quantile.
+    quantile: f64,
+    /// That quantile of `errors` (or of the model's one-step errors while they are few),
+    /// at least 0; recomputed when a bucket completes.
+    headroom: f64,
+    /// (bucket index the forecast was made before, its peak over the lead).
+    pending: VecDeque<(i64, f64)>,
+    /// Actual peak minus forecast peak over the lead, oldest first.
+    errors: VecDeque<f64>,
+}
+
+/// A metric's demand history and its fitted model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forecaster {
+    model: Arc<Model>,
+    /// The bucket being filled: (index, sum, count).
+    partial: Option<(i64, f64, u32)>,
+    /// The last values observed, and when (about two metric windows of syncs).
+    recent: VecDeque<(i64, f64)>,
+}
+
+impl Forecaster {
+    /// An empty history of `history_seconds`.
+    pub fn new(history_seconds: i64) -> Self {
+        let step = step_for(history_seconds);
+        Self {
+            model: Arc::new(Model {
+                step,
+                capacity: usize::try_from(history_seconds / step).unwrap_or(1).max(1),
+                series: VecDeque::new(),
+                next: 0,
+                fitted: None,
+                since_fit: 0,
+                lead: 1,
+                quantile: 0.9,
+                headroom: 0.0,
+                pending: VecDeque::new(),
+                errors: VecDeque::new(),
+            }),
+            partial: None,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// The bucket length, in seconds.
+    pub fn step(&self) -> i64 {
+        self.model.step
+    }
+
+    /// The history it keeps, in seconds.
+    pub fn history_seconds(&self) -> i64 {
+        self.model.capacity as i64 * self.model.step
+    }
+
+    /// Complete buckets held.
+    pub fn buckets(&self) -> usize {
+        self.model.series.len()
+    }
+
+    /// Replaces the history with `points` (seconds, demand; e.g. a Prometheus range
+    /// query), bucketed, and fits the model. Points need not be sorted.
+    pub fn seed(&mut self, points: &[(i64, f64)], tuning: Tuning) {
+        let mut fresh = Self::new(self.history_seconds());
+        let mut sorted: Vec<(i64, f64)> = points
             .iter()
-            .filter(move |(t, v)| *t >= start && *t < now && v.is_finite())
-            .map(move |(time, value)| (seconds_between(now, *time), *value))
-            .chain(std::iter::once((0.0, ratio)))
-    };
-    let (n, sum_x, sum_y) = points().fold((0usize, 0.0, 0.0), |(n, sx, sy), (x, y)| {
-        (n + 1, sx + x, sy + y)
-    });
-    if n < MIN_POINTS {
-        return None;
+            .copied()
+            .filter(|(_, v)| v.is_finite() && *v >= 0.0)
+            .collect();
+        sorted.sort_by_key(|(t, _)| *t);
+        for (time, value) in sorted {
+            fresh.observe(time, value, tuning);
+        }
+        *self = fresh;
     }
-    let (mean_x, mean_y) = (sum_x / n as f64, sum_y / n as f64);
-    let (var, cov) = points().fold((0.0, 0.0), |(var, cov), (x, y)| {
-        (
-            var + (x - mean_x) * (x - mean_x),
-            cov + (x - mean_x) * (y - mean_y),
-        )
-    });
-    let variance = var / n as f64;
-    if !(variance.is_finite() && variance > 0.0) {
-        return None;
+
+    /// Adds the demand measured around `time` (seconds): it goes into that time's bucket;
+    /// a bucket is complete when a later one gets a value. Out-of-order values are dropped.
+    pub fn observe(&mut self, time: i64, demand: f64, tuning: Tuning) {
+        if !(demand.is_finite() && demand >= 0.0) {
+            return;
+        }
+        if self.recent.len() >= RECENT_OBSERVATIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((time, demand));
+        let bucket = time.div_euclid(self.model.step);
+        match self.partial {
+            Some((index, ref mut sum, ref mut count)) if index == bucket => {
+                *sum += demand;
+                *count += 1;
+                return;
+            }
+            Some((index, _, _)) if index > bucket => return,
+            Some((index, sum, count)) => {
+                let lead = self.lead_buckets(tuning.lead);
+                let model = Arc::make_mut(&mut self.model);
+                model.quantile = tuning.quantile.clamp(0.0, 1.0);
+                model.push(index, sum / f64::from(count), lead);
+            }
+            None => {}
+        }
+        if bucket < self.model.next {
+            return;
+        }
+        self.partial = Some((bucket, demand, 1));
     }
-    let slope = cov / n as f64 / variance;
-    let intercept = mean_y - slope * mean_x;
-    let at_horizon = intercept + slope * horizon.as_secs_f64();
-    Some(MetricForecast {
-        ratio,
-        forecast_ratio: at_horizon.max(0.0),
-        slope_per_minute: slope * 60.0,
-        points: n,
-    })
+
+    /// The rate in the newest sync interval, from successive window averages: an average
+    /// over `w` moves by (newest − oldest part) × s / w between syncs `s` apart, so the
+    /// newest part is the oldest part plus (w / s) × the move; the oldest part is taken as
+    /// the average one window back. A rise shows in full one sync after it starts, where
+    /// the average shows a quarter of it (60 s window, 15 s syncs).
+    fn newest(&self, demand: f64, horizon: &Horizon) -> f64 {
+        let window = horizon.window;
+        let now = horizon.now - window / 2;
+        let Some(&(previous_time, previous)) = self.recent.back() else {
+            return demand;
+        };
+        let sync = now - previous_time;
+        let back = self
+            .recent
+            .iter()
+            .rev()
+            .find(|(time, _)| *time <= now - window);
+        match back {
+            Some(&(time, oldest)) if window > 0 && sync > 0 && now - time <= 2 * window => {
+                oldest + (demand - previous) * window as f64 / sync as f64
+            }
+            _ => demand,
+        }
+    }
+
+    fn lead_buckets(&self, lead_seconds: i64) -> usize {
+        usize::try_from((lead_seconds.max(1) + self.model.step - 1) / self.model.step).unwrap_or(1)
+    }
+
+    /// The forecast at `horizon.now`; `None` until [`MIN_BUCKETS`] buckets are held.
+    pub fn predict(&self, demand: f64, horizon: &Horizon) -> Option<MetricForecast> {
+        let model = &*self.model;
+        let fitted = model.fitted.as_ref()?;
+        // Steps ahead of the series' end for a time (1 = the bucket after the last
+        // complete one, which is the one being filled or just begun).
+        let ahead = |time: i64| {
+            usize::try_from(time.div_euclid(model.step) - model.next + 1)
+                .unwrap_or(1)
+                .max(1)
+        };
+        let from = ahead(horizon.now);
+        let peak = fitted.peak(from, ahead(horizon.now + horizon.lead.max(0)));
+        let headroom = model.headroom;
+        let current = self.newest(demand, horizon).max(demand);
+        let hold =
+            fitted.peak(from, ahead(horizon.now + horizon.hold.max(horizon.lead))) + headroom;
+        Some(MetricForecast {
+            demand,
+            current,
+            peak,
+            headroom,
+            hold,
+            season_seconds: fitted.period.map(|p| p as i64 * model.step),
+            buckets: model.series.len(),
+            step_seconds: model.step,
+        })
+    }
 }
 
-/// Seconds from `now` back to `time` (negative for the past).
-fn seconds_between(now: Timestamp, time: Timestamp) -> f64 {
-    time.duration_since(now).as_secs_f64()
+impl Model {
+    /// Appends bucket `index` (gaps are filled on a line),
+    /// scores the forecasts made for the lead that just ended, and updates or refits.
+    fn push(&mut self, index: i64, value: f64, lead: usize) {
+        if self.series.is_empty() || index - self.next > self.capacity as i64 {
+            self.series.clear();
+            self.fitted = None;
+            self.pending.clear();
+            self.errors.clear();
+            self.next = index;
+        }
+        if lead != self.lead {
+            self.lead = lead;
+            self.pending.clear();
+            self.errors.clear();
+        }
+        // A gap (no syncs, or a sparse history) is filled on the line between the values
+        // on either side.
+        let (from, gap) = (
+            self.series.back().copied().unwrap_or(value),
+            index - self.next + 1,
+        );
+        for k in 1..gap {
+            self.append(from + (value - from) * k as f64 / gap as f64);
+        }
+        self.append(value);
+    }
+
+    fn append(&mut self, value: f64) {
+        self.series.push_back(value);
+        self.next += 1;
+        if self.series.len() > self.capacity {
+            self.series.pop_front();
+        }
+        // Forecasts made `lead` buckets ago are now due: the actual peak over their lead
+        // against the forecast peak.
+        while let Some(&(made, forecast)) = self.pending.front() {
+            if made + self.lead as i64 > self.next {
+                break;
+            }
+            self.pending.pop_front();
+            let actual = self
+                .series
+                .iter()
+                .rev()
+                .take(
+                    usize::try_from(self.next - made)
+                        .unwrap_or(0)
+                        .min(self.lead),
+                )
+                .copied()
+                .fold(0.0, f64::max);
+            self.errors.push_back(actual - forecast);
+            if self.errors.len() > RECENT_ERRORS {
+                self.errors.pop_front();
+            }
+        }
+        self.since_fit += 1;
+        match &mut self.fitted {
+            Some(fitted) if self.since_fit < REFIT_EVERY => fitted.update(value),
+            _ if self.series.len() >= MIN_BUCKETS => {
+                let series: Vec<f64> = self.series.iter().copied().collect();
+                let day = (86_400 / self.step) as usize;
+                self.fitted = seasonal::fit(&series, &[day, 7 * day]);
+                self.since_fit = 0;
+            }
+            _ => {}
+        }
+        if let Some(fitted) = &self.fitted {
+            self.pending
+                .push_back((self.next, fitted.peak(1, self.lead)));
+        }
+        self.headroom = match &self.fitted {
+            _ if self.errors.len() >= MIN_ERRORS => {
+                let errors: Vec<f64> = self.errors.iter().copied().collect();
+                Data::new(errors).quantile(self.quantile).max(0.0)
+            }
+            Some(fitted) => fitted.headroom(self.quantile, RECENT_ERRORS),
+            None => 0.0,
+        };
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> Timestamp {
-        s.parse().expect("time")
+    /// Demand with a daily wave (5-minute samples over `days`), between 2 and 18 replicas.
+    fn daily(days: i64, step: i64) -> Vec<(i64, f64)> {
+        (0..days * 86_400 / step)
+            .map(|i| {
+                let t = i * step;
+                let phase = 2.0 * std::f64::consts::PI * (t % 86_400) as f64 / 86_400.0;
+                (t, 10.0 + 8.0 * phase.sin())
+            })
+            .collect()
     }
 
-    #[test]
-    fn a_rising_line_is_projected_along_its_slope() {
-        let now = at("2026-11-22T10:00:00Z");
-        // 0.6, 0.8, 1.0 a minute apart, now 1.2: +0.2 per minute; in 2 minutes 1.6.
-        let history = [
-            (at("2026-11-22T09:57:00Z"), 0.6),
-            (at("2026-11-22T09:58:00Z"), 0.8),
-            (at("2026-11-22T09:59:00Z"), 1.0),
-        ];
-        let f = project(
-            &history,
-            1.2,
+    const TUNING: Tuning = Tuning {
+        lead: 120,
+        quantile: 0.9,
+    };
+
+    fn horizon(now: i64) -> Horizon {
+        Horizon {
             now,
-            SignedDuration::from_mins(60),
-            SignedDuration::from_mins(2),
-        )
-        .expect("forecast");
-        assert!((f.forecast_ratio - 1.6).abs() < 1e-9, "{f:?}");
-        assert!((f.slope_per_minute - 0.2).abs() < 1e-9);
-        assert_eq!(f.points, 4);
+            lead: 120,
+            hold: 300,
+            window: 0,
+        }
     }
 
     #[test]
-    fn too_little_or_too_old_history_gives_nothing_and_falls_stop_at_zero() {
-        let now = at("2026-11-22T10:00:00Z");
-        let old = [
-            (at("2026-11-22T08:00:00Z"), 5.0),
-            (at("2026-11-22T08:01:00Z"), 6.0),
-        ];
+    fn buckets_follow_the_history_length() {
+        assert_eq!(step_for(14 * 86_400), 300);
+        assert_eq!(step_for(3600), 15);
+        assert_eq!(step_for(7 * 86_400), 150);
+        let f = Forecaster::new(14 * 86_400);
+        assert_eq!(f.history_seconds(), 14 * 86_400);
+    }
+
+    #[test]
+    fn it_learns_the_daily_season_and_sees_the_morning_coming() {
+        let mut f = Forecaster::new(14 * 86_400);
+        let points = daily(4, 60);
+        for (t, v) in &points {
+            f.observe(*t, *v, TUNING);
+        }
+        let now = 4 * 86_400;
+        let p = f.predict(10.0, &horizon(now)).expect("a forecast");
+        assert_eq!(p.season_seconds, Some(86_400), "{p:?}");
+        // Six hours into the next day the wave peaks at 18.
+        let morning = f
+            .predict(
+                10.0,
+                &Horizon {
+                    lead: 6 * 3600,
+                    ..horizon(now)
+                },
+            )
+            .unwrap();
+        assert!((morning.peak - 18.0).abs() < 1.0, "{morning:?}");
+        // Its errors are small: the headroom is too.
+        assert!(p.headroom < 1.0, "{p:?}");
+        assert!(p.hold >= p.peak);
+    }
+
+    #[test]
+    fn seeding_gives_the_same_model_as_observing() {
+        let points = daily(3, 300);
+        let mut observed = Forecaster::new(14 * 86_400);
+        for (t, v) in &points {
+            observed.observe(*t, *v, TUNING);
+        }
+        let mut seeded = Forecaster::new(14 * 86_400);
+        seeded.seed(&points, TUNING);
+        assert_eq!(observed, seeded);
         assert_eq!(
-            project(
-                &old,
-                1.0,
-                now,
-                SignedDuration::from_mins(60),
-                SignedDuration::from_mins(2)
-            ),
-            None
+            seeded.buckets(),
+            points.len() - 1,
+            "the last bucket is open"
         );
-        let falling = [
-            (at("2026-11-22T09:58:00Z"), 2.0),
-            (at("2026-11-22T09:59:00Z"), 1.0),
-        ];
-        let f = project(
-            &falling,
-            0.0,
-            now,
-            SignedDuration::from_mins(60),
-            SignedDuration::from_mins(5),
-        )
-        .expect("forecast");
-        assert_eq!(f.forecast_ratio, 0.0);
+    }
+
+    #[test]
+    fn too_little_history_gives_nothing_and_gaps_are_filled() {
+        let mut f = Forecaster::new(14 * 86_400);
+        for i in 0..5 {
+            f.observe(i * 300, 4.0, TUNING);
+        }
+        assert_eq!(f.predict(4.0, &horizon(1500)), None);
+        // A gap of an hour is filled, not left as a hole.
+        f.observe(5 * 300 + 3600, 4.0, TUNING);
+        f.observe(5 * 300 + 3900, 4.0, TUNING);
+        assert_eq!(f.buckets(), 18);
+        let p = f.predict(4.0, &horizon(5 * 300 + 3900)).unwrap();
+        assert!((p.peak - 4.0).abs() < 1e-6, "{p:?}");
+        // Bad values and values from the past are dropped.
+        f.observe(0, 100.0, TUNING);
+        f.observe(5 * 300 + 3900, f64::NAN, TUNING);
+        assert_eq!(f.buckets(), 18);
+    }
+
+    #[test]
+    fn a_falling_series_never_forecasts_negative_demand() {
+        let mut f = Forecaster::new(14 * 86_400);
+        for i in 0..40 {
+            f.observe(i * 300, (40 - i) as f64, TUNING);
+        }
+        let p = f
+            .predict(
+                1.0,
+                &Horizon {
+                    lead: 86_400,
+                    ..horizon(40 * 300)
+                },
+            )
+            .unwrap();
+        assert!(p.peak >= 0.0 && p.headroom >= 0.0, "{p:?}");
+    }
+
+    #[test]
+    fn the_headroom_is_a_quantile_of_lead_time_errors() {
+        // A steady 10 with a burst to 20 one bucket in ten: the 0.95 quantile of the
+        // errors covers the burst, the median does not.
+        let at = |quantile| {
+            let mut f = Forecaster::new(14 * 86_400);
+            for i in 0..400 {
+                let v = if i % 10 == 0 { 20.0 } else { 10.0 };
+                f.observe(
+                    i * 300,
+                    v,
+                    Tuning {
+                        lead: 300,
+                        quantile,
+                    },
+                );
+            }
+            f.predict(
+                10.0,
+                &Horizon {
+                    lead: 300,
+                    ..horizon(400 * 300)
+                },
+            )
+            .unwrap()
+        };
+        let (high, median) = (at(0.95), at(0.5));
+        assert!(high.peak + high.headroom >= 19.0, "{high:?}");
+        assert!(median.headroom < high.headroom, "{median:?} {high:?}");
     }
 }

@@ -76,6 +76,13 @@ pub struct Pod {
     pub containers: Vec<Container>,
 }
 
+impl Pod {
+    /// Running with its Ready condition true (upstream's `getReadyPodsCount` counts these).
+    pub fn is_ready(&self) -> bool {
+        self.phase == PodPhase::Running && self.ready == Some(true)
+    }
+}
+
 /// One pod's reading of a per-pod metric.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodReading {
@@ -156,8 +163,8 @@ pub struct Input<'a> {
     pub settings: &'a ControllerSettings,
     /// The policy is paused (`weir.io/paused: "true"`): replicas are left alone.
     pub paused: bool,
-    /// Per metric (spec order), its recent ratios to target, for `forecast`.
-    pub ratio_history: &'a [forecast::RatioHistory],
+    /// Per metric (spec order), its demand history and model, for `forecast`.
+    pub forecasts: &'a [forecast::Forecaster],
 }
 
 /// A condition as the decision reports it.
@@ -223,6 +230,10 @@ pub struct MetricOutcome {
     /// The replica count this metric proposes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proposed_replicas: Option<i32>,
+    /// Replicas this metric needs at its target, unrounded and without tolerance: what the
+    /// forecast learns and projects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub demand: Option<f64>,
     /// Why it could not propose one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -270,11 +281,13 @@ pub struct Recommendation {
 pub struct ForecastReport {
     /// Whether the decision follows the forecast.
     pub enabled: bool,
-    /// How far ahead.
-    pub horizon_seconds: i32,
+    /// How far ahead it provisions: the larger of `forecast.horizonSeconds` and the
+    /// newest ready pod's startup plus the metric window.
+    pub lead_seconds: i64,
     /// Per metric (spec order); `null` without enough history.
     pub metrics: Vec<Option<forecast::MetricForecast>>,
-    /// max(plain proposal, each metric's proposal at its forecast ratio).
+    /// The plain proposal, raised to each metric's forecast peak plus headroom; when
+    /// that is below the current count, at least its hold (see [`forecast`]).
     pub proposed_replicas: i32,
     /// What the decision would be on that proposal (after stabilization and limits).
     pub desired_replicas: i32,
@@ -461,20 +474,11 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
     ));
     decision.proposed_replicas = Some(proposal);
     decision.record = Some(proposal);
-    let normalize = |proposal: i32| match &spec.behavior {
+    let normalize = |proposal: i32, history: &History| match &spec.behavior {
         Some(behavior_spec) => {
             let (up, down) =
                 behavior::effective_rules(behavior_spec, input.settings.downscale_stabilization);
-            behavior::with_behaviors(
-                &up,
-                &down,
-                current,
-                proposal,
-                min,
-                max,
-                input.history,
-                input.now,
-            )
+            behavior::with_behaviors(&up, &down, current, proposal, min, max, history, input.now)
         }
         None => behavior::legacy(
             current,
@@ -482,46 +486,37 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
             min,
             max,
             input.settings.downscale_stabilization,
-            input.history,
+            history,
             input.now,
         ),
     };
-    let mut normalized = normalize(proposal);
+    let mut normalized = normalize(proposal, input.history);
     if let Some(settings) = &spec.forecast {
-        let metrics: Vec<Option<forecast::MetricForecast>> = decision
-            .metrics
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let ratio = m.ratio.filter(|_| m.proposed_replicas.is_some())?;
-                forecast::project(
-                    input
-                        .ratio_history
-                        .get(i)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default(),
-                    ratio,
-                    input.now,
-                    SignedDuration::from_secs(i64::from(settings.history_seconds)),
-                    SignedDuration::from_secs(i64::from(settings.horizon_seconds)),
-                )
-            })
-            .collect();
-        let base = f64::from(current.max(1));
-        let forecast_proposal = metrics
-            .iter()
-            .flatten()
-            .filter(|f| f.forecast_ratio > f.ratio && !tolerances.is_within(f.forecast_ratio))
-            .map(|f| (f.forecast_ratio * base).ceil() as i32)
-            .fold(proposal, i32::max);
-        let forecast_normalized = normalize(forecast_proposal);
+        let (report, forecast_proposal) = forecast_decision(settings, &decision, proposal, input);
+        // Forecast-aware scale-down: the forecast's hold (its peak over the stabilization
+        // window) has replaced the look back, which shrinks to the lead time.
+        let recent = History {
+            recommendations: input
+                .history
+                .recommendations
+                .iter()
+                .filter(|(time, _)| {
+                    *time >= input.now - SignedDuration::from_secs(report.lead_seconds)
+                })
+                .copied()
+                .collect(),
+            ..input.history.clone()
+        };
+        let history = if report.metrics.iter().any(Option::is_some) {
+            &recent
+        } else {
+            input.history
+        };
+        let forecast_normalized = normalize(forecast_proposal, history);
         decision.forecast = Some(ForecastReport {
-            enabled: settings.enabled,
-            horizon_seconds: settings.horizon_seconds,
-            metrics,
-            proposed_replicas: forecast_proposal,
             desired_replicas: forecast_normalized.replicas,
             plain_desired_replicas: normalized.replicas,
+            ..report
         });
         if settings.enabled {
             decision.proposed_replicas = Some(forecast_proposal);
@@ -536,6 +531,117 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
     }
     decision.conditions.push(normalized.scaling_limited);
     decision
+}
+
+/// How far ahead the forecast provisions, in seconds: the larger of
+/// `forecast.horizonSeconds` and what a pod asked for now takes to count, i.e. the newest
+/// ready pod's startup (start to Ready) plus the metric's window.
+pub fn forecast_lead(
+    settings: &weir_crds::scaling_policy::Forecast,
+    pods: &[Pod],
+    readings: &[MetricReading],
+) -> i64 {
+    let startup = pods
+        .iter()
+        .filter(|p| p.is_ready())
+        .filter_map(|p| Some((p.start_time?, p.ready_since?)))
+        .max_by_key(|(start, _)| *start)
+        .map_or(0, |(start, ready)| {
+            ready.duration_since(start).as_secs().max(0)
+        });
+    i64::from(settings.horizon_seconds).max(startup + metric_window(readings))
+}
+
+/// The longest window the per-pod readings were averaged over, in seconds.
+fn metric_window(readings: &[MetricReading]) -> i64 {
+    readings
+        .iter()
+        .filter_map(|r| match r {
+            MetricReading::Pods(pods) => pods.values().next().map(|p| p.window.as_secs()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The scale-down stabilization window the forecast's hold looks ahead over.
+fn downscale_window(spec: &ScalingPolicySpec, settings: &ControllerSettings) -> i64 {
+    match &spec.behavior {
+        Some(b) => i64::from(
+            behavior::effective_rules(b, settings.downscale_stabilization)
+                .1
+                .stabilization_window_seconds
+                .unwrap_or(0),
+        ),
+        None => settings.downscale_stabilization.as_secs(),
+    }
+}
+
+/// The forecast's report (without the normalized counts) and its proposal. With a fitted
+/// model for some metric, the forecast replaces the plain proposal: per metric, the need
+/// is the larger of the forecast's peak over the lead time and the newest measured rate,
+/// plus the headroom; the proposal is the largest need over `1 + tolerance` (the
+/// band HPA allows above target before it acts). It goes below the current count only to
+/// the metrics' hold (the forecast's peak over the stabilization window, never below the
+/// demand measured now, plus the headroom), and only when that is below the current count
+/// by more than the tolerance. Without a model, the plain proposal stands.
+fn forecast_decision(
+    settings: &weir_crds::scaling_policy::Forecast,
+    decision: &Recommendation,
+    proposal: i32,
+    input: &Input<'_>,
+) -> (ForecastReport, i32) {
+    let lead = forecast_lead(settings, input.pods, input.readings);
+    let horizon = forecast::Horizon {
+        now: input.now.as_second(),
+        lead,
+        hold: downscale_window(input.spec, input.settings),
+        window: metric_window(input.readings),
+    };
+    let metrics: Vec<Option<forecast::MetricForecast>> = decision
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let demand = m.demand.filter(|_| m.proposed_replicas.is_some())?;
+            input.forecasts.get(i)?.predict(demand, &horizon)
+        })
+        .collect();
+    let current = input.current_replicas;
+    let tolerances = tolerances(input.spec, input.settings);
+    let band = 1.0 + tolerances.up;
+    let fitted = metrics.iter().flatten();
+    let need = fitted
+        .clone()
+        .map(|f| f.peak.max(f.current) + f.headroom)
+        .fold(None, |acc: Option<f64>, n| {
+            Some(acc.map_or(n, |a| a.max(n)))
+        });
+    let hold = fitted
+        .map(|f| f.hold.max(f.demand + f.headroom))
+        .fold(0.0, f64::max);
+    let proposed = match need {
+        None => proposal,
+        Some(need) => {
+            let up = (need / band).ceil() as i32;
+            let floor = ((hold / band).ceil() as i32).min(current);
+            let proposed = up.max(floor);
+            if proposed < current && hold / band > f64::from(current) * (1.0 - tolerances.down) {
+                current
+            } else {
+                proposed
+            }
+        }
+    };
+    let report = ForecastReport {
+        enabled: settings.enabled,
+        lead_seconds: lead,
+        metrics,
+        proposed_replicas: proposed,
+        desired_replicas: proposed,
+        plain_desired_replicas: proposed,
+    };
+    (report, proposed)
 }
 
 /// When every metric failed for `fallback.failureThreshold` syncs in a row (this one
@@ -645,6 +751,7 @@ fn metric_outcome(
         current: CurrentValue::default(),
         ratio: None,
         proposed_replicas: None,
+        demand: None,
         error: None,
         failure_reason: failure_reason(metric.type_),
     };
@@ -701,6 +808,7 @@ fn evaluate(
                 outcome.current.average_value =
                     Some(Quantity::from_milli(i128::from(result.raw_milli)));
                 outcome.ratio = Some(result.ratio);
+                outcome.demand = Some(result.demand);
                 outcome.proposed_replicas = Some(result.replicas);
             }
             _ => {
@@ -719,6 +827,7 @@ fn evaluate(
                 outcome.current.average_value =
                     Some(Quantity::from_milli(i128::from(result.usage_milli)));
                 outcome.ratio = Some(result.ratio);
+                outcome.demand = Some(result.demand);
                 outcome.proposed_replicas = Some(result.replicas);
             }
         }
@@ -743,6 +852,7 @@ fn evaluate(
             outcome.current.average_value =
                 Some(Quantity::from_milli(i128::from(result.usage_milli)));
             outcome.ratio = Some(result.ratio);
+            outcome.demand = Some(result.demand);
             outcome.proposed_replicas = Some(result.replicas);
         }
         MetricSourceType::Object | MetricSourceType::External | MetricSourceType::Prometheus => {
@@ -762,6 +872,10 @@ fn evaluate(
                     outcome.proposed_replicas = Some(calculator::value_replicas(
                         current, ratio, tolerances, input.pods,
                     )?);
+                    // As upstream sizes a Value target: the ratio × ready pods (the
+                    // ratio alone from zero).
+                    let ready = input.pods.iter().filter(|p| p.is_ready()).count();
+                    outcome.demand = Some(ratio * ready.max(usize::from(current == 0)) as f64);
                 }
                 MetricTargetType::AverageValue => {
                     let target_milli = milli(target.average_value.as_ref(), "averageValue")?;
@@ -773,6 +887,7 @@ fn evaluate(
                     );
                     outcome.current.average_value = Some(Quantity::from_milli(i128::from(per_pod)));
                     outcome.ratio = Some(ratio);
+                    outcome.demand = Some(usage as f64 / target_milli as f64);
                     outcome.proposed_replicas = Some(replicas);
                 }
                 MetricTargetType::Utilization => {

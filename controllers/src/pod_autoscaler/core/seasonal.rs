@@ -1,11 +1,13 @@
-//! A seasonal forecaster for load series (issue 21's building block; not yet wired into
-//! decisions): the season is found by autocorrelation among candidate periods (a day, a
+//! The seasonal model under the pod autoscaler's forecast ([`super::forecast`]): the season is found by autocorrelation among candidate periods (a day, a
 //! week, at the series' step), the series is fitted with additive Holt-Winters
 //! (level, trend, season; smoothing weights chosen on the series' own one-step errors),
 //! and the headroom is a quantile of the recent errors (statrs' order statistics), not a
 //! constant. Forecasts never go below zero. Pure.
 
 use statrs::statistics::{Data, OrderStatistics, Statistics};
+
+/// One-step errors kept for [`Fitted::headroom`] (older ones are dropped in halves).
+const MAX_ERRORS: usize = 8192;
 
 /// A fitted model, ready to forecast from the end of its series.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,12 +118,32 @@ impl Fitted {
         (self.level + self.trend * steps as f64 + season).max(0.0)
     }
 
-    /// The highest forecast over the next `steps` (what must be served until pods asked
-    /// for now are ready).
-    pub fn peak(&self, steps: usize) -> f64 {
-        (1..=steps.max(1))
+    /// The highest forecast over steps `from..=to` ahead (what must be served until pods
+    /// asked for now are ready).
+    pub fn peak(&self, from: usize, to: usize) -> f64 {
+        (from.max(1)..=to.max(from).max(1))
             .map(|h| self.forecast(h))
             .fold(0.0, f64::max)
+    }
+
+    /// Takes the series' next value with the fitted weights (no refit): its one-step
+    /// error is recorded, then level, trend and season move. O(1), so a long replay or a
+    /// long-running controller pays a full [`fit`] only now and then.
+    pub fn update(&mut self, actual: f64) {
+        let (alpha, beta, gamma) = self.weights;
+        let s = self.phase;
+        self.errors
+            .push(actual - (self.level + self.trend + self.season[s]));
+        if self.errors.len() > MAX_ERRORS {
+            self.errors.drain(..MAX_ERRORS / 2);
+        }
+        let previous = self.level;
+        self.level = alpha * (actual - self.season[s]) + (1.0 - alpha) * (self.level + self.trend);
+        self.trend = beta * (self.level - previous) + (1.0 - beta) * self.trend;
+        if self.period.is_some() {
+            self.season[s] = gamma * (actual - self.level) + (1.0 - gamma) * self.season[s];
+        }
+        self.phase = (s + 1) % self.season.len();
     }
 
     /// The `q` quantile (0..1) of the last `recent` one-step errors, at least 0: how much
@@ -180,7 +202,7 @@ mod tests {
         // Its errors are small next to the swing, and the headroom reflects them.
         let headroom = fitted.headroom(0.9, 48);
         assert!(headroom > 0.0 && headroom < 15.0, "{headroom}");
-        assert!(fitted.peak(6) >= fitted.forecast(1));
+        assert!(fitted.peak(1, 6) >= fitted.forecast(1));
     }
 
     #[test]
@@ -192,5 +214,23 @@ mod tests {
         assert_eq!(fitted.forecast(500), 0.0, "a falling trend stops at zero");
         assert!(fit(&[1.0, 2.0], &[24]).is_none());
         assert!(fit(&[1.0, f64::NAN, 2.0, 3.0], &[24]).is_none());
+    }
+
+    #[test]
+    fn updating_a_fit_step_by_step_is_the_same_as_running_it_over_the_whole_series() {
+        let series = hourly(10);
+        let fitted = fit(&series[..200], &[24, 168]).unwrap();
+        let mut updated = fitted.clone();
+        for v in &series[200..] {
+            updated.update(*v);
+        }
+        let whole = run(&series, 24, fitted.weights);
+        for h in 1..=48 {
+            assert!(
+                (updated.forecast(h) - whole.forecast(h)).abs() < 1e-9,
+                "step {h}"
+            );
+        }
+        assert_eq!(updated.errors.len(), whole.errors.len());
     }
 }

@@ -13,7 +13,9 @@ use weir_crds::{Duration, Quantity, scaling_policy::ScalingPolicySpec};
 
 use super::{
     Container, ControllerSettings, History, Input, MetricReading, Pod, PodPhase, PodReading,
-    Recommendation, recommend,
+    Recommendation,
+    forecast::{Forecaster, Tuning},
+    forecast_lead, recommend,
 };
 
 /// The STATE file.
@@ -100,19 +102,25 @@ pub struct SampleState {
     /// The source failed with this error.
     #[serde(default)]
     pub error: Option<String>,
-    /// The metric's recent ratios to its target, for `forecast` (oldest first).
+    /// The metric's recent demand, for `forecast` (any order).
     #[serde(default)]
     pub history: Vec<RatioPoint>,
 }
 
-/// One past ratio of a metric to its target.
+/// One past value of a metric, for the forecast: its demand, or (as recorded before
+/// demand was reported) its ratio to target.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RatioPoint {
     /// When.
     pub time: Timestamp,
-    /// The metric's value over its target then (`metrics[].ratio` in the output).
-    pub ratio: f64,
+    /// The replicas the metric needed then (`metrics[].demand` in the output).
+    #[serde(default)]
+    pub demand: Option<f64>,
+    /// The metric's value over its target then (`metrics[].ratio`); taken as a demand of
+    /// ratio × `currentReplicas`.
+    #[serde(default)]
+    pub ratio: Option<f64>,
 }
 
 /// One pod's sample.
@@ -236,7 +244,8 @@ fn signed(d: &Duration) -> SignedDuration {
 /// The core's inputs from a STATE file.
 #[derive(Clone, Debug)]
 pub struct Prepared {
-    ratios: Vec<super::forecast::RatioHistory>,
+    /// Per sample, its history as (seconds, demand).
+    demand_history: Vec<Vec<(i64, f64)>>,
     pods: Vec<Pod>,
     readings: Vec<MetricReading>,
     history: History,
@@ -363,13 +372,32 @@ impl State {
                 .collect(),
             consecutive_failures: self.history.consecutive_failures,
         };
-        let ratios = self
-            .samples
-            .iter()
-            .map(|s| s.history.iter().map(|p| (p.time, p.ratio)).collect())
-            .collect();
+        let mut demand_history = Vec::new();
+        for (s, sample) in self.samples.iter().enumerate() {
+            let mut points = Vec::new();
+            for (h, point) in sample.history.iter().enumerate() {
+                let demand = match (point.demand, point.ratio) {
+                    (Some(demand), None) => demand,
+                    (None, Some(ratio)) => ratio * f64::from(self.current_replicas),
+                    _ => {
+                        return Err(err(
+                            format!("samples[{s}].history[{h}]"),
+                            "give exactly one of demand or ratio",
+                        ));
+                    }
+                };
+                if !(demand.is_finite() && demand >= 0.0) {
+                    return Err(err(
+                        format!("samples[{s}].history[{h}]"),
+                        "must be a non-negative number",
+                    ));
+                }
+                points.push((point.time.as_second(), demand));
+            }
+            demand_history.push(points);
+        }
         Ok(Prepared {
-            ratios,
+            demand_history,
             pods,
             readings,
             history,
@@ -380,6 +408,24 @@ impl State {
     /// Decides on this state.
     pub fn recommend(&self) -> Result<Recommendation, StateError> {
         let prepared = self.prepare()?;
+        let forecasts: Vec<Forecaster> = match &self.policy.forecast {
+            Some(settings) => {
+                let tuning = Tuning {
+                    lead: forecast_lead(settings, &prepared.pods, &prepared.readings),
+                    quantile: f64::from(settings.headroom_percentile) / 100.0,
+                };
+                prepared
+                    .demand_history
+                    .iter()
+                    .map(|points| {
+                        let mut f = Forecaster::new(i64::from(settings.history_seconds));
+                        f.seed(points, tuning);
+                        f
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         Ok(recommend(&Input {
             spec: &self.policy,
             current_replicas: self.current_replicas,
@@ -390,7 +436,7 @@ impl State {
             history: &prepared.history,
             settings: &prepared.settings,
             paused: self.paused,
-            ratio_history: &prepared.ratios,
+            forecasts: &forecasts,
         }))
     }
 }
