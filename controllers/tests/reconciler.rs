@@ -339,3 +339,65 @@ async fn memory_carries_stabilization_across_syncs() {
         assert_eq!(replicas, expected, "at {time}");
     }
 }
+
+#[tokio::test]
+async fn with_the_forecast_status_shows_it_and_pods_are_released_before_five_minutes() {
+    let api = FakeApi::default();
+    let policy: ScalingPolicy = serde_yaml::from_str(&format!(
+        "{POLICY}  forecast: {{enabled: true, historySeconds: 3600}}\n"
+    ))
+    .unwrap();
+    let mut memory = Memory::default();
+    let mut replicas = 3;
+    let start = at("2026-11-22T10:00:00Z");
+    let mut released_after = None;
+    let mut last_status = None;
+    // 1350m of CPU in all (5.4 pods at 50 % of 500m) for ten minutes, then 150m.
+    for sync in 0..80 {
+        let now = start + SignedDuration::from_secs(15 * sync);
+        let total = if sync < 40 { 1350 } else { 150 };
+        let (mut pods, readings) = pods_and_readings(0);
+        pods.truncate(1);
+        while pods.len() < replicas as usize {
+            let mut extra = pods[0].clone();
+            extra.name = format!("web-{}", pods.len());
+            pods.push(extra);
+        }
+        let MetricReading::Pods(r) = &readings[0] else {
+            unreachable!()
+        };
+        let mut sample = r.values().next().unwrap().clone();
+        sample.milli = total / i64::from(replicas);
+        sample.timestamp = now;
+        let readings = vec![MetricReading::Pods(
+            pods.iter()
+                .map(|p| (p.name.clone(), sample.clone()))
+                .collect(),
+        )];
+        let scale = Ok(Scale {
+            spec_replicas: replicas,
+            status_replicas: replicas,
+            selector: None,
+        });
+        let planned = plan_at(&policy, &scale, &pods, &readings, &memory, now);
+        let done = apply(&api, &policy, planned, Some(replicas), now).await;
+        memory = done.plan.memory;
+        let desired = done.plan.status.desired_replicas;
+        if sync >= 40 && desired < replicas && released_after.is_none() {
+            released_after = Some(15 * (sync - 40));
+        }
+        replicas = desired;
+        last_status = Some(done.plan.status);
+    }
+    let status = last_status.unwrap();
+    let forecast = status.forecast.expect("status.forecast");
+    assert!(forecast.enabled);
+    assert!(forecast.lead_seconds >= 120, "{forecast:?}");
+    assert_eq!(forecast.metrics.len(), 1, "{forecast:?}");
+    assert_eq!(forecast.metrics[0].name, "cpu");
+    assert_eq!(replicas, 1, "{forecast:?}");
+    // HPA's look back holds the 6 for five minutes after the drop; the forecast, whose
+    // hold looks ahead instead, lets them go within the lead time.
+    let released = released_after.expect("released");
+    assert!(released <= 150, "released {released} s after the drop");
+}
