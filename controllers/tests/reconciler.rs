@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Mutex};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use weir_controllers::pod_autoscaler::{
     ControllerSettings, MetricReading, Pod, PodReading,
-    controller::{Event, Memory, Plan, PolicyInput, Scale, ScaleApi, apply, plan},
+    controller::{Event, Memory, Plan, PolicyInput, Reconciled, Scale, ScaleApi, apply, plan},
     state,
 };
 use weir_crds::{
@@ -154,6 +154,43 @@ fn plan_at(
         settings: &ControllerSettings::default(),
         now,
     })
+}
+
+fn first_sample(readings: &[MetricReading]) -> &PodReading {
+    match &readings[0] {
+        MetricReading::Pods(r) => r.values().next().unwrap(),
+        other => panic!("a per-pod reading, not {other:?}"),
+    }
+}
+
+/// One sync of a target whose Deployment followed the last scale: `pods` grown to
+/// `replicas` (copies of the first), each reporting `sample`; planned and applied.
+async fn sync_followed(
+    api: &FakeApi,
+    policy: &ScalingPolicy,
+    memory: &Memory,
+    replicas: i32,
+    mut pods: Vec<Pod>,
+    sample: PodReading,
+    now: Timestamp,
+) -> Reconciled {
+    while pods.len() < replicas as usize {
+        let mut extra = pods[0].clone();
+        extra.name = format!("web-extra-{}", pods.len());
+        pods.push(extra);
+    }
+    let readings = vec![MetricReading::Pods(
+        pods.iter()
+            .map(|p| (p.name.clone(), sample.clone()))
+            .collect(),
+    )];
+    let scale = Ok(Scale {
+        spec_replicas: replicas,
+        status_replicas: replicas,
+        selector: None,
+    });
+    let planned = plan_at(policy, &scale, &pods, &readings, memory, now);
+    apply(api, policy, planned, Some(replicas), now).await
 }
 
 fn at(s: &str) -> Timestamp {
@@ -309,31 +346,9 @@ async fn memory_carries_stabilization_across_syncs() {
     ];
     for (time, load, expected) in script {
         let now = at(time);
-        let (mut pods, readings) = pods_and_readings(load);
-        // As many pods as replicas (the Deployment followed the last scale).
-        while pods.len() < replicas as usize {
-            let mut extra = pods[0].clone();
-            extra.name = format!("web-extra-{}", pods.len());
-            pods.push(extra);
-        }
-        let readings = match &readings[0] {
-            MetricReading::Pods(r) => {
-                let sample = r.values().next().unwrap().clone();
-                vec![MetricReading::Pods(
-                    pods.iter()
-                        .map(|p| (p.name.clone(), sample.clone()))
-                        .collect(),
-                )]
-            }
-            other => vec![other.clone()],
-        };
-        let scale = Ok(Scale {
-            spec_replicas: replicas,
-            status_replicas: replicas,
-            selector: None,
-        });
-        let planned = plan_at(&policy, &scale, &pods, &readings, &memory, now);
-        let done = apply(&api, &policy, planned, Some(replicas), now).await;
+        let (pods, readings) = pods_and_readings(load);
+        let sample = first_sample(&readings).clone();
+        let done = sync_followed(&api, &policy, &memory, replicas, pods, sample, now).await;
         memory = done.plan.memory;
         replicas = done.plan.status.desired_replicas;
         assert_eq!(replicas, expected, "at {time}");
@@ -358,29 +373,10 @@ async fn with_the_forecast_status_shows_it_and_pods_are_released_before_five_min
         let total = if sync < 40 { 1350 } else { 150 };
         let (mut pods, readings) = pods_and_readings(0);
         pods.truncate(1);
-        while pods.len() < replicas as usize {
-            let mut extra = pods[0].clone();
-            extra.name = format!("web-{}", pods.len());
-            pods.push(extra);
-        }
-        let MetricReading::Pods(r) = &readings[0] else {
-            unreachable!()
-        };
-        let mut sample = r.values().next().unwrap().clone();
+        let mut sample = first_sample(&readings).clone();
         sample.milli = total / i64::from(replicas);
         sample.timestamp = now;
-        let readings = vec![MetricReading::Pods(
-            pods.iter()
-                .map(|p| (p.name.clone(), sample.clone()))
-                .collect(),
-        )];
-        let scale = Ok(Scale {
-            spec_replicas: replicas,
-            status_replicas: replicas,
-            selector: None,
-        });
-        let planned = plan_at(&policy, &scale, &pods, &readings, &memory, now);
-        let done = apply(&api, &policy, planned, Some(replicas), now).await;
+        let done = sync_followed(&api, &policy, &memory, replicas, pods, sample, now).await;
         memory = done.plan.memory;
         let desired = done.plan.status.desired_replicas;
         if sync >= 40 && desired < replicas && released_after.is_none() {

@@ -97,7 +97,9 @@ pub fn fit(series: &[f64], candidates: &[usize]) -> Option<Fitted> {
     let period = detect_period(series, candidates, 0.3).unwrap_or(1);
     const GRID: [f64; 4] = [0.05, 0.2, 0.5, 0.8];
     let mut best: Option<(f64, Fitted)> = None;
-    for alpha in GRID {
+    // On a tie (a flat series fits every weight equally) the most responsive level wins,
+    // so a later shift is followed within a few buckets, not dozens.
+    for alpha in GRID.into_iter().rev() {
         for beta in [0.0, 0.05, 0.2] {
             for gamma in if period > 1 { &GRID[..] } else { &[0.0][..] } {
                 let fitted = run(series, period, (alpha, beta, *gamma));
