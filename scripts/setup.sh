@@ -37,6 +37,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v iptables-nft-restore >/dev/null 2>&1 || missing+=(iptables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+# `weir simulate`'s plot.png draws its labels with DejaVu Sans.
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ "${#missing[@]}" -gt 0 ]; then
   # Unique names, in order.
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')

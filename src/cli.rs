@@ -50,7 +50,7 @@ pub enum Command {
     #[command(subcommand)]
     Recommend(RecommendCommand),
     /// Replay a demand trace through a ScalingPolicy (and, with --compare hpa, through
-    /// HPA's default behavior): timeline.csv and summary.json in --out (docs/simulate.md).
+    /// HPA's default behavior): timeline.csv, summary.json, plot.svg and plot.png in --out (docs/simulate.md).
     Simulate(SimulateArgs),
     /// Run the metrics adapter in a cluster: the custom and external metrics APIs
     /// (custom.metrics.k8s.io, external.metrics.k8s.io) served from Prometheus.
@@ -128,7 +128,7 @@ pub struct SimulateArgs {
     /// Replay a second policy beside it.
     #[arg(long, value_enum)]
     pub compare: Option<SimulateCompare>,
-    /// Where timeline.csv and summary.json go (created if missing).
+    /// Where timeline.csv, summary.json, plot.svg and plot.png go (created if missing).
     #[arg(long, default_value = "simulation")]
     pub out: PathBuf,
 }

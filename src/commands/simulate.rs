@@ -1,6 +1,6 @@
 //! `weir simulate`: reads the policy and the trace, replays them through
-//! `weir_controllers::simulate`, writes `timeline.csv`, `summary.json` and `plot.svg` in
-//! `--out`, and prints the summary. A progress bar goes to stderr when it is a terminal.
+//! `weir_controllers::simulate`, writes `timeline.csv`, `summary.json`, `plot.svg` and
+//! `plot.png` in `--out`, and prints the summary. A progress bar goes to stderr when it is a terminal.
 
 use std::process::ExitCode;
 
@@ -100,8 +100,34 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("writing {}", args.out.join("timeline.csv").display()))?;
     let svg = simulate::plot::svg(&named, options.sync_seconds).map_err(anyhow::Error::msg)?;
+    let png = png(&svg)?;
     std::fs::write(args.out.join("plot.svg"), svg)
         .with_context(|| format!("writing {}", args.out.join("plot.svg").display()))?;
+    std::fs::write(args.out.join("plot.png"), png)
+        .with_context(|| format!("writing {}", args.out.join("plot.png").display()))?;
     println!("{summary_text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plot rasterized on white with resvg (pure Rust; plotters' own bitmap backend would
+/// need fontconfig). Text uses the system's fonts (DejaVu Sans, from `fonts-dejavu-core`,
+/// for plotters' `sans-serif`); without any, the PNG has no labels and a warning says so.
+fn png(svg: &str) -> anyhow::Result<Vec<u8>> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    fonts.set_sans_serif_family("DejaVu Sans");
+    if fonts.is_empty() {
+        eprintln!(
+            "warning: no system fonts found (install fonts-dejavu-core): plot.png has no labels"
+        );
+    }
+    let tree = usvg::Tree::from_str(svg, &options).context("reading the plot's SVG")?;
+    let size = tree.size().to_int_size();
+    let mut pixmap =
+        tiny_skia::Pixmap::new(size.width(), size.height()).context("the plot has no size")?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().context("encoding plot.png")
 }

@@ -1,6 +1,6 @@
 //! `weir simulate` as users run it: a small checked-in trace through the example policy
 //! and HPA's replay, `summary.json` against a golden file (`WEIR_BLESS=1` rewrites it),
-//! the timeline's shape, and bad input refused with the file, line and field.
+//! the timeline's shape, the SVG and PNG plots, and bad input refused with the file, line and field.
 
 #![allow(clippy::unwrap_used)]
 
@@ -77,6 +77,19 @@ fn summary_and_timeline_of_a_small_trace() {
     assert!(parsed.success(), "plot.svg is not well-formed XML");
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("policy: ") && text.contains("hpa: "));
+
+    // And as a PNG of the same size (the PNG signature, then IHDR's width and height),
+    // with something drawn on it: a blank 1200×720 PNG compresses to a few kilobytes.
+    let png = std::fs::read(out.join("plot.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    let dimension = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    let (width, height) = (dimension(16), dimension(20));
+    assert!(
+        text.starts_with(&format!("<svg width=\"{width}\" height=\"{height}\"")),
+        "{width}×{height}"
+    );
+    assert!(png.len() > 50_000, "plot.png is {} bytes", png.len());
 }
 
 #[test]
