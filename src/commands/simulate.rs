@@ -91,20 +91,17 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         "policies": replays.iter().map(|(name, r)| (name.to_string(), serde_json::to_value(&r.summary).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
     });
     let summary_text = serde_json::to_string_pretty(&summary)?;
-    std::fs::write(args.out.join("summary.json"), format!("{summary_text}\n"))
-        .with_context(|| format!("writing {}", args.out.join("summary.json").display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = args.out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    };
+    write("summary.json", format!("{summary_text}\n").as_bytes())?;
     let named: Vec<(&str, &Replay)> = replays.iter().map(|(n, r)| (*n, r)).collect();
-    std::fs::write(
-        args.out.join("timeline.csv"),
-        simulate::timeline_csv(&named),
-    )
-    .with_context(|| format!("writing {}", args.out.join("timeline.csv").display()))?;
+    write("timeline.csv", simulate::timeline_csv(&named).as_bytes())?;
     let svg = simulate::plot::svg(&named, options.sync_seconds).map_err(anyhow::Error::msg)?;
     let png = png(&svg)?;
-    std::fs::write(args.out.join("plot.svg"), svg)
-        .with_context(|| format!("writing {}", args.out.join("plot.svg").display()))?;
-    std::fs::write(args.out.join("plot.png"), png)
-        .with_context(|| format!("writing {}", args.out.join("plot.png").display()))?;
+    write("plot.svg", svg.as_bytes())?;
+    write("plot.png", &png)?;
     println!("{summary_text}");
     Ok(ExitCode::SUCCESS)
 }
@@ -117,7 +114,14 @@ fn png(svg: &str) -> anyhow::Result<Vec<u8>> {
     let mut options = usvg::Options::default();
     let fonts = options.fontdb_mut();
     fonts.load_system_fonts();
-    fonts.set_sans_serif_family("DejaVu Sans");
+    let dejavu = "DejaVu Sans";
+    if fonts
+        .faces()
+        .any(|face| face.families.iter().any(|(name, _)| name == dejavu))
+    {
+        // fontdb's default sans-serif is Arial, which Linux machines seldom have.
+        fonts.set_sans_serif_family(dejavu);
+    }
     if fonts.is_empty() {
         eprintln!(
             "warning: no system fonts found (install fonts-dejavu-core): plot.png has no labels"
