@@ -1,4 +1,4 @@
-//! A client of the Prometheus HTTP API: instant queries and series lookups. The pod
+//! A client of the Prometheus HTTP API: instant and range queries and series lookups. The pod
 //! autoscaler, the mesh-TLS controller and the metrics adapter all read Prometheus through
 //! it; prometheus-http-query does the HTTP and the response decoding.
 
@@ -17,6 +17,18 @@ pub struct Sample {
     /// Its time (Unix seconds).
     pub timestamp: f64,
 }
+
+/// One series of a range query: its labels and its (Unix seconds, value) points.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeSeries {
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its points, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Prometheus refuses range queries of more than this many points per series.
+pub const MAX_RANGE_POINTS: i64 = 11_000;
 
 /// The Prometheus HTTP API.
 #[derive(Clone)]
@@ -127,6 +139,45 @@ impl Prometheus {
             Data::Matrix(_) => {
                 Err("the query returned a range vector; use an instant query".into())
             }
+        }
+    }
+
+    /// The range vector `query` evaluates to from `start` to `end`, every `step_seconds`
+    /// (at most [`MAX_RANGE_POINTS`] points, as Prometheus allows).
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: Timestamp,
+        end: Timestamp,
+        step_seconds: i64,
+    ) -> Result<Vec<RangeSeries>, String> {
+        let (start, end) = (start.as_second(), end.as_second());
+        let step = step_seconds.max(1);
+        if (end - start) / step >= MAX_RANGE_POINTS {
+            return Err(format!(
+                "a range of {} s at {step} s steps is more than Prometheus's {MAX_RANGE_POINTS} points",
+                end - start
+            ));
+        }
+        let result = self
+            .client
+            .query_range(query, start, end, step as f64)
+            .post()
+            .await
+            .map_err(|e| format!("Prometheus range query failed: {e}"))?;
+        match result.data() {
+            Data::Matrix(series) => Ok(series
+                .iter()
+                .map(|s| RangeSeries {
+                    labels: s.metric().clone().into_iter().collect(),
+                    points: s
+                        .samples()
+                        .iter()
+                        .map(|p| (p.timestamp().round() as i64, p.value()))
+                        .collect(),
+                })
+                .collect()),
+            _ => Err("a range query returned no range vector".into()),
         }
     }
 }

@@ -263,3 +263,184 @@ resourceRules:
     };
     assert_eq!(cpu["web-1"].containers["app"], 200, "irate of 0.2 cores");
 }
+
+/// The Kubernetes API in memory for a sync: `web` runs 3 replicas selected by `app=web`;
+/// statuses written are kept.
+#[derive(Default)]
+struct MemoryApi {
+    statuses: std::sync::Mutex<Vec<weir_crds::scaling_policy::ScalingPolicyStatus>>,
+}
+
+impl weir_controllers::pod_autoscaler::controller::ScaleApi for MemoryApi {
+    async fn get_scale(
+        &self,
+        _: &str,
+        target: &weir_crds::scaling_policy::ScaleTargetRef,
+    ) -> Result<weir_controllers::pod_autoscaler::controller::Scale, String> {
+        Ok(weir_controllers::pod_autoscaler::controller::Scale {
+            spec_replicas: 3,
+            status_replicas: 3,
+            selector: Some(format!("app={}", target.name)),
+        })
+    }
+    async fn set_replicas(
+        &self,
+        _: &str,
+        _: &weir_crds::scaling_policy::ScaleTargetRef,
+        _: i32,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    async fn write_status(
+        &self,
+        _: &str,
+        _: &str,
+        status: &weir_crds::scaling_policy::ScalingPolicyStatus,
+    ) -> Result<(), String> {
+        self.statuses.lock().unwrap().push(status.clone());
+        Ok(())
+    }
+    async fn event(
+        &self,
+        _: &weir_crds::ScalingPolicy,
+        _: &weir_controllers::pod_autoscaler::controller::Event,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A forecast starts from Prometheus: the first sync of a policy with `forecast` reads
+/// `historySeconds` of its metric with one range query (summed over the Deployment's pods
+/// past and present, not another Deployment's), the model learns the daily season from
+/// it, and later syncs do not ask again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forecast_starts_from_prometheus_history() {
+    use std::{collections::HashMap, sync::Arc};
+    use weir_controllers::pod_autoscaler::{
+        ControllerSettings,
+        controller::Memory,
+        source::{HistoryRange, MetricSource},
+        sync::sync_all,
+    };
+    use weir_store::{ClusterState, Object, ObjectKey};
+
+    const DAY: i64 = 86_400;
+    // Three days of a daily wave, 10 ± 8 requests/s for `web`, every 2 minutes; the
+    // Deployment rolled out a day and a half ago (other pod names), and `web-api`, another
+    // Deployment, has its own much larger series.
+    let end = weir_tests::prometheus::last_second() / 60 * 60;
+    let wave =
+        |t: i64| 10.0 + 8.0 * (2.0 * std::f64::consts::PI * (t % DAY) as f64 / DAY as f64).sin();
+    let mut om = String::from("# TYPE http_requests_per_second gauge\n");
+    for t in (end - 3 * DAY..=end).step_by(120) {
+        let pods = if t < end - 3 * DAY / 2 {
+            ["web-6d8f7b9c4-abcde", "web-6d8f7b9c4-fghij"]
+        } else {
+            ["web-59b7c8d6f-klmno", "web-59b7c8d6f-pqrst"]
+        };
+        for pod in pods {
+            om.push_str(&format!(
+                "http_requests_per_second{{namespace=\"shop\",pod=\"{pod}\"}} {} {t}\n",
+                wave(t) / 2.0
+            ));
+        }
+        om.push_str(&format!(
+            "http_requests_per_second{{namespace=\"shop\",pod=\"web-api-7c9d8b6f5-xyz12\"}} 1000 {t}\n"
+        ));
+    }
+    om.push_str("# EOF\n");
+    let prometheus = Prometheus::start(&om);
+    let source = PrometheusSource::new(&prometheus.url()).unwrap();
+
+    let policy: weir_crds::ScalingPolicy = serde_yaml::from_str(
+        "apiVersion: weir.io/v1alpha1\nkind: ScalingPolicy\nmetadata: {name: web, namespace: shop, generation: 1}\n\
+         spec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  maxReplicas: 50\n  \
+         forecast: {enabled: true, historySeconds: 259200}\n  metrics:\n  \
+         - type: Pods\n    pods: {metric: {name: http_requests_per_second}, target: {type: AverageValue, averageValue: \"2\"}}\n",
+    )
+    .unwrap();
+
+    // The range query itself: demand (replicas at 2 requests/s each) at every step.
+    let at = Timestamp::from_second(end).unwrap();
+    let points = source
+        .demand_history(
+            "shop",
+            &policy.spec.target_ref,
+            &policy.spec.metrics[0],
+            &[],
+            HistoryRange {
+                start: Timestamp::from_second(end - DAY).unwrap(),
+                end: at,
+                step_seconds: 300,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(points.len(), 289, "a day at 5 minutes, both ends");
+    for &(t, demand) in &points {
+        // Prometheus answers with the newest sample at or before t (up to 2 minutes old).
+        let expected = wave(t - (t - end).rem_euclid(120)) / 2.0;
+        assert!(
+            (demand - expected).abs() < 1e-6,
+            "at {t}: {demand} vs {expected}"
+        );
+    }
+
+    // The whole sync: the forecaster starts from the history, once.
+    let mut state = ClusterState::default();
+    state.apply(Object::ScalingPolicy(Arc::new(policy.clone())));
+    for name in [
+        "web-59b7c8d6f-klmno",
+        "web-59b7c8d6f-pqrst",
+        "web-59b7c8d6f-uvwxy",
+    ] {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:01:00Z"}]}
+        }))
+        .unwrap();
+        state.apply(Object::Pod(Arc::new(pod)));
+    }
+    let api = MemoryApi::default();
+    let settings = ControllerSettings::default();
+    let mut memory: HashMap<ObjectKey, Memory> = HashMap::new();
+    let first = sync_all(&api, &state, &source, &mut memory, &settings, at).await;
+    assert_eq!(
+        (first.histories_read, first.histories_unavailable),
+        (1, 0),
+        "{first:?}"
+    );
+    assert_eq!(
+        first.queries, 2,
+        "the sync's instant query and one range query"
+    );
+    let key = ObjectKey::of(&policy);
+    let buckets = memory[&key].forecasts[0].buckets();
+    assert!(buckets > 3400, "three days of 75 s buckets: {buckets}");
+    let status = api.statuses.lock().unwrap().last().cloned().unwrap();
+    let forecast = status.forecast.expect("status.forecast");
+    assert_eq!(forecast.metrics.len(), 1, "{forecast:?}");
+    assert_eq!(
+        forecast.metrics[0].season_seconds,
+        Some(DAY),
+        "{forecast:?}"
+    );
+
+    let second = sync_all(
+        &api,
+        &state,
+        &source,
+        &mut memory,
+        &settings,
+        at + k8s_openapi::jiff::SignedDuration::from_secs(15),
+    )
+    .await;
+    assert_eq!(
+        (second.histories_read, second.queries),
+        (0, 1),
+        "{second:?}"
+    );
+    assert!(memory[&key].forecasts[0].buckets() >= buckets);
+}

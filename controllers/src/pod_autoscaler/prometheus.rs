@@ -12,7 +12,7 @@ use weir_crds::scaling_policy::MetricSpec;
 use weir_runtime::prometheus::Prometheus;
 
 pub use super::core::queries::*;
-use super::{MetricReading, Pod};
+use super::{MetricReading, Pod, source::NoHistory};
 
 /// The Prometheus HTTP API, counting the queries it issues.
 pub struct PrometheusSource {
@@ -103,5 +103,31 @@ impl super::core::source::MetricSource for PrometheusSource {
 
     fn requests_issued(&self) -> u64 {
         self.queries_issued()
+    }
+
+    async fn demand_history(
+        &self,
+        namespace: &str,
+        target: &weir_crds::scaling_policy::ScaleTargetRef,
+        metric: &MetricSpec,
+        pods: &[Pod],
+        range: super::core::source::HistoryRange,
+    ) -> Result<Vec<(i64, f64)>, NoHistory> {
+        let history = super::core::history::history_query(namespace, target, metric, pods)
+            .map_err(NoHistory::Unsupported)?;
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let series = self
+            .prometheus
+            .query_range(&history.query, range.start, range.end, range.step_seconds)
+            .await
+            .map_err(NoHistory::Failed)?;
+        match series.as_slice() {
+            [] => Ok(Vec::new()),
+            [one] => Ok(history.demand(&one.points)),
+            many => Err(NoHistory::Failed(format!(
+                "the history query returned {} series; aggregate it to one (e.g. sum(...))",
+                many.len()
+            ))),
+        }
     }
 }

@@ -367,4 +367,26 @@ impl MetricSource for RulesSource {
     fn requests_issued(&self) -> u64 {
         self.prometheus.queries_issued() + self.engine.queries_sent()
     }
+
+    /// Metrics read straight from Prometheus have their history read the same way; those
+    /// read through the rules do not yet (their series names and aggregations are the
+    /// rules', which the history query would have to follow): their forecast learns from
+    /// syncs.
+    async fn demand_history(
+        &self,
+        namespace: &str,
+        target: &weir_crds::scaling_policy::ScaleTargetRef,
+        metric: &MetricSpec,
+        pods: &[Pod],
+        range: crate::pod_autoscaler::source::HistoryRange,
+    ) -> Result<Vec<(i64, f64)>, crate::pod_autoscaler::source::NoHistory> {
+        if self.via_engine(metric) {
+            return Err(crate::pod_autoscaler::source::NoHistory::Unsupported(
+                "the history of metrics read through the adapter's rules is not read".into(),
+            ));
+        }
+        self.prometheus
+            .demand_history(namespace, target, metric, pods, range)
+            .await
+    }
 }

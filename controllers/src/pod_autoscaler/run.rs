@@ -32,6 +32,8 @@ pub struct AutoscalerMetrics {
     rescales: Counter,
     errors: Counter,
     queries: Counter,
+    histories_read: Counter,
+    histories_unavailable: Counter,
 }
 
 impl AutoscalerMetrics {
@@ -43,6 +45,8 @@ impl AutoscalerMetrics {
             rescales: Counter::default(),
             errors: Counter::default(),
             queries: Counter::default(),
+            histories_read: Counter::default(),
+            histories_unavailable: Counter::default(),
         };
         registry.register(
             "weir_autoscaler_sync_seconds",
@@ -68,6 +72,16 @@ impl AutoscalerMetrics {
             "weir_autoscaler_prometheus_queries",
             "PromQL queries issued",
             metrics.queries.clone(),
+        );
+        registry.register(
+            "weir_autoscaler_forecast_histories_read",
+            "Metrics whose forecast started from Prometheus history",
+            metrics.histories_read.clone(),
+        );
+        registry.register(
+            "weir_autoscaler_forecast_histories_unavailable",
+            "Metrics whose forecast started without history (none kept, or the query failed)",
+            metrics.histories_unavailable.clone(),
         );
         metrics
     }
@@ -146,6 +160,10 @@ impl SyncLoop {
             metrics.rescales.inc_by(stats.rescaled as u64);
             metrics.errors.inc_by(stats.errors as u64);
             metrics.queries.inc_by(stats.queries);
+            metrics.histories_read.inc_by(stats.histories_read as u64);
+            metrics
+                .histories_unavailable
+                .inc_by(stats.histories_unavailable as u64);
             info!(policies = stats.policies, rescaled = stats.rescaled, errors = stats.errors, requests = stats.queries, took = ?stats.duration, "autoscaler sync");
         }
     }

@@ -14,8 +14,8 @@ use weir_crds::{
     Quantity,
     conditions::{NewCondition, merge_conditions},
     scaling_policy::{
-        ForecastStatus, MetricForecastStatus, MetricStatus, ScaleTargetRef, ScalingPolicy,
-        ScalingPolicySpec, ScalingPolicyStatus,
+        Forecast, ForecastStatus, MetricForecastStatus, MetricStatus, ScaleTargetRef,
+        ScalingPolicy, ScalingPolicySpec, ScalingPolicyStatus,
     },
 };
 
@@ -395,27 +395,30 @@ fn forget_old(
         .retain(|(time, _)| *time > now - period);
 }
 
-/// Feeds each metric's demand to its forecaster (policies with `forecast` only). A reading
-/// averaged over a window describes its middle, so it goes into the bucket of
-/// `now - window / 2`.
+/// Whether `memory`'s forecasters fit `forecast` for `metrics` metrics. When they do
+/// not (a new policy, a restart, a changed `forecast`), they start afresh: from the
+/// metric source's history at the sync ([`super::sync`]), else empty.
+pub fn forecasts_fit(memory: &Memory, forecast: &Forecast, metrics: usize) -> bool {
+    let history = i64::from(forecast.history_seconds);
+    memory.forecasts.len() == metrics
+        && memory
+            .forecasts
+            .first()
+            .is_none_or(|f| f.history_seconds() == history / f.step() * f.step())
+}
+
+/// Feeds each metric's demand to its forecaster (policies with `forecast` only), at the
+/// time the reading describes ([`super::observed_at`]).
 fn remember_demand(memory: &mut Memory, input: &PolicyInput<'_>, decision: &Recommendation) {
     let Some(forecast) = &input.policy.spec.forecast else {
         memory.forecasts.clear();
         return;
     };
-    let history = i64::from(forecast.history_seconds);
-    if memory.forecasts.len() != decision.metrics.len()
-        || memory
-            .forecasts
-            .first()
-            .is_some_and(|f| f.history_seconds() != history / f.step() * f.step())
-    {
+    if !forecasts_fit(memory, forecast, decision.metrics.len()) {
+        let history = i64::from(forecast.history_seconds);
         memory.forecasts = vec![super::forecast::Forecaster::new(history); decision.metrics.len()];
     }
-    let tuning = super::forecast::Tuning {
-        lead: super::forecast_lead(forecast, input.pods, input.readings),
-        quantile: f64::from(forecast.headroom_percentile) / 100.0,
-    };
+    let tuning = super::forecast_tuning(forecast, input.pods, input.readings);
     let now = input.now.as_second();
     for ((forecaster, metric), reading) in memory
         .forecasts
@@ -423,12 +426,8 @@ fn remember_demand(memory: &mut Memory, input: &PolicyInput<'_>, decision: &Reco
         .zip(&decision.metrics)
         .zip(input.readings)
     {
-        let half_window = match reading {
-            MetricReading::Pods(pods) => pods.values().next().map_or(0, |p| p.window.as_secs() / 2),
-            _ => 0,
-        };
         if let Some(demand) = metric.demand {
-            forecaster.observe(now - half_window, demand, tuning);
+            forecaster.observe(super::observed_at(now, reading), demand, tuning);
         }
     }
 }

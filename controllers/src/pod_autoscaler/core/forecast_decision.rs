@@ -46,6 +46,29 @@ pub fn forecast_lead(settings: &Forecast, pods: &[Pod], readings: &[MetricReadin
     i64::from(settings.horizon_seconds).max(startup + metric_window(readings))
 }
 
+/// How the forecast is scored for a policy: at its lead ([`forecast_lead`]), with its
+/// `headroomPercentile`.
+pub fn forecast_tuning(
+    settings: &Forecast,
+    pods: &[Pod],
+    readings: &[MetricReading],
+) -> forecast::Tuning {
+    forecast::Tuning {
+        lead: forecast_lead(settings, pods, readings),
+        quantile: f64::from(settings.headroom_percentile) / 100.0,
+    }
+}
+
+/// When a reading describes, in seconds: a value averaged over a window describes the
+/// window's middle, so it belongs to `now - window / 2`.
+pub fn observed_at(now: i64, reading: &MetricReading) -> i64 {
+    let half_window = match reading {
+        MetricReading::Pods(pods) => pods.values().next().map_or(0, |p| p.window.as_secs() / 2),
+        _ => 0,
+    };
+    now - half_window
+}
+
 /// The longest window the per-pod readings were averaged over, in seconds.
 fn metric_window(readings: &[MetricReading]) -> i64 {
     readings

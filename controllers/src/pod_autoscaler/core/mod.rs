@@ -14,6 +14,7 @@ pub mod calculator;
 pub mod controller;
 pub mod forecast;
 pub mod forecast_decision;
+pub mod history;
 pub mod queries;
 pub mod seasonal;
 pub mod source;
@@ -34,7 +35,7 @@ use weir_crds::{
 
 use calculator::{PodSample, Tolerances};
 use forecast_decision::forecast_decision;
-pub use forecast_decision::{ForecastReport, forecast_lead};
+pub use forecast_decision::{ForecastReport, forecast_lead, forecast_tuning, observed_at};
 
 /// A pod's phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]

@@ -168,7 +168,7 @@ pub fn template(metric: &MetricSpec) -> Result<Template, String> {
 
 /// The metric's selector, checked as the metrics APIs check it: Kubernetes label keys and
 /// values, and keys that are Prometheus label names.
-fn selector_of(metric: &MetricIdentifier) -> Result<Selector, String> {
+pub(super) fn selector_of(metric: &MetricIdentifier) -> Result<Selector, String> {
     let selector = match &metric.selector {
         Some(selector) => Selector::from_label_selector(selector),
         None => Ok(Selector::default()),
@@ -192,7 +192,7 @@ fn valid_namespace(namespace: &str) -> Result<(), String> {
     invalid_dns_label(namespace).map_or(Ok(()), Err)
 }
 
-fn matchers(
+pub(super) fn matchers(
     metric: Option<&str>,
     namespaces: Option<&BTreeSet<String>>,
     selector: &Selector,

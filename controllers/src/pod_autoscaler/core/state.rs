@@ -13,9 +13,7 @@ use weir_crds::{Duration, Quantity, scaling_policy::ScalingPolicySpec};
 
 use super::{
     Container, ControllerSettings, History, Input, MetricReading, Pod, PodPhase, PodReading,
-    Recommendation,
-    forecast::{Forecaster, Tuning},
-    forecast_lead, recommend,
+    Recommendation, forecast::Forecaster, forecast_tuning, recommend,
 };
 
 /// The STATE file.
@@ -410,10 +408,7 @@ impl State {
         let prepared = self.prepare()?;
         let forecasts: Vec<Forecaster> = match &self.policy.forecast {
             Some(settings) => {
-                let tuning = Tuning {
-                    lead: forecast_lead(settings, &prepared.pods, &prepared.readings),
-                    quantile: f64::from(settings.headroom_percentile) / 100.0,
-                };
+                let tuning = forecast_tuning(settings, &prepared.pods, &prepared.readings);
                 prepared
                     .demand_history
                     .iter()

@@ -15,11 +15,15 @@ use weir_crds::Quantity;
 use weir_store::{ClusterState, ObjectKey, selector_matches};
 
 use super::{
-    Container, ControllerSettings, Pod, PodPhase,
-    controller::{Memory, PolicyInput, ScaleApi, apply, parse_selector, plan},
+    Container, ControllerSettings, MetricReading, Pod, PodPhase,
+    controller::{Memory, PolicyInput, ScaleApi, apply, forecasts_fit, parse_selector, plan},
     effective_metrics,
-    source::MetricSource,
+    forecast::Forecaster,
+    forecast_tuning, observed_at,
+    source::{HistoryRange, MetricSource, NoHistory},
 };
+use tracing::{info, warn};
+use weir_crds::scaling_policy::ScalingPolicySpec;
 
 /// How many policies are reconciled at once.
 pub const CONCURRENCY: usize = 64;
@@ -35,6 +39,11 @@ pub struct SyncStats {
     pub errors: usize,
     /// Requests to the metric source (PromQL queries, API calls).
     pub queries: u64,
+    /// Metrics whose forecast started from the source's history (see [`seed_forecasts`]).
+    pub histories_read: usize,
+    /// Metrics whose forecast started without history (the source keeps none, or the
+    /// query failed): it learns from syncs.
+    pub histories_unavailable: usize,
     /// Wall time.
     pub duration: Duration,
 }
@@ -136,10 +145,13 @@ pub async fn sync_due<A: ScaleApi + Sync, S: MetricSource>(
         memory: remembered,
         rescaled,
         error,
+        histories,
     } in outcomes
     {
         stats.rescaled += usize::from(rescaled);
         stats.errors += usize::from(error);
+        stats.histories_read += histories.0;
+        stats.histories_unavailable += histories.1;
         next.insert(
             key,
             Memory {
@@ -161,6 +173,8 @@ struct Outcome {
     memory: Memory,
     rescaled: bool,
     error: bool,
+    /// Forecast histories (read, unavailable) at this sync.
+    histories: (usize, usize),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -183,7 +197,26 @@ async fn reconcile_one<A: ScaleApi + Sync, S: MetricSource>(
     };
     let metrics = effective_metrics(&policy.spec);
     let readings = source.readings(results, namespace, &metrics, &pods);
-    let memory = remembered.get(key).cloned().unwrap_or_default();
+    let mut memory = remembered.get(key).cloned().unwrap_or_default();
+    let mut histories = (0, 0);
+    if let Some(forecast) = &policy.spec.forecast
+        && !forecasts_fit(&memory, forecast, metrics.len())
+    {
+        let seeded = seed_forecasts(
+            source,
+            Seeding {
+                policy: key,
+                spec: &policy.spec,
+                metrics: &metrics,
+                pods: &pods,
+                readings: &readings,
+                now,
+            },
+        )
+        .await;
+        histories = (seeded.read, seeded.unavailable);
+        memory.forecasts = seeded.forecasts;
+    }
     let planned = plan(&PolicyInput {
         policy,
         scale: &scale,
@@ -201,7 +234,91 @@ async fn reconcile_one<A: ScaleApi + Sync, S: MetricSource>(
         memory: done.plan.memory,
         rescaled: rescaling && done.rescale_error.is_none(),
         error: scale.is_err() || done.rescale_error.is_some(),
+        histories,
     }
+}
+
+/// What [`seed_forecasts`] looks at.
+struct Seeding<'a> {
+    policy: &'a ObjectKey,
+    spec: &'a ScalingPolicySpec,
+    metrics: &'a [weir_crds::scaling_policy::MetricSpec],
+    pods: &'a [Pod],
+    readings: &'a [MetricReading],
+    now: Timestamp,
+}
+
+/// Forecasters started from history, and how many metrics had it.
+#[derive(Debug)]
+pub struct Seeded {
+    /// One per metric, in [`effective_metrics`] order.
+    pub forecasts: Vec<Forecaster>,
+    /// Metrics whose history was read.
+    pub read: usize,
+    /// Metrics without it.
+    pub unavailable: usize,
+}
+
+/// Starts a policy's forecasters from the metric source's history over
+/// `forecast.historySeconds` (a Prometheus range query per metric,
+/// [`super::history`]), so a new policy, a restarted controller or a new leader forecasts
+/// from its first sync instead of after days of syncs. The points are placed where live
+/// readings go ([`observed_at`]), and stop before this sync's own reading. A metric
+/// whose history cannot be read starts empty and learns from syncs; that is logged.
+async fn seed_forecasts<S: MetricSource>(source: &S, seeding: Seeding<'_>) -> Seeded {
+    let Seeding {
+        policy,
+        spec,
+        metrics,
+        pods,
+        readings,
+        now,
+    } = seeding;
+    let mut seeded = Seeded {
+        forecasts: Vec::with_capacity(metrics.len()),
+        read: 0,
+        unavailable: 0,
+    };
+    let Some(forecast) = &spec.forecast else {
+        return seeded;
+    };
+    let tuning = forecast_tuning(forecast, pods, readings);
+    let namespace = policy.namespace.as_deref().unwrap_or("default");
+    for (metric, reading) in metrics.iter().zip(readings) {
+        let mut forecaster = Forecaster::new(i64::from(forecast.history_seconds));
+        let live = observed_at(now.as_second(), reading);
+        let shift = now.as_second() - live;
+        let range = HistoryRange {
+            start: now - SignedDuration::from_secs(forecaster.history_seconds()),
+            end: now,
+            step_seconds: forecaster.step(),
+        };
+        match source
+            .demand_history(namespace, &spec.target_ref, metric, pods, range)
+            .await
+        {
+            Ok(points) => {
+                let points: Vec<(i64, f64)> = points
+                    .into_iter()
+                    .map(|(time, demand)| (time - shift, demand))
+                    .filter(|(time, _)| *time < live)
+                    .collect();
+                forecaster.seed(&points, tuning);
+                info!(policy = %policy, metric = %super::metric_name(metric), points = points.len(), buckets = forecaster.buckets(), "forecast history read");
+                seeded.read += 1;
+            }
+            Err(NoHistory::Unsupported(reason)) => {
+                info!(policy = %policy, metric = %super::metric_name(metric), %reason, "no forecast history; the forecast learns from syncs");
+                seeded.unavailable += 1;
+            }
+            Err(NoHistory::Failed(reason)) => {
+                warn!(policy = %policy, metric = %super::metric_name(metric), %reason, "forecast history not read; the forecast learns from syncs");
+                seeded.unavailable += 1;
+            }
+        }
+        seeded.forecasts.push(forecaster);
+    }
+    seeded
 }
 
 /// The pods of a target: those in `namespace` matching its scale's selector.
