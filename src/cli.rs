@@ -201,6 +201,9 @@ pub struct UpArgs {
     /// local mode it acts on NodePools with the simulated provider.
     #[command(flatten, next_help_heading = "Node autoscaler")]
     pub nodes: weir_controllers::node_autoscaler::Settings,
+    /// One Envoy per Gateway of Weir's class, run and supervised by `weir up`.
+    #[command(flatten, next_help_heading = "Gateway Envoys")]
+    pub gateways: weir_xds::args::LocalGatewayArgs,
 }
 
 /// Flags of `weir validate`.

@@ -104,6 +104,34 @@ pub fn proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
     if proxies.is_empty() {
         eprintln!("no proxies connected");
     }
+    // Local mode: the gateway Envoys `weir up` runs.
+    let envoys = value["gatewayEnvoys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !envoys.is_empty() {
+        println!();
+        println!(
+            "{:<40} {:<11} {:<8} {:<6} {:<9} LAST EXIT",
+            "GATEWAY ENVOY", "STATE", "PID", "ADMIN", "RESTARTS"
+        );
+        let field = |e: &serde_json::Value, k: &str| match &e[k] {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        for envoy in &envoys {
+            println!(
+                "{:<40} {:<11} {:<8} {:<6} {:<9} {}",
+                field(envoy, "nodeId"),
+                field(envoy, "state"),
+                field(envoy, "pid"),
+                field(envoy, "adminPort"),
+                field(envoy, "restarts"),
+                field(envoy, "lastExit"),
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -29,7 +29,10 @@ use weir_runtime::{
     shutdown,
     sources::files::DirectorySource,
 };
-use weir_xds::run::{ca_from_dir, debug_routes, start_rate_limit, start_xds};
+use weir_xds::{
+    local_gateways::start_local_gateways,
+    run::{ca_from_dir, debug_routes, start_rate_limit, start_xds},
+};
 
 use crate::cli::UpArgs;
 
@@ -108,7 +111,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Simulated Deployments, shared by the pod autoscaler (their replica counts) and the
     // node autoscaler (their pods, scheduled onto simulated nodes).
     let api = Arc::new(LocalScaleApi::new(writer.subscribe(), &mut registry));
-    start_rate_limit(
+    let rate_limit_addr = start_rate_limit(
         &args.rate_limit,
         std::net::SocketAddr::from(([127, 0, 0, 1], 18081)),
         &writer,
@@ -117,6 +120,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    let gateway_envoys = start_local_gateways(
+        &args.gateways,
+        args.xds_addr,
+        rate_limit_addr,
+        writer.subscribe(),
+        &mut tasks,
+        &shutdown_token,
+    )?;
     if let Some(url) = &args.prometheus_url {
         let source = PrometheusSource::new(url)
             .map_err(anyhow::Error::msg)
@@ -198,7 +209,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         problems: source.problems(),
         state: writer.subscribe(),
     };
-    let routes = debug_routes(writer.subscribe(), proxies.clone()).merge(
+    let routes = debug_routes(writer.subscribe(), proxies.clone(), gateway_envoys).merge(
         node_autoscaler::run::debug_routes(node_metrics.last_plan.clone()),
     );
     admin::spawn(

@@ -194,6 +194,10 @@ impl WeirUp {
         if !extra.contains(&"--rate-limit-addr") {
             command.arg("--rate-limit-addr").arg(rate_limit.to_string());
         }
+        // Tests start their own gateway Envoys unless they ask weir up to supervise them.
+        if !extra.contains(&"--gateway-envoys") {
+            command.arg("--gateway-envoys").arg("off");
+        }
         // And its own mesh CA, in its scratch directory.
         if !extra.contains(&"--ca-dir") {
             command.arg("--ca-dir").arg(scratch.path().join("ca"));

@@ -7,6 +7,36 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, ValueEnum};
 use weir_runtime::args::{AdminArgs, LeaderArgs};
 
+/// Whether `weir up` runs the gateway Envoys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GatewayEnvoys {
+    /// One Envoy per Gateway of Weir's class, started, restarted and stopped with it.
+    Supervise,
+    /// None: gateway Envoys are started by hand (`weir bootstrap --role gateway`).
+    Off,
+}
+
+/// Local mode's gateway Envoys (`weir up`).
+#[derive(Debug, Args, Clone)]
+pub struct LocalGatewayArgs {
+    /// Run one Envoy per Gateway of Weir's class (`supervise`: restarted with backoff
+    /// when it exits, stopped when its Gateway is deleted and on shutdown), or none
+    /// (`off`).
+    #[arg(long, env = "WEIR_GATEWAY_ENVOYS", value_enum, default_value_t = GatewayEnvoys::Supervise)]
+    pub gateway_envoys: GatewayEnvoys,
+    /// The Envoy binary the gateways run (looked up on the PATH).
+    #[arg(long, env = "WEIR_ENVOY_BIN", default_value = "envoy")]
+    pub envoy_bin: PathBuf,
+    /// Where each gateway Envoy's bootstrap (`<namespace>.<name>.yaml`) and log
+    /// (`<namespace>.<name>.log`) are written.
+    #[arg(long, env = "WEIR_GATEWAY_RUN_DIR", default_value = ".weir/gateways")]
+    pub gateway_run_dir: PathBuf,
+    /// Added to every Gateway listener port of the supervised Envoys (to run setups side
+    /// by side on one host).
+    #[arg(long, env = "WEIR_GATEWAY_PORT_OFFSET", default_value_t = 0)]
+    pub gateway_port_offset: u16,
+}
+
 /// The global rate-limit service (Envoy's `envoy.service.ratelimit.v3`).
 #[derive(Debug, Args, Clone)]
 pub struct RateLimitArgs {

@@ -30,6 +30,8 @@ pub mod grpc;
 pub mod iptables;
 #[cfg(feature = "runtime")]
 pub mod k8s;
+#[cfg(feature = "runtime")]
+pub mod local_gateways;
 pub mod metrics;
 pub mod ratelimit;
 #[cfg(feature = "runtime")]

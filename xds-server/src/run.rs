@@ -194,16 +194,24 @@ pub fn spawn_rotation(
 }
 
 /// The xds-server's admin routes: `/debug/proxies` (connected proxies, versions sent and
-/// ACKed, last NACK) and `/debug/status` (Gateway API status as a cluster would hold it,
+/// ACKed, last NACK; in local mode also the gateway Envoys it supervises) and `/debug/status` (Gateway API status as a cluster would hold it,
 /// with rejections by proxies attributed to the objects behind them).
-pub fn debug_routes(state: watch::Receiver<ClusterState>, proxies: Arc<ProxyRegistry>) -> Router {
+pub fn debug_routes(
+    state: watch::Receiver<ClusterState>,
+    proxies: Arc<ProxyRegistry>,
+    gateway_envoys: crate::local_gateways::GatewayEnvoysView,
+) -> Router {
     let listed = proxies.clone();
     Router::new()
         .route(
             "/debug/proxies",
             get(move || {
                 let list = listed.list();
-                async move { Json(json!({ "proxies": list })) }
+                let envoys = gateway_envoys
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                async move { Json(json!({ "proxies": list, "gatewayEnvoys": envoys })) }
             }),
         )
         .route(
@@ -310,7 +318,7 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
         metrics,
         shutdown_token.clone(),
     ));
-    let routes = debug_routes(writer.subscribe(), proxies);
+    let routes = debug_routes(writer.subscribe(), proxies, Default::default());
     let admin_state = AdminState::in_cluster(registry, ready_rx, writer.subscribe());
     admin::spawn(
         &mut tasks,

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod capture;
 pub mod envoy;
+pub mod gateway_envoys;
 pub mod identities;
 pub mod inject;
 pub mod model;
