@@ -32,6 +32,51 @@ pub struct GatewaySpec {
     pub gateway_class_name: String,
     /// Where the Gateway accepts traffic.
     pub listeners: Vec<Listener>,
+    /// What the implementation puts on the infrastructure it runs for this Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<GatewayInfrastructure>,
+}
+
+/// `Gateway.spec.infrastructure`: labels and annotations for the objects run for the
+/// Gateway, and implementation-specific parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayInfrastructure {
+    /// Put on every object run for the Gateway (and its pods).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Put on every object run for the Gateway (and its pods).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// Parameters in the Gateway's namespace (Weir's: a `weir.io` `GatewayParameters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters_ref: Option<ParametersReference>,
+}
+
+/// A reference to implementation-specific parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParametersReference {
+    /// API group (`weir.io`).
+    pub group: String,
+    /// Kind (`GatewayParameters`).
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace (for a GatewayClass's reference to a namespaced kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// One address of a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatusAddress {
+    /// `IPAddress` or `Hostname`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// The address.
+    pub value: String,
 }
 
 /// One port/protocol/hostname the Gateway accepts traffic on.
@@ -122,6 +167,10 @@ pub struct RouteGroupKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStatus {
+    /// Where the Gateway can be reached (its Service's load-balancer ingress, or cluster
+    /// IP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<GatewayStatusAddress>,
     /// Accepted, Programmed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -450,6 +499,10 @@ pub struct GatewayClassSpec {
     /// The controller that implements Gateways of this class; Weir's is
     /// [`WEIR_CONTROLLER`].
     pub controller_name: String,
+    /// Parameters for every Gateway of the class (Weir's: a `weir.io`
+    /// `GatewayParameters`, with its namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters_ref: Option<ParametersReference>,
 }
 
 /// Observed state of a GatewayClass.

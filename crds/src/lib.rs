@@ -9,6 +9,7 @@
 pub mod conditions;
 mod duration;
 pub mod gateway_api;
+pub mod gateway_parameters;
 pub mod mesh_policy;
 pub mod node_pool;
 mod quantity;
@@ -20,6 +21,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use duration::{DURATION_PATTERN, Duration, DurationError, parse_flag_duration};
+pub use gateway_parameters::GatewayParameters;
 pub use mesh_policy::MeshPolicy;
 pub use node_pool::NodePool;
 pub use quantity::{QUANTITY_PATTERN, Quantity, QuantityError};
@@ -39,6 +41,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         NodePool::crd(),
         TrafficPolicy::crd(),
         MeshPolicy::crd(),
+        GatewayParameters::crd(),
     ]
 }
 

@@ -15,7 +15,7 @@ use k8s_openapi::api::{
 use kube::Resource;
 use serde_json::Value;
 use weir_crds::{
-    MeshPolicy, NodePool, ScalingPolicy, TrafficPolicy,
+    GatewayParameters, MeshPolicy, NodePool, ScalingPolicy, TrafficPolicy,
     gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
 };
 
@@ -206,6 +206,7 @@ kinds! {
     NodePool(NodePool), node_pools, namespaced: false, also: [];
     TrafficPolicy(TrafficPolicy), traffic_policies, namespaced: true, also: [];
     MeshPolicy(MeshPolicy), mesh_policies, namespaced: true, also: [];
+    GatewayParameters(GatewayParameters), gateway_parameters, namespaced: true, also: [];
     Namespace(Namespace), namespaces, namespaced: false, also: [];
     Service(Service), services, namespaced: true, also: [];
     EndpointSlice(EndpointSlice), endpoint_slices, namespaced: true, also: [];

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use weir_crds::{
-    MeshPolicy, NodePool, ScalingPolicy, TrafficPolicy,
+    GatewayParameters, MeshPolicy, NodePool, ScalingPolicy, TrafficPolicy,
     gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
 };
 use weir_store::{Kind, Object, ObjectKey, StateWriter};
@@ -58,6 +58,7 @@ pub fn kind_resource(kind: Kind) -> (&'static str, &'static str) {
         Kind::NodePool => ("weir.io", "nodepools"),
         Kind::TrafficPolicy => ("weir.io", "trafficpolicies"),
         Kind::MeshPolicy => ("weir.io", "meshpolicies"),
+        Kind::GatewayParameters => ("weir.io", "gatewayparameters"),
         Kind::Namespace => ("", "namespaces"),
         Kind::Service => ("", "services"),
         Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
@@ -99,6 +100,7 @@ pub fn spawn_reflectors(
             Kind::NodePool => spawn::<NodePool>(&mut tasks, *kind, ctx),
             Kind::TrafficPolicy => spawn::<TrafficPolicy>(&mut tasks, *kind, ctx),
             Kind::MeshPolicy => spawn::<MeshPolicy>(&mut tasks, *kind, ctx),
+            Kind::GatewayParameters => spawn::<GatewayParameters>(&mut tasks, *kind, ctx),
             Kind::Namespace => spawn::<Namespace>(&mut tasks, *kind, ctx),
             Kind::Service => spawn::<Service>(&mut tasks, *kind, ctx),
             Kind::EndpointSlice => spawn::<EndpointSlice>(&mut tasks, *kind, ctx),
@@ -189,6 +191,7 @@ mod tests {
                 Kind::NodePool => resource::<NodePool>(),
                 Kind::TrafficPolicy => resource::<TrafficPolicy>(),
                 Kind::MeshPolicy => resource::<MeshPolicy>(),
+                Kind::GatewayParameters => resource::<GatewayParameters>(),
                 Kind::Namespace => resource::<Namespace>(),
                 Kind::Service => resource::<Service>(),
                 Kind::EndpointSlice => resource::<EndpointSlice>(),

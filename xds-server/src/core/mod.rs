@@ -9,6 +9,7 @@ pub mod ca;
 pub mod capture;
 pub mod envoy;
 pub mod gateway_envoys;
+pub mod gateway_infrastructure;
 pub mod identities;
 pub mod inject;
 pub mod model;

@@ -366,7 +366,7 @@ fn rewrite_probes(pod: &mut Value) -> probes::AppProbers {
 
 /// The sidecar's resources: each annotation overrides the configured default; quantities
 /// are checked, so a typo is refused at admission rather than failing the pod later.
-fn proxy_resources(
+pub(crate) fn proxy_resources(
     config: &InjectConfig,
     annotation: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Value, String> {
@@ -410,7 +410,7 @@ fn proxy_resources(
 
 /// Least privilege for every injected container: no escalation, read-only root, all
 /// capabilities dropped (`add` lists the exceptions).
-fn security_context(uid: u32, add: &[&str]) -> Value {
+pub(crate) fn security_context(uid: u32, add: &[&str]) -> Value {
     let mut capabilities = json!({"drop": ["ALL"]});
     if !add.is_empty() {
         capabilities["add"] = json!(add);
@@ -426,7 +426,7 @@ fn security_context(uid: u32, add: &[&str]) -> Value {
     })
 }
 
-fn init_resources() -> Value {
+pub(crate) fn init_resources() -> Value {
     json!({"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}})
 }
 
