@@ -53,6 +53,7 @@ impl Component {
                 weir_xds::k8s::API_CALLS,
                 weir_xds::k8s::CA_API_CALLS,
                 weir_xds::k8s::WEBHOOK_API_CALLS,
+                weir_xds::gateway_provisioner::API_CALLS,
             ],
             Component::Controllers => &[
                 weir_runtime::leader::API_CALLS,

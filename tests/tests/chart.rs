@@ -77,6 +77,10 @@ fn options() -> Vec<(&'static str, Value)> {
             json!({"xdsServer": {"writeStatus": false}}),
         ),
         (
+            "no Gateway provisioning, no status, no injection (no leader)",
+            json!({"xdsServer": {"gateways": {"provision": false}, "writeStatus": false, "injection": {"enabled": false}}}),
+        ),
+        (
             "mesh-TLS controller off",
             json!({"controllers": {"meshTls": {"enabled": false}}}),
         ),
@@ -344,6 +348,7 @@ fn rules_of(objects: &[Value], namespace: &str, account: &str) -> Vec<PolicyRule
 fn calls_for(component: Component, values: &Value) -> Vec<weir::ApiCall> {
     let leader = values["leaderElection"]["enabled"] != false;
     let write_status = values["xdsServer"]["writeStatus"] != false;
+    let provision = values["xdsServer"]["gateways"]["provision"] != false;
     let injection = &values["xdsServer"]["injection"];
     // The xds-server keeps the webhook's caBundle unless cert-manager's certificate is used.
     let keep_bundle = injection["enabled"] != false
@@ -357,12 +362,17 @@ fn calls_for(component: Component, values: &Value) -> Vec<weir::ApiCall> {
         .api_calls()
         .into_iter()
         .filter(|c| leader || !weir_runtime::leader::API_CALLS.contains(c))
-        // The xds-server elects a leader only to write status and keep the caBundle.
+        // The xds-server elects a leader only to write status, keep the caBundle and
+        // provision Gateways.
         .filter(|c| {
             component != Component::XdsServer
                 || (write_status || !weir_xds::k8s::API_CALLS.contains(c))
-                    && (write_status || keep_bundle || !weir_runtime::leader::API_CALLS.contains(c))
+                    && (write_status
+                        || keep_bundle
+                        || provision
+                        || !weir_runtime::leader::API_CALLS.contains(c))
                     && (keep_bundle || !weir_xds::k8s::WEBHOOK_API_CALLS.contains(c))
+                    && (provision || !weir_xds::gateway_provisioner::API_CALLS.contains(c))
         })
         .filter(|c| {
             component != Component::Controllers

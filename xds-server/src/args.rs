@@ -107,6 +107,11 @@ pub struct XdsServerArgs {
     /// Write Gateway API status (GatewayClass, Gateway, HTTPRoute) while leading.
     #[arg(long, env = "WEIR_WRITE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub write_status: bool,
+    /// Run every Gateway of Weir's class while leading: a ServiceAccount, an Envoy
+    /// Deployment, a Service (and a PDB, and a ScalingPolicy with autoscaling
+    /// parameters), owned by the Gateway. False: operators run the gateway Envoys.
+    #[arg(long, env = "WEIR_PROVISION_GATEWAYS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub provision_gateways: bool,
     /// The global rate-limit service (default address 0.0.0.0:18081).
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,

@@ -54,6 +54,7 @@ pub const KINDS: &[Kind] = &[
     Kind::HTTPRoute,
     Kind::GatewayClass,
     Kind::ReferenceGrant,
+    Kind::GatewayParameters,
 ];
 
 /// The Lease the xds-server elects its status writer on (unless `--leader-election-id`).

@@ -25,6 +25,8 @@ pub mod cache;
 #[cfg(feature = "runtime")]
 mod delta;
 #[cfg(feature = "runtime")]
+pub mod gateway_provisioner;
+#[cfg(feature = "runtime")]
 pub mod grpc;
 #[cfg(feature = "runtime")]
 pub mod iptables;

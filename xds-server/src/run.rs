@@ -272,7 +272,7 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
     let keep_bundle = !args.webhook_config_name.is_empty()
         && args.webhook.webhook_addr.is_some()
         && args.webhook.webhook_cert_file.is_none();
-    let leading = (args.write_status || keep_bundle)
+    let leading = (args.write_status || keep_bundle || args.provision_gateways)
         .then(|| {
             start_leader_election(
                 &client,
@@ -301,6 +301,20 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    if let (true, Some(leading)) = (args.provision_gateways, &leading) {
+        tasks.spawn(crate::gateway_provisioner::run_provisioner(
+            Arc::new(crate::gateway_provisioner::KubeInfrastructure::new(
+                client.clone(),
+            )),
+            writer.subscribe(),
+            args.inject.config(),
+            leading.clone(),
+            crate::gateway_provisioner::ProvisionerMetrics::register(&mut registry),
+            shutdown_token.clone(),
+        ));
+    } else {
+        info!("not provisioning Gateways (--provision-gateways=false)");
+    }
     if let (true, Some(leading)) = (args.write_status, leading) {
         tasks.spawn(write_gateway_status(
             client.clone(),

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod envoy;
 pub mod gateway_envoys;
 pub mod gateway_infrastructure;
+pub mod gateway_plan;
 pub mod identities;
 pub mod inject;
 pub mod model;
