@@ -41,7 +41,8 @@ use crate::{
 };
 
 /// What the xds-server translates: policies, Services and their endpoints, pods (sidecar
-/// identities), Secrets (Gateway certificates) and the Gateway API.
+/// identities), Secrets (Gateway certificates) and the Gateway API; and, for the Gateways
+/// it runs, their GatewayParameters and Deployments (whether their Envoys are available).
 pub const KINDS: &[Kind] = &[
     Kind::TrafficPolicy,
     Kind::MeshPolicy,
@@ -55,6 +56,7 @@ pub const KINDS: &[Kind] = &[
     Kind::GatewayClass,
     Kind::ReferenceGrant,
     Kind::GatewayParameters,
+    Kind::Deployment,
 ];
 
 /// The Lease the xds-server elects its status writer on (unless `--leader-election-id`).
@@ -183,6 +185,7 @@ pub async fn write_gateway_status(
     proxies: Arc<ProxyRegistry>,
     mut leading: Leadership,
     metrics: StatusMetrics,
+    provisioning: bool,
     shutdown: CancellationToken,
 ) {
     let mut recheck = tokio::time::interval(RECHECK);
@@ -200,7 +203,16 @@ pub async fn write_gateway_status(
             continue;
         }
         let snapshot = state.borrow_and_update().clone();
-        let report = compute_status(&snapshot, &current_rejections(&proxies.list()));
+        let connected = proxies.list();
+        let mut report = compute_status(&snapshot, &current_rejections(&connected));
+        if provisioning {
+            // Weir runs the Gateways: their addresses, and Programmed only once they run.
+            crate::gateway_readiness::provisioned_status(
+                &mut report,
+                &snapshot,
+                &crate::gateway_readiness::acked_gateways(&connected),
+            );
+        }
         let patches = status_patches(&snapshot, &report, &Time(Timestamp::now()));
         if !patches.is_empty() {
             debug!(count = patches.len(), "writing status");

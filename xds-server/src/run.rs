@@ -322,6 +322,7 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
             proxies.clone(),
             leading,
             StatusMetrics::register(&mut registry),
+            args.provision_gateways,
             shutdown_token.clone(),
         ));
     } else {

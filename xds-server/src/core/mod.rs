@@ -11,6 +11,7 @@ pub mod envoy;
 pub mod gateway_envoys;
 pub mod gateway_infrastructure;
 pub mod gateway_plan;
+pub mod gateway_readiness;
 pub mod identities;
 pub mod inject;
 pub mod model;

@@ -75,6 +75,10 @@ pub struct ListenerStatus {
 /// A Gateway's status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GatewayStatus {
+    /// Where it is reached, where Weir runs it ([`crate::gateway_readiness`]); `None`:
+    /// whoever runs it sets them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<weir_crds::gateway_api::GatewayStatusAddress>>,
     /// Accepted, Programmed.
     pub conditions: Vec<ConditionStatus>,
     /// Per listener.
@@ -242,6 +246,7 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
         report.gateways.insert(
             key.to_string(),
             GatewayStatus {
+                addresses: None,
                 conditions: vec![accepted, programmed],
                 listeners,
             },

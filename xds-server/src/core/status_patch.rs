@@ -67,8 +67,11 @@ pub fn status_patches(state: &ClusterState, report: &StatusReport, now: &Time) -
         let existing = gateway.status.clone().unwrap_or_default();
         let generation = generation(gateway.as_ref());
         let desired = GatewayStatusObject {
-            // Set by whoever runs the Gateway's Service; kept as they are.
-            addresses: existing.addresses.clone(),
+            // Weir's when it runs the Gateway; else whoever does sets them.
+            addresses: computed
+                .addresses
+                .clone()
+                .unwrap_or_else(|| existing.addresses.clone()),
             conditions: conditions(&computed.conditions, &existing.conditions, generation, now),
             listeners: computed
                 .listeners
