@@ -542,6 +542,90 @@ fn a_labelled_namespace_gets_sidecars_and_full_coverage() {
     assert!(covered.is_some(), "sidecarCoverage never reached 2/2");
 }
 
+/// A Gateway runs itself: with the chart installed (`WEIR_IMAGE` and its `-init` image
+/// runnable by the cluster), a Gateway of Weir's class gets an Envoy Deployment and a
+/// ClusterIP Service (GatewayParameters), `status.addresses` and `Programmed=True`, and a
+/// request through it from inside the cluster reaches the backend of its HTTPRoute.
+#[test]
+#[ignore = "needs cluster"]
+fn a_gateway_gets_envoys_an_address_and_serves() {
+    let image = std::env::var("WEIR_IMAGE").expect("WEIR_IMAGE: an image the cluster can run");
+    let system = format!("weir-gw-{}", std::process::id());
+    let app = format!("gw-app-{}", std::process::id());
+    let release = Release::new(
+        system.clone(),
+        "weir",
+        serde_json::json!({"metricsAdapter": {"enabled": false}, "controllers": {"enabled": false}}),
+    );
+    let helm = |action: &str| release.helm(action);
+    let kubectl = |args: &[&str], stdin: Option<&str>| weir_tests::kubectl(args, stdin);
+    assert!(helm("install").status.success());
+    let manifests = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {app}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: weir-{app}}}\n\
+         spec: {{controllerName: weir.io/gateway-controller}}\n---\n\
+         apiVersion: weir.io/v1alpha1\nkind: GatewayParameters\nmetadata: {{name: internal, namespace: {app}}}\n\
+         spec: {{replicas: 1, service: {{type: ClusterIP}}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: {app}}}\n\
+         spec: {{gatewayClassName: weir-{app}, infrastructure: {{parametersRef: {{group: weir.io, kind: GatewayParameters, name: internal}}}}, \
+         listeners: [{{name: http, port: 8080, protocol: HTTP}}]}}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {app}}}\n\
+         spec: {{replicas: 1, selector: {{matchLabels: {{app: web}}}}, template: {{metadata: {{labels: {{app: web}}}}, spec: {{containers: [\
+         {{name: web, image: {image}, args: [up, --config, /tmp, --ca-dir, /tmp/ca, --gateway-envoys, 'off', --admin-addr, '0.0.0.0:8080'], ports: [{{containerPort: 8080}}]}}]}}}}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {app}}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web, namespace: {app}}}\n\
+         spec: {{parentRefs: [{{name: edge}}], rules: [{{backendRefs: [{{name: web, port: 80}}]}}]}}\n"
+    );
+    let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&manifests));
+    assert!(ok, "{out}");
+    let programmed = weir_tests::eventually(std::time::Duration::from_secs(240), || {
+        let (_, status) = kubectl(&["get", "gateway", "edge", "-n", &app, "-o", "json"], None);
+        let status: serde_json::Value = serde_json::from_str(&status).ok()?;
+        let ok = status["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Programmed" && c["status"] == "True");
+        let address = status["status"]["addresses"][0]["value"]
+            .as_str()?
+            .to_string();
+        ok.then_some(address)
+    });
+    let reached = programmed.as_ref().and_then(|address| {
+        weir_tests::eventually(std::time::Duration::from_secs(60), || {
+            let (ok, out) = kubectl(
+                &[
+                    "run",
+                    "probe",
+                    "-n",
+                    &app,
+                    "--rm",
+                    "-i",
+                    "--restart=Never",
+                    // Weir's image is distroless: a shell and wget from busybox.
+                    "--image",
+                    "busybox:1.36",
+                    "--command",
+                    "--",
+                    "sh",
+                    "-c",
+                    &format!("wget -qO- http://{address}:8080/readyz"),
+                ],
+                None,
+            );
+            ok.then_some(out)
+        })
+    });
+    kubectl(&["delete", "namespace", &app, "--wait=false"], None);
+    kubectl(&["delete", "gatewayclass", &format!("weir-{app}")], None);
+    let _ = helm("uninstall");
+    kubectl(&["delete", "namespace", &system, "--wait=false"], None);
+    assert!(
+        programmed.is_some(),
+        "the Gateway never became Programmed with an address"
+    );
+    assert!(reached.is_some(), "no answer through the Gateway");
+}
+
 /// A Helm release of the chart (through Helm's library in `.venv`, scripts/setup.sh) with
 /// the image in `WEIR_IMAGE` and `extra` values merged over one replica per component.
 struct Release {
