@@ -2,8 +2,9 @@
 //! [`plan`] says which objects to server-side apply and delete
 //! ([`crate::gateway_infrastructure`] renders them); this adapter carries it out through
 //! an [`InfrastructureApi`] (the Kubernetes API, or a recording stand-in in tests) after
-//! store changes (coalesced over [`SETTLE`]) and every [`RESYNC`] (so an object someone
-//! edited or deleted by hand is put back), and only while leading. Every call it can
+//! store changes (coalesced over [`SETTLE`]) and every [`RESYNC`], re-applying everything
+//! then (so an object someone edited by hand is put back; a deleted Deployment or Service
+//! is put back at once, the plan sees it gone), and only while leading. Every call it can
 //! make is in [`API_CALLS`] (the chart's RBAC is checked against them).
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -217,11 +218,17 @@ pub async fn run_provisioner<A: InfrastructureApi + Send + 'static>(
 ) {
     let mut applied = Applied::default();
     let mut was_leading = false;
+    let mut last_resync = tokio::time::Instant::now();
     loop {
         if leading.is_leading() {
             if !was_leading {
                 applied = Applied::default();
+                last_resync = tokio::time::Instant::now();
                 info!("provisioning Gateways of Weir's class");
+            } else if last_resync.elapsed() >= RESYNC {
+                // Apply everything again: undoes edits by hand (a no-op where none).
+                applied.forget_objects();
+                last_resync = tokio::time::Instant::now();
             }
             let snapshot = state.borrow_and_update().clone();
             let round = leading

@@ -73,6 +73,19 @@ fn state(gateway_listeners: &str, parameters: &str) -> ClusterState {
     index.state().0
 }
 
+/// `state` as the watches would show it: with the Deployments and Services applied so far.
+fn seen(mut state: ClusterState, api: &Recorder) -> ClusterState {
+    for object in api.applied.lock().unwrap().iter() {
+        let kind = match object["kind"].as_str() {
+            Some("Deployment") => weir_store::Kind::Deployment,
+            Some("Service") => weir_store::Kind::Service,
+            _ => continue,
+        };
+        state.apply(weir_store::Object::decode(kind, object.clone()).unwrap());
+    }
+    state
+}
+
 const HTTP: &str = "{name: http, port: 80, protocol: HTTP}";
 const TWO: &str = "apiVersion: weir.io/v1alpha1\nkind: GatewayParameters\nmetadata: {name: defaults, namespace: weir-system}\nspec: {replicas: 2}\n";
 const ONE: &str = "apiVersion: weir.io/v1alpha1\nkind: GatewayParameters\nmetadata: {name: defaults, namespace: weir-system}\nspec: {replicas: 1}\n";
@@ -104,7 +117,14 @@ async fn create_update_nothing_retry_and_delete() {
     }
 
     // Nothing changed: no call at all.
-    provision(&api, &state(HTTP, TWO), &config(), &mut applied, &metrics).await;
+    provision(
+        &api,
+        &seen(state(HTTP, TWO), &api),
+        &config(),
+        &mut applied,
+        &metrics,
+    )
+    .await;
     assert_eq!(api.take(), Vec::<String>::new());
 
     // A listener added: the Deployment (container port) and the Service change, and the
@@ -113,7 +133,14 @@ async fn create_update_nothing_retry_and_delete() {
         "{HTTP}, {{name: https, port: 443, protocol: HTTPS, tls: {{certificateRefs: [{{name: tls}}]}}}}"
     );
     api.failing.lock().unwrap().push("Service");
-    let round = provision(&api, &state(&https, TWO), &config(), &mut applied, &metrics).await;
+    let round = provision(
+        &api,
+        &seen(state(&https, TWO), &api),
+        &config(),
+        &mut applied,
+        &metrics,
+    )
+    .await;
     assert_eq!(
         api.take(),
         [
@@ -124,13 +151,27 @@ async fn create_update_nothing_retry_and_delete() {
     assert_eq!(round.failures.len(), 1, "{round:?}");
     assert!(round.failures[0].1.contains("forbidden"));
     api.failing.lock().unwrap().clear();
-    provision(&api, &state(&https, TWO), &config(), &mut applied, &metrics).await;
+    provision(
+        &api,
+        &seen(state(&https, TWO), &api),
+        &config(),
+        &mut applied,
+        &metrics,
+    )
+    .await;
     assert_eq!(api.take(), ["apply Service ingress/public-weir"]);
     let service = api.applied.lock().unwrap().last().cloned().unwrap();
     assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 2);
 
     // Down to one replica: the PDB goes.
-    provision(&api, &state(&https, ONE), &config(), &mut applied, &metrics).await;
+    provision(
+        &api,
+        &seen(state(&https, ONE), &api),
+        &config(),
+        &mut applied,
+        &metrics,
+    )
+    .await;
     assert_eq!(
         api.take(),
         [
@@ -140,7 +181,14 @@ async fn create_update_nothing_retry_and_delete() {
     );
 
     // Its parameters deleted: a problem, and what runs it is left alone.
-    let round = provision(&api, &state(&https, ""), &config(), &mut applied, &metrics).await;
+    let round = provision(
+        &api,
+        &seen(state(&https, ""), &api),
+        &config(),
+        &mut applied,
+        &metrics,
+    )
+    .await;
     assert_eq!(api.take(), Vec::<String>::new());
     assert_eq!(
         round.plan.problems["ingress/public"],

@@ -6,7 +6,9 @@
 //!
 //! Only changes are applied: an object equal to what was last applied is not sent again
 //! (the API server would accept it as a no-op, at the cost of a request per object per
-//! round). A Gateway whose parameters are bad keeps what runs it (the last good
+//! round), unless it is a Deployment or Service missing from the stores (deleted by
+//! hand). The adapter forgets what it applied now and then ([`Applied::forget_objects`]),
+//! so edits by hand are undone too. A Gateway whose parameters are bad keeps what runs it (the last good
 //! configuration stays in force) and reports the problem. Objects a Gateway no longer
 //! needs (its PDB when it drops to one replica, its ScalingPolicy when autoscaling is
 //! removed) are deleted; the first time a Gateway is seen after a start they are deleted
@@ -78,6 +80,12 @@ impl Applied {
     /// `target` was deleted (or was not there).
     pub fn deleted(&mut self, target: &ObjectRef) {
         self.objects.remove(target);
+    }
+
+    /// Forgets what was applied (not the Gateways seen), so the next plan applies every
+    /// object again: how objects edited by hand are put back.
+    pub fn forget_objects(&mut self) {
+        self.objects.clear();
     }
 
     /// Forgets what `plan` said is gone and records the Gateways it looked at.
@@ -161,7 +169,19 @@ pub fn plan(state: &ClusterState, config: &InjectConfig, applied: &mut Applied) 
         let wanted: Vec<&Value> = objects.all();
         for object in &wanted {
             let target = ObjectRef::of(object);
-            if applied.objects.get(&target) != Some(*object) {
+            // The Deployment and Service are watched: one deleted by hand is put back.
+            let gone = match target.kind.as_str() {
+                "Deployment" => state
+                    .deployments
+                    .get(&ObjectKey::namespaced(&namespace, &name))
+                    .is_none(),
+                "Service" => state
+                    .services
+                    .get(&ObjectKey::namespaced(&namespace, &name))
+                    .is_none(),
+                _ => false,
+            };
+            if gone || applied.objects.get(&target) != Some(*object) {
                 plan.operations.push(Operation::Apply((*object).clone()));
             }
             owned.insert(target);
@@ -236,6 +256,21 @@ mod tests {
         }
     }
 
+    /// `state` as the watches would show it once the Deployment and Service exist.
+    fn running(mut state: ClusterState) -> ClusterState {
+        let key = |kind: &str| {
+            serde_json::json!({"apiVersion": if kind == "Deployment" { "apps/v1" } else { "v1" }, "kind": kind,
+                "metadata": {"name": "edge-weir", "namespace": "shop"}})
+        };
+        for (kind, k) in [
+            ("Deployment", weir_store::Kind::Deployment),
+            ("Service", weir_store::Kind::Service),
+        ] {
+            state.apply(weir_store::Object::decode(k, key(kind)).unwrap());
+        }
+        state
+    }
+
     #[test]
     fn applies_what_changed_and_deletes_what_is_no_longer_wanted() {
         let mut applied = Applied::default();
@@ -254,16 +289,33 @@ mod tests {
         assert_eq!(first.runs["shop/edge"].0.name, "edge-weir");
         carry_out(&first, &mut applied);
         // Nothing changed: nothing to do.
+        let unchanged = running(state(&params("{replicas: 2}")));
+        assert_eq!(
+            kinds(&plan(&unchanged, &config(), &mut applied)),
+            Vec::<String>::new()
+        );
+        // The Deployment and Service deleted by hand: put back.
         assert_eq!(
             kinds(&plan(
                 &state(&params("{replicas: 2}")),
                 &config(),
                 &mut applied
             )),
-            Vec::<String>::new()
+            ["apply Deployment", "apply Service"]
         );
+        // Everything forgotten (the adapter's periodic resync): everything applied again.
+        applied.forget_objects();
+        assert_eq!(
+            plan(&unchanged, &config(), &mut applied).operations.len(),
+            4
+        );
+        carry_out(&first, &mut applied);
         // One replica: the Deployment changes and the PDB goes.
-        let one = plan(&state(&params("{replicas: 1}")), &config(), &mut applied);
+        let one = plan(
+            &running(state(&params("{replicas: 1}"))),
+            &config(),
+            &mut applied,
+        );
         assert_eq!(
             kinds(&one),
             ["apply Deployment", "delete PodDisruptionBudget"]
@@ -271,9 +323,9 @@ mod tests {
         carry_out(&one, &mut applied);
         // Autoscaling: a ScalingPolicy, the PDB back (minReplicas 2).
         let scaled = plan(
-            &state(&params(
+            &running(state(&params(
                 "{autoscaling: {minReplicas: 2, maxReplicas: 5, targetRequestsPerSecond: \"100\"}}",
-            )),
+            ))),
             &config(),
             &mut applied,
         );
@@ -302,7 +354,12 @@ mod tests {
         assert_eq!(applied.len(), count, "the last good objects are remembered");
         // Fixed: nothing to re-apply, it is what runs.
         assert_eq!(
-            plan(&state(&params("{replicas: 2}")), &config(), &mut applied).operations,
+            plan(
+                &running(state(&params("{replicas: 2}"))),
+                &config(),
+                &mut applied
+            )
+            .operations,
             []
         );
     }
