@@ -83,6 +83,7 @@ fn weir_crds_prints_the_checked_in_crds() {
         "nodepools",
         "trafficpolicies",
         "meshpolicies",
+        "gatewayparameters",
     ] {
         expected.push_str("---\n");
         expected.push_str(

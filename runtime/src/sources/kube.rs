@@ -29,15 +29,18 @@ use weir_crds::{
 };
 use weir_store::{Kind, Object, ObjectKey, StateWriter};
 
-/// Kinds from other projects' CRDs that a cluster may not have: the Gateway API. While
-/// their API is not served (404), they count as listed and empty, so Weir runs (and is
-/// ready) without them; their watchers keep retrying and fill the stores once the CRDs
-/// are installed.
+/// Kinds whose CRDs a cluster may not have: the Gateway API, and Weir CRDs newer than the
+/// release that installed the chart. While their API is not served (404), they count as
+/// listed and empty, so Weir runs (and is ready) without them; their watchers keep
+/// retrying and fill the stores once the CRDs are installed.
 pub const OPTIONAL_KINDS: &[Kind] = &[
     Kind::Gateway,
     Kind::HTTPRoute,
     Kind::GatewayClass,
     Kind::ReferenceGrant,
+    // Newer than the first release, and `helm upgrade` does not install new CRDs: until
+    // it is applied, no Gateway has parameters.
+    Kind::GatewayParameters,
 ];
 
 /// The list and watch calls the reflectors for `kinds` make: `(group, plural, verb)`.
