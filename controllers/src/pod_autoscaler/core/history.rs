@@ -168,16 +168,7 @@ pub fn history_query(
 fn average_value(target: &MetricTarget) -> Result<f64, String> {
     match target.type_ {
         MetricTargetType::AverageValue => {
-            let milli = target
-                .average_value
-                .as_ref()
-                .ok_or("target.averageValue is required")?
-                .to_milli_i64()
-                .map_err(|e| format!("target.averageValue: {e}"))?;
-            if milli <= 0 {
-                return Err("target.averageValue must be positive".into());
-            }
-            Ok(milli as f64 / 1000.0)
+            Ok(super::milli(target.average_value.as_ref(), "averageValue")? as f64 / 1000.0)
         }
         MetricTargetType::Value => Err(
             "a Value target's demand depends on the pods ready at the time; its forecast learns from syncs"

@@ -560,7 +560,7 @@ fn apply_fallback(decision: &mut Recommendation, input: &Input<'_>) {
     decision.limited_by = Some("FallbackActive");
 }
 
-fn milli(q: Option<&Quantity>, field: &str) -> Result<i64, String> {
+pub(super) fn milli(q: Option<&Quantity>, field: &str) -> Result<i64, String> {
     let q = q.ok_or_else(|| format!("target.{field} is required"))?;
     let m = q
         .to_milli_i64()
