@@ -143,6 +143,7 @@ pub const API_CALLS: &[ApiCall] = &[
     ),
     ("gateway.networking.k8s.io", "gateways/status", "patch"),
     ("gateway.networking.k8s.io", "httproutes/status", "patch"),
+    ("weir.io", "gatewayparameters/status", "patch"),
 ];
 
 /// How long store changes may keep coming before status is recomputed.
@@ -251,6 +252,12 @@ async fn write(client: &Client, patch: &StatusPatch, metrics: &StatusMetrics) {
             .patch_status(name, &params, &body)
             .await
             .map(drop),
+        Kind::GatewayParameters => {
+            Api::<weir_crds::GatewayParameters>::namespaced(client.clone(), namespace)
+                .patch_status(name, &params, &body)
+                .await
+                .map(drop)
+        }
         other => {
             warn!(kind = %other.name(), "no status writer for this kind");
             return;

@@ -135,6 +135,24 @@ fn lookup<'a>(
         })
 }
 
+/// What the schema cannot say about GatewayParameters: `Err` names the field.
+pub fn check_parameters(spec: &GatewayParametersSpec) -> Result<(), String> {
+    if let Some(a) = &spec.autoscaling
+        && a.max_replicas < a.min_replicas
+    {
+        return Err("autoscaling.maxReplicas must be at least minReplicas".into());
+    }
+    if let Some(service) = &spec.service
+        && service.external_traffic_policy.is_some()
+        && service.type_ == Some(GatewayServiceType::ClusterIP)
+    {
+        return Err(
+            "service.externalTrafficPolicy needs a NodePort or LoadBalancer Service".into(),
+        );
+    }
+    Ok(())
+}
+
 /// The objects that run `gateway` with `parameters`, the pods built from `config` (the
 /// same images, addresses and default resources as injected sidecars).
 pub fn gateway_objects(
@@ -155,6 +173,7 @@ pub fn gateway_objects(
         .ok_or("the Gateway has no uid (not read from an API server)")?;
     let default_parameters = GatewayParametersSpec::default();
     let parameters = parameters.unwrap_or(&default_parameters);
+    check_parameters(parameters)?;
     let name = infrastructure_name(gateway_name, &gateway.spec.gateway_class_name);
     let selector = json!({
         GATEWAY_NAME_LABEL: gateway_name,
@@ -338,11 +357,6 @@ pub fn gateway_objects(
         })).collect::<Vec<_>>(),
     });
     if let Some(policy) = service_parameters.external_traffic_policy {
-        if service_type == GatewayServiceType::ClusterIP {
-            return Err(
-                "service.externalTrafficPolicy needs a NodePort or LoadBalancer Service".into(),
-            );
-        }
         service_spec["externalTrafficPolicy"] = json!(match policy {
             ExternalTrafficPolicy::Cluster => "Cluster",
             ExternalTrafficPolicy::Local => "Local",
@@ -371,9 +385,6 @@ pub fn gateway_objects(
     let scaling_policy = match autoscaling {
         None => None,
         Some(a) => {
-            if a.max_replicas < a.min_replicas {
-                return Err("autoscaling.maxReplicas must be at least minReplicas".into());
-            }
             // Requests the Envoys served, by pod name (the Deployment's pods), as
             // Prometheus scraping their stats port labels them.
             let query = format!(

@@ -95,6 +95,9 @@ pub struct StatusReport {
     pub gateways: BTreeMap<String, GatewayStatus>,
     /// HTTPRoutes, one entry per parentRef.
     pub http_routes: BTreeMap<String, Vec<ParentStatus>>,
+    /// GatewayParameters (by `namespace/name`): Accepted, or why not.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub gateway_parameters: BTreeMap<String, Vec<ConditionStatus>>,
 }
 
 /// A proxy's rejection of a configuration it still has not accepted a newer version of.
@@ -133,6 +136,16 @@ pub fn compute_status(state: &ClusterState, rejections: &[Rejection]) -> StatusR
                 )],
             );
         }
+    }
+
+    for (key, parameters) in state.gateway_parameters.iter() {
+        let accepted = match crate::gateway_infrastructure::check_parameters(&parameters.spec) {
+            Ok(()) => condition("Accepted", true, "Accepted", "valid"),
+            Err(problem) => condition("Accepted", false, "Invalid", problem),
+        };
+        report
+            .gateway_parameters
+            .insert(key.to_string(), vec![accepted]);
     }
 
     for (key, gateway) in state.gateways.iter() {

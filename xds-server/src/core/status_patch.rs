@@ -23,6 +23,7 @@ use weir_crds::gateway_api::{
     ListenerStatus as ListenerStatusObject, ParentReference, RouteGroupKind, RouteParentStatus,
     WEIR_CONTROLLER,
 };
+use weir_crds::gateway_parameters::GatewayParametersStatus;
 use weir_store::{ClusterState, Kind, ObjectKey};
 
 use crate::status::{ConditionStatus, StatusReport};
@@ -30,7 +31,7 @@ use crate::status::{ConditionStatus, StatusReport};
 /// One status write.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusPatch {
-    /// GatewayClass, Gateway or HTTPRoute.
+    /// GatewayClass, Gateway, HTTPRoute or GatewayParameters.
     pub kind: Kind,
     /// The object.
     pub key: ObjectKey,
@@ -102,6 +103,29 @@ pub fn status_patches(state: &ClusterState, report: &StatusReport, now: &Time) -
         };
         if desired != existing {
             patches.push(patch(Kind::Gateway, key, gateway.as_ref(), &desired));
+        }
+    }
+    for (key, computed) in &report.gateway_parameters {
+        let Some(key) = parse_key(key) else { continue };
+        let Some(parameters) = state.gateway_parameters.get(&key) else {
+            continue;
+        };
+        let existing = parameters.status.clone().unwrap_or_default();
+        let desired = GatewayParametersStatus {
+            conditions: conditions(
+                computed,
+                &existing.conditions,
+                generation(parameters.as_ref()),
+                now,
+            ),
+        };
+        if desired != existing {
+            patches.push(patch(
+                Kind::GatewayParameters,
+                key,
+                parameters.as_ref(),
+                &desired,
+            ));
         }
     }
     for (key, parents) in &report.http_routes {
@@ -349,5 +373,42 @@ status:
         // controller's Gateway, the other a Gateway that does not exist (whose class,
         // and so whose controller, nobody can tell).
         assert_eq!(patches, vec![]);
+    }
+
+    #[test]
+    fn gateway_parameters_get_accepted_or_why_not() {
+        let state = state(
+            "apiVersion: weir.io/v1alpha1\nkind: GatewayParameters\nmetadata: {name: bad, namespace: infra, generation: 2, resourceVersion: \"7\"}\n\
+             spec: {service: {type: ClusterIP, externalTrafficPolicy: Local}}\n---\n\
+             apiVersion: weir.io/v1alpha1\nkind: GatewayParameters\nmetadata: {name: good, namespace: infra, generation: 1, resourceVersion: \"8\"}\n\
+             spec: {replicas: 3}\n",
+        );
+        let report = compute_status(&state, &[]);
+        let patches = status_patches(
+            &state,
+            &report,
+            &Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        );
+        let by_name = |name: &str| {
+            patches
+                .iter()
+                .find(|p| p.kind == Kind::GatewayParameters && p.key.name == name)
+                .unwrap()
+                .patch["status"]["conditions"][0]
+                .clone()
+        };
+        let bad = by_name("bad");
+        assert_eq!(
+            (bad["status"].as_str(), bad["reason"].as_str()),
+            (Some("False"), Some("Invalid"))
+        );
+        assert!(
+            bad["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("service.externalTrafficPolicy")
+        );
+        assert_eq!(bad["observedGeneration"], 2);
+        assert_eq!(by_name("good")["status"], "True");
     }
 }
