@@ -64,7 +64,9 @@ pub fn history_query(
 ) -> Result<HistoryQuery, String> {
     let missing = || format!("a {:?} metric needs its source field", metric.type_);
     let namespaces = BTreeSet::from([namespace.to_string()]);
-    let pod_matcher = format!("pod=~{}", quote(&target_pods_regex(target, pods)?));
+    // Only per-pod metrics need to know the target's pods.
+    let pod_matcher =
+        || Ok::<_, String>(format!("pod=~{}", quote(&target_pods_regex(target, pods)?)));
     let none = Selector::default();
     match metric.type_ {
         MetricSourceType::Pods => {
@@ -77,7 +79,7 @@ pub fn history_query(
                         Some(&source.metric.name),
                         Some(&namespaces),
                         &selector,
-                        &[&pod_matcher]
+                        &[&pod_matcher()?]
                     )?
                 ),
                 per_replica: average_value(&source.target)?,
@@ -95,6 +97,7 @@ pub fn history_query(
                 _ => return Err(missing()),
             };
             let container_matcher = container.map(|c| format!("container={}", quote(c)));
+            let pod_matcher = pod_matcher()?;
             let mut extra = vec![
                 pod_matcher.as_str(),
                 r#"container!="""#,
@@ -330,6 +333,13 @@ mod tests {
         );
         let q = history_query("shop", &target("Deployment"), &external, &[]).unwrap();
         assert_eq!(q.query, r#"sum({__name__="queue_messages_ready"})"#);
+        // Not per pod: the target's pods do not matter, even when they cannot be told.
+        let custom = ScaleTargetRef {
+            api_version: "example.com/v1".into(),
+            kind: "Worker".into(),
+            name: "w".into(),
+        };
+        assert!(history_query("shop", &custom, &external, &[]).is_ok());
         let value = metric(
             "type: External\nexternal: {metric: {name: queue_messages_ready}, \
              target: {type: Value, value: \"30\"}}",
