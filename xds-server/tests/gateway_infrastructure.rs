@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on broken fixtures by design
 
+mod common;
+
 use std::{fs, path::Path};
 
 use k8s_openapi::api::{
@@ -17,26 +19,9 @@ use k8s_openapi::api::{
 use serde_json::Value;
 use weir_crds::SchemaValidator;
 use weir_store::{DirectoryIndex, Severity};
-use weir_xds::{
-    gateway_infrastructure::{gateway_objects, parameters_for},
-    inject::{InjectConfig, ProxyResources},
-};
+use weir_xds::gateway_infrastructure::{gateway_objects, parameters_for};
 
-fn config() -> InjectConfig {
-    InjectConfig {
-        proxy_image: "envoyproxy/envoy:v1.40.0".into(),
-        init_image: "ghcr.io/weir-io/weir-init:0.1.0".into(),
-        image_pull_policy: "IfNotPresent".into(),
-        xds_addr: "weir-xds-server.weir-system.svc:18000".into(),
-        rate_limit_addr: "weir-xds-server.weir-system.svc:18081".into(),
-        resources: ProxyResources {
-            cpu: Some("100m".into()),
-            memory: Some("128Mi".into()),
-            cpu_limit: None,
-            memory_limit: Some("1Gi".into()),
-        },
-    }
-}
+use common::inject_config as config;
 
 fn state(case: &str) -> weir_store::ClusterState {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -11,7 +13,6 @@ use weir_store::{ClusterState, DirectoryIndex};
 use weir_xds::{
     gateway_plan::{Applied, ObjectRef},
     gateway_provisioner::{InfrastructureApi, ProvisionerMetrics, provision},
-    inject::{InjectConfig, ProxyResources},
 };
 
 #[derive(Default)]
@@ -45,21 +46,7 @@ impl InfrastructureApi for Recorder {
     }
 }
 
-fn config() -> InjectConfig {
-    InjectConfig {
-        proxy_image: "envoyproxy/envoy:v1.40.0".into(),
-        init_image: "weir-init".into(),
-        image_pull_policy: "IfNotPresent".into(),
-        xds_addr: "weir-xds-server.weir-system.svc:18000".into(),
-        rate_limit_addr: "weir-xds-server.weir-system.svc:18081".into(),
-        resources: ProxyResources {
-            cpu: Some("100m".into()),
-            memory: Some("128Mi".into()),
-            cpu_limit: None,
-            memory_limit: Some("1Gi".into()),
-        },
-    }
-}
+use common::inject_config as config;
 
 fn state(gateway_listeners: &str, parameters: &str) -> ClusterState {
     let yaml = format!(

@@ -6,30 +6,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on broken fixtures by design
 
+mod common;
+
 use std::{fs, path::Path};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
-use weir_xds::inject::{
-    InjectConfig, ProxyResources,
-    review::{Verdict, review},
-};
+use weir_xds::inject::review::{Verdict, review};
 
-fn config() -> InjectConfig {
-    InjectConfig {
-        proxy_image: "envoyproxy/envoy:v1.40.0".into(),
-        init_image: "ghcr.io/weir-io/weir:0.1.0".into(),
-        image_pull_policy: "IfNotPresent".into(),
-        xds_addr: "weir-xds-server.weir-system.svc:18000".into(),
-        rate_limit_addr: "weir-xds-server.weir-system.svc:18081".into(),
-        resources: ProxyResources {
-            cpu: Some("100m".into()),
-            memory: Some("128Mi".into()),
-            cpu_limit: None,
-            memory_limit: Some("1Gi".into()),
-        },
-    }
-}
+use common::inject_config as config;
 
 fn admission_review(pod: &Value) -> Vec<u8> {
     serde_json::to_vec(&json!({
