@@ -140,15 +140,20 @@ impl Supervisor {
         actions
     }
 
-    /// The Envoy for `id` started as `pid`, its admin on `admin_port`.
-    pub fn started(&mut self, id: &ProxyId, pid: u32, admin_port: u16, now: Duration) {
-        let entry = self.entries.entry(id.clone()).or_insert(Entry {
+    /// The record of `id`, new (as if waiting since `now`) when there is none.
+    fn entry(&mut self, id: &ProxyId, now: Duration) -> &mut Entry {
+        self.entries.entry(id.clone()).or_insert(Entry {
             phase: Phase::Waiting { at: now },
             admin_port: None,
             restarts: 0,
             failures: 0,
             last_exit: None,
-        });
+        })
+    }
+
+    /// The Envoy for `id` started as `pid`, its admin on `admin_port`.
+    pub fn started(&mut self, id: &ProxyId, pid: u32, admin_port: u16, now: Duration) {
+        let entry = self.entry(id, now);
         if matches!(entry.phase, Phase::Waiting { .. }) && entry.last_exit.is_some() {
             entry.restarts += 1;
         }
@@ -158,13 +163,7 @@ impl Supervisor {
 
     /// Starting the Envoy for `id` failed (`why`): it is tried again after a backoff.
     pub fn start_failed(&mut self, id: &ProxyId, why: String, now: Duration) {
-        let entry = self.entries.entry(id.clone()).or_insert(Entry {
-            phase: Phase::Waiting { at: now },
-            admin_port: None,
-            restarts: 0,
-            failures: 0,
-            last_exit: None,
-        });
+        let entry = self.entry(id, now);
         entry.failures += 1;
         entry.phase = Phase::Waiting {
             at: now + backoff(entry.failures),

@@ -121,8 +121,6 @@ pub struct Plan {
     pub operations: Vec<Operation>,
     /// Per Gateway (`namespace/name`) that cannot be run as asked: why.
     pub problems: BTreeMap<String, String>,
-    /// Per Gateway run: the Deployment and Service that run it.
-    pub runs: BTreeMap<String, (ObjectRef, ObjectRef)>,
 }
 
 /// The plan for `state`, given what was `applied` before. Updates `applied`'s record of
@@ -162,10 +160,6 @@ pub fn plan(state: &ClusterState, config: &InjectConfig, applied: &mut Applied) 
                 continue;
             }
         };
-        plan.runs.insert(
-            id,
-            (refer(("apps/v1", "Deployment")), refer(("v1", "Service"))),
-        );
         let wanted: Vec<&Value> = objects.all();
         for object in &wanted {
             let target = ObjectRef::of(object);
@@ -286,7 +280,10 @@ mod tests {
                 "delete ScalingPolicy"
             ]
         );
-        assert_eq!(first.runs["shop/edge"].0.name, "edge-weir");
+        let Operation::Apply(deployment) = &first.operations[1] else {
+            panic!("{first:?}")
+        };
+        assert_eq!(deployment["metadata"]["name"], "edge-weir");
         carry_out(&first, &mut applied);
         // Nothing changed: nothing to do.
         let unchanged = running(state(&params("{replicas: 2}")));

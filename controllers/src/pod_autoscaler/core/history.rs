@@ -29,7 +29,7 @@ use weir_metrics_adapter::{
 
 use super::{
     Pod,
-    queries::{matchers, selector_of},
+    queries::{matchers, selector_of, valid_name},
 };
 
 /// A metric's history query: the PromQL of its total for the target, and what one replica
@@ -72,18 +72,13 @@ pub fn history_query(
         MetricSourceType::Pods => {
             let source = metric.pods.as_ref().ok_or_else(missing)?;
             let selector = selector_of(&source.metric)?;
-            Ok(HistoryQuery {
-                query: format!(
-                    "sum({})",
-                    matchers(
-                        Some(&source.metric.name),
-                        Some(&namespaces),
-                        &selector,
-                        &[&pod_matcher()?]
-                    )?
-                ),
-                per_replica: average_value(&source.target)?,
-            })
+            summed(
+                &source.metric.name,
+                Some(&namespaces),
+                &selector,
+                &[&pod_matcher()?],
+                &source.target,
+            )
         }
         MetricSourceType::Resource | MetricSourceType::ContainerResource => {
             let (resource, container, target) = match (&metric.resource, &metric.container_resource)
@@ -129,33 +124,20 @@ pub fn history_query(
         MetricSourceType::Object => {
             let source = metric.object.as_ref().ok_or_else(missing)?;
             let label = source.described_object.kind.to_lowercase();
-            if !weir_metrics_adapter::promql::valid_label_name(&label) {
-                return Err(format!("{label:?} is not a valid Prometheus label name"));
-            }
+            valid_name(&label, "label")?;
             let object = format!("{label}={}", quote(&source.described_object.name));
-            Ok(HistoryQuery {
-                query: format!(
-                    "sum({})",
-                    matchers(
-                        Some(&source.metric.name),
-                        Some(&namespaces),
-                        &none,
-                        &[&object]
-                    )?
-                ),
-                per_replica: average_value(&source.target)?,
-            })
+            summed(
+                &source.metric.name,
+                Some(&namespaces),
+                &none,
+                &[&object],
+                &source.target,
+            )
         }
         MetricSourceType::External => {
             let source = metric.external.as_ref().ok_or_else(missing)?;
             let selector = selector_of(&source.metric)?;
-            Ok(HistoryQuery {
-                query: format!(
-                    "sum({})",
-                    matchers(Some(&source.metric.name), None, &selector, &[])?
-                ),
-                per_replica: average_value(&source.target)?,
-            })
+            summed(&source.metric.name, None, &selector, &[], &source.target)
         }
         MetricSourceType::Prometheus => {
             let source = metric.prometheus.as_ref().ok_or_else(missing)?;
@@ -165,6 +147,23 @@ pub fn history_query(
             })
         }
     }
+}
+
+/// `sum(metric{...})` over the series `matchers` selects, per replica at `target`.
+fn summed(
+    metric: &str,
+    namespaces: Option<&BTreeSet<String>>,
+    selector: &Selector,
+    extra: &[&str],
+    target: &MetricTarget,
+) -> Result<HistoryQuery, String> {
+    Ok(HistoryQuery {
+        query: format!(
+            "sum({})",
+            matchers(Some(metric), namespaces, selector, extra)?
+        ),
+        per_replica: average_value(target)?,
+    })
 }
 
 /// The per-pod target of an `AverageValue` target, in the metric's unit.

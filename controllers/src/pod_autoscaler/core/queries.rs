@@ -178,7 +178,7 @@ pub(super) fn selector_of(metric: &MetricIdentifier) -> Result<Selector, String>
         .map_err(|e| format!("metric {}: selector: {e}", metric.name))
 }
 
-fn valid_name(name: &str, what: &str) -> Result<(), String> {
+pub(super) fn valid_name(name: &str, what: &str) -> Result<(), String> {
     let ok = if what == "metric" {
         promql::valid_metric_name(name)
     } else {

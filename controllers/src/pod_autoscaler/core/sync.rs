@@ -23,7 +23,7 @@ use super::{
     source::{HistoryRange, MetricSource, NoHistory},
 };
 use tracing::{info, warn};
-use weir_crds::scaling_policy::ScalingPolicySpec;
+use weir_crds::scaling_policy::{Forecast, MetricSpec, ScaleTargetRef};
 
 /// How many policies are reconciled at once.
 pub const CONCURRENCY: usize = 64;
@@ -206,7 +206,8 @@ async fn reconcile_one<A: ScaleApi + Sync, S: MetricSource>(
             source,
             Seeding {
                 policy: key,
-                spec: &policy.spec,
+                forecast,
+                target: &policy.spec.target_ref,
                 metrics: &metrics,
                 pods: &pods,
                 readings: &readings,
@@ -241,22 +242,22 @@ async fn reconcile_one<A: ScaleApi + Sync, S: MetricSource>(
 /// What [`seed_forecasts`] looks at.
 struct Seeding<'a> {
     policy: &'a ObjectKey,
-    spec: &'a ScalingPolicySpec,
-    metrics: &'a [weir_crds::scaling_policy::MetricSpec],
+    forecast: &'a Forecast,
+    target: &'a ScaleTargetRef,
+    metrics: &'a [MetricSpec],
     pods: &'a [Pod],
     readings: &'a [MetricReading],
     now: Timestamp,
 }
 
 /// Forecasters started from history, and how many metrics had it.
-#[derive(Debug)]
-pub struct Seeded {
+struct Seeded {
     /// One per metric, in [`effective_metrics`] order.
-    pub forecasts: Vec<Forecaster>,
+    forecasts: Vec<Forecaster>,
     /// Metrics whose history was read.
-    pub read: usize,
+    read: usize,
     /// Metrics without it.
-    pub unavailable: usize,
+    unavailable: usize,
 }
 
 /// Starts a policy's forecasters from the metric source's history over
@@ -268,7 +269,8 @@ pub struct Seeded {
 async fn seed_forecasts<S: MetricSource>(source: &S, seeding: Seeding<'_>) -> Seeded {
     let Seeding {
         policy,
-        spec,
+        forecast,
+        target,
         metrics,
         pods,
         readings,
@@ -278,9 +280,6 @@ async fn seed_forecasts<S: MetricSource>(source: &S, seeding: Seeding<'_>) -> Se
         forecasts: Vec::with_capacity(metrics.len()),
         read: 0,
         unavailable: 0,
-    };
-    let Some(forecast) = &spec.forecast else {
-        return seeded;
     };
     let tuning = forecast_tuning(forecast, pods, readings);
     let namespace = policy.namespace.as_deref().unwrap_or("default");
@@ -294,7 +293,7 @@ async fn seed_forecasts<S: MetricSource>(source: &S, seeding: Seeding<'_>) -> Se
             step_seconds: forecaster.step(),
         };
         match source
-            .demand_history(namespace, &spec.target_ref, metric, pods, range)
+            .demand_history(namespace, target, metric, pods, range)
             .await
         {
             Ok(points) => {
