@@ -36,7 +36,7 @@ pub async fn run_in_cluster(args: ControllersArgs) -> anyhow::Result<()> {
         synced: synced_rx,
         shutdown: shutdown_token,
         ..
-    } = ClusterBase::start(args.admin.admin_addr, crate::KINDS).await?;
+    } = ClusterBase::start(args.admin.admin_addr, crate::KINDS, &Default::default()).await?;
     let metrics = AutoscalerMetrics::register(&mut registry);
     let leading = start_leader_election(
         &client,

@@ -271,7 +271,7 @@ pub async fn run_in_cluster(args: MetricsAdapterCommandArgs) -> anyhow::Result<(
         shutdown,
         kinds,
         ..
-    } = ClusterBase::start(args.admin.admin_addr, KINDS).await?;
+    } = ClusterBase::start(args.admin.admin_addr, KINDS, &Default::default()).await?;
     let objects = Arc::new(crate::engine::StoreObjects(writer.subscribe()));
     let engine = start(
         &args.adapter,

@@ -19,7 +19,7 @@ use crate::{
     leader::{self, Leadership, LeaseConfig},
     metrics::SourceMetrics,
     shutdown,
-    sources::kube::spawn_reflectors,
+    sources::kube::{Scopes, spawn_reflectors},
 };
 
 /// What every in-cluster component starts with: signal handling, the API client, the
@@ -41,10 +41,11 @@ pub struct ClusterBase {
 
 impl ClusterBase {
     /// Starts the base, watching `kinds` (`Kind::ALL` for the components that read
-    /// everything).
+    /// everything), cluster-wide except where `scopes` says otherwise.
     pub async fn start(
         admin_addr: std::net::SocketAddr,
         kinds: &'static [Kind],
+        scopes: &Scopes,
     ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         shutdown::cancel_on_signal(shutdown.clone()).context("installing signal handlers")?;
@@ -65,6 +66,7 @@ impl ClusterBase {
             synced_tx,
             shutdown.clone(),
             kinds,
+            scopes,
         );
         tasks.spawn(async move { while reflectors.join_next().await.is_some() {} });
         Ok(ClusterBase {

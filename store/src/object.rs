@@ -188,6 +188,16 @@ macro_rules! kinds {
                 }
             }
 
+            /// Replaces the objects of `kind` in `namespace` (a relist of one namespace).
+            pub fn reset_namespace(&mut self, kind: Kind, namespace: &str, objects: Vec<Object>) {
+                match kind { $( Kind::$variant => { self.$field.remove_namespace(namespace); } )* }
+                for object in objects {
+                    debug_assert_eq!(object.kind(), kind);
+                    debug_assert_eq!(object.key().namespace.as_deref(), Some(namespace));
+                    self.apply(object);
+                }
+            }
+
             /// How many objects of `kind` there are.
             pub fn count(&self, kind: Kind) -> usize {
                 match kind { $( Kind::$variant => self.$field.len(), )* }

@@ -80,6 +80,15 @@ impl<K> Store<K> {
             .map(|(_, v)| v)
     }
 
+    /// Removes every object in `namespace`; returns whether there was any.
+    pub fn remove_namespace(&mut self, namespace: &str) -> bool {
+        if self.in_namespace(namespace).next().is_none() {
+            return false;
+        }
+        Arc::make_mut(&mut self.objects).retain(|k, _| k.namespace.as_deref() != Some(namespace));
+        true
+    }
+
     /// How many objects there are.
     pub fn len(&self) -> usize {
         self.objects.len()
@@ -139,6 +148,13 @@ impl StateWriter {
         self.tx.send_modify(|state| state.reset(kind, objects));
     }
 
+    /// Replaces the objects of one kind in one namespace (the list of a reflector that
+    /// watches only that namespace), leaving the kind's other namespaces as they are.
+    pub fn reset_namespace(&self, kind: Kind, namespace: &str, objects: Vec<Object>) {
+        self.tx
+            .send_modify(|state| state.reset_namespace(kind, namespace, objects));
+    }
+
     /// Replaces the whole state; readers are woken only if it differs. Returns whether it
     /// did.
     pub fn replace(&self, next: ClusterState) -> bool {
@@ -150,5 +166,46 @@ impl StateWriter {
                 true
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn secret(namespace: &str, name: &str) -> Object {
+        Object::Secret(Arc::new(Secret {
+            metadata: ObjectMeta {
+                namespace: Some(namespace.into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_namespace_relist_replaces_that_namespace_only() {
+        let writer = StateWriter::default();
+        writer.reset(
+            Kind::Secret,
+            vec![secret("a", "old"), secret("b", "kept"), secret("c", "kept")],
+        );
+        writer.reset_namespace(Kind::Secret, "a", vec![secret("a", "new")]);
+        writer.reset_namespace(Kind::Secret, "c", Vec::new());
+        let names: Vec<String> = writer
+            .current()
+            .secrets
+            .iter()
+            .map(|(k, _)| format!("{}/{}", k.namespace.as_deref().unwrap(), k.name))
+            .collect();
+        assert_eq!(names, ["a/new", "b/kept"]);
+        // A namespace with nothing in it: nothing to remove, nothing changes.
+        let mut state = writer.current();
+        assert!(!state.secrets.remove_namespace("z"));
+        assert_eq!(state, writer.current());
     }
 }

@@ -106,6 +106,10 @@ fn options() -> Vec<(&'static str, Value)> {
                    "proxyResources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}}}}),
         ),
         (
+            "Gateway certificates in two namespaces",
+            json!({"xdsServer": {"gateways": {"certificateNamespaces": ["shop", "edge-certs"]}}}),
+        ),
+        (
             "placement and pull secrets",
             json!({"imagePullSecrets": [{"name": "regcred"}], "xdsServer": {"nodeSelector": {"kubernetes.io/os": "linux"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}]}}),
         ),
@@ -358,6 +362,10 @@ fn calls_for(component: Component, values: &Value) -> Vec<weir::ApiCall> {
             .is_empty();
     let metrics_apis = values["controllers"]["metricsSource"] == "kubernetes";
     let mesh_tls = values["controllers"]["meshTls"]["enabled"] != false;
+    // Secrets are watched only in the namespaces that hold Gateway certificates.
+    let certificate_namespaces = values["xdsServer"]["gateways"]["certificateNamespaces"]
+        .as_array()
+        .is_some_and(|ns| !ns.is_empty());
     component
         .api_calls()
         .into_iter()
@@ -380,6 +388,9 @@ fn calls_for(component: Component, values: &Value) -> Vec<weir::ApiCall> {
                 || !weir_controllers::pod_autoscaler::metrics_apis::API_CALLS.contains(c)
         })
         .filter(|c| mesh_tls || *c != ("weir.io", "meshpolicies/status", "patch"))
+        .filter(|c| {
+            certificate_namespaces || !(c.1 == "secrets" && matches!(c.2, "list" | "watch"))
+        })
         .collect()
 }
 
@@ -427,6 +438,87 @@ fn rbac_covers_every_call_each_component_makes_and_nothing_more() {
                 }
             }
         }
+    }
+}
+
+/// Whether `rule` lets its holder read Secrets (get, list or watch).
+fn reads_secrets(rule: &Value) -> bool {
+    let has = |field: &str, wanted: &[&str]| {
+        rule[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| wanted.contains(&v.as_str().unwrap_or_default()) || v == "*")
+    };
+    has("apiGroups", &[""])
+        && has("resources", &["secrets"])
+        && has("verbs", &["get", "list", "watch"])
+}
+
+#[test]
+fn no_one_reads_secrets_cluster_wide_and_the_xds_server_only_where_certificates_are() {
+    for (name, values) in options() {
+        let objects = render_ok(&values);
+        for role in objects.iter().filter(|o| o["kind"] == "ClusterRole") {
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                assert!(
+                    !reads_secrets(rule),
+                    "{name}: {} may read Secrets in every namespace: {rule}",
+                    id(role)
+                );
+            }
+        }
+        let wanted: BTreeSet<String> = values["xdsServer"]["gateways"]["certificateNamespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let mut listed = BTreeSet::new();
+        for role in objects.iter().filter(|o| o["kind"] == "Role") {
+            let namespace = role["metadata"]["namespace"].as_str().unwrap().to_string();
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                if !reads_secrets(rule) {
+                    continue;
+                }
+                if rule["verbs"] == json!(["get"]) && namespace == "weir-system" {
+                    // The mesh CA: by name only.
+                    let ca = values["xdsServer"]["mesh"]["ca"]["secretName"]
+                        .as_str()
+                        .unwrap_or("weir-ca");
+                    assert_eq!(rule["resourceNames"], json!([ca]), "{name}: {}", id(role));
+                    continue;
+                }
+                assert_eq!(
+                    rule["verbs"],
+                    json!(["list", "watch"]),
+                    "{name}: {}",
+                    id(role)
+                );
+                listed.insert(namespace.clone());
+            }
+        }
+        assert_eq!(
+            listed, wanted,
+            "{name}: namespaces whose Secrets are listed"
+        );
+        let xds = deployments(&objects)
+            .into_iter()
+            .find(|d| d.metadata.name.as_deref() == Some("weir-xds-server"))
+            .unwrap();
+        let args = xds.spec.template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        let given: BTreeSet<String> = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--secret-namespaces="))
+            .unwrap_or_else(|| panic!("{name}: no --secret-namespaces"))
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        assert_eq!(given, wanted, "{name}");
     }
 }
 

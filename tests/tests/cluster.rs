@@ -45,6 +45,7 @@ async fn reflectors_fill_the_stores_from_the_cluster() {
         synced_tx,
         shutdown.clone(),
         weir_store::Kind::ALL,
+        &Default::default(),
     );
     tokio::time::timeout(
         Duration::from_secs(60),

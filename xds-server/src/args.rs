@@ -123,6 +123,34 @@ pub struct XdsServerArgs {
     /// replica uses the same one. Ignored with --ca-dir.
     #[arg(long, env = "WEIR_CA_SECRET", default_value = "weir-system/weir-ca")]
     pub ca_secret: String,
+    /// The namespaces whose Secrets may hold Gateway certificates (comma-separated;
+    /// empty: none). Secrets are read only there, with a watcher per namespace, so a
+    /// Role in each suffices; a Gateway's `certificateRefs` to another namespace finds no
+    /// Secret. Unset: every namespace, which needs list and watch on Secrets cluster-wide
+    /// (the chart always sets it).
+    #[arg(long, env = "WEIR_SECRET_NAMESPACES", value_delimiter = ',')]
+    pub secret_namespaces: Option<Vec<String>>,
+}
+
+impl XdsServerArgs {
+    /// Where Secrets are watched: only in `--secret-namespaces` when given.
+    pub fn scopes(&self) -> anyhow::Result<weir_runtime::sources::kube::Scopes> {
+        let scopes = weir_runtime::sources::kube::Scopes::default();
+        let Some(namespaces) = &self.secret_namespaces else {
+            return Ok(scopes);
+        };
+        let namespaces: Vec<String> = namespaces
+            .iter()
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        for ns in &namespaces {
+            if let Some(problem) = weir_store::manifest::invalid_dns_label(ns) {
+                anyhow::bail!("--secret-namespaces: {ns:?} is not a namespace name: {problem}");
+            }
+        }
+        Ok(scopes.namespaced(weir_store::Kind::Secret, namespaces))
+    }
 }
 
 impl MeshCaArgs {
@@ -276,4 +304,44 @@ pub enum IptablesBackend {
     Nft,
     /// `iptables-legacy`.
     Legacy,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use weir_store::Kind;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: XdsServerArgs,
+    }
+
+    fn scopes(flags: &[&str]) -> anyhow::Result<weir_runtime::sources::kube::Scopes> {
+        Cli::try_parse_from(std::iter::once("weir").chain(flags.iter().copied()))
+            .unwrap()
+            .args
+            .scopes()
+    }
+
+    #[test]
+    fn secret_namespaces_scope_the_secret_watchers() {
+        assert_eq!(scopes(&[]).unwrap().namespaces(Kind::Secret), None);
+        let none = scopes(&["--secret-namespaces="]).unwrap();
+        assert_eq!(none.namespaces(Kind::Secret).map(|n| n.len()), Some(0));
+        let two = scopes(&["--secret-namespaces=shop, edge-certs"]).unwrap();
+        assert_eq!(
+            two.namespaces(Kind::Secret)
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            ["edge-certs", "shop"]
+        );
+        let bad = scopes(&["--secret-namespaces=Shop"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("--secret-namespaces: \"Shop\""), "{bad}");
+    }
 }

@@ -236,7 +236,7 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
         synced: synced_rx,
         shutdown: shutdown_token,
         ..
-    } = ClusterBase::start(args.admin.admin_addr, KINDS).await?;
+    } = ClusterBase::start(args.admin.admin_addr, KINDS, &args.scopes()?).await?;
     let (ready_tx, ready_rx) = watch::channel(false);
     tasks.spawn(track_readiness(
         synced_rx,

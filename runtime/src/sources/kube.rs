@@ -5,7 +5,11 @@
 //! store in one step, so readers never see a half-listed kind. Errors back off and retry;
 //! they are logged, never fatal.
 
-use std::{collections::BTreeSet, fmt::Debug, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Debug,
+    sync::{Arc, Mutex},
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -78,64 +82,182 @@ pub fn kind_resource(kind: Kind) -> (&'static str, &'static str) {
     }
 }
 
-/// Starts a watcher for each of `kinds`. `synced` collects the kinds whose initial list
-/// has arrived; the source is ready when it holds every one of them. A kind whose API is not
-/// served (its CRD is not installed) never syncs, and its watcher logs why while retrying;
-/// except [`OPTIONAL_KINDS`], which count as listed and empty meanwhile.
+/// Kinds watched only in some namespaces, with a watcher per namespace, so that a Role in
+/// each (not a ClusterRole) grants the reads: the xds-server reads Secrets only where
+/// Gateway certificates are kept. A kind listed with no namespace is not watched at all
+/// and counts as listed and empty. Kinds not listed are watched cluster-wide.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scopes(BTreeMap<Kind, BTreeSet<String>>);
+
+impl Scopes {
+    /// Watches `kind` only in `namespaces` (none: not at all).
+    pub fn namespaced(mut self, kind: Kind, namespaces: impl IntoIterator<Item = String>) -> Self {
+        assert!(kind.is_namespaced(), "{kind} is not namespaced");
+        self.0.insert(kind, namespaces.into_iter().collect());
+        self
+    }
+
+    /// The namespaces `kind` is watched in; `None` when it is watched cluster-wide.
+    pub fn namespaces(&self, kind: Kind) -> Option<&BTreeSet<String>> {
+        self.0.get(&kind)
+    }
+}
+
+/// Where one reflector watches, and (for a namespaced scope) the namespaces of its kind
+/// not listed yet: the kind is synced once every one of them has been.
+#[derive(Clone)]
+struct Target {
+    namespace: Option<String>,
+    unlisted: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Target {
+    /// Records that this reflector's list arrived; returns whether the kind is now fully
+    /// listed.
+    fn listed(&self) -> bool {
+        let Some(namespace) = &self.namespace else {
+            return true;
+        };
+        let mut unlisted = self
+            .unlisted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        unlisted.remove(namespace);
+        unlisted.is_empty()
+    }
+}
+
+/// Starts a watcher for each of `kinds` (per namespace for the kinds `scopes` names).
+/// `synced` collects the kinds whose initial list has arrived; the source is ready when it
+/// holds every one of them. A kind whose API is not served (its CRD is not installed) never
+/// syncs, and its watcher logs why while retrying; except [`OPTIONAL_KINDS`], which count as
+/// listed and empty meanwhile.
 pub fn spawn_reflectors(
     client: Client,
     writer: Arc<StateWriter>,
     synced: watch::Sender<BTreeSet<Kind>>,
     shutdown: CancellationToken,
     kinds: &[Kind],
+    scopes: &Scopes,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let synced = Arc::new(synced);
     for kind in kinds {
-        let ctx = (
-            client.clone(),
-            writer.clone(),
-            synced.clone(),
-            shutdown.clone(),
-        );
-        match kind {
-            Kind::ScalingPolicy => spawn::<ScalingPolicy>(&mut tasks, *kind, ctx),
-            Kind::NodePool => spawn::<NodePool>(&mut tasks, *kind, ctx),
-            Kind::TrafficPolicy => spawn::<TrafficPolicy>(&mut tasks, *kind, ctx),
-            Kind::MeshPolicy => spawn::<MeshPolicy>(&mut tasks, *kind, ctx),
-            Kind::GatewayParameters => spawn::<GatewayParameters>(&mut tasks, *kind, ctx),
-            Kind::Namespace => spawn::<Namespace>(&mut tasks, *kind, ctx),
-            Kind::Service => spawn::<Service>(&mut tasks, *kind, ctx),
-            Kind::EndpointSlice => spawn::<EndpointSlice>(&mut tasks, *kind, ctx),
-            Kind::Pod => spawn::<Pod>(&mut tasks, *kind, ctx),
-            Kind::Node => spawn::<Node>(&mut tasks, *kind, ctx),
-            Kind::Deployment => spawn::<Deployment>(&mut tasks, *kind, ctx),
-            Kind::DaemonSet => spawn::<DaemonSet>(&mut tasks, *kind, ctx),
-            Kind::PodDisruptionBudget => spawn::<PodDisruptionBudget>(&mut tasks, *kind, ctx),
-            Kind::Secret => spawn::<Secret>(&mut tasks, *kind, ctx),
-            Kind::Gateway => spawn::<Gateway>(&mut tasks, *kind, ctx),
-            Kind::HTTPRoute => spawn::<HTTPRoute>(&mut tasks, *kind, ctx),
-            Kind::GatewayClass => spawn::<GatewayClass>(&mut tasks, *kind, ctx),
-            Kind::ReferenceGrant => spawn::<ReferenceGrant>(&mut tasks, *kind, ctx),
+        let targets: Vec<Target> = match scopes.namespaces(*kind) {
+            None => vec![Target {
+                namespace: None,
+                unlisted: Arc::default(),
+            }],
+            Some(namespaces) if namespaces.is_empty() => {
+                info!(kind = kind.name(), "not watched in any namespace: none");
+                writer.reset(*kind, Vec::new());
+                synced.send_if_modified(|kinds| kinds.insert(*kind));
+                continue;
+            }
+            Some(namespaces) => {
+                let unlisted = Arc::new(Mutex::new(namespaces.clone()));
+                namespaces
+                    .iter()
+                    .map(|ns| Target {
+                        namespace: Some(ns.clone()),
+                        unlisted: unlisted.clone(),
+                    })
+                    .collect()
+            }
+        };
+        for target in targets {
+            spawn_kind(
+                &mut tasks, *kind, &client, &writer, &synced, &shutdown, target,
+            );
         }
     }
     tasks
 }
 
+fn spawn_kind(
+    tasks: &mut JoinSet<()>,
+    kind: Kind,
+    client: &Client,
+    writer: &Arc<StateWriter>,
+    synced: &Arc<watch::Sender<BTreeSet<Kind>>>,
+    shutdown: &CancellationToken,
+    target: Target,
+) {
+    let ctx = |target: Target| (writer.clone(), synced.clone(), shutdown.clone(), target);
+    match kind {
+        Kind::ScalingPolicy => {
+            spawn::<ScalingPolicy>(tasks, kind, scoped(client, &target), ctx(target))
+        }
+        Kind::NodePool => spawn::<NodePool>(tasks, kind, all(client, &target), ctx(target)),
+        Kind::TrafficPolicy => {
+            spawn::<TrafficPolicy>(tasks, kind, scoped(client, &target), ctx(target))
+        }
+        Kind::MeshPolicy => spawn::<MeshPolicy>(tasks, kind, scoped(client, &target), ctx(target)),
+        Kind::GatewayParameters => {
+            spawn::<GatewayParameters>(tasks, kind, scoped(client, &target), ctx(target))
+        }
+        Kind::Namespace => spawn::<Namespace>(tasks, kind, all(client, &target), ctx(target)),
+        Kind::Service => spawn::<Service>(tasks, kind, scoped(client, &target), ctx(target)),
+        Kind::EndpointSlice => {
+            spawn::<EndpointSlice>(tasks, kind, scoped(client, &target), ctx(target))
+        }
+        Kind::Pod => spawn::<Pod>(tasks, kind, scoped(client, &target), ctx(target)),
+        Kind::Node => spawn::<Node>(tasks, kind, all(client, &target), ctx(target)),
+        Kind::Deployment => spawn::<Deployment>(tasks, kind, scoped(client, &target), ctx(target)),
+        Kind::DaemonSet => spawn::<DaemonSet>(tasks, kind, scoped(client, &target), ctx(target)),
+        Kind::PodDisruptionBudget => {
+            spawn::<PodDisruptionBudget>(tasks, kind, scoped(client, &target), ctx(target))
+        }
+        Kind::Secret => spawn::<Secret>(tasks, kind, scoped(client, &target), ctx(target)),
+        Kind::Gateway => spawn::<Gateway>(tasks, kind, scoped(client, &target), ctx(target)),
+        Kind::HTTPRoute => spawn::<HTTPRoute>(tasks, kind, scoped(client, &target), ctx(target)),
+        Kind::GatewayClass => spawn::<GatewayClass>(tasks, kind, all(client, &target), ctx(target)),
+        Kind::ReferenceGrant => {
+            spawn::<ReferenceGrant>(tasks, kind, scoped(client, &target), ctx(target))
+        }
+    }
+}
+
+/// A namespaced kind's API: in the target's namespace, or in all of them.
+fn scoped<K>(client: &Client, target: &Target) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match &target.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cluster-scoped kind's API ([`Scopes`] never names one).
+fn all<K: Resource<DynamicType = ()>>(client: &Client, target: &Target) -> Api<K> {
+    debug_assert!(
+        target.namespace.is_none(),
+        "a cluster-scoped kind has no namespace"
+    );
+    Api::all(client.clone())
+}
+
 type Ctx = (
-    Client,
     Arc<StateWriter>,
     Arc<watch::Sender<BTreeSet<Kind>>>,
     CancellationToken,
+    Target,
 );
 
-fn spawn<K>(tasks: &mut JoinSet<()>, kind: Kind, (client, writer, synced, shutdown): Ctx)
-where
+fn spawn<K>(
+    tasks: &mut JoinSet<()>,
+    kind: Kind,
+    api: Api<K>,
+    (writer, synced, shutdown, target): Ctx,
+) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     Object: From<K>,
 {
-    let api: Api<K> = Api::all(client);
-    let span = info_span!("reflector", kind = kind.name());
+    let span = match &target.namespace {
+        Some(namespace) => info_span!("reflector", kind = kind.name(), namespace = %namespace),
+        None => info_span!("reflector", kind = kind.name()),
+    };
     tasks.spawn(
         async move {
             let mut events = watcher(api, watcher::Config::default())
@@ -163,9 +285,15 @@ where
                     Some(Ok(watcher::Event::InitApply(object))) => relist.push(object.into()),
                     Some(Ok(watcher::Event::InitDone)) => {
                         let count = relist.len();
-                        writer.reset(kind, std::mem::take(&mut relist));
+                        let objects = std::mem::take(&mut relist);
+                        match &target.namespace {
+                            Some(namespace) => writer.reset_namespace(kind, namespace, objects),
+                            None => writer.reset(kind, objects),
+                        }
                         info!(objects = count, "listed");
-                        synced.send_if_modified(|kinds| kinds.insert(kind));
+                        if target.listed() {
+                            synced.send_if_modified(|kinds| kinds.insert(kind));
+                        }
                     }
                     Some(Ok(watcher::Event::Apply(object))) => writer.apply(object.into()),
                     Some(Ok(watcher::Event::Delete(object))) => {
