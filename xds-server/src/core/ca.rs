@@ -266,23 +266,7 @@ impl CertificateAuthority {
         lifetime: Duration,
         now: Timestamp,
     ) -> Result<WorkloadCertificate, CaError> {
-        if id.trust_domain != self.trust_domain {
-            return Err(CaError(format!(
-                "{id}: trust domain is not the CA's {:?}",
-                self.trust_domain
-            )));
-        }
-        let uri =
-            rcgen::string::Ia5String::try_from(id.to_string()).map_err(|e| err("SPIFFE id", e))?;
-        let signed = self.sign(
-            vec![SanType::URI(uri)],
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            lifetime,
-            now,
-        )?;
+        let signed = self.sign(workload_sans(self, id)?, WORKLOAD_USAGES, lifetime, now)?;
         Ok(WorkloadCertificate {
             id: id.clone(),
             chain_pem: signed.chain_pem,
@@ -314,22 +298,58 @@ impl CertificateAuthority {
                 "a server certificate needs at least one name".into(),
             ));
         }
-        self.sign(
-            sans,
-            vec![ExtendedKeyUsagePurpose::ServerAuth],
-            lifetime,
-            now,
-        )
+        self.sign(sans, &[ExtendedKeyUsagePurpose::ServerAuth], lifetime, now)
+    }
+
+    /// Certifies the key of a certificate signing request as `id`: the CSR's signature
+    /// must verify (its holder has the private key), and nothing else of it is used, so the
+    /// identity comes from the caller's proof, never from what the CSR asks for. Returns the
+    /// chain (leaf first, without the root); the key never leaves its holder.
+    pub fn certify(
+        &self,
+        csr_pem: &str,
+        id: &SpiffeId,
+        lifetime: Duration,
+        now: Timestamp,
+    ) -> Result<CertifiedChain, CaError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| err("certificate signing request", e))?;
+        let (chain_pem, not_before, not_after) =
+            self.sign_key(workload_sans(self, id)?, WORKLOAD_USAGES, lifetime, now, &csr.public_key)?;
+        Ok(CertifiedChain {
+            chain_pem,
+            not_before,
+            not_after,
+        })
     }
 
     fn sign(
         &self,
         sans: Vec<SanType>,
-        usages: Vec<ExtendedKeyUsagePurpose>,
+        usages: &[ExtendedKeyUsagePurpose],
         lifetime: Duration,
         now: Timestamp,
     ) -> Result<ServerCertificate, CaError> {
         let key = KeyPair::generate().map_err(|e| err("generating a key", e))?;
+        let (chain_pem, not_before, not_after) = self.sign_key(sans, usages, lifetime, now, &key)?;
+        Ok(ServerCertificate {
+            chain_pem,
+            key_pem: key.serialize_pem(),
+            not_before,
+            not_after,
+        })
+    }
+
+    /// Signs `subject_key` with these names and usages: the chain (leaf first, then what
+    /// is above an intermediate but the root), and the validity.
+    fn sign_key(
+        &self,
+        sans: Vec<SanType>,
+        usages: &[ExtendedKeyUsagePurpose],
+        lifetime: Duration,
+        now: Timestamp,
+        subject_key: &impl rcgen::PublicKeyData,
+    ) -> Result<(String, Timestamp, Timestamp), CaError> {
         let mut params = CertificateParams::new(Vec::<String>::new())
             .map_err(|e| err("certificate parameters", e))?;
         params.subject_alt_names = sans;
@@ -340,7 +360,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = usages;
+        params.extended_key_usages = usages.to_vec();
         params.use_authority_key_identifier_extension = true;
         let lifetime = k8s_openapi::jiff::SignedDuration::try_from(lifetime)
             .map_err(|e| err("lifetime", e))?;
@@ -349,7 +369,7 @@ impl CertificateAuthority {
         params.not_before = offset(not_before)?;
         params.not_after = offset(not_after)?;
         let cert = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(subject_key, &self.issuer)
             .map_err(|e| err("signing the certificate", e))?;
         let mut chain_pem = cert.pem();
         if !self.chain_pem.is_empty() {
@@ -361,18 +381,63 @@ impl CertificateAuthority {
                 chain_pem.push_str(&certificate_pem(c));
             }
         }
-        Ok(ServerCertificate {
+        Ok((
             chain_pem,
-            key_pem: key.serialize_pem(),
-            not_before: Timestamp::from_second(not_before.as_second()).unwrap_or(not_before),
-            not_after: Timestamp::from_second(not_after.as_second()).unwrap_or(not_after),
-        })
+            Timestamp::from_second(not_before.as_second()).unwrap_or(not_before),
+            Timestamp::from_second(not_after.as_second()).unwrap_or(not_after),
+        ))
     }
 
     /// The CA's certificate and key (PEM), to keep.
     pub fn to_pem(&self) -> (&str, &str) {
         (&self.cert_pem, &self.key_pem)
     }
+}
+
+/// A new private key and a request to certify it (PEM both): what an agent generates in
+/// its pod. The request names nothing; the CA decides the identity from the proof.
+pub fn key_and_request() -> Result<(String, String), CaError> {
+    let key = KeyPair::generate().map_err(|e| err("generating a key", e))?;
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| err("request parameters", e))?;
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Weir");
+    let request = params
+        .serialize_request(&key)
+        .map_err(|e| err("signing the request", e))?;
+    let request_pem = request.pem().map_err(|e| err("encoding the request", e))?;
+    Ok((key.serialize_pem(), request_pem))
+}
+
+/// A workload certificate serves both ends of mutual TLS.
+const WORKLOAD_USAGES: &[ExtendedKeyUsagePurpose] = &[
+    ExtendedKeyUsagePurpose::ServerAuth,
+    ExtendedKeyUsagePurpose::ClientAuth,
+];
+
+/// The one name of a workload certificate: its SPIFFE id, in the CA's trust domain.
+fn workload_sans(ca: &CertificateAuthority, id: &SpiffeId) -> Result<Vec<SanType>, CaError> {
+    if id.trust_domain != ca.trust_domain {
+        return Err(CaError(format!(
+            "{id}: trust domain is not the CA's {:?}",
+            ca.trust_domain
+        )));
+    }
+    let uri =
+        rcgen::string::Ia5String::try_from(id.to_string()).map_err(|e| err("SPIFFE id", e))?;
+    Ok(vec![SanType::URI(uri)])
+}
+
+/// A certificate the CA signed for a key it never saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertifiedChain {
+    /// PEM chain, leaf first (without the root).
+    pub chain_pem: String,
+    /// Valid from.
+    pub not_before: Timestamp,
+    /// Valid until.
+    pub not_after: Timestamp,
 }
 
 fn jiff_hours(h: i64) -> k8s_openapi::jiff::SignedDuration {
@@ -533,6 +598,70 @@ mod tests {
         // Not for another trust domain.
         assert!(
             ca.issue(&id("other.domain"), DEFAULT_LIFETIME, now())
+                .is_err()
+        );
+    }
+
+    fn uri_sans(leaf: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+        leaf.subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::URI(u) => u.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_request_is_certified_as_the_proven_identity_whatever_it_asks_for() {
+        let ca = CertificateAuthority::generate("cluster.local", now()).unwrap();
+        // A request that asks for another identity and a DNS name.
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["admin.example".to_string()]).unwrap();
+        params.subject_alt_names.push(SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://cluster.local/ns/kube-system/sa/admin")
+                .unwrap(),
+        ));
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let chain = ca
+            .certify(&csr, &id("cluster.local"), DEFAULT_LIFETIME, now())
+            .unwrap();
+        let leaf_der = der(&chain.chain_pem);
+        let (_, leaf) = parse_x509_certificate(&leaf_der).unwrap();
+        assert_eq!(uri_sans(&leaf), ["spiffe://cluster.local/ns/shop/sa/web"]);
+        // For the requester's key, which the CA never saw.
+        assert_eq!(
+            leaf.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        let root_der = der(ca.root_pem());
+        let (_, root) = parse_x509_certificate(&root_der).unwrap();
+        leaf.verify_signature(Some(root.public_key())).unwrap();
+
+        // What an agent sends is accepted; garbage and a tampered request are not.
+        let (_, request) = key_and_request().unwrap();
+        assert!(
+            ca.certify(&request, &id("cluster.local"), DEFAULT_LIFETIME, now())
+                .is_ok()
+        );
+        let bad = ca
+            .certify("not a request", &id("cluster.local"), DEFAULT_LIFETIME, now())
+            .unwrap_err();
+        assert!(bad.to_string().contains("certificate signing request"), "{bad}");
+        let mut der_bytes = pem::parse(&request).unwrap().contents().to_vec();
+        let last = der_bytes.len() - 1;
+        der_bytes[last] ^= 0x01; // the signature's last byte
+        let tampered = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der_bytes));
+        assert!(
+            ca.certify(&tampered, &id("cluster.local"), DEFAULT_LIFETIME, now())
+                .is_err()
+        );
+        assert!(
+            ca.certify(&request, &id("other.domain"), DEFAULT_LIFETIME, now())
                 .is_err()
         );
     }
