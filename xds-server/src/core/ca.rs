@@ -314,8 +314,13 @@ impl CertificateAuthority {
     ) -> Result<CertifiedChain, CaError> {
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| err("certificate signing request", e))?;
-        let (chain_pem, not_before, not_after) =
-            self.sign_key(workload_sans(self, id)?, WORKLOAD_USAGES, lifetime, now, &csr.public_key)?;
+        let (chain_pem, not_before, not_after) = self.sign_key(
+            workload_sans(self, id)?,
+            WORKLOAD_USAGES,
+            lifetime,
+            now,
+            &csr.public_key,
+        )?;
         Ok(CertifiedChain {
             chain_pem,
             not_before,
@@ -331,7 +336,8 @@ impl CertificateAuthority {
         now: Timestamp,
     ) -> Result<ServerCertificate, CaError> {
         let key = KeyPair::generate().map_err(|e| err("generating a key", e))?;
-        let (chain_pem, not_before, not_after) = self.sign_key(sans, usages, lifetime, now, &key)?;
+        let (chain_pem, not_before, not_after) =
+            self.sign_key(sans, usages, lifetime, now, &key)?;
         Ok(ServerCertificate {
             chain_pem,
             key_pem: key.serialize_pem(),
@@ -649,9 +655,17 @@ mod tests {
                 .is_ok()
         );
         let bad = ca
-            .certify("not a request", &id("cluster.local"), DEFAULT_LIFETIME, now())
+            .certify(
+                "not a request",
+                &id("cluster.local"),
+                DEFAULT_LIFETIME,
+                now(),
+            )
             .unwrap_err();
-        assert!(bad.to_string().contains("certificate signing request"), "{bad}");
+        assert!(
+            bad.to_string().contains("certificate signing request"),
+            "{bad}"
+        );
         let mut der_bytes = pem::parse(&request).unwrap().contents().to_vec();
         let last = der_bytes.len() - 1;
         der_bytes[last] ^= 0x01; // the signature's last byte
