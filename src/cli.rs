@@ -38,8 +38,12 @@ pub enum Command {
     /// runs this in the pod's network namespace; needs NET_ADMIN and NET_RAW).
     Capture(weir_xds::args::CaptureArgs),
     /// List connected proxies: per resource type, the version sent and ACKed, and the last
-    /// NACK.
+    /// NACK; and the callers recently refused for want of proof.
     ProxyStatus(ProxyStatusArgs),
+    /// Run the identity agent next to a proxy: generate its key, have the xds-server
+    /// certify it with the pod's ServiceAccount token, and serve it to Envoy over SDS on a
+    /// Unix socket (the key never leaves the pod).
+    Agent(weir_xds::agent::AgentArgs),
     /// Run the xds-server in a cluster: watch the API server, serve Envoy over ADS.
     XdsServer(Box<XdsServerArgs>),
     /// Run the controllers in a cluster: the pod autoscaler (ScalingPolicies, metrics from
@@ -204,6 +208,9 @@ pub struct UpArgs {
     /// One Envoy per Gateway of Weir's class, run and supervised by `weir up`.
     #[command(flatten, next_help_heading = "Gateway Envoys")]
     pub gateways: weir_xds::args::LocalGatewayArgs,
+    /// The tokens proxies prove who they are with (`weir up` mints them, as a kubelet).
+    #[command(flatten, next_help_heading = "Proxy identity")]
+    pub proof: weir_xds::local_tokens::LocalProofArgs,
 }
 
 /// Flags of `weir validate`.
@@ -275,6 +282,10 @@ pub struct BootstrapArgs {
     /// annotation, JSON), served under `/app-health/...` on --health-port.
     #[arg(long, env = "WEIR_APP_PROBES", requires = "health_port")]
     pub app_probes: Option<String>,
+    /// The Unix socket of the proxy's agent (`weir agent`), which holds its workload
+    /// certificate and key: Envoy presents it to the xds-server and to peers.
+    #[arg(long, env = "WEIR_AGENT_SOCKET", default_value = weir_xds::bootstrap::DEFAULT_AGENT_SOCKET)]
+    pub agent_socket: String,
     /// Write the bootstrap to this file instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,

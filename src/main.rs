@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         }
         Command::Capture(args) => weir_xds::iptables::run(&args).map(|()| ExitCode::SUCCESS),
         Command::ProxyStatus(args) => commands::proxies::proxy_status(&args),
+        Command::Agent(args) => block_on(weir_xds::agent::run(args)),
         Command::Up(args) => block_on(commands::up::run(*args)),
         Command::XdsServer(args) => block_on(weir_xds::run::run_in_cluster(*args)),
         Command::Controllers(args) => block_on(weir_controllers::run::run_in_cluster(*args)),

@@ -276,21 +276,9 @@ pub fn parse_certificates(pem: &str, source: &str) -> Result<Vec<CertificateDer<
     Ok(certs)
 }
 
-/// A verifier accepting certificates issued by `roots`.
+/// A verifier accepting certificates issued by `roots` (and connections without one).
 pub fn verifier(roots: &[CertificateDer<'static>]) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let mut store = rustls::RootCertStore::empty();
-    for cert in roots {
-        store
-            .add(cert.clone())
-            .map_err(|e| format!("CA certificate: {e}"))?;
-    }
-    rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(store),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(|e| format!("client verifier: {e}"))
+    weir_runtime::tls::client_verifier(roots, true)
 }
 
 /// The common name and organizations of a certificate.

@@ -452,7 +452,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     info!(addr = ?listener.local_addr().ok(), "metrics adapter serving the metrics APIs");
-    let make_service = move |session: &rustls::ServerConnection| {
+    let make_service = move |session: &rustls::ServerConnection, _remote| {
         let peer = match (&server.access, session.peer_certificates()) {
             (Access::Secured(auth), Some(chain)) => auth.peer(chain),
             _ => PeerIdentity::default(),

@@ -136,6 +136,30 @@ impl ResolvesServerCert for CertificateSlot {
     }
 }
 
+/// A verifier of client certificates issued by `roots`; with `optional`, connections
+/// without one are accepted too (the server decides per request what they may do).
+pub fn client_verifier(
+    roots: &[CertificateDer<'static>],
+    optional: bool,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in roots {
+        store
+            .add(cert.clone())
+            .map_err(|e| format!("CA certificate: {e}"))?;
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(store),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    );
+    let builder = if optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder.build().map_err(|e| format!("client verifier: {e}"))
+}
+
 /// Serves `router` over TLS on `listener` until `shutdown` (see [`serve`]).
 pub async fn serve_router(
     listener: TcpListener,
@@ -146,7 +170,7 @@ pub async fn serve_router(
     serve(
         listener,
         tls,
-        move |_| TowerToHyperService::new(router.clone()),
+        move |_, _| TowerToHyperService::new(router.clone()),
         shutdown,
     )
     .await
@@ -155,14 +179,15 @@ pub async fn serve_router(
 /// Serves HTTP/1.1 and HTTP/2 over TLS on `listener` until `shutdown`, then lets open
 /// connections finish their requests (up to 10 s). Each connection gets the service
 /// `make_service` builds from its TLS session (which holds the client's certificates, for
-/// servers that authenticate by them). A handshake has 10 s.
+/// servers that authenticate by them) and remote address. A handshake has 10 s. HTTP/2
+/// connections are pinged every 30 s, so a peer that vanished is noticed.
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     tls: rustls::ServerConfig,
     make_service: M,
     shutdown: CancellationToken,
 ) where
-    M: Fn(&rustls::ServerConnection) -> S + Send + Sync + 'static,
+    M: Fn(&rustls::ServerConnection, std::net::SocketAddr) -> S + Send + Sync + 'static,
     S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Send
         + 'static,
@@ -205,8 +230,13 @@ pub async fn serve<M, S, B>(
                     return;
                 }
             };
-            let service = make_service(tls.get_ref().1);
-            let connection = auto::Builder::new(TokioExecutor::new())
+            let service = make_service(tls.get_ref().1, remote);
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http2()
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .timer(hyper_util::rt::TokioTimer::new());
+            let connection = builder
                 .serve_connection(TokioIo::new(tls), service)
                 .into_owned();
             if let Err(e) = watcher.watch(connection).await {

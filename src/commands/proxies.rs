@@ -35,6 +35,7 @@ pub fn print_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
         },
         delta: args.xds_protocol == XdsProtocol::Delta,
         health_port: args.health_port,
+        agent_socket: args.agent_socket.clone(),
         app_probers: match args.app_probes.as_deref().map(str::trim) {
             None | Some("") => Default::default(),
             Some(text) => serde_json::from_str(text).context(
@@ -103,6 +104,31 @@ pub fn proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
     }
     if proxies.is_empty() {
         eprintln!("no proxies connected");
+    }
+    // Callers refused for want of proof.
+    let refused: Vec<weir_xds::registry::Refused> =
+        serde_json::from_value(value["refused"].clone()).unwrap_or_default();
+    if !refused.is_empty() {
+        println!();
+        println!(
+            "{:<9} {:<40} {:<36} {:<22} {:<6} WHY",
+            "REFUSED", "CLAIMED", "PROVED", "REASON", "TIMES"
+        );
+        for r in &refused {
+            println!(
+                "{:<9} {:<40} {:<36} {:<22} {:<6} {}",
+                r.request,
+                if r.claimed.is_empty() {
+                    "-"
+                } else {
+                    &r.claimed
+                },
+                r.proven,
+                r.reason,
+                r.count,
+                r.message
+            );
+        }
     }
     // Local mode: the gateway Envoys `weir up` runs.
     let envoys = value["gatewayEnvoys"]

@@ -30,8 +30,11 @@ use weir_runtime::{
     sources::files::DirectorySource,
 };
 use weir_xds::{
-    local_gateways::start_local_gateways,
-    run::{ca_from_dir, debug_routes, start_rate_limit, start_xds},
+    identity::LocalTokenReviewer,
+    local_gateways::{AgentLaunch, start_local_gateways},
+    local_tokens::start_token_minting,
+    run::{XdsSecurity, ca_from_dir, debug_routes, start_rate_limit, start_xds},
+    tokens::LocalTokens,
 };
 
 use crate::cli::UpArgs;
@@ -62,6 +65,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from(".weir/ca"));
     let identities = ca_from_dir(&args.mesh_ca, &ca_dir)?;
+    // Playing the kubelet's part: a token for every proxy, which its agent proves with.
+    let tokens = Arc::new(LocalTokens::generate().map_err(anyhow::Error::msg)?);
+    start_token_minting(
+        &args.proof,
+        tokens.clone(),
+        writer.subscribe(),
+        &mut tasks,
+        &shutdown_token,
+    )?;
+    let security = XdsSecurity::start(
+        &args.mesh_ca,
+        args.xds_addr,
+        identities.clone(),
+        Arc::new(LocalTokenReviewer {
+            tokens,
+            state: writer.subscribe(),
+        }),
+        &mut tasks,
+        &shutdown_token,
+    )?;
     weir_xds::webhook::start_webhook(
         &args.webhook,
         args.inject.config(),
@@ -74,7 +97,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let proxies = start_xds(
         args.xds_addr,
         &writer,
-        identities,
+        &security,
         &mut registry,
         &mut tasks,
         &shutdown_token,
@@ -114,6 +137,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let rate_limit_addr = start_rate_limit(
         &args.rate_limit,
         std::net::SocketAddr::from(([127, 0, 0, 1], 18081)),
+        &security,
         &writer,
         &mut registry,
         &mut tasks,
@@ -122,6 +146,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await?;
     let gateway_envoys = start_local_gateways(
         &args.gateways,
+        AgentLaunch {
+            weir_bin: std::env::current_exe().context("locating the weir binary")?,
+            token_dir: args.proof.token_dir.clone(),
+            ca_root_file: ca_dir.join(weir_xds::ca::CA_CERT_FILE),
+        },
         args.xds_addr,
         rate_limit_addr,
         writer.subscribe(),

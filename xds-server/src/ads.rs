@@ -35,6 +35,7 @@ use crate::{
     cache::{SnapshotCache, TYPE_ORDER, is_wildcard_type},
     delta::DeltaStream,
     grpc::{DELTA_PATH, Outbox, ResponseBody, SERVICE, SOTW_PATH, decode},
+    identity::{Gatekeeper, PeerIdentity},
     metrics::XdsMetrics,
     registry::{ProxyRegistry, TypeStatus},
     stream::{StreamCore, XdsStream, drive},
@@ -48,22 +49,25 @@ pub struct AdsServer {
     cache: Arc<SnapshotCache>,
     registry: Arc<ProxyRegistry>,
     metrics: XdsMetrics,
+    gatekeeper: Arc<Gatekeeper>,
     shutdown: CancellationToken,
     next_stream: AtomicU64,
 }
 
 impl AdsServer {
-    /// A server answering from `cache`.
+    /// A server answering from `cache` the proxies `gatekeeper` admits.
     pub fn new(
         cache: Arc<SnapshotCache>,
         registry: Arc<ProxyRegistry>,
         metrics: XdsMetrics,
+        gatekeeper: Arc<Gatekeeper>,
         shutdown: CancellationToken,
     ) -> Self {
         AdsServer {
             cache,
             registry,
             metrics,
+            gatekeeper,
             shutdown,
             next_stream: AtomicU64::new(1),
         }
@@ -71,28 +75,38 @@ impl AdsServer {
 }
 
 impl AdsServer {
-    fn core(&self, protocol: &'static str) -> StreamCore {
+    fn core(&self, protocol: &'static str, peer: PeerIdentity) -> StreamCore {
         StreamCore::new(
             self.next_stream.fetch_add(1, Ordering::Relaxed),
             protocol,
             self.cache.clone(),
             self.registry.clone(),
             self.metrics.clone(),
+            peer,
+            self.gatekeeper.clone(),
         )
     }
 
     /// Starts a state-of-the-world stream reading `requests`; returns its response body.
-    pub(crate) fn stream_sotw(&self, requests: Streaming<DiscoveryRequest>) -> ResponseBody {
+    pub(crate) fn stream_sotw(
+        &self,
+        requests: Streaming<DiscoveryRequest>,
+        peer: PeerIdentity,
+    ) -> ResponseBody {
         let stream = SotwStream {
-            core: self.core("sotw"),
+            core: self.core("sotw", peer),
             types: BTreeMap::new(),
         };
         self.start(stream, requests)
     }
 
     /// Starts an incremental stream reading `requests`; returns its response body.
-    pub(crate) fn stream_delta(&self, requests: Streaming<DeltaDiscoveryRequest>) -> ResponseBody {
-        self.start(DeltaStream::new(self.core("delta")), requests)
+    pub(crate) fn stream_delta(
+        &self,
+        requests: Streaming<DeltaDiscoveryRequest>,
+        peer: PeerIdentity,
+    ) -> ResponseBody {
+        self.start(DeltaStream::new(self.core("delta", peer)), requests)
     }
 
     /// Runs `stream` in its own task and returns the response body it feeds.
@@ -281,10 +295,15 @@ fn route(
         .into_http();
     }
     let path = request.uri().path().to_string();
+    let peer = request
+        .extensions()
+        .get::<PeerIdentity>()
+        .cloned()
+        .unwrap_or_default();
     let body = request.into_body();
     let response = match path.as_str() {
-        SOTW_PATH => server.stream_sotw(decode(body)),
-        DELTA_PATH => server.stream_delta(decode(body)),
+        SOTW_PATH => server.stream_sotw(decode(body), peer),
+        DELTA_PATH => server.stream_delta(decode(body), peer),
         _ => return Status::unimplemented(format!("no method {path}")).into_http(),
     };
     http::Response::builder()

@@ -71,6 +71,16 @@ pub struct MeshCaArgs {
     /// xds-server keeps it in --ca-secret unless this is given.
     #[arg(long, env = "WEIR_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
+    /// The names proxies and agents dial the xds-server and the rate-limit service by
+    /// (DNS names or IP addresses, comma-separated): the TLS serving certificate the mesh
+    /// CA issues for both carries them, and proxies check it does.
+    #[arg(
+        long,
+        env = "WEIR_XDS_SERVER_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub xds_server_names: Vec<String>,
 }
 
 /// `--rate-limit-failure-mode`.

@@ -42,6 +42,19 @@ struct Launch {
     xds_addr: SocketAddr,
     rate_limit_addr: SocketAddr,
     port_offset: u16,
+    agent: AgentLaunch,
+}
+
+/// How each gateway's agent (`weir agent`, started next to its Envoy) proves the
+/// gateway's identity: the token `weir up` mints for it, and the mesh's roots.
+#[derive(Clone, Debug)]
+pub struct AgentLaunch {
+    /// The `weir` binary.
+    pub weir_bin: PathBuf,
+    /// `--token-dir`.
+    pub token_dir: PathBuf,
+    /// The mesh CA's root certificate.
+    pub ca_root_file: PathBuf,
 }
 
 /// An Envoy's exit: the Gateway, its pid and how it ended.
@@ -52,6 +65,7 @@ type Exit = (ProxyId, u32, String);
 /// `/debug/proxies`.
 pub fn start_local_gateways(
     args: &LocalGatewayArgs,
+    agent: AgentLaunch,
     xds_addr: SocketAddr,
     rate_limit_addr: SocketAddr,
     state: tokio::sync::watch::Receiver<ClusterState>,
@@ -75,6 +89,7 @@ pub fn start_local_gateways(
         xds_addr: loopback_if_unspecified(xds_addr),
         rate_limit_addr: loopback_if_unspecified(rate_limit_addr),
         port_offset: args.gateway_port_offset,
+        agent,
     };
     info!(envoy = %launch.envoy_bin.display(), run_dir = %launch.run_dir.display(), "supervising one Envoy per Gateway");
     tasks.spawn(supervise(launch, state, view.clone(), shutdown.clone()));
@@ -194,8 +209,44 @@ fn log_path(run_dir: &Path, id: &ProxyId) -> PathBuf {
     run_dir.join(format!("{}.log", file_stem(id)))
 }
 
-/// Writes the bootstrap and starts Envoy for `id` on a free admin port; a task reaps it
-/// and reports its exit on `exits`. Returns its pid and admin port.
+/// Starts `id`'s agent: it proves the gateway's identity with the token `weir up` mints
+/// and serves the certificate on `socket`.
+fn spawn_agent(
+    launch: &Launch,
+    id: &ProxyId,
+    socket: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(launch.run_dir.join(format!("{}.agent.log", file_stem(id))))
+        .context("the agent's log file")?;
+    tokio::process::Command::new(&launch.agent.weir_bin)
+        .arg("agent")
+        .arg("--token-file")
+        .arg(crate::local_tokens::token_path(
+            &launch.agent.token_dir,
+            &id.to_string(),
+        ))
+        .arg("--xds-addr")
+        .arg(launch.xds_addr.to_string())
+        .arg("--ca-root-file")
+        .arg(&launch.agent.ca_root_file)
+        .arg("--agent-socket")
+        .arg(socket)
+        .arg("--proxy")
+        .arg(id.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("log file")?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("running {} agent", launch.agent.weir_bin.display()))
+}
+
+/// Writes the bootstrap and starts Envoy for `id` on a free admin port, with its agent; a
+/// task reaps it (stopping the agent with it) and reports its exit on `exits`. Returns its
+/// pid and admin port.
 fn spawn(
     launch: &Launch,
     id: &ProxyId,
@@ -206,6 +257,9 @@ fn spawn(
         .and_then(|l| l.local_addr())
         .context("finding a free admin port")?
         .port();
+    let socket = std::path::absolute(launch.run_dir.join(format!("{}.sock", file_stem(id))))
+        .context("the agent's socket path")?;
+    let mut agent = spawn_agent(launch, id, &socket)?;
     let yaml = bootstrap_yaml(&BootstrapSpec {
         proxy: id.clone(),
         xds_addr: launch.xds_addr.to_string(),
@@ -219,6 +273,7 @@ fn spawn(
         delta: false,
         health_port: None,
         app_probers: Default::default(),
+        agent_socket: socket.display().to_string(),
     })
     .context("rendering the bootstrap")?;
     let bootstrap = launch.run_dir.join(format!("{}.yaml", file_stem(id)));
@@ -245,6 +300,7 @@ fn spawn(
             Ok(status) => status.to_string(),
             Err(e) => format!("wait failed: {e}"),
         };
+        let _ = agent.kill().await;
         let _ = exits.send((id, pid, how));
     });
     Ok((pid, admin_port))

@@ -3,7 +3,7 @@
 //! service ([`start_rate_limit`]), the mesh CA kept in a directory ([`ca_from_dir`]) and
 //! its certificate rotation, and the xds-server's admin routes ([`debug_routes`]).
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
 use axum::{Json, Router, routing::get};
@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 use weir_store::{ClusterState, StateWriter};
 
 use weir_runtime::{
@@ -21,15 +21,17 @@ use weir_runtime::{
 };
 
 use crate::{
-    ads::AdsServer,
+    ads::{AdsServer, AdsService},
     args::{MeshCaArgs, RateLimitArgs, RateLimitFailureMode, XdsServerArgs},
     ca,
     cache::SnapshotCache,
     identities::MeshIdentities,
+    identity::{Gatekeeper, IdentityMetrics, IdentityService, KubeTokenReviewer, TokenReviewer},
     k8s::{KINDS, LEASE_NAME, StatusMetrics, ca_from_secret, write_gateway_status},
     metrics::XdsMetrics,
     registry::ProxyRegistry,
-    server::{DEBOUNCE, MAX_DELAY, run_publisher, serve},
+    secure::XdsRouter,
+    server::{DEBOUNCE, MAX_DELAY, run_publisher},
 };
 
 /// The CA kept in `dir` (generated there on first start).
@@ -47,13 +49,73 @@ pub fn ca_from_dir(args: &MeshCaArgs, dir: &Path) -> anyhow::Result<Arc<MeshIden
     )))
 }
 
+/// How the xds-server's listeners prove who they are and check who calls.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // a CA, a key and a client: nothing to print
+pub struct XdsSecurity {
+    /// The mesh CA.
+    pub identities: Arc<MeshIdentities>,
+    /// The serving certificate of the ADS and rate-limit listeners.
+    pub serving: Arc<weir_runtime::tls::CertificateSlot>,
+    /// Who reviews proxies' tokens.
+    pub reviewer: Arc<dyn TokenReviewer>,
+}
+
+impl XdsSecurity {
+    /// The mesh CA's serving certificate for `--xds-server-names` (and the address served
+    /// on, when it is a specific one), renewed at half its lifetime; tokens reviewed by
+    /// `reviewer`.
+    pub fn start(
+        args: &MeshCaArgs,
+        addr: SocketAddr,
+        identities: Arc<MeshIdentities>,
+        reviewer: Arc<dyn TokenReviewer>,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let mut names: Vec<String> = args
+            .xds_server_names
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !addr.ip().is_unspecified() && !names.contains(&addr.ip().to_string()) {
+            names.push(addr.ip().to_string());
+        }
+        let serving = crate::secure::ca_serving_certificate(
+            identities.clone(),
+            names,
+            args.workload_cert_lifetime,
+            "xds-server",
+            tasks,
+            shutdown,
+        )
+        .context("--xds-server-names")?;
+        Ok(XdsSecurity {
+            identities,
+            serving,
+            reviewer,
+        })
+    }
+
+    fn tls(&self, optional_client_certificate: bool) -> anyhow::Result<rustls::ServerConfig> {
+        crate::secure::mesh_server_config(
+            &self.serving,
+            self.identities.ca().root_pem(),
+            optional_client_certificate,
+        )
+    }
+}
+
 /// Binds `addr` and starts the publisher (store changes → generations) and the ADS server
-/// as tasks in `tasks`. Returns the registry of connected proxies for the admin endpoint.
-/// Workload certificates from `identities` are served over SDS and rotated.
+/// with the certificate service, over TLS, as tasks in `tasks`. Returns the registry of
+/// connected proxies for the admin endpoint. Only proxies whose client certificate covers
+/// the pod or Gateway they claim are served; agents get workload certificates for the
+/// identity their token proves.
 pub async fn start_xds(
     addr: SocketAddr,
     writer: &StateWriter,
-    identities: Arc<MeshIdentities>,
+    security: &XdsSecurity,
     registry: &mut Registry,
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
@@ -63,11 +125,14 @@ pub async fn start_xds(
         .with_context(|| format!("cannot listen on --xds-addr {addr}"))?;
     let metrics = XdsMetrics::register(registry);
     let proxies = Arc::new(ProxyRegistry::default());
-    let cache = Arc::new(SnapshotCache::with_identities(
-        writer.current(),
-        Some(identities.clone()),
+    let gatekeeper = Arc::new(Gatekeeper::new(
+        security.identities.clone(),
+        security.reviewer.clone(),
+        writer.subscribe(),
+        proxies.clone(),
+        IdentityMetrics::register(registry),
     ));
-    spawn_rotation(identities, cache.clone(), tasks, shutdown);
+    let cache = Arc::new(SnapshotCache::new(writer.current()));
     tasks.spawn(run_publisher(
         writer.subscribe(),
         cache.clone(),
@@ -76,13 +141,24 @@ pub async fn start_xds(
         MAX_DELAY,
         shutdown.clone(),
     ));
-    let ads = AdsServer::new(cache, proxies.clone(), metrics, shutdown.clone());
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = serve(listener, ads, token).await {
-            warn!(error = %e, "xds-server failed");
-        }
-    });
+    let ads = AdsServer::new(
+        cache,
+        proxies.clone(),
+        metrics,
+        gatekeeper.clone(),
+        shutdown.clone(),
+    );
+    let router = XdsRouter {
+        ads: AdsService::new(ads),
+        identity: IdentityService::new(gatekeeper),
+    };
+    info!(%addr, "xds-server listening (ADS and certificates, TLS)");
+    tasks.spawn(crate::secure::serve_grpc(
+        listener,
+        security.tls(true)?,
+        router,
+        shutdown.clone(),
+    ));
     Ok(proxies)
 }
 
@@ -91,6 +167,7 @@ pub async fn start_xds(
 pub async fn start_rate_limit(
     args: &RateLimitArgs,
     default_addr: SocketAddr,
+    security: &XdsSecurity,
     writer: &StateWriter,
     registry: &mut Registry,
     tasks: &mut JoinSet<()>,
@@ -144,53 +221,14 @@ pub async fn start_rate_limit(
         failure,
         Some(RateLimitMetrics::register(registry)),
     );
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        let incoming = crate::server::incoming_nodelay(listener);
-        let result = tonic::transport::Server::builder()
-            .add_service(server.into_service())
-            .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
-            .await;
-        if let Err(e) = result {
-            warn!(error = %e, "rate-limit service failed");
-        }
-    });
+    // Only proxies of the mesh: the handshake needs a workload certificate.
+    tasks.spawn(crate::secure::serve_grpc(
+        listener,
+        security.tls(false)?,
+        server.into_service(),
+        shutdown.clone(),
+    ));
     Ok(addr)
-}
-
-/// How often certificates are checked for rotation: a twentieth of their lifetime,
-/// between 1 s and 1 min.
-pub fn rotation_check_interval(lifetime: Duration) -> Duration {
-    (lifetime / 20).clamp(Duration::from_secs(1), Duration::from_secs(60))
-}
-
-/// Re-issues certificates due for rotation and republishes, so that proxies get them
-/// over SDS; listeners, clusters and open connections are untouched.
-pub fn spawn_rotation(
-    identities: Arc<MeshIdentities>,
-    cache: Arc<SnapshotCache>,
-    tasks: &mut JoinSet<()>,
-    shutdown: &CancellationToken,
-) {
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(rotation_check_interval(identities.lifetime()));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let rotated = identities.rotate();
-            if rotated > 0 {
-                let generation = cache.republish();
-                info!(
-                    rotated,
-                    generation, "workload certificates rotated; republished"
-                );
-            }
-        }
-    });
 }
 
 /// The xds-server's admin routes: `/debug/proxies` (connected proxies, versions sent and
@@ -211,7 +249,10 @@ pub fn debug_routes(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
-                async move { Json(json!({ "proxies": list, "gatewayEnvoys": envoys })) }
+                let refused = listed.refusals();
+                async move {
+                    Json(json!({ "proxies": list, "refused": refused, "gatewayEnvoys": envoys }))
+                }
             }),
         )
         .route(
@@ -249,10 +290,18 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
         None => ca_from_secret(&client, &args.mesh_ca, &args.ca_secret).await?,
     };
     let webhook_ca = identities.clone();
+    let security = XdsSecurity::start(
+        &args.mesh_ca,
+        args.xds_addr,
+        identities,
+        Arc::new(KubeTokenReviewer(client.clone())),
+        &mut tasks,
+        &shutdown_token,
+    )?;
     let proxies = start_xds(
         args.xds_addr,
         &writer,
-        identities,
+        &security,
         &mut registry,
         &mut tasks,
         &shutdown_token,
@@ -295,6 +344,7 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
     start_rate_limit(
         &args.rate_limit,
         std::net::SocketAddr::from(([0, 0, 0, 0], 18081)),
+        &security,
         &writer,
         &mut registry,
         &mut tasks,

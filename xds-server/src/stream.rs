@@ -15,6 +15,7 @@ use crate::{
     bootstrap::{metadata, metadata_port, options_from_metadata},
     cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot},
     grpc::Outbox,
+    identity::{Gatekeeper, PeerIdentity},
     metrics::{TypeLabels, XdsMetrics},
     registry::{Nack, ProxyRegistry, ProxyStatus, TypeStatus, type_name},
     status::objects_behind,
@@ -35,19 +36,27 @@ pub(crate) struct StreamCore {
     cache: Arc<SnapshotCache>,
     registry: Arc<ProxyRegistry>,
     metrics: XdsMetrics,
+    /// Who the connection proved to be, and who decides whether that covers the claim.
+    peer: PeerIdentity,
+    gatekeeper: Arc<Gatekeeper>,
 }
 
 impl StreamCore {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         protocol: &'static str,
         cache: Arc<SnapshotCache>,
         registry: Arc<ProxyRegistry>,
         metrics: XdsMetrics,
+        peer: PeerIdentity,
+        gatekeeper: Arc<Gatekeeper>,
     ) -> Self {
         StreamCore {
             id,
             protocol,
+            peer,
+            gatekeeper,
             proxy: None,
             admin_port: None,
             started: Instant::now(),
@@ -59,9 +68,10 @@ impl StreamCore {
         }
     }
 
-    /// Starts handling a request: identifies the proxy from the first request's node, and
-    /// returns the served type the request is about (`None`: a type Weir does not serve,
-    /// to be ignored).
+    /// Starts handling a request: identifies the proxy from the first request's node and
+    /// checks the connection's proof covers it (else the stream ends with
+    /// PermissionDenied before anything is sent), and returns the served type the request
+    /// is about (`None`: a type Weir does not serve, to be ignored).
     pub(crate) fn accept(
         &mut self,
         node: Option<&Node>,
@@ -69,7 +79,8 @@ impl StreamCore {
     ) -> Result<Option<&'static str>, Status> {
         if self.proxy.is_none() {
             let identity = identify(node)?;
-            info!(proxy = %identity.0, stream = self.id, protocol = self.protocol, "proxy connected");
+            let proven = self.gatekeeper.admit(&self.peer, &identity.0)?;
+            info!(proxy = %identity.0, stream = self.id, protocol = self.protocol, %proven, "proxy connected");
             self.metrics.connected.inc();
             self.proxy = Some(identity);
             self.admin_port =

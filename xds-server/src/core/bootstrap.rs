@@ -32,7 +32,14 @@ pub struct BootstrapSpec {
     /// The application's original probes, by health path (from the injector's
     /// `weir.io/original-probes` annotation).
     pub app_probers: AppProbers,
+    /// The Unix socket of the pod's agent (`weir agent`), which serves the workload
+    /// certificate Envoy presents to peers and to the xds-server, and the mesh's roots.
+    pub agent_socket: String,
 }
+
+/// The default path of the agent's socket in a pod (an emptyDir shared by the agent and
+/// Envoy).
+pub const DEFAULT_AGENT_SOCKET: &str = "/var/run/weir/agent.sock";
 
 /// The bootstrap as YAML.
 pub fn bootstrap_yaml(spec: &BootstrapSpec) -> Result<String, serde_yaml::Error> {
@@ -51,22 +58,80 @@ fn host_port(addr: &str, default: u16) -> (&str, u16) {
         .unwrap_or((addr, default))
 }
 
-/// A static HTTP/2 cluster for a gRPC service of Weir's.
+fn http2_options() -> Value {
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        },
+    })
+}
+
+/// A secret from the agent, as the bootstrap's JSON spells it.
+fn agent_secret(name: &str) -> Value {
+    json!({
+        "name": name,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "api_config_source": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": crate::envoy::AGENT_CLUSTER}}],
+            },
+        },
+    })
+}
+
+/// A static HTTP/2 cluster for a gRPC service of Weir's, over TLS: Envoy presents the
+/// workload certificate its agent holds, and accepts only a server certificate from the
+/// mesh's roots that names the host it dials.
 fn grpc_cluster(name: &str, addr: &str, default_port: u16) -> Value {
     let (host, port) = host_port(addr, default_port);
+    let san_type = if host.parse::<std::net::IpAddr>().is_ok() {
+        "IP_ADDRESS"
+    } else {
+        "DNS"
+    };
     json!({
         "name": name,
         "type": "STRICT_DNS",
         "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
+        "typed_extension_protocol_options": http2_options(),
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "tls_certificate_sds_secret_configs": [agent_secret(crate::envoy::IDENTITY_SECRET)],
+                    "combined_validation_context": {
+                        "default_validation_context": {
+                            "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": host}}],
+                        },
+                        "validation_context_sds_secret_config": agent_secret(crate::envoy::ROOTS_SECRET),
+                    },
+                },
             },
         },
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}],
+        },
+    })
+}
+
+/// The cluster to the pod's agent, on its Unix socket.
+fn agent_cluster(socket: &str) -> Value {
+    json!({
+        "name": crate::envoy::AGENT_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": http2_options(),
+        "load_assignment": {
+            "cluster_name": crate::envoy::AGENT_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}],
         },
     })
 }
@@ -282,6 +347,7 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
             &spec.rate_limit_addr,
             18081,
         ),
+        agent_cluster(&spec.agent_socket),
     ];
     let mut listeners = Vec::new();
     if spec.stats_port.is_some() || spec.health_port.is_some() {
@@ -404,6 +470,7 @@ mod tests {
             delta: false,
             health_port: None,
             app_probers: Default::default(),
+            agent_socket: "/run/weir/agent.sock".into(),
         };
         let value = bootstrap(&spec);
         assert_eq!(value["node"]["id"], "sidecar~web-0.shop");
@@ -427,6 +494,31 @@ mod tests {
                 ["port_value"],
             18081
         );
+        // Weir's gRPC services over TLS, with the agent's certificate, checking the
+        // server's name against the mesh's roots.
+        let tls = &rls["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "127.0.0.1");
+        let context = &tls["common_tls_context"];
+        assert_eq!(
+            context["tls_certificate_sds_secret_configs"][0]["name"],
+            "weir-identity"
+        );
+        let validation = &context["combined_validation_context"];
+        assert_eq!(
+            validation["default_validation_context"]["match_typed_subject_alt_names"][0]["san_type"],
+            "IP_ADDRESS"
+        );
+        assert_eq!(
+            validation["validation_context_sds_secret_config"]["sds_config"]["api_config_source"]["grpc_services"]
+                [0]["envoy_grpc"]["cluster_name"],
+            "weir-agent"
+        );
+        let agent = &value["static_resources"]["clusters"][2];
+        assert_eq!(
+            agent["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
+                ["path"],
+            "/run/weir/agent.sock"
+        );
         assert!(value["static_resources"]["listeners"].is_null());
         let with_stats = bootstrap(&BootstrapSpec {
             stats_port: Some(15090),
@@ -435,7 +527,7 @@ mod tests {
         let listener = &with_stats["static_resources"]["listeners"][0];
         assert_eq!(listener["address"]["socket_address"]["port_value"], 15090);
         assert_eq!(
-            with_stats["static_resources"]["clusters"][2]["name"],
+            with_stats["static_resources"]["clusters"][3]["name"],
             "weir-admin"
         );
         // Gateway API regular expressions fit (Envoy's default limit of 100 does not).

@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod ca;
 pub mod capture;
+pub mod certify;
 pub mod envoy;
 pub mod gateway_envoys;
 pub mod gateway_infrastructure;

@@ -46,10 +46,36 @@ pub struct ProxyStatus {
     pub types: BTreeMap<&'static str, TypeStatus>,
 }
 
-/// The connected proxies.
+/// A caller refused for want of proof: an ADS stream or a certificate request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refused {
+    /// When (Unix seconds).
+    pub at: i64,
+    /// What was asked: `ads` (configuration) or `certify` (a workload certificate).
+    pub request: String,
+    /// What the caller claimed to be (a node id), when it said.
+    pub claimed: String,
+    /// What it proved, if anything.
+    pub proven: String,
+    /// The metric label of the reason.
+    pub reason: String,
+    /// Why, in words.
+    pub message: String,
+    /// Where it came from.
+    pub peer: String,
+    /// How many times in a row the same caller was refused the same way.
+    pub count: u64,
+}
+
+/// How many refusals are kept (the most recent).
+pub const REFUSALS_KEPT: usize = 100;
+
+/// The connected proxies, and the callers recently refused.
 #[derive(Debug, Default)]
 pub struct ProxyRegistry {
     streams: Mutex<BTreeMap<u64, ProxyStatus>>,
+    refused: Mutex<std::collections::VecDeque<Refused>>,
 }
 
 impl ProxyRegistry {
@@ -70,6 +96,46 @@ impl ProxyRegistry {
         list
     }
 
+    /// Records a refusal; returns whether it is new (not a repeat of the last refusal of
+    /// the same caller for the same reason), so that a proxy retrying every second is logged
+    /// once.
+    pub fn refuse(&self, refusal: Refused) -> bool {
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(same) = refused.iter_mut().rev().find(|r| {
+            r.request == refusal.request
+                && r.claimed == refusal.claimed
+                && r.proven == refusal.proven
+                && r.reason == refusal.reason
+        }) {
+            same.count += 1;
+            same.at = refusal.at;
+            same.message = refusal.message;
+            same.peer = refusal.peer;
+            return false;
+        }
+        if refused.len() == REFUSALS_KEPT {
+            refused.pop_front();
+        }
+        refused.push_back(Refused {
+            count: 1,
+            ..refusal
+        });
+        true
+    }
+
+    /// The refusals kept, oldest first.
+    pub fn refusals(&self) -> Vec<Refused> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyStatus>> {
         self.streams
             .lock()
@@ -86,5 +152,39 @@ pub fn type_name(type_url: &str) -> &'static str {
         crate::envoy::ROUTE_TYPE => "routes",
         crate::envoy::SECRET_TYPE => "secrets",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(claimed: &str, at: i64) -> Refused {
+        Refused {
+            at,
+            request: "ads".into(),
+            claimed: claimed.into(),
+            proven: "ServiceAccount shop/web".into(),
+            reason: "other_service_account".into(),
+            message: "no".into(),
+            peer: "127.0.0.1:1".into(),
+            count: 0,
+        }
+    }
+
+    #[test]
+    fn a_repeated_refusal_is_counted_not_listed_again() {
+        let registry = ProxyRegistry::default();
+        assert!(registry.refuse(refusal("sidecar~db-0.shop", 1)));
+        assert!(!registry.refuse(refusal("sidecar~db-0.shop", 2)));
+        assert!(registry.refuse(refusal("sidecar~api-0.shop", 3)));
+        let kept = registry.refusals();
+        assert_eq!(kept.len(), 2);
+        assert_eq!((kept[0].count, kept[0].at), (2, 2));
+        for n in 0..REFUSALS_KEPT as i64 {
+            registry.refuse(refusal(&format!("sidecar~p{n}.shop"), n));
+        }
+        assert_eq!(registry.refusals().len(), REFUSALS_KEPT);
+        assert_eq!(registry.refusals()[0].claimed, "sidecar~p0.shop");
     }
 }

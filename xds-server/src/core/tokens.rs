@@ -197,6 +197,59 @@ impl LocalTokens {
     }
 }
 
+/// The tokens local mode keeps, by the node id of the proxy each is for: one per Pod
+/// (bound to it, for its ServiceAccount) and one per Gateway (for the ServiceAccount its
+/// Envoys run as, `<gateway>-<class>`), as a kubelet would mount into each.
+pub fn wanted_tokens(state: &weir_store::ClusterState) -> BTreeMap<String, TokenSubject> {
+    use crate::translate::{ProxyId, Role};
+    let mut wanted = BTreeMap::new();
+    for (key, pod) in state.pods.iter() {
+        let Some(namespace) = key.namespace.clone() else {
+            continue;
+        };
+        let id = ProxyId {
+            role: Role::Sidecar,
+            name: key.name.clone(),
+            namespace: namespace.clone(),
+        };
+        wanted.insert(
+            id.to_string(),
+            TokenSubject {
+                namespace,
+                service_account: crate::translate::mesh::service_account(pod).to_string(),
+                pod: Some((
+                    key.name.clone(),
+                    pod.metadata.uid.clone().unwrap_or_default(),
+                )),
+            },
+        );
+    }
+    for (key, _) in state.gateways.iter() {
+        let Some(namespace) = key.namespace.clone() else {
+            continue;
+        };
+        let Some(service_account) =
+            crate::proof::gateway_service_account(state, &namespace, &key.name)
+        else {
+            continue;
+        };
+        let id = ProxyId {
+            role: Role::Gateway,
+            name: key.name.clone(),
+            namespace: namespace.clone(),
+        };
+        wanted.insert(
+            id.to_string(),
+            TokenSubject {
+                namespace,
+                service_account,
+                pod: None,
+            },
+        );
+    }
+    wanted
+}
+
 #[cfg(test)]
 mod tests {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -227,6 +280,30 @@ mod tests {
         let proven = from_review(&user.username, &user.extra).unwrap();
         assert_eq!(proven.pod.as_deref(), Some("web-0"));
         assert_eq!(proven.service_account, "web");
+    }
+
+    #[test]
+    fn every_pod_and_gateway_gets_a_token_for_its_service_account() {
+        let state = crate::test_support::state(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: shop, uid: u1}\nspec: {serviceAccountName: web, containers: [{name: web, image: web}]}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: shop}\n\
+             spec: {gatewayClassName: weir, listeners: [{name: http, port: 80, protocol: HTTP}]}\n",
+        );
+        let wanted = wanted_tokens(&state);
+        assert_eq!(
+            wanted.keys().collect::<Vec<_>>(),
+            ["gateway~edge.shop", "sidecar~web-0.shop"]
+        );
+        assert_eq!(wanted["sidecar~web-0.shop"], web_with_uid("u1"));
+        assert_eq!(wanted["gateway~edge.shop"].service_account, "edge-weir");
+        assert_eq!(wanted["gateway~edge.shop"].pod, None);
+    }
+
+    fn web_with_uid(uid: &str) -> TokenSubject {
+        TokenSubject {
+            pod: Some(("web-0".into(), uid.into())),
+            ..web()
+        }
     }
 
     #[test]

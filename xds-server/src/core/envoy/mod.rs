@@ -96,10 +96,17 @@ pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteCon
 pub const SECRET_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
-/// The SDS secret holding a proxy's own workload certificate and key.
+/// The SDS secret holding a proxy's own workload certificate and key (from its agent).
 pub const IDENTITY_SECRET: &str = "weir-identity";
-/// The SDS secret holding the mesh's trust bundle and the trust domain peers must be in.
+/// The SDS secret holding the mesh's trust bundle and the trust domain peers must be in
+/// (from the agent).
 pub const TRUST_BUNDLE_SECRET: &str = "weir-trust-bundle";
+/// The SDS secret holding only the mesh's roots (from the agent): what the bootstrap's
+/// connections to the xds-server validate its serving certificate with, by name.
+pub const ROOTS_SECRET: &str = "weir-roots";
+/// The bootstrap's cluster to the pod's agent (`weir agent`), which serves the workload's
+/// secrets over SDS on a Unix socket: the key never leaves the pod.
+pub const AGENT_CLUSTER: &str = "weir-agent";
 /// Endpoint metadata key (under `envoy.transport_socket_match`) marking endpoints that take
 /// mTLS.
 const MTLS_MATCH_KEY: &str = "weir.io/mtls";
@@ -276,20 +283,45 @@ fn mtls_endpoint_metadata() -> Metadata {
     }
 }
 
-fn sds(name: &str) -> SdsSecretConfig {
+/// A secret the pod's agent serves over SDS ([`AGENT_CLUSTER`]).
+pub fn agent_sds(name: &str) -> SdsSecretConfig {
+    use envoy_types::pb::envoy::config::core::v3::{
+        ApiConfigSource, GrpcService, api_config_source::ApiType, grpc_service,
+    };
     SdsSecretConfig {
         name: name.into(),
-        sds_config: Some(ads()),
+        sds_config: Some(ConfigSource {
+            resource_api_version: ApiVersion::V3 as i32,
+            config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(
+                ApiConfigSource {
+                    api_type: ApiType::Grpc as i32,
+                    transport_api_version: ApiVersion::V3 as i32,
+                    grpc_services: vec![GrpcService {
+                        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                            grpc_service::EnvoyGrpc {
+                                cluster_name: AGENT_CLUSTER.into(),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    }],
+                    set_node_on_first_message_only: true,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
     }
 }
 
 /// The proxy's workload certificate, and peers validated against the mesh's trust bundle
-/// and trust domain, both over SDS (so rotation needs no listener or cluster change).
+/// and trust domain, both over SDS from the pod's agent (so rotation needs no listener or
+/// cluster change, and the key is never sent by the xds-server).
 fn mesh_tls_context() -> CommonTlsContext {
     CommonTlsContext {
-        tls_certificate_sds_secret_configs: vec![sds(IDENTITY_SECRET)],
+        tls_certificate_sds_secret_configs: vec![agent_sds(IDENTITY_SECRET)],
         validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(
-            sds(TRUST_BUNDLE_SECRET),
+            agent_sds(TRUST_BUNDLE_SECRET),
         )),
         ..Default::default()
     }
@@ -311,6 +343,19 @@ pub fn to_identity_secret(certificate_chain_pem: &str, private_key_pem: &str) ->
             private_key: Some(inline_string(private_key_pem)),
             ..Default::default()
         })),
+    }
+}
+
+/// The SDS secret with the mesh's roots alone ([`ROOTS_SECRET`]).
+pub fn to_roots_secret(roots_pem: &str) -> Secret {
+    Secret {
+        name: ROOTS_SECRET.into(),
+        r#type: Some(SecretType::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(inline_string(roots_pem)),
+                ..Default::default()
+            },
+        )),
     }
 }
 
