@@ -10,7 +10,7 @@ use std::{
 };
 
 pub use crate::http::{HttpResponse, request};
-use crate::{eventually, free_port, http_get, weir, workspace_root};
+use crate::{WeirUp, eventually, free_port, http_get, workspace_root};
 
 /// The Envoy binary: `ENVOY_BIN`, else the one `scripts/setup.sh` installs in `.venv`,
 /// else `envoy` on PATH.
@@ -26,15 +26,84 @@ pub fn envoy_bin() -> PathBuf {
     }
 }
 
-/// A running Envoy, killed when dropped.
+/// A running Envoy and its agent (`weir agent`, which proves the proxy's identity and
+/// serves its certificate), killed when dropped.
 #[derive(Debug)]
 pub struct Envoy {
     child: Option<Child>,
+    agent: Option<Child>,
     /// Envoy's admin endpoint.
     pub admin: SocketAddr,
     log: PathBuf,
+    agent_log: PathBuf,
     _dir: tempfile::TempDir,
 }
+
+/// How a test Envoy's agent proves who it is.
+#[derive(Clone, Debug, Default)]
+pub enum Proof {
+    /// The token `weir up` minted for the proxy the bootstrap names (what a pod has).
+    #[default]
+    Own,
+    /// Another token file (someone else's, forged, expired).
+    Token(PathBuf),
+    /// No token at all.
+    None,
+}
+
+/// The node id `weir bootstrap <args>` gives a proxy.
+pub fn node_id(bootstrap_args: &[&str]) -> String {
+    let value = |flag: &str| {
+        bootstrap_args
+            .iter()
+            .position(|a| *a == flag)
+            .and_then(|i| bootstrap_args.get(i + 1))
+            .copied()
+            .unwrap_or_default()
+    };
+    format!(
+        "{}~{}.{}",
+        value("--role"),
+        value("--name"),
+        value("--namespace")
+    )
+}
+
+/// Starts `weir agent` for the proxy `node_id` of `weir`, serving on `socket`.
+pub fn start_agent(
+    weir: &WeirUp,
+    node_id: &str,
+    proof: &Proof,
+    socket: &std::path::Path,
+    log: &std::path::Path,
+) -> Child {
+    let token = match proof {
+        Proof::Own => weir.token_file(node_id),
+        Proof::Token(file) => file.clone(),
+        Proof::None => socket.with_extension("no-token"),
+    };
+    if matches!(proof, Proof::None) {
+        std::fs::write(&token, "").unwrap_or_else(|e| panic!("empty token: {e}"));
+    }
+    crate::weir()
+        .arg("agent")
+        .arg("--token-file")
+        .arg(token)
+        .args(["--xds-addr", &weir.xds.to_string()])
+        .arg("--ca-root-file")
+        .arg(weir.ca_root())
+        .arg("--agent-socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap_or_else(|e| panic!("agent log: {e}")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting weir agent: {e}"))
+}
+
+/// The Pod the sidecar of [`GatewayAndSidecar`] serves: a configuration must hold it, as a
+/// sidecar proves the identity of a Pod that exists.
+pub const CLIENT_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: client-0, namespace: shop}\nspec: {containers: [{name: client, image: client}]}\n";
 
 /// The two kinds of proxy side by side, on one xds-server: the Gateway `shop/edge`'s
 /// gateway over state-of-the-world xDS, and the sidecar of pod `shop/client-0` over delta
@@ -50,15 +119,15 @@ pub struct GatewayAndSidecar {
 }
 
 impl GatewayAndSidecar {
-    /// Starts both against `xds`.
-    pub fn start(xds: SocketAddr) -> GatewayAndSidecar {
+    /// Starts both against `weir`.
+    pub fn start(weir: &WeirUp) -> GatewayAndSidecar {
         let gateway = Envoy::start(
-            xds,
+            weir,
             &["--role", "gateway", "--name", "edge", "--namespace", "shop"],
         );
         let outbound: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let sidecar = Envoy::start(
-            xds,
+            weir,
             &[
                 "--role",
                 "sidecar",
@@ -81,30 +150,46 @@ impl GatewayAndSidecar {
 }
 
 impl Envoy {
-    /// Starts Envoy with the bootstrap `weir bootstrap <args> --xds-addr <xds>` prints, and
-    /// waits until its admin endpoint answers.
-    pub fn start(xds: SocketAddr, bootstrap_args: &[&str]) -> Envoy {
-        Self::start_edited(xds, bootstrap_args, |bootstrap| bootstrap)
+    /// Starts Envoy for `weir` with the bootstrap `weir bootstrap <args> --xds-addr <xds>`
+    /// prints, next to its agent proving the identity of the proxy it names, and waits
+    /// until its admin endpoint answers.
+    pub fn start(weir: &WeirUp, bootstrap_args: &[&str]) -> Envoy {
+        Self::start_with(weir, bootstrap_args, Proof::Own, |bootstrap| bootstrap)
     }
 
     /// Like [`Envoy::start`], with the bootstrap passed through `edit` first: an Envoy
     /// started from another bootstrap than the one Weir prints.
     pub fn start_edited(
-        xds: SocketAddr,
+        weir: &WeirUp,
         bootstrap_args: &[&str],
+        edit: impl FnOnce(String) -> String,
+    ) -> Envoy {
+        Self::start_with(weir, bootstrap_args, Proof::Own, edit)
+    }
+
+    /// Like [`Envoy::start_edited`], its agent proving with `proof`.
+    pub fn start_with(
+        weir: &WeirUp,
+        bootstrap_args: &[&str],
+        proof: Proof,
         edit: impl FnOnce(String) -> String,
     ) -> Envoy {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let output = weir()
+        let socket = dir.path().join("agent.sock");
+        let agent_log = dir.path().join("agent.log");
+        let agent = start_agent(weir, &node_id(bootstrap_args), &proof, &socket, &agent_log);
+        let output = crate::weir()
             .arg("bootstrap")
             .args(bootstrap_args)
             .args([
                 "--xds-addr",
-                &xds.to_string(),
+                &weir.xds.to_string(),
                 "--admin-port",
                 &admin.port().to_string(),
             ])
+            .arg("--agent-socket")
+            .arg(&socket)
             .output()
             .unwrap_or_else(|e| panic!("weir bootstrap: {e}"));
         assert!(
@@ -136,8 +221,10 @@ impl Envoy {
             });
         let envoy = Envoy {
             child: Some(child),
+            agent: Some(agent),
             admin,
             log,
+            agent_log,
             _dir: dir,
         };
         let up = eventually(Duration::from_secs(30), || {
@@ -151,9 +238,18 @@ impl Envoy {
         envoy
     }
 
-    /// Envoy's log so far.
+    /// Envoy's log so far, and its agent's.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        format!(
+            "{}\n--- agent ---\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+            self.agent_log()
+        )
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
     }
 
     /// GET on Envoy's admin endpoint.
@@ -172,9 +268,9 @@ impl Envoy {
             .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
     }
 
-    /// Stops Envoy now.
+    /// Stops Envoy (and its agent) now.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in [self.child.take(), self.agent.take()].into_iter().flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }

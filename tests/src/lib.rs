@@ -162,8 +162,14 @@ pub struct WeirUp {
     pub admin: SocketAddr,
     /// The xds-server.
     pub xds: SocketAddr,
+    /// The mesh CA's directory (`ca.crt` is what agents trust the xds-server with).
+    pub ca_dir: PathBuf,
+    /// Where it writes a token for every proxy (`<node id>.token`).
+    pub token_dir: PathBuf,
     log: PathBuf,
-    _scratch: tempfile::TempDir,
+    /// Its scratch directory (and, after restarts, the earlier instances'), holding the CA
+    /// and the tokens.
+    scratch: Vec<tempfile::TempDir>,
 }
 
 impl WeirUp {
@@ -198,10 +204,24 @@ impl WeirUp {
         if !extra.contains(&"--gateway-envoys") {
             command.arg("--gateway-envoys").arg("off");
         }
-        // And its own mesh CA, in its scratch directory.
-        if !extra.contains(&"--ca-dir") {
+        // And its own mesh CA and proxy tokens, in its scratch directory.
+        let flag_value = |flag: &str| {
+            extra
+                .iter()
+                .position(|a| *a == flag)
+                .and_then(|i| extra.get(i + 1))
+                .map(PathBuf::from)
+        };
+        let ca_dir = flag_value("--ca-dir").unwrap_or_else(|| {
             command.arg("--ca-dir").arg(scratch.path().join("ca"));
-        }
+            scratch.path().join("ca")
+        });
+        let token_dir = flag_value("--token-dir").unwrap_or_else(|| {
+            command
+                .arg("--token-dir")
+                .arg(scratch.path().join("tokens"));
+            scratch.path().join("tokens")
+        });
         let child = command
             .args(extra)
             .stdin(Stdio::null())
@@ -213,8 +233,10 @@ impl WeirUp {
             child: Some(child),
             admin,
             xds,
+            ca_dir,
+            token_dir,
             log,
-            _scratch: scratch,
+            scratch: vec![scratch],
         };
         let ready = eventually(Duration::from_secs(30), || {
             matches!(up.get("/readyz"), Ok((200, _))).then_some(())
@@ -227,6 +249,35 @@ impl WeirUp {
             );
         }
         up
+    }
+
+    /// Starts `weir up` again, after [`WeirUp::terminate`], on the same xDS address, mesh
+    /// CA and token directory, as a restarted control plane finds its CA again (in its
+    /// Secret, in a cluster): proxies reconnect with the certificates they hold.
+    pub fn restart(&mut self, config: &Path) {
+        let (ca, tokens) = (self.ca_dir.clone(), self.token_dir.clone());
+        let mut next = WeirUp::start_with_xds(
+            config,
+            self.xds,
+            &[
+                "--ca-dir",
+                ca.to_str().unwrap_or_default(),
+                "--token-dir",
+                tokens.to_str().unwrap_or_default(),
+            ],
+        );
+        next.scratch.append(&mut self.scratch);
+        *self = next;
+    }
+
+    /// The token `weir up` minted for the proxy `node_id` (`sidecar~web-0.shop`).
+    pub fn token_file(&self, node_id: &str) -> PathBuf {
+        self.token_dir.join(format!("{node_id}.token"))
+    }
+
+    /// The mesh CA's certificate, which the xds-server's serving certificate chains to.
+    pub fn ca_root(&self) -> PathBuf {
+        self.ca_dir.join("ca.crt")
     }
 
     /// GET on the admin endpoint.

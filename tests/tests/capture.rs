@@ -43,27 +43,67 @@ const ADMIN_PORT: u16 = 15000;
 /// An Envoy sidecar running as the sidecar uid inside a pod's namespace.
 struct Sidecar {
     child: Child,
+    agent: Child,
     ns: String,
     log: PathBuf,
+    agent_log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
+/// Runs `program` in `ns` as the sidecar uid, as the injected containers run.
+fn as_sidecar(ns: &str, program: &Path) -> std::process::Command {
+    let mut command = Lab::command(ns, "setpriv");
+    command
+        .args(["--reuid=1337", "--regid=1337", "--clear-groups"])
+        .arg(program);
+    command
+}
+
 impl Sidecar {
-    fn start(
-        ns: &str,
-        bootstrap_args: &[&str],
-        xds: SocketAddr,
-        rate_limit: SocketAddr,
-    ) -> Sidecar {
+    fn start(ns: &str, bootstrap_args: &[&str], weir: &WeirUp, rate_limit: SocketAddr) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         // The sidecar uid reads the bootstrap.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        // The agent, as the same uid, with the pod's token (mounted for that uid in a
+        // pod) and the mesh's roots.
+        let token = dir.path().join("token");
+        fs::copy(
+            weir.token_file(&weir_tests::envoy::node_id(bootstrap_args)),
+            &token,
+        )
+        .unwrap();
+        std::os::unix::fs::chown(&token, Some(1337), Some(1337)).unwrap();
+        let roots = dir.path().join("ca.crt");
+        fs::copy(weir.ca_root(), &roots).unwrap();
+        fs::set_permissions(&roots, fs::Permissions::from_mode(0o644)).unwrap();
+        let weir_copy = dir.path().join("weir");
+        link_or_copy(weir_bin(), &weir_copy);
+        // The agent's socket in a directory of the sidecar uid (an emptyDir in a pod).
+        let run = dir.path().join("run");
+        fs::create_dir(&run).unwrap();
+        std::os::unix::fs::chown(&run, Some(1337), Some(1337)).unwrap();
+        let socket = run.join("agent.sock");
+        let agent_log = dir.path().join("agent.log");
+        let agent = as_sidecar(ns, &weir_copy)
+            .arg("agent")
+            .arg("--token-file")
+            .arg(&token)
+            .args(["--xds-addr", &weir.xds.to_string()])
+            .arg("--ca-root-file")
+            .arg(&roots)
+            .arg("--agent-socket")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&agent_log).unwrap())
+            .spawn()
+            .unwrap();
         let bootstrap = dir.path().join("envoy.yaml");
         let (xds, rate_limit, admin) = (
-            xds.to_string(),
+            weir.xds.to_string(),
             rate_limit.to_string(),
             ADMIN_PORT.to_string(),
         );
+        let socket = socket.to_str().unwrap().to_string();
         let mut args = bootstrap_args.to_vec();
         args.extend([
             "--xds-addr",
@@ -72,15 +112,15 @@ impl Sidecar {
             &rate_limit,
             "--admin-port",
             &admin,
+            "--agent-socket",
+            &socket,
         ]);
         write_bootstrap(&args, &bootstrap);
         fs::set_permissions(&bootstrap, fs::Permissions::from_mode(0o644)).unwrap();
         let log = dir.path().join("envoy.log");
         let envoy = dir.path().join("envoy");
         link_or_copy(&real_envoy(), &envoy);
-        let child = Lab::command(ns, "setpriv")
-            .args(["--reuid=1337", "--regid=1337", "--clear-groups"])
-            .arg(&envoy)
+        let child = as_sidecar(ns, &envoy)
             .arg("-c")
             .arg(&bootstrap)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
@@ -90,8 +130,10 @@ impl Sidecar {
             .unwrap();
         let sidecar = Sidecar {
             child,
+            agent,
             ns: ns.to_string(),
             log,
+            agent_log,
             _dir: dir,
         };
         let live = eventually(Duration::from_secs(30), || {
@@ -120,14 +162,20 @@ impl Sidecar {
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        format!(
+            "{}\n--- agent ---\n{}",
+            fs::read_to_string(&self.log).unwrap_or_default(),
+            fs::read_to_string(&self.agent_log).unwrap_or_default()
+        )
     }
 }
 
 impl Drop for Sidecar {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in [&mut self.child, &mut self.agent] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -318,7 +366,7 @@ fn captured_traffic_crosses_the_mesh_with_mtls_and_only_where_it_should() {
             "--app-probes",
             probes,
         ],
-        xds,
+        &weir,
         rate_limit,
     );
     let client_sidecar = Sidecar::start(
@@ -331,7 +379,7 @@ fn captured_traffic_crosses_the_mesh_with_mtls_and_only_where_it_should() {
             "--namespace",
             "shop",
         ],
-        xds,
+        &weir,
         rate_limit,
     );
     // 1. An ordinary client calls the ClusterIP; the app answers, through both sidecars.

@@ -90,12 +90,13 @@ fn valid_input_envoy_would_refuse_is_left_out_and_everything_else_is_acked_and_s
     let gateway_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("platform.yaml"), config(&web, gateway_port)).unwrap();
+    fs::write(dir.path().join("pods.yaml"), weir_tests::envoy::CLIENT_POD).unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
     let GatewayAndSidecar {
         gateway,
         sidecar,
         outbound,
-    } = GatewayAndSidecar::start(weir.xds);
+    } = GatewayAndSidecar::start(&weir);
     let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
 
     // The large (but valid) regular expression routes: the gateway has its routes.

@@ -70,12 +70,13 @@ fn envoy_accepts_every_generated_valid_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("platform.yaml");
     fs::write(&config, base(gateway_port, &marker, 0)).unwrap();
+    fs::write(dir.path().join("pods.yaml"), weir_tests::envoy::CLIENT_POD).unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
     let GatewayAndSidecar {
         gateway,
         sidecar,
         outbound,
-    } = GatewayAndSidecar::start(weir.xds);
+    } = GatewayAndSidecar::start(&weir);
     let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
     let reached = |addr: SocketAddr, path: &str, host: &str| {
         request(addr, "GET", path, host, &[])

@@ -84,7 +84,7 @@ impl Setup {
         )
         .unwrap();
         let weir = WeirUp::start(dir.path(), &[]);
-        let envoy = Envoy::start(weir.xds, bootstrap);
+        let envoy = Envoy::start(&weir, bootstrap);
         let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
         let setup = Setup {
             dir,
@@ -324,7 +324,6 @@ fn editing_the_directory_under_traffic_switches_routes_without_failures() {
 #[test]
 fn envoy_rides_out_a_control_plane_restart_and_both_sides_converge() {
     let mut setup = Setup::start(SIMPLE_ROUTE);
-    let xds = setup.weir.xds;
 
     // The control plane goes away: Envoy keeps serving its last configuration.
     setup
@@ -338,13 +337,13 @@ fn envoy_rides_out_a_control_plane_restart_and_both_sides_converge() {
     // It comes back, with a changed configuration, on the same address: Envoy reconnects
     // and converges.
     setup.write_routes(&SIMPLE_ROUTE.replace("svc-a", "svc-b"));
-    setup.weir = WeirUp::start_with_xds(setup.dir.path(), xds, &[]);
+    setup.weir.restart(setup.dir.path());
     setup.wait_for_backend("/", "b");
 
     // Envoy restarts: the new process gets everything from the control plane.
     setup.envoy.kill();
     setup.envoy = Envoy::start(
-        xds,
+        &setup.weir,
         &["--role", "gateway", "--name", "edge", "--namespace", "shop"],
     );
     setup.wait_for_backend("/", "b");
@@ -365,7 +364,7 @@ fn a_nacked_configuration_keeps_the_last_good_one_and_shows_in_proxy_status() {
     // Weir leaves out what it knows Envoy refuses, so a NACK needs an Envoy that refuses
     // more: one started without Weir's RE2 program-size limit rejects an ordinary regex.
     setup.envoy.kill();
-    setup.envoy = Envoy::start_edited(setup.weir.xds, GATEWAY_SOTW, without_re2_limit);
+    setup.envoy = Envoy::start_edited(&setup.weir, GATEWAY_SOTW, without_re2_limit);
     setup.wait_for_backend("/", "a");
     let bad = SIMPLE_ROUTE.replace(
         "  - backendRefs: [{name: svc-a, port: 80}]",
@@ -480,7 +479,6 @@ fn delta_xds_serves_edits_and_brings_a_reconnecting_envoy_up_to_date() {
 
     // Control plane restart with a change made while it was down: Envoy reconnects with
     // the versions it holds (initial_resource_versions) and gets what differs.
-    let xds = setup.weir.xds;
     setup
         .weir
         .terminate(Duration::from_secs(15))
@@ -493,7 +491,7 @@ fn delta_xds_serves_edits_and_brings_a_reconnecting_envoy_up_to_date() {
     setup.write_routes(
         &SIMPLE_ROUTE.replace("hostnames: [app.test]", "hostnames: [app.test, other.test]"),
     );
-    setup.weir = WeirUp::start_with_xds(setup.dir.path(), xds, &[]);
+    setup.weir.restart(setup.dir.path());
     let reached = eventually(Duration::from_secs(20), || {
         let response = request(setup.gateway, "GET", "/", "other.test", &[]).ok()?;
         (response.backend().as_deref() == Some("a")).then_some(())
@@ -566,7 +564,7 @@ fn https_listeners_terminate_tls_with_the_certificate_from_the_secret() {
     )
     .unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
-    let envoy = Envoy::start(weir.xds, GATEWAY_SOTW);
+    let envoy = Envoy::start(&weir, GATEWAY_SOTW);
     let curl = || {
         std::process::Command::new("curl")
             .args(["-sv", "--max-time", "3", "--cacert"])

@@ -28,10 +28,11 @@ fn sidecar_routes_outbound_by_authority_follows_gamma_routes_and_forwards_inboun
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mesh.yaml");
     fs::write(&config, services(&a, &b)).unwrap();
+    fs::write(dir.path().join("pods.yaml"), weir_tests::envoy::CLIENT_POD).unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
     let (outbound, inbound) = (free_port(), free_port());
     let envoy = Envoy::start(
-        weir.xds,
+        &weir,
         &[
             "--role",
             "sidecar",

@@ -86,12 +86,9 @@ fn two_envoys_share_one_limit_through_redis_and_fail_open_without_it() {
     let first = bootstrap(0);
     let second = bootstrap(offset);
     let envoys = [
+        Envoy::start(&weir, &first.iter().map(String::as_str).collect::<Vec<_>>()),
         Envoy::start(
-            weir.xds,
-            &first.iter().map(String::as_str).collect::<Vec<_>>(),
-        ),
-        Envoy::start(
-            weir.xds,
+            &weir,
             &second.iter().map(String::as_str).collect::<Vec<_>>(),
         ),
     ];

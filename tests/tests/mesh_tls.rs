@@ -108,7 +108,7 @@ impl Mesh {
         let server_stats = stats(&server_stats);
         let caller_stats = stats(&caller_stats);
         let server = Envoy::start(
-            weir.xds,
+            &weir,
             &[
                 "--role",
                 "sidecar",
@@ -128,7 +128,7 @@ impl Mesh {
             .collect::<Vec<_>>(),
         );
         let caller = Envoy::start(
-            weir.xds,
+            &weir,
             &[
                 "--role",
                 "sidecar",
@@ -376,12 +376,24 @@ fn serials(envoy: &Envoy) -> Vec<String> {
 }
 
 #[test]
-fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
-    // 6 s certificates: renewed every 3 s.
-    let mesh = Mesh::start("Strict", &["--workload-cert-lifetime", "6s"]);
+fn certificates_and_tokens_rotate_without_a_failed_request_on_a_kept_alive_connection() {
+    // 6 s certificates, renewed by the agents every 3 s, each time with a new key and the
+    // token read again; 4 s tokens, minted again every 2 s (a renewal with an expired
+    // token would fail, and the certificate would run out).
+    let mesh = Mesh::start(
+        "Strict",
+        &[
+            "--workload-cert-lifetime",
+            "6s",
+            "--proxy-token-lifetime",
+            "4s",
+        ],
+    );
     mesh.wait_routed();
     let first = serials(&mesh.server);
     assert!(!first.is_empty(), "the server holds no certificate");
+    let token_file = mesh.weir.token_file("sidecar~pay-0.payments");
+    let first_token = std::fs::read_to_string(&token_file).unwrap();
 
     let mut connection = KeepAlive::connect(mesh.outbound).unwrap();
     let start = Instant::now();
@@ -418,7 +430,17 @@ fn certificates_rotate_without_a_failed_request_on_a_kept_alive_connection() {
         mesh.logs()
     );
     assert!(sent > 50, "only {sent} requests");
-    assert!(mesh.weir.log().contains("workload certificates rotated"));
+    let obtained = mesh
+        .server
+        .agent_log()
+        .matches("workload certificate obtained")
+        .count();
+    assert!(obtained >= 3, "the server's agent renewed {obtained} times");
+    assert_ne!(
+        std::fs::read_to_string(&token_file).unwrap(),
+        first_token,
+        "the token was minted again"
+    );
 }
 
 /// Auto promotion after 4 quiet seconds. The test's own plaintext probe after the

@@ -22,7 +22,6 @@ use weir_store::ClusterState;
 
 use crate::{
     envoy::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
-    identities::IdentityIssuer,
     model::ProxyConfig,
     translate::{ProxyId, ProxyOptions, ViewKey, translate_shared, translate_view},
 };
@@ -159,13 +158,9 @@ pub struct Generation {
     /// When it was published.
     pub published: std::time::Instant,
     state: ClusterState,
-    identities: Option<Arc<dyn IdentityIssuer>>,
     shared: OnceLock<Arc<SharedResources>>,
     inbound_limits: OnceLock<crate::translate::InboundLimitIndex>,
     views: Mutex<HashMap<ViewKey, Arc<OnceLock<Arc<ViewSnapshot>>>>>,
-    /// After a republish (same state, rotated certificates): the views computed before,
-    /// whose resources stand except the secrets.
-    carried: HashMap<ViewKey, Arc<ViewSnapshot>>,
 }
 
 #[derive(Debug)]
@@ -176,32 +171,15 @@ struct SharedResources {
 }
 
 impl Generation {
-    fn new(number: u64, state: ClusterState, identities: Option<Arc<dyn IdentityIssuer>>) -> Self {
+    fn new(number: u64, state: ClusterState) -> Self {
         Generation {
             number,
             published: std::time::Instant::now(),
             state,
-            identities,
             shared: OnceLock::new(),
             inbound_limits: OnceLock::new(),
             views: Mutex::new(HashMap::new()),
-            carried: HashMap::new(),
         }
-    }
-
-    /// The views computed so far (with those carried from before).
-    fn computed_views(&self) -> HashMap<ViewKey, Arc<ViewSnapshot>> {
-        let mut views = self.carried.clone();
-        let cells = self
-            .views
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (key, cell) in cells.iter() {
-            if let Some(view) = cell.get() {
-                views.insert(key.clone(), view.clone());
-            }
-        }
-        views
     }
 
     /// The cluster state of this generation.
@@ -255,16 +233,9 @@ impl Generation {
     }
 
     fn compute_view(&self, key: &ViewKey) -> ViewSnapshot {
-        let secrets = Arc::new(TypeSnapshot::from_resources(self.secrets(key)));
-        if let Some(before) = self.carried.get(key) {
-            // Same state as before: only the secrets can have changed.
-            let mut types = before.types.clone();
-            types[2] = secrets;
-            return ViewSnapshot {
-                types,
-                config: before.config.clone(),
-            };
-        }
+        // Workload certificates come from each proxy's agent, never from here: ADS
+        // serves no secrets.
+        let secrets = Arc::new(TypeSnapshot::from_resources(Vec::new()));
         let shared = self.shared();
         let view = translate_view(&self.state, key);
         let clusters: Vec<_> = shared
@@ -312,54 +283,19 @@ impl Generation {
     }
 }
 
-impl Generation {
-    /// The SDS secrets of a view: its identity's certificate and the trust bundle. None
-    /// without a CA, and no certificate if it cannot be issued (the proxy keeps waiting
-    /// for it, and the failure is logged).
-    fn secrets(&self, key: &ViewKey) -> Vec<Arc<Resource>> {
-        let Some(identities) = &self.identities else {
-            return Vec::new();
-        };
-        let mut secrets = vec![Resource::new(
-            envoy::TRUST_BUNDLE_SECRET,
-            pack_any(envoy::to_trust_bundle_secret(
-                identities.roots_pem(),
-                identities.trust_domain(),
-            )),
-        )];
-        if let Some(cert) = identities.certificate(&key.namespace, &key.service_account) {
-            secrets.push(Resource::new(
-                envoy::IDENTITY_SECRET,
-                pack_any(envoy::to_identity_secret(&cert.chain_pem, &cert.key_pem)),
-            ));
-        }
-        secrets
-    }
-}
-
 /// The current generation, and a signal when it changes.
 #[derive(Debug)]
 pub struct SnapshotCache {
     current: ArcSwap<Generation>,
     changed: watch::Sender<u64>,
-    identities: Option<Arc<dyn IdentityIssuer>>,
 }
 
 impl SnapshotCache {
-    /// A cache starting from `state` (generation 1), without a CA: no secrets are served.
+    /// A cache starting from `state` (generation 1).
     pub fn new(state: ClusterState) -> Self {
-        Self::with_identities(state, None)
-    }
-
-    /// A cache whose views carry SDS secrets from `identities`.
-    pub fn with_identities(
-        state: ClusterState,
-        identities: Option<Arc<dyn IdentityIssuer>>,
-    ) -> Self {
         SnapshotCache {
-            current: ArcSwap::from_pointee(Generation::new(1, state, identities.clone())),
+            current: ArcSwap::from_pointee(Generation::new(1, state)),
             changed: watch::Sender::new(1),
-            identities,
         }
     }
 
@@ -371,24 +307,7 @@ impl SnapshotCache {
     /// Publishes a new state as the next generation and wakes every stream.
     pub fn publish(&self, state: ClusterState) -> u64 {
         let number = self.current.load().number + 1;
-        self.install(Generation::new(number, state, self.identities.clone()))
-    }
-
-    /// Publishes the current state again as a new generation after certificates were
-    /// rotated: views computed before keep their clusters, endpoints, listeners and routes
-    /// (and versions); only their secrets are computed afresh.
-    pub fn republish(&self) -> u64 {
-        let current = self.current.load_full();
-        let mut next = Generation::new(
-            current.number + 1,
-            current.state.clone(),
-            self.identities.clone(),
-        );
-        if let Some(shared) = current.shared.get() {
-            let _ = next.shared.set(shared.clone());
-        }
-        next.carried = current.computed_views();
-        self.install(next)
+        self.install(Generation::new(number, state))
     }
 
     fn install(&self, generation: Generation) -> u64 {
@@ -447,41 +366,6 @@ mod tests {
             .unwrap()
             .version(None);
         assert_ne!(v1, v3);
-    }
-
-    #[test]
-    fn a_republish_after_rotation_recomputes_only_the_secrets() {
-        use std::sync::atomic::Ordering;
-
-        let (identities, offset) =
-            crate::identities::tests::on_test_clock(std::time::Duration::from_secs(100));
-        let identities = Arc::new(identities);
-        let cache = SnapshotCache::with_identities(state(SERVICE), Some(identities.clone()));
-        let proxy: ProxyId = "sidecar~a.shop".parse().unwrap();
-        let options = ProxyOptions::default();
-        let before = cache.current();
-        let key = view_key(before.state(), &proxy, &options);
-        let old = before.view(&key);
-
-        offset.store(50, Ordering::SeqCst);
-        assert_eq!(identities.rotate(), 1);
-        cache.republish();
-        let after = cache.current();
-        let new = after.view(&key);
-        for type_url in [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
-            assert!(
-                Arc::ptr_eq(
-                    new.of_type(type_url).unwrap(),
-                    old.of_type(type_url).unwrap()
-                ),
-                "{type_url} carried over, not translated again"
-            );
-        }
-        assert_ne!(
-            new.of_type(SECRET_TYPE).unwrap().version(None),
-            old.of_type(SECRET_TYPE).unwrap().version(None),
-            "the rotated certificate is served"
-        );
     }
 
     #[test]

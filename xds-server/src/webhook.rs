@@ -9,7 +9,6 @@ use anyhow::Context;
 use axum::{
     Router, body::Bytes, extract::State, http::header, response::IntoResponse, routing::post,
 };
-use k8s_openapi::jiff::Timestamp;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
@@ -18,11 +17,10 @@ use prometheus_client::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use weir_runtime::tls::{CertificateSlot, certified_key, read_pem_files};
+use weir_runtime::tls::{CertificateSlot, read_pem_files};
 
 use crate::{
     args::WebhookArgs,
-    ca::{CertificateAuthority, ServerCertificate},
     identities::MeshIdentities,
     inject::{
         InjectConfig,
@@ -98,11 +96,6 @@ pub fn router(config: InjectConfig, metrics: WebhookMetrics) -> Router {
         })
 }
 
-fn issued(ca: &CertificateAuthority, names: &[String]) -> anyhow::Result<ServerCertificate> {
-    ca.issue_server(names, CERT_LIFETIME, Timestamp::now())
-        .context("issuing the webhook's serving certificate")
-}
-
 /// Starts the webhook when `--webhook-addr` is set; returns the address it serves on.
 pub async fn start_webhook(
     args: &WebhookArgs,
@@ -130,38 +123,14 @@ pub async fn start_webhook(
             ));
             slot
         }
-        _ => {
-            let names = args.webhook_names.clone();
-            let mut current = issued(identities.ca(), &names)?;
-            let slot = CertificateSlot::new(
-                certified_key(&current.chain_pem, &current.key_pem).map_err(anyhow::Error::msg)?,
-            );
-            let (slot2, token) = (slot.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = token.cancelled() => return,
-                        () = tokio::time::sleep(CERT_CHECK) => {}
-                    }
-                    if !current.renewal_due(Timestamp::now()) {
-                        continue;
-                    }
-                    match issued(identities.ca(), &names).and_then(|c| {
-                        certified_key(&c.chain_pem, &c.key_pem)
-                            .map(|k| (c, k))
-                            .map_err(anyhow::Error::msg)
-                    }) {
-                        Ok((certificate, key)) => {
-                            slot2.store(key);
-                            current = certificate;
-                            info!(not_after = %current.not_after, "webhook serving certificate renewed");
-                        }
-                        Err(e) => warn!(error = %format!("{e:#}"), "renewing the webhook certificate failed; retrying"),
-                    }
-                }
-            });
-            slot
-        }
+        _ => crate::secure::ca_serving_certificate(
+            identities,
+            args.webhook_names.clone(),
+            CERT_LIFETIME,
+            "webhook",
+            tasks,
+            shutdown,
+        )?,
     };
     let tls = slot.server_config(None).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr)

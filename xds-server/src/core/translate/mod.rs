@@ -201,9 +201,6 @@ pub struct ViewKey {
     /// A captured sidecar's pod's declared TCP ports: one inbound chain and route table
     /// each.
     pub inbound_ports: Vec<u16>,
-    /// The ServiceAccount the proxy's workload certificate names: the Pod's (sidecars),
-    /// the Gateway's name (gateways).
-    pub service_account: String,
 }
 
 /// The view key of a proxy in `state`.
@@ -234,7 +231,7 @@ pub fn view_key_indexed(
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    let (mesh_tls, service_account, registry_only) = match proxy.role {
+    let (mesh_tls, registry_only) = match proxy.role {
         Role::Sidecar => {
             let pod = sidecar::pod(state, proxy);
             if options.app_port.is_none() && !options.capture {
@@ -243,11 +240,10 @@ pub fn view_key_indexed(
             let labels = pod.and_then(|p| p.metadata.labels.as_ref());
             (
                 Some(mesh::workload_mode(state, &proxy.namespace, labels)),
-                pod.map_or("default", mesh::service_account).to_string(),
                 options.capture && mesh::registry_only(state, &proxy.namespace, labels),
             )
         }
-        Role::Gateway => (None, proxy.name.clone(), false),
+        Role::Gateway => (None, false),
     };
     ViewKey {
         role: proxy.role,
@@ -258,7 +254,6 @@ pub fn view_key_indexed(
         registry_only,
         inbound_limited,
         inbound_ports,
-        service_account,
     }
 }
 
