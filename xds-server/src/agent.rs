@@ -174,7 +174,7 @@ async fn certify(args: &AgentArgs, roots: &str) -> anyhow::Result<Secrets> {
             tonic_prost::ProstCodec::default(),
         )
         .await
-        .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))
+        .map_err(|status| anyhow::anyhow!("{:?}: {}", status.code(), status.message()))
         .context("the xds-server refused to certify the key")?
         .into_inner();
     Ok(Secrets::from_response(
