@@ -54,6 +54,8 @@ impl Component {
                 weir_xds::k8s::CA_API_CALLS,
                 weir_xds::k8s::WEBHOOK_API_CALLS,
                 weir_xds::gateway_provisioner::API_CALLS,
+                // Proxies' agents prove their pod's identity with its token.
+                weir_runtime::token_review::API_CALLS,
             ],
             Component::Controllers => &[
                 weir_runtime::leader::API_CALLS,

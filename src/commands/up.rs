@@ -87,7 +87,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     )?;
     weir_xds::webhook::start_webhook(
         &args.webhook,
-        args.inject.config(),
+        weir_xds::inject::InjectConfig {
+            ca_root_pem: identities.ca().root_pem().to_string(),
+            ..args.inject.config()
+        },
         identities.clone(),
         &mut registry,
         &mut tasks,

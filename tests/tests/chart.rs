@@ -937,6 +937,19 @@ fn the_injection_webhook_is_scoped_and_its_pods_get_least_privilege() {
             panic!("{name}: not injected");
         };
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+        // Only the agent holds the pod's token; Envoy reads its certificate from the agent.
+        let init = pod.spec.as_ref().unwrap().init_containers.clone().unwrap();
+        let mounts_token = |name: &str| {
+            init.iter()
+                .find(|c| c.name == name)
+                .unwrap()
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == weir_xds::inject::TOKEN_VOLUME)
+        };
+        assert!(mounts_token(weir_xds::inject::AGENT_CONTAINER), "{name}");
+        assert!(!mounts_token(weir_xds::inject::PROXY_CONTAINER), "{name}");
         for c in pod.spec.unwrap().init_containers.unwrap().iter().take(3) {
             let security = c.security_context.as_ref().unwrap();
             let caps = security.capabilities.as_ref().unwrap();

@@ -265,6 +265,8 @@ impl InjectArgs {
                 cpu_limit: some(&self.inject_proxy_cpu_limit),
                 memory_limit: some(&self.inject_proxy_memory_limit),
             },
+            // Known once the CA is loaded: `InjectConfig::ca_root_pem` is set then.
+            ca_root_pem: String::new(),
         }
     }
 }

@@ -307,9 +307,14 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
         &shutdown_token,
     )
     .await?;
+    // What pods and gateway Envoys are given: their agents trust the mesh's roots.
+    let inject = crate::inject::InjectConfig {
+        ca_root_pem: webhook_ca.ca().root_pem().to_string(),
+        ..args.inject.config()
+    };
     crate::webhook::start_webhook(
         &args.webhook,
-        args.inject.config(),
+        inject.clone(),
         webhook_ca.clone(),
         &mut registry,
         &mut tasks,
@@ -357,7 +362,7 @@ pub async fn run_in_cluster(args: XdsServerArgs) -> anyhow::Result<()> {
                 client.clone(),
             )),
             writer.subscribe(),
-            args.inject.config(),
+            inject,
             leading.clone(),
             crate::gateway_provisioner::ProvisionerMetrics::register(&mut registry),
             shutdown_token.clone(),

@@ -30,8 +30,8 @@ use weir_store::{ClusterState, ObjectKey};
 use crate::{
     capture::{PROXY_UID, ports},
     inject::{
-        BOOTSTRAP_DIR, BOOTSTRAP_VOLUME, InjectConfig, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_VOLUME,
-        init_resources, proxy_resources, security_context,
+        AGENT_DIR, BOOTSTRAP_DIR, BOOTSTRAP_VOLUME, InjectConfig, agent_container, init_resources,
+        proxy_mounts, proxy_resources, proxy_volumes, security_context,
     },
 };
 
@@ -252,6 +252,7 @@ pub fn gateway_objects(
             format!("--admin-port={}", ports::ADMIN),
             format!("--stats-port={}", ports::STATS),
             format!("--health-port={}", ports::HEALTH),
+            format!("--agent-socket={AGENT_DIR}/agent.sock"),
             format!("--output={BOOTSTRAP_DIR}/envoy.yaml"),
         ],
         "env": [field("POD_NAMESPACE", "metadata.namespace")],
@@ -274,10 +275,7 @@ pub fn gateway_objects(
             "tcpSocket": {"port": ports::HEALTH},
             "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 3,
         },
-        "volumeMounts": [
-            {"name": BOOTSTRAP_VOLUME, "mountPath": BOOTSTRAP_DIR, "readOnly": true},
-            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
-        ],
+        "volumeMounts": proxy_mounts(),
         "resources": resources,
         "securityContext": security_context(PROXY_UID, &[]),
     });
@@ -314,19 +312,17 @@ pub fn gateway_objects(
                     // Listeners on ports below 1024 without NET_BIND_SERVICE.
                     "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
                 },
-                "initContainers": [bootstrap],
+                "initContainers": [
+                    bootstrap,
+                    agent_container(config, &format!("gateway~{gateway_name}.$(POD_NAMESPACE)")),
+                ],
                 "containers": [envoy],
                 "terminationGracePeriodSeconds": 30,
                 "topologySpreadConstraints": [
                     spread("kubernetes.io/hostname"),
                     spread("topology.kubernetes.io/zone"),
                 ],
-                "volumes": [
-                    {"name": BOOTSTRAP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                    {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-                        "audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token",
-                    }}]}},
-                ],
+                "volumes": proxy_volumes(),
             },
         },
     });

@@ -206,6 +206,8 @@ mod tests {
             image_pull_policy: "IfNotPresent".into(),
             xds_addr: "xds:18000".into(),
             rate_limit_addr: "rl:18081".into(),
+            ca_root_pem: "-----BEGIN CERTIFICATE-----\nMESHROOT\n-----END CERTIFICATE-----\n"
+                .into(),
             resources: ProxyResources {
                 cpu: Some("100m".into()),
                 memory: Some("128Mi".into()),

@@ -11,6 +11,7 @@ pub fn inject_config() -> InjectConfig {
         image_pull_policy: "IfNotPresent".into(),
         xds_addr: "weir-xds-server.weir-system.svc:18000".into(),
         rate_limit_addr: "weir-xds-server.weir-system.svc:18081".into(),
+        ca_root_pem: "-----BEGIN CERTIFICATE-----\nMESHROOT\n-----END CERTIFICATE-----\n".into(),
         resources: ProxyResources {
             cpu: Some("100m".into()),
             memory: Some("128Mi".into()),

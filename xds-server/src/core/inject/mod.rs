@@ -12,11 +12,14 @@
 //!   only, which steers the pod's TCP through the sidecar (see [`crate::capture`]);
 //! - `weir-bootstrap`, an init container running `weir bootstrap` unprivileged, which
 //!   writes the Envoy bootstrap for this pod into an in-memory volume;
+//! - `weir-agent`, the identity agent (`weir agent`) as a native sidecar: it generates the
+//!   pod's key, has it certified with the pod's projected ServiceAccount token (audience
+//!   `weir`, mounted into it alone) and serves it to Envoy over a Unix socket in an
+//!   in-memory volume; the key never leaves the pod;
 //! - `weir-proxy`, Envoy as a native sidecar (an init container with
 //!   `restartPolicy: Always`: it starts before the application and does not keep a Job's
 //!   pod alive), as uid [`crate::capture::PROXY_UID`], with a readiness probe on the health
 //!   port and `/stats/prometheus` on the statistics port;
-//! - a projected ServiceAccount token (audience `weir`) mounted into the proxy;
 //! - the label `weir.io/sidecar: "true"`, Prometheus scrape annotations, and the
 //!   application's HTTP, TCP and gRPC probes rewritten to the sidecar's health port
 //!   ([`probes`]).
@@ -41,6 +44,12 @@ pub const BOOTSTRAP_CONTAINER: &str = "weir-bootstrap";
 pub const BOOTSTRAP_VOLUME: &str = "weir-envoy";
 /// Where the bootstrap volume is mounted.
 pub const BOOTSTRAP_DIR: &str = "/etc/weir";
+/// The identity agent's container name.
+pub const AGENT_CONTAINER: &str = "weir-agent";
+/// The in-memory volume holding the agent's socket.
+pub const AGENT_VOLUME: &str = "weir-agent";
+/// Where the agent's volume is mounted (the socket is `agent.sock` there).
+pub const AGENT_DIR: &str = "/var/run/weir";
 /// The projected token volume.
 pub const TOKEN_VOLUME: &str = "weir-token";
 /// Where the token volume is mounted (the token is the file `token`).
@@ -98,6 +107,10 @@ pub struct InjectConfig {
     pub rate_limit_addr: String,
     /// Default sidecar resources (annotations override each).
     pub resources: ProxyResources,
+    /// The mesh's roots (PEM), which agents trust the xds-server by: given inline, as
+    /// they are public and change only with the CA (pods injected before a root change
+    /// get the new roots from the xds-server with their next certificate).
+    pub ca_root_pem: String,
 }
 
 /// Why a pod was left alone.
@@ -224,6 +237,7 @@ pub fn inject(pod: &Value, namespace: &str, config: &InjectConfig) -> Result<Out
     let mut init = vec![
         capture_container(config, &capture_spec),
         bootstrap_container(config, !probers.is_empty()),
+        agent_container(config, "sidecar~$(POD_NAME).$(POD_NAMESPACE)"),
         proxy_container(config, resources),
     ];
     if let Some(existing) = spec.get("initContainers").and_then(Value::as_array) {
@@ -234,11 +248,7 @@ pub fn inject(pod: &Value, namespace: &str, config: &InjectConfig) -> Result<Out
         .entry("volumes")
         .or_insert_with(|| Value::Array(Vec::new()));
     if let Some(volumes) = volumes.as_array_mut() {
-        volumes.push(json!({"name": BOOTSTRAP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}));
-        volumes.push(
-            json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-            "audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}]}}),
-        );
+        volumes.extend(proxy_volumes());
     }
 
     let first_app = pod["spec"]["containers"][0]["name"]
@@ -503,6 +513,7 @@ fn bootstrap_container(config: &InjectConfig, with_probes: bool) -> Value {
             format!("--inbound-port={}", ports::INBOUND),
             format!("--outbound-port={}", ports::OUTBOUND),
             "--capture",
+            format!("--agent-socket={AGENT_DIR}/agent.sock"),
             format!("--output={BOOTSTRAP_DIR}/envoy.yaml"),
         ],
         "env": env,
@@ -526,11 +537,59 @@ fn proxy_container(config: &InjectConfig, resources: Value) -> Value {
             "httpGet": {"path": "/healthz/ready", "port": ports::HEALTH, "scheme": "HTTP"},
             "periodSeconds": 2, "failureThreshold": 30,
         },
-        "volumeMounts": [
-            {"name": BOOTSTRAP_VOLUME, "mountPath": BOOTSTRAP_DIR, "readOnly": true},
-            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
-        ],
+        "volumeMounts": proxy_mounts(),
         "resources": resources,
+        "securityContext": security_context(PROXY_UID, &[]),
+    })
+}
+
+/// What Envoy mounts: its bootstrap and the agent's socket (not the token: only the agent
+/// proves who the pod is).
+pub(crate) fn proxy_mounts() -> Value {
+    json!([
+        {"name": BOOTSTRAP_VOLUME, "mountPath": BOOTSTRAP_DIR, "readOnly": true},
+        {"name": AGENT_VOLUME, "mountPath": AGENT_DIR},
+    ])
+}
+
+/// The volumes a proxy's pod gets: the bootstrap, the agent's socket (both in memory) and
+/// the projected ServiceAccount token for audience `weir`, rotated by the kubelet.
+pub(crate) fn proxy_volumes() -> Vec<Value> {
+    vec![
+        json!({"name": BOOTSTRAP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}),
+        json!({"name": AGENT_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
+        json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}]}}),
+    ]
+}
+
+/// `weir agent` as a native sidecar, started before Envoy: it proves the pod's identity
+/// for the proxy `proxy_id` with the projected token and serves the certificate to Envoy.
+pub(crate) fn agent_container(config: &InjectConfig, proxy_id: &str) -> Value {
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    json!({
+        "name": AGENT_CONTAINER,
+        "image": config.init_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "restartPolicy": "Always",
+        "command": ["weir"],
+        "args": [
+            "agent",
+            format!("--token-file={TOKEN_DIR}/token"),
+            format!("--xds-addr={}", config.xds_addr),
+            format!("--agent-socket={AGENT_DIR}/agent.sock"),
+            format!("--proxy={proxy_id}"),
+        ],
+        "env": [
+            field("POD_NAME", "metadata.name"),
+            field("POD_NAMESPACE", "metadata.namespace"),
+            {"name": "WEIR_CA_ROOT", "value": config.ca_root_pem},
+        ],
+        "volumeMounts": [
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
+            {"name": AGENT_VOLUME, "mountPath": AGENT_DIR},
+        ],
+        "resources": init_resources(),
         "securityContext": security_context(PROXY_UID, &[]),
     })
 }
