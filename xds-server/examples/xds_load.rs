@@ -82,7 +82,11 @@ fn parse_args() -> Args {
 }
 
 fn write_config(dir: &Path, services: usize, weight: u32) {
-    let mut yaml = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n");
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: load-0, namespace: bench}\n\
+         spec: {serviceAccountName: load, containers: [{name: load, image: load}]}\n",
+    );
     for i in 0..services {
         yaml.push_str(&format!(
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: bench}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n\
@@ -154,9 +158,12 @@ async fn run_stream(channel: Channel, index: usize, routes_seen: RoutesSeen, del
     }
 }
 
-fn sidecar_node(index: usize) -> Node {
+/// Every stream speaks for the one Pod of the configuration, `bench/load-0` (as its
+/// ServiceAccount `load` proves with a client certificate from the mesh CA): they all
+/// share one view, as the sidecars of one workload's replicas do.
+fn sidecar_node(_index: usize) -> Node {
     Node {
-        id: format!("sidecar~pod-{index}.bench"),
+        id: "sidecar~load-0.bench".into(),
         ..Default::default()
     }
 }
@@ -350,9 +357,16 @@ async fn main() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ca_dir = run.path().join("ca");
     let child = Command::new(&args.weir)
         .args(["up", "--config"])
         .arg(dir.path())
+        .arg("--ca-dir")
+        .arg(&ca_dir)
+        .arg("--token-dir")
+        .arg(run.path().join("tokens"))
+        .args(["--gateway-envoys", "off"])
         .args([
             "--xds-addr",
             &format!("127.0.0.1:{xds_port}"),
@@ -373,7 +387,40 @@ async fn main() {
     let pid = weir.0.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}")).expect("endpoint");
+    // Streams prove who they are as Envoy does: TLS with a workload certificate.
+    for _ in 0..100 {
+        if ca_dir.join(weir_xds::ca::CA_CERT_FILE).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ca = weir_xds::ca::load_or_create(
+        &ca_dir,
+        "cluster.local",
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+    .expect("the mesh CA weir up created");
+    let identity: weir_xds::ca::SpiffeId = "spiffe://cluster.local/ns/bench/sa/load"
+        .parse()
+        .expect("SPIFFE id");
+    let certificate = ca
+        .issue(
+            &identity,
+            Duration::from_secs(24 * 3600),
+            k8s_openapi::jiff::Timestamp::now(),
+        )
+        .expect("a client certificate");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca.root_pem()))
+        .identity(tonic::transport::Identity::from_pem(
+            &certificate.chain_pem,
+            &certificate.key_pem,
+        ))
+        .domain_name("127.0.0.1");
+    let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{xds_port}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("TLS");
     // Warm the shared snapshot with one stream so the baseline includes it.
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
     let warm = endpoint.connect().await.expect("connect");
