@@ -520,7 +520,18 @@ fn a_labelled_namespace_gets_sidecars_and_full_coverage() {
             .iter()
             .filter_map(|c| c["name"].as_str())
             .collect();
-        assert_eq!(&init[..3], ["weir-capture", "weir-bootstrap", "weir-proxy"]);
+        assert_eq!(
+            &init[..4],
+            ["weir-capture", "weir-bootstrap", "weir-agent", "weir-proxy"]
+        );
+        // The pod proved its identity: its agent holds a certificate for its ServiceAccount.
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let (_, agent_log) = kubectl(&["logs", name, "-n", &app, "-c", "weir-agent"], None);
+        assert!(
+            agent_log.contains("workload certificate obtained")
+                && agent_log.contains(&format!("spiffe://cluster.local/ns/{app}/sa/default")),
+            "{agent_log}"
+        );
     }
     let covered = weir_tests::eventually(std::time::Duration::from_secs(180), || {
         let (_, coverage) = kubectl(
