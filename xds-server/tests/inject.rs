@@ -126,18 +126,32 @@ fn check_injected(patched: &Value, case: &str) {
     let init = spec.init_containers.as_deref().unwrap();
     let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
-        &names[..3],
-        ["weir-capture", "weir-bootstrap", "weir-proxy"],
+        &names[..4],
+        ["weir-capture", "weir-bootstrap", "weir-agent", "weir-proxy"],
         "{case}"
     );
-    for container in &init[..3] {
+    for container in &init[..4] {
         check_container(container, case);
     }
-    assert_eq!(
-        init[2].restart_policy.as_deref(),
-        Some("Always"),
-        "{case}: a native sidecar"
-    );
+    for sidecar in &init[2..4] {
+        assert_eq!(
+            sidecar.restart_policy.as_deref(),
+            Some("Always"),
+            "{case}: {} is a native sidecar",
+            sidecar.name
+        );
+    }
+    // The agent alone holds the pod's token, and shares its socket's volume with Envoy.
+    let mounts = |c: &k8s_openapi::api::core::v1::Container| -> Vec<String> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    assert!(mounts(&init[2]).contains(&"weir-token".to_string()), "{case}");
+    assert!(!mounts(&init[3]).contains(&"weir-token".to_string()), "{case}");
+    assert!(mounts(&init[3]).contains(&"weir-agent".to_string()), "{case}");
     assert_eq!(
         pod.metadata
             .labels
