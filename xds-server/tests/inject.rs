@@ -149,9 +149,18 @@ fn check_injected(patched: &Value, case: &str) {
             .map(|m| m.name.clone())
             .collect()
     };
-    assert!(mounts(&init[2]).contains(&"weir-token".to_string()), "{case}");
-    assert!(!mounts(&init[3]).contains(&"weir-token".to_string()), "{case}");
-    assert!(mounts(&init[3]).contains(&"weir-agent".to_string()), "{case}");
+    assert!(
+        mounts(&init[2]).contains(&"weir-token".to_string()),
+        "{case}"
+    );
+    assert!(
+        !mounts(&init[3]).contains(&"weir-token".to_string()),
+        "{case}"
+    );
+    assert!(
+        mounts(&init[3]).contains(&"weir-agent".to_string()),
+        "{case}"
+    );
     assert_eq!(
         pod.metadata
             .labels
