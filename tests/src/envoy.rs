@@ -69,6 +69,22 @@ pub fn node_id(bootstrap_args: &[&str]) -> String {
     )
 }
 
+/// `weir agent` proving with `token` to `weir`'s xds-server (trusting its CA), serving on
+/// `socket`.
+pub fn agent_command(weir: &WeirUp, token: &std::path::Path, socket: &std::path::Path) -> Command {
+    let mut command = crate::weir();
+    command
+        .arg("agent")
+        .arg("--token-file")
+        .arg(token)
+        .args(["--xds-addr", &weir.xds.to_string()])
+        .arg("--ca-root-file")
+        .arg(weir.ca_root())
+        .arg("--agent-socket")
+        .arg(socket);
+    command
+}
+
 /// Starts `weir agent` for the proxy `node_id` of `weir`, serving on `socket`.
 pub fn start_agent(
     weir: &WeirUp,
@@ -85,15 +101,7 @@ pub fn start_agent(
     if matches!(proof, Proof::None) {
         std::fs::write(&token, "").unwrap_or_else(|e| panic!("empty token: {e}"));
     }
-    crate::weir()
-        .arg("agent")
-        .arg("--token-file")
-        .arg(token)
-        .args(["--xds-addr", &weir.xds.to_string()])
-        .arg("--ca-root-file")
-        .arg(weir.ca_root())
-        .arg("--agent-socket")
-        .arg(socket)
+    agent_command(weir, &token, socket)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap_or_else(|e| panic!("agent log: {e}")))

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::{
 use k8s_openapi::jiff::Timestamp;
 use weir_tests::{
     WeirUp,
-    envoy::{Backend, Envoy, Proof},
+    envoy::{Backend, Envoy, Proof, agent_command},
     eventually, free_port,
     http::KeepAlive,
 };
@@ -247,16 +247,7 @@ fn a_proxy_gets_nothing_for_a_pod_it_cannot_prove_and_the_real_one_keeps_working
 /// Runs `weir agent` until its first certificate request is answered; its log.
 fn agent_once(weir: &WeirUp, token: &Path, proxy: Option<&str>) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = weir_tests::weir();
-    command
-        .arg("agent")
-        .arg("--token-file")
-        .arg(token)
-        .args(["--xds-addr", &weir.xds.to_string()])
-        .arg("--ca-root-file")
-        .arg(weir.ca_root())
-        .arg("--agent-socket")
-        .arg(dir.path().join("a.sock"));
+    let mut command = agent_command(weir, token, &dir.path().join("a.sock"));
     if let Some(proxy) = proxy {
         command.args(["--proxy", proxy]);
     }
@@ -427,15 +418,7 @@ fn the_agent_socket_is_owner_only() {
     let weir = WeirUp::start(dir.path(), &[]);
     let run = tempfile::tempdir().unwrap();
     let socket = run.path().join("agent.sock");
-    let mut agent = weir_tests::weir()
-        .arg("agent")
-        .arg("--token-file")
-        .arg(weir.token_file("sidecar~web-0.shop"))
-        .args(["--xds-addr", &weir.xds.to_string()])
-        .arg("--ca-root-file")
-        .arg(weir.ca_root())
-        .arg("--agent-socket")
-        .arg(&socket)
+    let mut agent = agent_command(&weir, &weir.token_file("sidecar~web-0.shop"), &socket)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
