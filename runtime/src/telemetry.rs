@@ -14,7 +14,12 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<()> {
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // When stderr is gone (a closed pipe), tracing-subscriber would report the failed
+        // write with `eprintln!`, which panics: the task that logged (the signal handler,
+        // a controller loop) would die, and SIGTERM would no longer stop the process.
+        // Dropping the lines instead keeps it working and stoppable.
+        .log_internal_errors(false);
     let result = match args.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -435,3 +435,42 @@ fn the_agent_socket_is_owner_only() {
     let files: Vec<_> = fs::read_dir(run.path()).unwrap().flatten().collect();
     assert!(files.len() <= 1, "{files:?}");
 }
+
+#[test]
+fn the_agent_stops_on_sigterm_even_when_its_log_pipe_is_closed() {
+    // `weir agent ... 2>&1 | head`: once the reader is gone every log line fails to write;
+    // SIGTERM must still stop it (a failed write used to panic the task that logged,
+    // the signal handler included).
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("mesh.yaml"), manifests(free_port())).unwrap();
+    let weir = WeirUp::start(dir.path(), &[]);
+    let run = tempfile::tempdir().unwrap();
+    // Refused over and over: it keeps logging.
+    let mut agent = agent_command(
+        &weir,
+        &weir.token_file("sidecar~web-0.shop"),
+        &run.path().join("agent.sock"),
+    )
+    .args(["--proxy", "sidecar~pay-0.payments"])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stderr = std::io::BufReader::new(agent.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    drop(stderr);
+    // Its next retries log into the closed pipe.
+    std::thread::sleep(Duration::from_secs(4));
+    let pid = rustix::process::Pid::from_child(&agent);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let exited = eventually(Duration::from_secs(10), || agent.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
+    assert!(
+        exited.is_some(),
+        "the agent ignored SIGTERM after its log pipe closed"
+    );
+}

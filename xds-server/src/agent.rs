@@ -193,7 +193,11 @@ async fn keep_certified(
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let wait = match certify(&args, &roots).await {
+        let attempt = tokio::select! {
+            () = shutdown.cancelled() => return,
+            attempt = certify(&args, &roots) => attempt,
+        };
+        let wait = match attempt {
             Ok(next) => {
                 backoff = Duration::from_secs(1);
                 info!(identity = %next.spiffe_id, not_after = %next.not_after, renew_at = %next.renew_at, "workload certificate obtained");
