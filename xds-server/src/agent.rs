@@ -80,6 +80,8 @@ pub struct Secrets {
     identity: Any,
     trust_bundle: Any,
     roots: Any,
+    /// The roots as PEM, which later requests trust the xds-server by too.
+    roots_pem: String,
     /// When the certificate expires, and when to renew it.
     not_after: Timestamp,
     renew_at: Timestamp,
@@ -99,6 +101,7 @@ impl Secrets {
                 &response.trust_domain,
             )),
             roots: pack_any(to_roots_secret(&response.roots)),
+            roots_pem: response.roots.clone(),
             not_after,
             renew_at: Timestamp::from_second(now.as_second() + half).unwrap_or(now),
             spiffe_id: response.spiffe_id.clone(),
@@ -207,10 +210,8 @@ async fn keep_certified(
                         .max(1),
                 );
                 // Later requests trust the roots the xds-server sent too (a root rotation).
-                if let Some(new) = next.roots_pem()
-                    && !roots.contains(new.trim())
-                {
-                    roots.push_str(&new);
+                if !roots.contains(next.roots_pem.trim()) {
+                    roots.push_str(&next.roots_pem);
                 }
                 secrets.send_replace(Some(Arc::new(next)));
                 wait
@@ -225,26 +226,6 @@ async fn keep_certified(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
-impl Secrets {
-    /// The roots, as PEM (from the roots secret).
-    fn roots_pem(&self) -> Option<String> {
-        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-            Secret, secret::Type,
-        };
-        use prost::Message;
-        let secret = Secret::decode(self.roots.value.as_slice()).ok()?;
-        match secret.r#type? {
-            Type::ValidationContext(context) => match context.trusted_ca?.specifier? {
-                envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
-                    pem,
-                ) => Some(pem),
-                _ => None,
-            },
-            _ => None,
         }
     }
 }

@@ -127,6 +127,34 @@ pub fn spiffe_id(cert: &CertificateDer<'_>) -> Option<SpiffeId> {
     })
 }
 
+/// What the TLS server serves: a gRPC service (a tower service on tonic's bodies, always
+/// ready, never failing), cloned per connection.
+pub trait GrpcService:
+    tower_service::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A gRPC service with each request's [`PeerIdentity`] in its extensions.
 #[derive(Clone)]
 struct WithPeer<S> {
@@ -134,17 +162,7 @@ struct WithPeer<S> {
     peer: PeerIdentity,
 }
 
-impl<S> hyper::service::Service<http::Request<Incoming>> for WithPeer<S>
-where
-    S: tower_service::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: GrpcService> hyper::service::Service<http::Request<Incoming>> for WithPeer<S> {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = S::Future;
@@ -159,22 +177,12 @@ where
 }
 
 /// Serves the gRPC `service` over TLS on `listener` until `shutdown`.
-pub async fn serve_grpc<S>(
+pub async fn serve_grpc<S: GrpcService>(
     listener: TcpListener,
     tls: rustls::ServerConfig,
     service: S,
     shutdown: CancellationToken,
-) where
-    S: tower_service::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     weir_runtime::tls::serve(
         listener,
         tls,

@@ -1,19 +1,15 @@
-//! Running the xds-server: the publisher that turns store changes into generations, and
-//! the gRPC server.
+//! Running the xds-server: the publisher that turns store changes into generations (the
+//! TLS gRPC server is [`crate::secure`]).
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, time::Instant};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 use weir_store::ClusterState;
 
-use crate::{
-    ads::{AdsServer, AdsService},
-    cache::SnapshotCache,
-    metrics::XdsMetrics,
-};
+use crate::{cache::SnapshotCache, metrics::XdsMetrics};
 
 /// How long a burst of changes may keep arriving before it is published.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -69,18 +65,4 @@ pub fn incoming_nodelay(
             let _ = s.set_nodelay(true);
         })
     })
-}
-
-/// Serves ADS on `listener` until `shutdown`; open streams end with it.
-pub async fn serve(
-    listener: TcpListener,
-    ads: AdsServer,
-    shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    info!(addr = ?listener.local_addr().ok(), "xds-server listening");
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(AdsService::new(ads))
-        .serve_with_incoming_shutdown(incoming_nodelay(listener), shutdown.cancelled_owned())
-        .await
 }
