@@ -40,6 +40,22 @@ pub struct MeshPolicySpec {
     /// specific MeshPolicy's setting, and AllowAny when none sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// The Services the workloads' sidecars are told about (Istio's `Sidecar.egress`):
+    /// only these get routes and clusters, so a sidecar's configuration, and the pushes it
+    /// receives, follow what its workload calls rather than the size of the mesh. Absent:
+    /// the next less specific MeshPolicy's list, and every Service when none sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Egress>,
+}
+
+/// The Services a sidecar is told about.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[x_kube(validation = Rule::new(r"self.hosts.all(h, h.matches('^([*.]|[a-z0-9]([-a-z0-9]*[a-z0-9])?)/([*]|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$'))").message("each host is <namespace>/<service>: a namespace name, '.' (the workload's own) or '*' (any), then a Service name or '*' (all of them)").field_path(".hosts"))]
+pub struct Egress {
+    /// `<namespace>/<service>` patterns: `shop/cart`, `shop/*`, `./*` (the workload's own
+    /// namespace), `*/dns` (a Service of that name in any namespace). A Service that routes
+    /// forward to is reachable too, so a route's backends need not be listed.
+    pub hosts: Vec<String>,
 }
 
 /// Outbound connections to unknown destinations.

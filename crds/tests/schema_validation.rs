@@ -290,6 +290,24 @@ fn mesh_policy() {
         "spec.mtls.promotion.rollbackErrorRate",
         "maximum",
     );
+    let egress = |hosts: &str| {
+        MESH_POLICY.replace(
+            "  mtls:\n",
+            &format!("  egress: {{hosts: [{hosts}]}}\n  mtls:\n"),
+        )
+    };
+    assert_eq!(
+        errors(&v, &egress(r#"shop/cart, "./*", "*/dns", "*/*""#)),
+        vec![]
+    );
+    for bad in ["cart", "shop/", "Shop/cart", "shop/a/b", r#""*.shop/cart""#] {
+        assert_rejected(
+            &v,
+            &egress(bad),
+            "spec.egress.hosts",
+            "each host is <namespace>/<service>",
+        );
+    }
 }
 
 #[test]

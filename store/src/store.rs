@@ -64,6 +64,12 @@ impl<K> Store<K> {
         self.objects.get(&ObjectKey::namespaced(namespace, name))
     }
 
+    /// The object named `name` in `namespace`, with the store's key for it.
+    pub fn get_keyed(&self, namespace: &str, name: &str) -> Option<(&ObjectKey, &Arc<K>)> {
+        self.objects
+            .get_key_value(&ObjectKey::namespaced(namespace, name))
+    }
+
     /// Every object, ordered by namespace and name.
     pub fn iter(&self) -> impl Iterator<Item = (&ObjectKey, &Arc<K>)> {
         self.objects.iter()
@@ -71,13 +77,20 @@ impl<K> Store<K> {
 
     /// The objects in one namespace.
     pub fn in_namespace(&self, namespace: &str) -> impl Iterator<Item = &Arc<K>> {
+        self.in_namespace_keyed(namespace).map(|(_, v)| v)
+    }
+
+    /// The objects in one namespace, with their keys.
+    pub fn in_namespace_keyed(
+        &self,
+        namespace: &str,
+    ) -> impl Iterator<Item = (&ObjectKey, &Arc<K>)> {
         // Keys are ordered by namespace first, so one namespace is one contiguous range.
         let start = ObjectKey::namespaced(namespace, "");
         let namespace = namespace.to_string();
         self.objects
             .range(start..)
             .take_while(move |(k, _)| k.namespace.as_deref() == Some(namespace.as_str()))
-            .map(|(_, v)| v)
     }
 
     /// Removes every object in `namespace`; returns whether there was any.

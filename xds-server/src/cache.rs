@@ -23,7 +23,7 @@ use weir_store::ClusterState;
 use crate::{
     envoy::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
     model::ProxyConfig,
-    translate::{ProxyId, ProxyOptions, ViewKey, translate_shared, translate_view},
+    translate::{ProxyId, ProxyOptions, ViewKey, translate_shared, translate_view, view_clusters},
 };
 
 /// The resource types Weir serves, in the order a push sends them: clusters before the
@@ -168,6 +168,10 @@ struct SharedResources {
     clusters: Vec<Arc<Resource>>,
     endpoints: Arc<TypeSnapshot>,
     config: ProxyConfig,
+    /// Cluster name → index in `clusters` and `config.clusters`, and of its load assignment
+    /// in `config.load_assignments`: a scoped view picks its few by lookup, not by a scan
+    /// of the mesh.
+    by_name: HashMap<Arc<str>, (usize, Option<usize>)>,
 }
 
 impl Generation {
@@ -199,7 +203,21 @@ impl Generation {
     fn shared(&self) -> &SharedResources {
         self.shared.get_or_init(|| {
             let (clusters, assignments) = translate_shared(&self.state);
+            let assignment_at: HashMap<&str, usize> = assignments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.cluster.as_str(), i))
+                .collect();
+            let by_name = clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let assignment = assignment_at.get(c.name.as_str()).copied();
+                    (Arc::from(c.name.as_str()), (i, assignment))
+                })
+                .collect();
             Arc::new(SharedResources {
+                by_name,
                 clusters: clusters
                     .iter()
                     .map(|c| Resource::new(&c.name, pack_any(envoy::to_cluster(c))))
@@ -238,10 +256,33 @@ impl Generation {
         let secrets = Arc::new(TypeSnapshot::from_resources(Vec::new()));
         let shared = self.shared();
         let view = translate_view(&self.state, key);
-        let clusters: Vec<_> = shared
-            .clusters
-            .iter()
-            .cloned()
+        // A scoped view holds the shared clusters its routes send to; others hold them all.
+        let (shared_clusters, mut shared_config) = match view_clusters(key, &view) {
+            None => (
+                shared.clusters.clone(),
+                ProxyConfig {
+                    clusters: shared.config.clusters.clone(),
+                    load_assignments: shared.config.load_assignments.clone(),
+                    ..ProxyConfig::default()
+                },
+            ),
+            Some(needed) => {
+                let mut resources = Vec::new();
+                let mut config = ProxyConfig::default();
+                for (i, assignment) in needed.iter().filter_map(|n| shared.by_name.get(*n)) {
+                    resources.push(shared.clusters[*i].clone());
+                    config.clusters.push(shared.config.clusters[*i].clone());
+                    if let Some(a) = assignment {
+                        config
+                            .load_assignments
+                            .push(shared.config.load_assignments[*a].clone());
+                    }
+                }
+                (resources, config)
+            }
+        };
+        let clusters: Vec<_> = shared_clusters
+            .into_iter()
             .chain(
                 view.clusters
                     .iter()
@@ -258,17 +299,11 @@ impl Generation {
             .iter()
             .map(|t| Resource::new(&t.name, pack_any(envoy::to_route_configuration(t))))
             .collect();
+        shared_config.clusters.extend(view.clusters);
         let config = ProxyConfig {
-            clusters: shared
-                .config
-                .clusters
-                .iter()
-                .cloned()
-                .chain(view.clusters)
-                .collect(),
-            load_assignments: shared.config.load_assignments.clone(),
             listeners: view.listeners,
             route_tables: view.route_tables,
+            ..shared_config
         };
         ViewSnapshot {
             types: [

@@ -140,3 +140,40 @@ fn envoy_refusals() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/in/envoy-refusals.yaml"),
     );
 }
+
+#[test]
+fn sidecar_scoped() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/in/sidecar-scoped.yaml");
+    check_case("sidecar-scoped", &input);
+    // What the golden files say, stated: 2 of 50 Services, plus the canary's backend.
+    let (state, _) = load("sidecar-scoped", &input);
+    let client = translate(
+        &state,
+        &"sidecar~client-0.shop".parse().unwrap(),
+        &ProxyOptions::default(),
+    );
+    let names = |c: &weir_xds::model::ProxyConfig| -> Vec<String> {
+        c.clusters.iter().map(|c| c.name.clone()).collect()
+    };
+    assert_eq!(
+        names(&client),
+        [
+            "shop/svc-3/80",
+            "shop/svc-40/80",
+            "shop/svc-7/80",
+            "inbound/8080"
+        ]
+    );
+    let outbound = client
+        .route_tables
+        .iter()
+        .find(|t| t.name == "outbound")
+        .unwrap();
+    let hosts: Vec<&str> = outbound
+        .virtual_hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(hosts, ["shop/svc-3/80", "shop/svc-7/80"]);
+    assert_eq!(client.load_assignments.len(), 3);
+}

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use weir_crds::mesh_policy::{MeshPolicy, MtlsMode, OutboundTrafficPolicy};
+use weir_crds::mesh_policy::{Egress, MeshPolicy, MtlsMode, OutboundTrafficPolicy};
 use weir_store::{ClusterState, selector_matches};
 
 /// The namespace whose selector-less MeshPolicy applies mesh-wide.
@@ -57,7 +57,29 @@ pub fn registry_only(
     namespace: &str,
     labels: Option<&BTreeMap<String, String>>,
 ) -> bool {
-    let set = |p: &MeshPolicy| p.spec.outbound_traffic_policy;
+    governing_setting(state, namespace, labels, |p| p.spec.outbound_traffic_policy)
+        == Some(OutboundTrafficPolicy::RegistryOnly)
+}
+
+/// The Services a sidecar of a pod with `labels` in `namespace` is told about: the
+/// `egress` of the first of the selecting, the namespace's and the mesh-wide MeshPolicy
+/// that sets one; `None` (every Service) when none does.
+pub fn egress<'a>(
+    state: &'a ClusterState,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Option<&'a Egress> {
+    governing_setting(state, namespace, labels, |p| p.spec.egress.as_ref())
+}
+
+/// A setting of the MeshPolicies that may govern a pod, most specific first: the
+/// selecting policy's, the namespace's, the mesh-wide one's.
+fn governing_setting<'a, T>(
+    state: &'a ClusterState,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+    set: impl Fn(&'a MeshPolicy) -> Option<T>,
+) -> Option<T> {
     let namespace_wide = |ns: &str| {
         state
             .mesh_policies
@@ -66,10 +88,9 @@ pub fn registry_only(
             .and_then(|p| set(p))
     };
     governing_policy(state, namespace, labels)
-        .and_then(set)
+        .and_then(&set)
         .or_else(|| namespace_wide(namespace))
         .or_else(|| namespace_wide(ROOT_NAMESPACE))
-        == Some(OutboundTrafficPolicy::RegistryOnly)
 }
 
 /// The MeshPolicy that governs a pod with `labels` in `namespace`, if any.

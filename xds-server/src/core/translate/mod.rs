@@ -16,6 +16,7 @@ pub(crate) mod gateway;
 pub mod mesh;
 mod policy;
 pub(crate) mod routes;
+mod scope;
 mod services;
 mod sidecar;
 pub mod validate;
@@ -157,14 +158,29 @@ impl Default for ProxyOptions {
 /// Everything `proxy` should be told, given the cluster `state`: the shared clusters and
 /// endpoints plus the proxy's own view.
 pub fn translate(state: &ClusterState, proxy: &ProxyId, options: &ProxyOptions) -> ProxyConfig {
-    let (clusters, load_assignments) = translate_shared(state);
-    let view = translate_view(state, &view_key(state, proxy, options));
+    let (mut clusters, mut load_assignments) = translate_shared(state);
+    let key = view_key(state, proxy, options);
+    let view = translate_view(state, &key);
+    if let Some(needed) = view_clusters(&key, &view) {
+        clusters.retain(|c| needed.contains(c.name.as_str()));
+        load_assignments.retain(|a| needed.contains(a.cluster.as_str()));
+    }
     ProxyConfig {
         clusters: clusters.into_iter().chain(view.clusters).collect(),
         load_assignments,
         listeners: view.listeners,
         route_tables: view.route_tables,
     }
+}
+
+/// Which of the shared (per Service port) clusters a view needs: those its routes send to,
+/// for a scoped view; `None` (all of them) otherwise.
+pub fn view_clusters<'a>(
+    key: &ViewKey,
+    view: &'a ProxyConfig,
+) -> Option<std::collections::BTreeSet<&'a str>> {
+    key.scoped()
+        .then(|| scope::routed_clusters(&view.route_tables))
 }
 
 /// The clusters and endpoints every proxy gets (one per Service port).
@@ -201,6 +217,16 @@ pub struct ViewKey {
     /// A captured sidecar's pod's declared TCP ports: one inbound chain and route table
     /// each.
     pub inbound_ports: Vec<u16>,
+    /// A sidecar's `egress` hosts, from the MeshPolicy that governs its Pod: it is told
+    /// only about those Services (and what their routes forward to). `None`: every Service.
+    pub egress: Option<Vec<String>>,
+}
+
+impl ViewKey {
+    /// Whether the view holds only some Services (and so only their clusters).
+    pub fn scoped(&self) -> bool {
+        self.egress.is_some()
+    }
 }
 
 /// The view key of a proxy in `state`.
@@ -231,7 +257,7 @@ pub fn view_key_indexed(
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    let (mesh_tls, registry_only) = match proxy.role {
+    let (mesh_tls, registry_only, egress) = match proxy.role {
         Role::Sidecar => {
             let pod = sidecar::pod(state, proxy);
             if options.app_port.is_none() && !options.capture {
@@ -241,9 +267,10 @@ pub fn view_key_indexed(
             (
                 Some(mesh::workload_mode(state, &proxy.namespace, labels)),
                 options.capture && mesh::registry_only(state, &proxy.namespace, labels),
+                mesh::egress(state, &proxy.namespace, labels).map(|e| e.hosts.clone()),
             )
         }
-        Role::Gateway => (None, false),
+        Role::Gateway => (None, false, None),
     };
     ViewKey {
         role: proxy.role,
@@ -254,6 +281,7 @@ pub fn view_key_indexed(
         registry_only,
         inbound_limited,
         inbound_ports,
+        egress,
     }
 }
 

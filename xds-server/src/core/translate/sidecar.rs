@@ -44,7 +44,7 @@ pub(super) fn translate_sidecar(state: &ClusterState, key: &ViewKey, config: &mu
     let inbound_ports = key.inbound_ports.as_slice();
     let mut virtual_hosts = Vec::new();
     let mut service_addresses = Vec::new();
-    for (key, service) in state.services.iter() {
+    for (key, service) in super::scope::services(state, namespace, key.egress.as_deref()) {
         let Some(ns) = key.namespace.as_deref() else {
             continue;
         };
