@@ -3,12 +3,18 @@
 //!
 //! ```sh
 //! cargo build --release --bin weir
-//! cargo run --release -p weir-xds --example xds_load -- --streams 1000 [--protocol delta]
+//! cargo run --release -p weir-xds --example xds_load -- --streams 1000 [--protocol delta] \
+//!     [--services 1000 --workloads 1000 --calls 5]
 //! ```
 //!
 //! Each stream (state of the world by default, incremental with `--protocol delta`)
-//! subscribes like an Envoy sidecar (CDS and LDS wildcard, EDS for every cluster,
-//! RDS for `outbound`) and ACKs every response. The generator measures, for `weir up` only
+//! subscribes like an Envoy sidecar (CDS and LDS wildcard, EDS for every cluster it is
+//! sent, RDS for `outbound`) and ACKs every response. Streams are the replicas of
+//! `--workloads` workloads, each in its own namespace; with `--calls K` each workload's
+//! MeshPolicy lists the K Services it calls (`egress`), so its sidecars subscribe to what
+//! it calls; without, every sidecar is told about every Service. The change (a canary
+//! route on `svc-0`) is timed on the streams whose workload calls `svc-0`; the others
+//! should be sent nothing, and the generator counts what they are sent. The generator measures, for `weir up` only
 //! (from /proc): resident memory per idle stream beyond the shared snapshot, CPU seconds per
 //! push, and the time from writing the changed HTTPRoute to each stream receiving the new
 //! route version (p50/p99/max). That time includes noticing the file (inotify), parsing it
@@ -18,7 +24,10 @@ use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -43,15 +52,51 @@ type SeenVersions = Arc<Mutex<Vec<Option<(String, Instant)>>>>;
 struct Args {
     streams: usize,
     services: usize,
+    workloads: usize,
+    /// Services each workload calls (its egress list); 0: every Service, unscoped.
+    calls: usize,
     changes: usize,
     delta: bool,
     weir: PathBuf,
+}
+
+impl Args {
+    /// The workload stream `index` is a replica of (contiguous runs of streams).
+    fn workload(&self, index: usize) -> usize {
+        if index == usize::MAX {
+            return 0;
+        }
+        index * self.workloads / self.streams.max(1)
+    }
+
+    /// The Services workload `w` calls (all, unscoped); every workload is scoped alike.
+    fn calls_of(&self, w: usize) -> Vec<usize> {
+        if self.calls == 0 {
+            return (0..self.services).collect();
+        }
+        // A fixed pseudo-random spread (splitmix64), so runs are comparable.
+        let mut chosen = Vec::new();
+        let mut x = w as u64;
+        while chosen.len() < self.calls.min(self.services) {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let service = ((z ^ (z >> 31)) % self.services as u64) as usize;
+            if !chosen.contains(&service) {
+                chosen.push(service);
+            }
+        }
+        chosen
+    }
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
         streams: 1000,
         services: 100,
+        workloads: 1,
+        calls: 0,
         changes: 3,
         delta: false,
         weir: PathBuf::from(
@@ -64,6 +109,8 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--streams" => args.streams = value.parse().expect("--streams N"),
             "--services" => args.services = value.parse().expect("--services N"),
+            "--workloads" => args.workloads = value.parse().expect("--workloads N"),
+            "--calls" => args.calls = value.parse().expect("--calls K"),
             "--changes" => args.changes = value.parse().expect("--changes N"),
             "--weir" => args.weir = PathBuf::from(value),
             "--protocol" => {
@@ -74,19 +121,49 @@ fn parse_args() -> Args {
                 }
             }
             other => panic!(
-                "unknown flag {other}; flags: --streams N --services N --changes N --protocol sotw|delta --weir PATH"
+                "unknown flag {other}; flags: --streams N --services N --workloads N --calls K --changes N --protocol sotw|delta --weir PATH"
             ),
         }
     }
+    assert!(
+        args.workloads >= 1 && args.workloads <= args.streams,
+        "--workloads must be between 1 and --streams"
+    );
     args
 }
 
+/// Workload `w`'s namespace (its one Pod is `load-<w>`, ServiceAccount `load`).
+fn workload_namespace(w: usize) -> String {
+    format!("w-{w}")
+}
+
+fn write_workloads(dir: &Path, args: &Args) {
+    let mut yaml = String::new();
+    for w in 0..args.workloads {
+        let ns = workload_namespace(w);
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: load-{w}, namespace: {ns}}}\n\
+             spec: {{serviceAccountName: load, containers: [{{name: load, image: load}}]}}\n"
+        ));
+        if args.calls > 0 {
+            let hosts: Vec<String> = args
+                .calls_of(w)
+                .iter()
+                .map(|s| format!("bench/svc-{s}"))
+                .collect();
+            yaml.push_str(&format!(
+                "---\napiVersion: weir.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: egress, namespace: {ns}}}\n\
+                 spec: {{mtls: {{mode: Permissive}}, egress: {{hosts: [{}]}}}}\n",
+                hosts.join(", ")
+            ));
+        }
+    }
+    std::fs::write(dir.join("workloads.yaml"), yaml).expect("writing workloads");
+}
+
 fn write_config(dir: &Path, services: usize, weight: u32) {
-    let mut yaml = String::from(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n---\n\
-         apiVersion: v1\nkind: Pod\nmetadata: {name: load-0, namespace: bench}\n\
-         spec: {serviceAccountName: load, containers: [{name: load, image: load}]}\n",
-    );
+    let mut yaml = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n");
     for i in 0..services {
         yaml.push_str(&format!(
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: bench}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n\
@@ -149,28 +226,49 @@ fn request(
 
 type RoutesSeen = mpsc::UnboundedSender<(usize, String, Instant)>;
 
-/// One simulated sidecar over the protocol chosen.
-async fn run_stream(channel: Channel, index: usize, routes_seen: RoutesSeen, delta: bool) {
-    if delta {
-        run_delta_stream(channel, index, routes_seen).await;
-    } else {
-        run_sotw_stream(channel, index, routes_seen).await;
+/// What every stream reports: new route versions, and a count of every response.
+#[derive(Clone)]
+struct Reports {
+    routes: RoutesSeen,
+    responses: Arc<Vec<AtomicU64>>,
+}
+
+impl Reports {
+    fn response(&self, index: usize) {
+        if let Some(count) = self.responses.get(index) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
-/// Every stream speaks for the one Pod of the configuration, `bench/load-0` (as its
-/// ServiceAccount `load` proves with a client certificate from the mesh CA): they all
-/// share one view, as the sidecars of one workload's replicas do.
-fn sidecar_node(_index: usize) -> Node {
+/// One simulated sidecar of workload `workload` over the protocol chosen.
+async fn run_stream(
+    channel: Channel,
+    index: usize,
+    workload: usize,
+    reports: Reports,
+    delta: bool,
+) {
+    if delta {
+        run_delta_stream(channel, index, workload, reports).await;
+    } else {
+        run_sotw_stream(channel, index, workload, reports).await;
+    }
+}
+
+/// A stream speaks for its workload's one Pod, `w-<w>/load-<w>` (as its ServiceAccount
+/// `load` proves with a client certificate from the mesh CA): the replicas of a workload
+/// share one view, as the sidecars of one Deployment do.
+fn sidecar_node(workload: usize) -> Node {
     Node {
-        id: "sidecar~load-0.bench".into(),
+        id: format!("sidecar~load-{workload}.{}", workload_namespace(workload)),
         ..Default::default()
     }
 }
 
 /// One simulated incremental sidecar: subscribes, ACKs everything, reports each new
 /// version of the `outbound` route.
-async fn run_delta_stream(channel: Channel, index: usize, routes_seen: RoutesSeen) {
+async fn run_delta_stream(channel: Channel, index: usize, workload: usize, reports: Reports) {
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel(16);
@@ -182,7 +280,11 @@ async fn run_delta_stream(channel: Channel, index: usize, routes_seen: RoutesSee
             ..Default::default()
         };
     let _ = tx
-        .send(subscribe(CLUSTER_TYPE, vec![], Some(sidecar_node(index))))
+        .send(subscribe(
+            CLUSTER_TYPE,
+            vec![],
+            Some(sidecar_node(workload)),
+        ))
         .await;
     let _ = tx.send(subscribe(LISTENER_TYPE, vec![], None)).await;
     let Ok(response) = client
@@ -196,6 +298,7 @@ async fn run_delta_stream(channel: Channel, index: usize, routes_seen: RoutesSee
     let mut clusters: BTreeSet<String> = BTreeSet::new();
     let mut rds_requested = false;
     while let Ok(Some(response)) = responses.message().await {
+        reports.response(index);
         let ack = DeltaDiscoveryRequest {
             type_url: response.type_url.clone(),
             response_nonce: response.nonce.clone(),
@@ -227,7 +330,9 @@ async fn run_delta_stream(channel: Channel, index: usize, routes_seen: RoutesSee
             }
             ROUTE_TYPE => {
                 if let Some(route) = response.resources.iter().find(|r| r.name == "outbound") {
-                    let _ = routes_seen.send((index, route.version.clone(), Instant::now()));
+                    let _ = reports
+                        .routes
+                        .send((index, route.version.clone(), Instant::now()));
                 }
             }
             _ => {}
@@ -237,11 +342,11 @@ async fn run_delta_stream(channel: Channel, index: usize, routes_seen: RoutesSee
 
 /// One simulated state-of-the-world sidecar: subscribes, ACKs everything, reports each
 /// new route version.
-async fn run_sotw_stream(channel: Channel, index: usize, routes_seen: RoutesSeen) {
+async fn run_sotw_stream(channel: Channel, index: usize, workload: usize, reports: Reports) {
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel(16);
-    let node = sidecar_node(index);
+    let node = sidecar_node(workload);
     let _ = tx
         .send(request(
             CLUSTER_TYPE,
@@ -271,6 +376,7 @@ async fn run_sotw_stream(channel: Channel, index: usize, routes_seen: RoutesSeen
     let mut eds_names: Vec<String> = Vec::new();
     let mut rds_requested = false;
     while let Ok(Some(response)) = responses.message().await {
+        reports.response(index);
         let names = match response.type_url.as_str() {
             CLUSTER_TYPE => {
                 let clusters: BTreeSet<String> = response
@@ -313,7 +419,9 @@ async fn run_sotw_stream(channel: Channel, index: usize, routes_seen: RoutesSeen
             _ => vec!["outbound".into()],
         };
         if response.type_url == ROUTE_TYPE {
-            let _ = routes_seen.send((index, response.version_info.clone(), Instant::now()));
+            let _ = reports
+                .routes
+                .send((index, response.version_info.clone(), Instant::now()));
         }
         let ack = request(
             &response.type_url,
@@ -348,6 +456,7 @@ impl Drop for WeirProcess {
 async fn main() {
     let args = parse_args();
     let dir = tempfile::tempdir().expect("tempdir");
+    write_workloads(dir.path(), &args);
     write_config(dir.path(), args.services, 10);
     let xds_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -400,36 +509,47 @@ async fn main() {
         k8s_openapi::jiff::Timestamp::now(),
     )
     .expect("the mesh CA weir up created");
-    let identity: weir_xds::ca::SpiffeId = "spiffe://cluster.local/ns/bench/sa/load"
+    // One client certificate per workload namespace (its ServiceAccount `load`).
+    let endpoint_for = |w: usize| {
+        let identity: weir_xds::ca::SpiffeId = format!(
+            "spiffe://cluster.local/ns/{}/sa/load",
+            workload_namespace(w)
+        )
         .parse()
         .expect("SPIFFE id");
-    let certificate = ca
-        .issue(
-            &identity,
-            Duration::from_secs(24 * 3600),
-            k8s_openapi::jiff::Timestamp::now(),
-        )
-        .expect("a client certificate");
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(ca.root_pem()))
-        .identity(tonic::transport::Identity::from_pem(
-            &certificate.chain_pem,
-            &certificate.key_pem,
-        ))
-        .domain_name("127.0.0.1");
-    let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{xds_port}"))
-        .expect("endpoint")
-        .tls_config(tls)
-        .expect("TLS");
+        let certificate = ca
+            .issue(
+                &identity,
+                Duration::from_secs(24 * 3600),
+                k8s_openapi::jiff::Timestamp::now(),
+            )
+            .expect("a client certificate");
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca.root_pem()))
+            .identity(tonic::transport::Identity::from_pem(
+                &certificate.chain_pem,
+                &certificate.key_pem,
+            ))
+            .domain_name("127.0.0.1");
+        Endpoint::from_shared(format!("https://127.0.0.1:{xds_port}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("TLS")
+    };
     // Warm the shared snapshot with one stream so the baseline includes it.
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
-    let warm = endpoint.connect().await.expect("connect");
-    tokio::spawn(run_stream(warm, usize::MAX, seen_tx.clone(), args.delta));
+    let reports = Reports {
+        routes: seen_tx.clone(),
+        responses: Arc::new((0..args.streams).map(|_| AtomicU64::new(0)).collect()),
+    };
+    let warm = endpoint_for(0).connect().await.expect("connect");
+    tokio::spawn(run_stream(warm, usize::MAX, 0, reports.clone(), args.delta));
     let _ = seen_rx.recv().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, rss_base) = usage(pid);
 
-    // Open the streams, STREAMS_PER_CONNECTION per HTTP/2 connection.
+    // Open the streams: the replicas of a workload share HTTP/2 connections (its
+    // certificate), STREAMS_PER_CONNECTION each.
     let versions: SeenVersions = Arc::new(Mutex::new(vec![None; args.streams]));
     let (all_tx, all_rx) = watch::channel(0usize);
     {
@@ -446,15 +566,24 @@ async fn main() {
         });
     }
     let started = Instant::now();
-    let mut channel = None;
+    let mut channel: Option<(usize, usize, Channel)> = None;
     for index in 0..args.streams {
-        if index % STREAMS_PER_CONNECTION == 0 {
-            channel = Some(endpoint.connect().await.expect("connect"));
+        let workload = args.workload(index);
+        let reuse = match &channel {
+            Some((w, n, _)) => *w == workload && *n < STREAMS_PER_CONNECTION,
+            None => false,
+        };
+        if !reuse {
+            let connected = endpoint_for(workload).connect().await.expect("connect");
+            channel = Some((workload, 0, connected));
         }
+        let (_, count, connected) = channel.as_mut().expect("channel");
+        *count += 1;
         tokio::spawn(run_stream(
-            channel.clone().expect("channel"),
+            connected.clone(),
             index,
-            seen_tx.clone(),
+            workload,
+            reports.clone(),
             args.delta,
         ));
     }
@@ -476,7 +605,27 @@ async fn main() {
         per_stream / 1024.0
     );
 
+    // The streams the change is for: the replicas of workloads that call svc-0.
+    let affected: Vec<bool> = (0..args.streams)
+        .map(|i| args.calls_of(args.workload(i)).contains(&0))
+        .collect();
+    let expected = affected.iter().filter(|a| **a).count();
+    println!(
+        "{} workloads, each calling {} of {} Services; {expected} streams call svc-0",
+        args.workloads,
+        if args.calls == 0 {
+            args.services
+        } else {
+            args.calls
+        },
+        args.services
+    );
     for change in 0..args.changes {
+        let responses_before: Vec<u64> = reports
+            .responses
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         let before: Vec<String> = versions
             .lock()
             .expect("lock")
@@ -493,25 +642,37 @@ async fn main() {
             let done: Vec<Duration> = v
                 .iter()
                 .zip(&before)
-                .filter_map(|(now, old)| {
+                .zip(&affected)
+                .filter(|(_, affected)| **affected)
+                .filter_map(|((now, old), _)| {
                     now.as_ref()
                         .filter(|(s, _)| s != old)
                         .map(|(_, at)| at.saturating_duration_since(written))
                 })
                 .collect();
-            if done.len() == args.streams || Instant::now() > deadline {
+            if done.len() == expected || Instant::now() > deadline {
                 break done;
             }
         };
         let mut sorted = latencies.clone();
         sorted.sort();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Whatever else was going to be sent has been by now.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         let (cpu_after, _) = usage(pid);
+        let bystanders_pushed = reports
+            .responses
+            .iter()
+            .zip(&responses_before)
+            .zip(&affected)
+            .filter(|((now, before), affected)| {
+                !**affected && now.load(Ordering::Relaxed) != **before
+            })
+            .count();
         println!(
-            "change {}: {}/{} streams updated; from file write: p50 {:?}, p99 {:?}, max {:?}; weir up CPU for the push: {:.3} s",
+            "change {}: {}/{expected} streams updated; {bystanders_pushed} of the {} others were sent something; from file write: p50 {:?}, p99 {:?}, max {:?}; weir up CPU for the push: {:.3} s",
             change + 1,
             latencies.len(),
-            args.streams,
+            args.streams - expected,
             percentile(&sorted, 0.50),
             percentile(&sorted, 0.99),
             sorted.last().copied().unwrap_or_default(),

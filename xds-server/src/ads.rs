@@ -120,7 +120,7 @@ impl AdsServer {
 #[derive(Debug, Default)]
 struct TypeState {
     /// `None`: everything (wildcard); `Some`: these names.
-    subscription: Option<BTreeSet<String>>,
+    subscription: Option<BTreeSet<Arc<str>>>,
     requested: bool,
     sent_nonce: String,
     /// The digest of the snapshot last compared with what was sent, while the
@@ -168,6 +168,8 @@ impl SotwStream {
         let Some(type_url) = self.core.accept(request.node.as_ref(), &request.type_url)? else {
             return Ok(());
         };
+        let view = self.core.view();
+        let snapshot = view.as_deref().and_then(|v| v.of_type(type_url));
         let state = self.types.entry(type_url).or_default();
         if !request.response_nonce.is_empty() && request.response_nonce != state.sent_nonce {
             debug!(stream = self.core.id(), type_url, nonce = %request.response_nonce, "ignoring a request with a stale nonce");
@@ -181,14 +183,21 @@ impl SotwStream {
             state.status.acked = Some(request.version_info.clone());
             self.core.acked(type_url, &mut state.pending);
         }
-        let names: BTreeSet<String> = request.resource_names.into_iter().collect();
-        state.checked = None;
-        state.subscription =
-            if is_wildcard_type(type_url) && (names.is_empty() || names.contains("*")) {
-                None
-            } else {
-                Some(names)
-            };
+        let wildcard = is_wildcard_type(type_url)
+            && (request.resource_names.is_empty()
+                || request.resource_names.iter().any(|n| n == "*"));
+        // Names are held as references into the snapshot (see `TypeSnapshot::intern`).
+        let subscription = (!wildcard).then(|| {
+            request
+                .resource_names
+                .iter()
+                .map(|n| snapshot.map_or_else(|| Arc::from(n.as_str()), |s| s.intern(n)))
+                .collect::<BTreeSet<Arc<str>>>()
+        });
+        if subscription != state.subscription {
+            state.checked = None;
+            state.subscription = subscription;
+        }
         let first = !state.requested;
         state.requested = true;
         self.send(type_url, first, tx)

@@ -101,19 +101,33 @@ impl TypeSnapshot {
     }
 
     /// The resources a subscription selects: all (`None`, a wildcard subscription) or
-    /// those of the given names that exist.
+    /// those of the given names that exist, by name. A named subscription costs lookups of
+    /// its names, not a scan of the snapshot (EDS in a mesh of thousands of clusters).
     pub fn select<'a>(
         &'a self,
-        names: Option<&'a BTreeSet<String>>,
-    ) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
-        let all = names.is_none();
+        names: Option<&'a BTreeSet<Arc<str>>>,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Resource>> + 'a> {
+        match names {
+            None => Box::new(self.resources.values()),
+            Some(names) => Box::new(names.iter().filter_map(|n| self.resources.get(n))),
+        }
+    }
+
+    /// The resource called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
+        self.resources.get(name)
+    }
+
+    /// `name`, shared with this snapshot's resource of that name when there is one: a
+    /// stream's subscription then holds references, not copies, of the names it tracks.
+    pub fn intern(&self, name: &str) -> Arc<str> {
         self.resources
-            .values()
-            .filter(move |r| all || names.is_some_and(|n| n.contains(&*r.name)))
+            .get_key_value(name)
+            .map_or_else(|| Arc::from(name), |(k, _)| k.clone())
     }
 
     /// The version of what a subscription selects: a hash over names and contents.
-    pub fn version(&self, names: Option<&BTreeSet<String>>) -> String {
+    pub fn version(&self, names: Option<&BTreeSet<Arc<str>>>) -> String {
         let hash = match names {
             None => self.digest,
             Some(_) => hash_resources(self.select(names)),
@@ -418,8 +432,7 @@ mod tests {
         ));
         let endpoints = view.of_type(ENDPOINT_TYPE).unwrap();
         assert_eq!(endpoints.len(), 2);
-        let web: BTreeSet<String> =
-            ["shop/web/80".to_string(), "shop/missing/80".to_string()].into();
+        let web: BTreeSet<Arc<str>> = ["shop/web/80".into(), "shop/missing/80".into()].into();
         let selected: Vec<&str> = endpoints.select(Some(&web)).map(|r| &*r.name).collect();
         assert_eq!(selected, ["shop/web/80"]);
         assert_ne!(endpoints.version(Some(&web)), endpoints.version(None));

@@ -29,7 +29,8 @@ const UNKNOWN_VERSION: u64 = 0;
 #[derive(Debug, Default)]
 struct TypeState {
     wildcard: bool,
-    names: BTreeSet<String>,
+    /// Names subscribed to, held as references into the snapshot where it has them.
+    names: BTreeSet<Arc<str>>,
     /// Resource name → the version (content hash) the proxy holds.
     known: BTreeMap<Arc<str>, u64>,
     requested: bool,
@@ -39,12 +40,6 @@ struct TypeState {
     status: TypeStatus,
     /// Since when the oldest change sent but not yet ACKed was due.
     pending: Option<std::time::Instant>,
-}
-
-impl TypeState {
-    fn subscribed(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
-    }
 }
 
 pub(crate) struct DeltaStream {
@@ -94,6 +89,8 @@ impl DeltaStream {
         let Some(type_url) = self.core.accept(request.node.as_ref(), &request.type_url)? else {
             return Ok(());
         };
+        let view = self.core.view();
+        let snapshot = view.as_deref().and_then(|v| v.of_type(type_url));
         let state = self.types.entry(type_url).or_default();
         state.checked = None;
         let first = !state.requested;
@@ -124,14 +121,16 @@ impl DeltaStream {
             if name == "*" {
                 state.wildcard = true;
             } else {
-                state.names.insert(name);
+                state
+                    .names
+                    .insert(snapshot.map_or_else(|| Arc::from(name.as_str()), |s| s.intern(&name)));
             }
         }
         for name in request.resource_names_unsubscribe {
             if name == "*" {
                 state.wildcard = false;
             } else {
-                state.names.remove(&name);
+                state.names.remove(name.as_str());
                 state.known.remove(name.as_str());
             }
         }
@@ -156,9 +155,9 @@ impl DeltaStream {
         if state.checked == Some(snapshot.digest()) {
             return Ok(());
         }
+        // By name, either way: what `removed` looks names up in.
         let current: Vec<&Arc<CachedResource>> = snapshot
-            .select(None)
-            .filter(|r| state.subscribed(&r.name))
+            .select((!state.wildcard).then_some(&state.names))
             .collect();
         let changed: Vec<&Arc<CachedResource>> = current
             .iter()
