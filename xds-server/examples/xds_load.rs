@@ -542,7 +542,19 @@ async fn main() {
         routes: seen_tx.clone(),
         responses: Arc::new((0..args.streams).map(|_| AtomicU64::new(0)).collect()),
     };
-    let warm = endpoint_for(0).connect().await.expect("connect");
+    // `weir up` listens once it has loaded the directory (seconds, for thousands of objects).
+    let mut attempts = 0;
+    let warm = loop {
+        match endpoint_for(0).connect().await {
+            Ok(channel) => break channel,
+            Err(e) if attempts < 300 => {
+                attempts += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("connecting to weir up: {e}"),
+        }
+    };
     tokio::spawn(run_stream(warm, usize::MAX, 0, reports.clone(), args.delta));
     let _ = seen_rx.recv().await;
     tokio::time::sleep(Duration::from_millis(500)).await;

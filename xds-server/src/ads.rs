@@ -144,12 +144,16 @@ impl XdsStream for SotwStream {
     }
 
     async fn push_all(&mut self, tx: &Outbox) -> Result<(), ()> {
+        let responses = self.core.responses();
         for type_url in TYPE_ORDER {
             if self.types.get(type_url).is_some_and(|t| t.requested) {
                 self.send(type_url, false, tx).await?;
             }
         }
-        self.publish_status();
+        // Most streams have nothing new in most generations: nothing to report either.
+        if self.core.responses() != responses {
+            self.publish_status();
+        }
         Ok(())
     }
 

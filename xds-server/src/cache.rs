@@ -175,6 +175,9 @@ pub struct Generation {
     shared: OnceLock<Arc<SharedResources>>,
     inbound_limits: OnceLock<crate::translate::InboundLimitIndex>,
     views: Mutex<HashMap<ViewKey, Arc<OnceLock<Arc<ViewSnapshot>>>>>,
+    /// The view of each proxy asked for, so replicas of one workload (same pod name in
+    /// their node id, same options) key it once per generation, not once per stream.
+    proxies: Mutex<HashMap<(ProxyId, ProxyOptions), Arc<ViewSnapshot>>>,
 }
 
 #[derive(Debug)]
@@ -197,6 +200,7 @@ impl Generation {
             shared: OnceLock::new(),
             inbound_limits: OnceLock::new(),
             views: Mutex::new(HashMap::new()),
+            proxies: Mutex::new(HashMap::new()),
         }
     }
 
@@ -250,6 +254,22 @@ impl Generation {
         })
     }
 
+    /// What `proxy` sees in this generation (its view, keyed once per generation).
+    pub fn proxy_view(&self, proxy: &ProxyId, options: &ProxyOptions) -> Arc<ViewSnapshot> {
+        let lock = || {
+            self.proxies
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        let memo = (proxy.clone(), options.clone());
+        if let Some(view) = lock().get(&memo) {
+            return view.clone();
+        }
+        let view = self.view(&self.view_key(proxy, options));
+        lock().insert(memo, view.clone());
+        view
+    }
+
     /// What proxies with this view key see; computed once per generation and key, however
     /// many streams ask at once.
     pub fn view(&self, key: &ViewKey) -> Arc<ViewSnapshot> {
@@ -258,7 +278,10 @@ impl Generation {
                 .views
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            views.entry(key.clone()).or_default().clone()
+            match views.get(key) {
+                Some(cell) => cell.clone(),
+                None => views.entry(key.clone()).or_default().clone(),
+            }
         };
         cell.get_or_init(|| Arc::new(self.compute_view(key)))
             .clone()

@@ -109,7 +109,7 @@ impl StreamCore {
         {
             return Some(view.clone());
         }
-        let view = generation.view(&generation.view_key(proxy, options));
+        let view = generation.proxy_view(proxy, options);
         self.view = Some((generation.number, view.clone(), generation.published));
         Some(view)
     }
@@ -142,6 +142,11 @@ impl StreamCore {
                 })
                 .observe(since.elapsed().as_secs_f64());
         }
+    }
+
+    /// How many responses the stream has sent.
+    pub(crate) fn responses(&self) -> u64 {
+        self.nonce
     }
 
     /// The next response nonce.
