@@ -270,6 +270,12 @@ pub struct BootstrapArgs {
     /// The xDS protocol variant Envoy uses.
     #[arg(long, value_enum, default_value_t = XdsProtocol::Sotw)]
     pub xds_protocol: XdsProtocol,
+    /// With `--xds-protocol delta`, a sidecar is sent no Service up front: it fetches a
+    /// Service's routes and cluster when its workload first calls it (VHDS and on-demand
+    /// CDS). `false`: every Service (or its MeshPolicy's egress list) is sent up front.
+    /// State of the world cannot fetch on demand; an egress list, when set, is sent whole.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub on_demand: bool,
     /// The pod's traffic is captured by `weir capture`: the sidecar listens on every
     /// address on its inbound and outbound ports and recovers original destinations.
     #[arg(long)]

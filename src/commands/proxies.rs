@@ -32,6 +32,9 @@ pub fn print_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
             app_port: args.app_port,
             gateway_port_offset: args.gateway_port_offset,
             capture: args.capture,
+            on_demand: args.on_demand
+                && args.role == ProxyRole::Sidecar
+                && args.xds_protocol == XdsProtocol::Delta,
         },
         delta: args.xds_protocol == XdsProtocol::Delta,
         health_port: args.health_port,

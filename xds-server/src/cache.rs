@@ -21,20 +21,25 @@ use tokio::sync::watch;
 use weir_store::ClusterState;
 
 use crate::{
-    envoy::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
+    envoy::{
+        self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE,
+        VIRTUAL_HOST_TYPE,
+    },
     model::ProxyConfig,
     translate::{ProxyId, ProxyOptions, ViewKey, translate_shared, translate_view, view_clusters},
 };
 
 /// The resource types Weir serves, in the order a push sends them: clusters before the
 /// endpoints and listeners that use them, secrets before the listeners whose TLS names
-/// them, listeners before the routes they name.
-pub const TYPE_ORDER: [&str; 5] = [
+/// them, listeners before the routes they name, routes before the virtual hosts fetched
+/// into them.
+pub const TYPE_ORDER: [&str; 6] = [
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     SECRET_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    VIRTUAL_HOST_TYPE,
 ];
 
 /// Whether a type is subscribed to as a whole (CDS, LDS) rather than by name (EDS, RDS).
@@ -149,9 +154,11 @@ impl TypeSnapshot {
 /// Everything one view sees, per type (indexed like [`TYPE_ORDER`]).
 #[derive(Debug)]
 pub struct ViewSnapshot {
-    types: [Arc<TypeSnapshot>; 5],
+    types: [Arc<TypeSnapshot>; 6],
     /// The model the resources were encoded from, for debugging and status.
     pub config: ProxyConfig,
+    /// What decided it.
+    pub key: ViewKey,
 }
 
 impl ViewSnapshot {
@@ -175,6 +182,9 @@ pub struct Generation {
     shared: OnceLock<Arc<SharedResources>>,
     inbound_limits: OnceLock<crate::translate::InboundLimitIndex>,
     views: Mutex<HashMap<ViewKey, Arc<OnceLock<Arc<ViewSnapshot>>>>>,
+    /// Virtual hosts fetched on demand, by what decides them: the caller's namespace,
+    /// whether it is captured, and the authority asked for.
+    on_demand_hosts: Mutex<HashMap<(String, bool, String), Arc<OnDemandHosts>>>,
     /// The view of each proxy asked for, so replicas of one workload (same pod name in
     /// their node id, same options) key it once per generation, not once per stream.
     proxies: Mutex<HashMap<(ProxyId, ProxyOptions), Arc<ViewSnapshot>>>,
@@ -189,6 +199,18 @@ struct SharedResources {
     /// in `config.load_assignments`: a scoped view picks its few by lookup, not by a scan
     /// of the mesh.
     by_name: HashMap<Arc<str>, (usize, Option<usize>)>,
+    /// Every Service port's cluster, by name: what an on-demand sidecar may fetch.
+    on_demand_clusters: TypeSnapshot,
+}
+
+/// The answer to an on-demand sidecar's request for an authority: the virtual hosts of the
+/// Service it names (one per port), and which of them has the authority among its domains.
+#[derive(Debug, Default)]
+pub struct OnDemandHosts {
+    /// Encoded virtual hosts, named `outbound/<namespace>.<service>.<port>`.
+    pub resources: Vec<Arc<Resource>>,
+    /// The resource that answers the authority; `None`: nothing does (Envoy answers 404).
+    pub matched: Option<Arc<str>>,
 }
 
 impl Generation {
@@ -200,6 +222,7 @@ impl Generation {
             shared: OnceLock::new(),
             inbound_limits: OnceLock::new(),
             views: Mutex::new(HashMap::new()),
+            on_demand_hosts: Mutex::new(HashMap::new()),
             proxies: Mutex::new(HashMap::new()),
         }
     }
@@ -234,12 +257,18 @@ impl Generation {
                     (Arc::from(c.name.as_str()), (i, assignment))
                 })
                 .collect();
+            let on_demand_clusters = TypeSnapshot::from_resources(
+                clusters
+                    .iter()
+                    .map(|c| Resource::new(&c.name, pack_any(envoy::to_cluster(c)))),
+            );
             Arc::new(SharedResources {
                 by_name,
                 clusters: clusters
                     .iter()
-                    .map(|c| Resource::new(&c.name, pack_any(envoy::to_cluster(c))))
+                    .filter_map(|c| on_demand_clusters.get(&c.name).cloned())
                     .collect(),
+                on_demand_clusters,
                 endpoints: Arc::new(TypeSnapshot::from_resources(
                     assignments
                         .iter()
@@ -285,6 +314,47 @@ impl Generation {
         };
         cell.get_or_init(|| Arc::new(self.compute_view(key)))
             .clone()
+    }
+
+    /// A Service port's cluster, for an on-demand sidecar that names it.
+    pub fn on_demand_cluster(&self, name: &str) -> Option<Arc<Resource>> {
+        self.shared().on_demand_clusters.get(name).cloned()
+    }
+
+    /// The virtual hosts an on-demand sidecar with view `key` asked for by `authority`
+    /// (computed once per generation, caller namespace and authority).
+    pub fn on_demand_hosts(&self, key: &ViewKey, authority: &str) -> Arc<OnDemandHosts> {
+        let memo = (
+            key.namespace.clone(),
+            key.options.capture,
+            authority.to_string(),
+        );
+        let lock = || {
+            self.on_demand_hosts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(hosts) = lock().get(&memo) {
+            return hosts.clone();
+        }
+        let hosts = match crate::translate::on_demand_hosts(&self.state, key, authority) {
+            None => OnDemandHosts::default(),
+            Some(hosts) => {
+                let mut answer = OnDemandHosts::default();
+                for host in &hosts {
+                    let name = crate::translate::vhds_name(host);
+                    let resource = Resource::new(&name, pack_any(envoy::to_virtual_host(host)));
+                    if host.domains.iter().any(|d| d == authority) {
+                        answer.matched = Some(resource.name.clone());
+                    }
+                    answer.resources.push(resource);
+                }
+                answer
+            }
+        };
+        let hosts = Arc::new(hosts);
+        lock().insert(memo, hosts.clone());
+        hosts
     }
 
     fn compute_view(&self, key: &ViewKey) -> ViewSnapshot {
@@ -349,8 +419,11 @@ impl Generation {
                 secrets,
                 Arc::new(TypeSnapshot::from_resources(listeners)),
                 Arc::new(TypeSnapshot::from_resources(routes)),
+                // Virtual hosts are fetched by name only (`Generation::on_demand_hosts`).
+                Arc::new(TypeSnapshot::from_resources(Vec::new())),
             ],
             config,
+            key: key.clone(),
         }
     }
 }

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     bootstrap::{metadata, metadata_port, options_from_metadata},
-    cache::{SnapshotCache, TYPE_ORDER, ViewSnapshot},
+    cache::{Generation, SnapshotCache, TYPE_ORDER, ViewSnapshot},
     grpc::Outbox,
     identity::{Gatekeeper, PeerIdentity},
     metrics::{TypeLabels, XdsMetrics},
@@ -28,8 +28,8 @@ pub(crate) struct StreamCore {
     protocol: &'static str,
     proxy: Option<(ProxyId, ProxyOptions)>,
     admin_port: Option<u16>,
-    /// The view for the generation last looked at, and when that generation was published.
-    view: Option<(u64, Arc<ViewSnapshot>, Instant)>,
+    /// The generation last looked at, and the proxy's view of it.
+    view: Option<(Arc<Generation>, Arc<ViewSnapshot>)>,
     /// When the stream opened.
     started: Instant,
     nonce: u64,
@@ -104,24 +104,28 @@ impl StreamCore {
     pub(crate) fn view(&mut self) -> Option<Arc<ViewSnapshot>> {
         let (proxy, options) = self.proxy.as_ref()?;
         let generation = self.cache.current();
-        if let Some((number, view, _)) = self.view.as_ref()
-            && *number == generation.number
+        if let Some((seen, view)) = self.view.as_ref()
+            && seen.number == generation.number
         {
             return Some(view.clone());
         }
         let view = generation.proxy_view(proxy, options);
-        self.view = Some((generation.number, view.clone(), generation.published));
+        self.view = Some((generation, view.clone()));
         Some(view)
+    }
+
+    /// The generation [`StreamCore::view`] last looked at (what on-demand names resolve
+    /// against).
+    pub(crate) fn generation(&self) -> Option<&Arc<Generation>> {
+        self.view.as_ref().map(|(generation, _)| generation)
     }
 
     /// When the configuration the stream sends now started to be due: the publish time of
     /// the generation last looked at, or the stream's opening if later.
     pub(crate) fn due_since(&self) -> Instant {
-        self.view
-            .as_ref()
-            .map_or(self.started, |(_, _, published)| {
-                (*published).max(self.started)
-            })
+        self.view.as_ref().map_or(self.started, |(generation, _)| {
+            generation.published.max(self.started)
+        })
     }
 
     /// A response of `type_url` went out: `pending` remembers since when the change it

@@ -333,6 +333,9 @@ fn bootstrap(spec: &BootstrapSpec) -> Value {
         if spec.options.capture {
             meta.insert(metadata::CAPTURE.into(), json!("true"));
         }
+        if spec.options.on_demand && spec.delta {
+            meta.insert(metadata::ON_DEMAND.into(), json!("true"));
+        }
     } else if spec.options.gateway_port_offset != 0 {
         meta.insert(
             metadata::GATEWAY_PORT_OFFSET.into(),
@@ -415,6 +418,9 @@ pub mod metadata {
     /// `"true"`: the pod's traffic is captured (`weir capture`), so the listeners recover
     /// original destinations.
     pub const CAPTURE: &str = "weir.io/capture";
+    /// `"true"`: the sidecar fetches Services' routes and clusters when first called
+    /// (VHDS and on-demand CDS over delta xDS).
+    pub const ON_DEMAND: &str = "weir.io/on-demand";
 }
 
 /// A port from node metadata (a number or a numeric string).
@@ -437,15 +443,21 @@ pub fn options_from_metadata(metadata: Option<&Struct>) -> ProxyOptions {
         app_port: port(metadata::APP_PORT),
         gateway_port_offset: port(metadata::GATEWAY_PORT_OFFSET)
             .unwrap_or(defaults.gateway_port_offset),
-        capture: metadata
-            .and_then(|m| m.fields.get(metadata::CAPTURE))
-            .and_then(|v| v.kind.as_ref())
-            .is_some_and(|k| match k {
-                Kind::StringValue(s) => s == "true",
-                Kind::BoolValue(b) => *b,
-                _ => false,
-            }),
+        capture: metadata_flag(metadata, metadata::CAPTURE),
+        on_demand: metadata_flag(metadata, metadata::ON_DEMAND),
     }
+}
+
+/// A flag from node metadata: `"true"` or `true`.
+fn metadata_flag(metadata: Option<&Struct>, key: &str) -> bool {
+    metadata
+        .and_then(|m| m.fields.get(key))
+        .and_then(|v| v.kind.as_ref())
+        .is_some_and(|k| match k {
+            Kind::StringValue(s) => s == "true",
+            Kind::BoolValue(b) => *b,
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -466,6 +478,7 @@ mod tests {
                 app_port: Some(8080),
                 gateway_port_offset: 0,
                 capture: false,
+                on_demand: false,
             },
             delta: false,
             health_port: None,

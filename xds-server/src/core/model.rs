@@ -115,6 +115,10 @@ pub struct Listener {
     /// instead of `route_table`: a Service's limits enforced on the port it sends to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub port_route_tables: Vec<(u16, String)>,
+    /// Virtual hosts and clusters this listener's routes need are fetched when the first
+    /// request needs them (Envoy's on-demand filter: VHDS and on-demand CDS).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 /// Terminating TLS for some server names with one certificate.
@@ -148,6 +152,10 @@ pub struct RouteTable {
     pub name: String,
     /// Virtual hosts, matched by the request's authority.
     pub virtual_hosts: Vec<VirtualHost>,
+    /// More virtual hosts are fetched on demand (VHDS), by the authority of the first
+    /// request for one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 /// Routes for a set of domains.

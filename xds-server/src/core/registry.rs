@@ -151,6 +151,7 @@ pub fn type_name(type_url: &str) -> &'static str {
         crate::envoy::LISTENER_TYPE => "listeners",
         crate::envoy::ROUTE_TYPE => "routes",
         crate::envoy::SECRET_TYPE => "secrets",
+        crate::envoy::VIRTUAL_HOST_TYPE => "virtualHosts",
         _ => "other",
     }
 }

@@ -10,7 +10,10 @@ use envoy_types::pb::envoy::{
     },
     extensions::{
         filters::{
-            http::router::v3::Router,
+            http::{
+                on_demand::v3::{OnDemand, OnDemandCds},
+                router::v3::Router,
+            },
             listener::tls_inspector::v3::TlsInspector,
             network::http_connection_manager::v3::{
                 HttpConnectionManager, HttpFilter, Rds,
@@ -31,6 +34,11 @@ use super::{
     tls_socket,
 };
 use crate::model::{Capture, Listener};
+
+/// The on-demand discovery filter.
+const ON_DEMAND_FILTER: &str = "envoy.filters.http.on_demand";
+/// How long a request waits for a cluster fetched on demand before it fails (503).
+const ON_DEMAND_TIMEOUT_SECONDS: i64 = 5;
 
 /// A listener with one HTTP connection manager that takes its routes over RDS.
 pub fn to_listener(listener: &Listener) -> EnvoyListener {
@@ -61,6 +69,27 @@ pub fn to_listener(listener: &Listener) -> EnvoyListener {
                 config_type: Some(HttpFilterConfigType::TypedConfig(pack_any(
                     global_rate_limit_filter(),
                 ))),
+                ..Default::default()
+            },
+        );
+    }
+    if listener.on_demand {
+        // First: an unknown authority fetches its virtual host (VHDS) before routing, and
+        // a route to an unknown cluster fetches the cluster (on-demand CDS), both over ADS.
+        http_filters.insert(
+            0,
+            HttpFilter {
+                name: ON_DEMAND_FILTER.into(),
+                config_type: Some(HttpFilterConfigType::TypedConfig(pack_any(OnDemand {
+                    odcds: Some(OnDemandCds {
+                        source: Some(ads()),
+                        resources_locator: String::new(),
+                        timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                            seconds: ON_DEMAND_TIMEOUT_SECONDS,
+                            nanos: 0,
+                        }),
+                    }),
+                }))),
                 ..Default::default()
             },
         );

@@ -33,7 +33,7 @@ use envoy_types::pb::{
                 DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction,
                 RetryPolicy as EnvoyRetryPolicy, Route as EnvoyRoute,
                 RouteAction as EnvoyRouteAction, RouteConfiguration, RouteMatch as EnvoyRouteMatch,
-                VirtualHost as EnvoyVirtualHost, WeightedCluster,
+                Vhds, VirtualHost as EnvoyVirtualHost, WeightedCluster,
                 header_matcher::HeaderMatchSpecifier,
                 query_parameter_matcher::QueryParameterMatchSpecifier,
                 redirect_action,
@@ -91,6 +91,8 @@ pub const ENDPOINT_TYPE: &str =
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// Type URL of route configurations (RDS).
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Type URL of virtual hosts fetched on demand (VHDS; delta xDS only).
+pub const VIRTUAL_HOST_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
 /// Type URL of secrets (SDS).
 pub const SECRET_TYPE: &str =
@@ -436,6 +438,9 @@ pub fn to_route_configuration(table: &RouteTable) -> RouteConfiguration {
     RouteConfiguration {
         name: table.name.clone(),
         virtual_hosts: table.virtual_hosts.iter().map(to_virtual_host).collect(),
+        vhds: table.on_demand.then(|| Vhds {
+            config_source: Some(ads()),
+        }),
         ..Default::default()
     }
 }
@@ -455,7 +460,8 @@ fn per_filter_rate_limit(
         .collect()
 }
 
-fn to_virtual_host(host: &VirtualHost) -> EnvoyVirtualHost {
+/// A virtual host, as a route configuration holds it or VHDS sends it.
+pub fn to_virtual_host(host: &VirtualHost) -> EnvoyVirtualHost {
     EnvoyVirtualHost {
         name: host.name.clone(),
         domains: host.domains.clone(),

@@ -91,6 +91,7 @@ pub(super) fn translate_gateway(
             mesh_tls: None,
             capture: None,
             port_route_tables: Vec::new(),
+            on_demand: false,
             name: table.clone(),
             address: "0.0.0.0".into(),
             port: port.saturating_add(options.gateway_port_offset),
@@ -106,6 +107,7 @@ pub(super) fn translate_gateway(
         config.route_tables.push(RouteTable {
             name: table,
             virtual_hosts,
+            on_demand: false,
         });
     }
 }

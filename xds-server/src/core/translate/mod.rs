@@ -23,6 +23,7 @@ pub mod validate;
 
 pub use sidecar::{
     INBOUND_PASSTHROUGH_CLUSTER, InboundLimitIndex, PASSTHROUGH_CLUSTER, inbound_limit_index,
+    on_demand_hosts, vhds_name,
 };
 
 use std::{fmt, str::FromStr};
@@ -141,6 +142,9 @@ pub struct ProxyOptions {
     /// The pod's traffic is captured (`weir capture`): the sidecar's listeners take every
     /// address and recover the original destination.
     pub capture: bool,
+    /// The sidecar fetches Services' routes and clusters when its workload first calls
+    /// them (delta xDS only): it is sent none up front.
+    pub on_demand: bool,
 }
 
 impl Default for ProxyOptions {
@@ -151,6 +155,7 @@ impl Default for ProxyOptions {
             app_port: None,
             gateway_port_offset: 0,
             capture: false,
+            on_demand: false,
         }
     }
 }
@@ -223,9 +228,16 @@ pub struct ViewKey {
 }
 
 impl ViewKey {
-    /// Whether the view holds only some Services (and so only their clusters).
+    /// Whether the view holds only some Services (and so only their clusters): an egress
+    /// list's, or, on demand, none up front.
     pub fn scoped(&self) -> bool {
-        self.egress.is_some()
+        self.egress.is_some() || self.on_demand()
+    }
+
+    /// Whether the sidecar is told about Services when it first calls them: it asked to
+    /// be, and no egress list pins what it may call (a list is sent whole, up front).
+    pub fn on_demand(&self) -> bool {
+        self.role == Role::Sidecar && self.options.on_demand && self.egress.is_none()
     }
 }
 
@@ -294,17 +306,20 @@ pub fn translate_view(state: &ClusterState, key: &ViewKey) -> ProxyConfig {
         }
         _ => sidecar::translate_sidecar(state, key, &mut config),
     }
-    // A listener calls the rate-limit service only where some route needs it.
+    // A listener calls the rate-limit service only where some route needs it (for an
+    // on-demand listener, a route it may fetch: some Service has a global limit).
+    let on_demand_limits = key.on_demand() && sidecar::any_global_service_limit(state);
     for listener in &mut config.listeners {
-        listener.global_rate_limit = config
-            .route_tables
-            .iter()
-            .filter(|t| t.name == listener.route_table)
-            .flat_map(|t| &t.virtual_hosts)
-            .any(|h| {
-                h.global_rate_limit.is_some()
-                    || h.routes.iter().any(|r| r.global_rate_limit.is_some())
-            });
+        listener.global_rate_limit = (listener.on_demand && on_demand_limits)
+            || config
+                .route_tables
+                .iter()
+                .filter(|t| t.name == listener.route_table)
+                .flat_map(|t| &t.virtual_hosts)
+                .any(|h| {
+                    h.global_rate_limit.is_some()
+                        || h.routes.iter().any(|r| r.global_rate_limit.is_some())
+                });
     }
     config
 }

@@ -36,69 +36,30 @@ const OUTBOUND: &str = "outbound";
 use crate::envoy::INBOUND_STAT_PREFIX as INBOUND;
 
 pub(super) fn translate_sidecar(state: &ClusterState, key: &ViewKey, config: &mut ProxyConfig) {
-    let namespace = key.namespace.as_str();
     let options = &key.options;
     let mesh_tls = key.mesh_tls.unwrap_or(MtlsMode::Permissive);
     let registry_only = key.registry_only;
     let inbound_limited = key.inbound_limited.as_slice();
     let inbound_ports = key.inbound_ports.as_slice();
+    let namespace = key.namespace.as_str();
+    let on_demand = key.on_demand();
     let mut virtual_hosts = Vec::new();
     let mut service_addresses = Vec::new();
-    for (key, service) in super::scope::services(state, namespace, key.egress.as_deref()) {
-        let Some(ns) = key.namespace.as_deref() else {
+    for (service_key, service) in super::scope::services(state, namespace, key.egress.as_deref()) {
+        let Some(ns) = service_key.namespace.as_deref() else {
             continue;
         };
-        let ports = tcp_ports(service);
-        let cluster_ips = if options.capture && !ports.is_empty() {
-            cluster_ips(service)
-        } else {
-            Vec::new()
-        };
-        service_addresses.extend(cluster_ips.iter().cloned());
-        let attached_service_policy =
-            policy::policy_for(state, ns, PolicyTargetKind::Service, &key.name);
-        let service_policy = attached_service_policy.map(|p| p.spec);
-        // Limits are enforced where the Service receives traffic once every endpoint runs
-        // a sidecar (so they hold for every caller, meshed or not); until then, here.
-        let limited_here = service_policy.is_some_and(policy::limits)
-            && !limits_enforced_inbound(state, ns, &key.name);
-        for &(_, number) in &ports {
-            let cluster = service_cluster_name(ns, &key.name, number);
-            let mut routes = mesh_routes(state, namespace, ns, &key.name, number);
-            if routes.is_empty() {
-                routes.push(default_route(&cluster));
+        if on_demand {
+            // Sent when first called; a captured sidecar still routes every ClusterIP
+            // (not only those it has fetched) to the connection manager that fetches.
+            if options.capture && !tcp_ports(service).is_empty() {
+                service_addresses.extend(cluster_ips(service));
             }
-            if let Some(timeout) = service_policy.and_then(policy::timeout_ms) {
-                for route in &mut routes {
-                    route.timeout_ms.get_or_insert(timeout);
-                }
-            }
-            let default_port = number == 80 || ports.len() == 1;
-            let mut domains = service_domains(&key.name, ns, number, ns == namespace, default_port);
-            for ip in &cluster_ips {
-                // `curl http://10.96.0.10/` sends `Host: 10.96.0.10`.
-                if number == 80 {
-                    domains.push(ip.clone());
-                }
-                domains.push(format!("{ip}:{number}"));
-            }
-            virtual_hosts.push(VirtualHost {
-                name: cluster.clone(),
-                domains,
-                routes,
-                local_rate_limit: service_policy
-                    .filter(|_| limited_here)
-                    .and_then(|p| p.rate_limit.as_ref())
-                    .and_then(|r| r.local.as_ref())
-                    .map(policy::token_bucket),
-                global_rate_limit: attached_service_policy
-                    .filter(|_| limited_here)
-                    .and_then(|p| p.global_limit()),
-                retry: service_policy
-                    .and_then(|p| p.retries.as_ref())
-                    .map(policy::retry_policy),
-            });
+            continue;
         }
+        let (hosts, addresses) = service_hosts(state, key, ns, &service_key.name, service);
+        virtual_hosts.extend(hosts);
+        service_addresses.extend(addresses);
     }
     let any_address = "0.0.0.0";
     let capture = options.capture.then_some(Capture::Outbound {
@@ -123,10 +84,12 @@ pub(super) fn translate_sidecar(state: &ClusterState, key: &ViewKey, config: &mu
         tls: Vec::new(),
         capture,
         port_route_tables: Vec::new(),
+        on_demand,
     });
     config.route_tables.push(RouteTable {
         name: OUTBOUND.into(),
         virtual_hosts,
+        on_demand,
     });
     if options.capture {
         // Passthrough for allow-any; a cluster without endpoints for registry-only (Envoy
@@ -227,10 +190,130 @@ pub(super) fn translate_sidecar(state: &ClusterState, key: &ViewKey, config: &mu
         tls: Vec::new(),
         capture: options.capture.then_some(Capture::Inbound),
         port_route_tables: port_tables,
+        on_demand: false,
     });
     config
         .route_tables
         .push(inbound_table(INBOUND, &inbound_cluster, default_limits));
+}
+
+/// The outbound virtual hosts of Service `ns/name` (one per TCP port) as a sidecar with
+/// view `key` sees them, and the ClusterIPs a captured sidecar routes to them.
+fn service_hosts(
+    state: &ClusterState,
+    key: &ViewKey,
+    ns: &str,
+    name: &str,
+    service: &k8s_openapi::api::core::v1::Service,
+) -> (Vec<VirtualHost>, Vec<String>) {
+    let namespace = key.namespace.as_str();
+    let ports = tcp_ports(service);
+    let cluster_ips = if key.options.capture && !ports.is_empty() {
+        cluster_ips(service)
+    } else {
+        Vec::new()
+    };
+    let attached_service_policy = policy::policy_for(state, ns, PolicyTargetKind::Service, name);
+    let service_policy = attached_service_policy.map(|p| p.spec);
+    // Limits are enforced where the Service receives traffic once every endpoint runs
+    // a sidecar (so they hold for every caller, meshed or not); until then, here.
+    let limited_here =
+        service_policy.is_some_and(policy::limits) && !limits_enforced_inbound(state, ns, name);
+    let mut virtual_hosts = Vec::new();
+    for &(_, number) in &ports {
+        let cluster = service_cluster_name(ns, name, number);
+        let mut routes = mesh_routes(state, namespace, ns, name, number);
+        if routes.is_empty() {
+            routes.push(default_route(&cluster));
+        }
+        if let Some(timeout) = service_policy.and_then(policy::timeout_ms) {
+            for route in &mut routes {
+                route.timeout_ms.get_or_insert(timeout);
+            }
+        }
+        let default_port = number == 80 || ports.len() == 1;
+        let mut domains = service_domains(name, ns, number, ns == namespace, default_port);
+        for ip in &cluster_ips {
+            // `curl http://10.96.0.10/` sends `Host: 10.96.0.10`.
+            if number == 80 {
+                domains.push(ip.clone());
+            }
+            domains.push(format!("{ip}:{number}"));
+        }
+        virtual_hosts.push(VirtualHost {
+            name: cluster.clone(),
+            domains,
+            routes,
+            local_rate_limit: service_policy
+                .filter(|_| limited_here)
+                .and_then(|p| p.rate_limit.as_ref())
+                .and_then(|r| r.local.as_ref())
+                .map(policy::token_bucket),
+            global_rate_limit: attached_service_policy
+                .filter(|_| limited_here)
+                .and_then(|p| p.global_limit()),
+            retry: service_policy
+                .and_then(|p| p.retries.as_ref())
+                .map(policy::retry_policy),
+        });
+    }
+    (virtual_hosts, cluster_ips)
+}
+
+/// The virtual hosts an on-demand sidecar with view `key` is sent when it first asks for
+/// `authority` (a request's Host: `svc`, `svc.ns`, `svc.ns.svc[.cluster.local]`, or a
+/// captured sidecar's ClusterIP, each with an optional port): those of the Service it
+/// names, every port's (the request picks its own by domain). `None`: no such Service.
+pub fn on_demand_hosts(
+    state: &ClusterState,
+    key: &ViewKey,
+    authority: &str,
+) -> Option<Vec<VirtualHost>> {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        _ => authority,
+    };
+    let (ns, name) = if host.parse::<std::net::IpAddr>().is_ok() {
+        if !key.options.capture {
+            return None;
+        }
+        let (service_key, _) = state
+            .services
+            .iter()
+            .find(|(_, s)| cluster_ips(s).iter().any(|ip| ip == host))?;
+        (service_key.namespace.clone()?, service_key.name.clone())
+    } else {
+        let labels: Vec<&str> = host.split('.').collect();
+        match labels.as_slice() {
+            [name] => (key.namespace.clone(), (*name).to_string()),
+            [name, ns] | [name, ns, "svc"] | [name, ns, "svc", "cluster", "local"] => {
+                ((*ns).to_string(), (*name).to_string())
+            }
+            _ => return None,
+        }
+    };
+    let service = state.services.get_namespaced(&ns, &name)?;
+    let (hosts, _) = service_hosts(state, key, &ns, &name, service);
+    Some(hosts)
+}
+
+/// The VHDS resource name of an on-demand virtual host: `outbound/` (the route table it
+/// belongs to, as VHDS names go) and its cluster's name with dots for slashes (a name's
+/// last part must hold no slash).
+pub fn vhds_name(host: &VirtualHost) -> String {
+    format!("{OUTBOUND}/{}", host.name.replace('/', "."))
+}
+
+/// Whether some Service's TrafficPolicy sets a global limit: an on-demand sidecar's
+/// outbound listener then has the rate-limit filter, for the hosts it may fetch.
+pub(super) fn any_global_service_limit(state: &ClusterState) -> bool {
+    state.traffic_policies.iter().any(|(_, p)| {
+        p.spec.target_ref.kind == PolicyTargetKind::Service
+            && p.spec
+                .rate_limit
+                .as_ref()
+                .is_some_and(|r| r.global.is_some())
+    })
 }
 
 /// A Service's limits: local, global.
@@ -242,6 +325,7 @@ type Limits = (
 /// An inbound route table: everything to `cluster`, under a Service's limits.
 fn inbound_table(name: &str, cluster: &str, (local, global): Limits) -> RouteTable {
     RouteTable {
+        on_demand: false,
         name: name.into(),
         virtual_hosts: vec![VirtualHost {
             global_rate_limit: global,

@@ -23,6 +23,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use tonic::Status;
 
+mod on_demand;
+
 /// Stands for a version the proxy reported that is not one of Weir's content hashes.
 const UNKNOWN_VERSION: u64 = 0;
 
@@ -33,6 +35,8 @@ struct TypeState {
     names: BTreeSet<Arc<str>>,
     /// Resource name → the version (content hash) the proxy holds.
     known: BTreeMap<Arc<str>, u64>,
+    /// Names of virtual hosts asked for on demand (VHDS aliases) that have been answered.
+    answered: BTreeSet<Arc<str>>,
     requested: bool,
     /// The digest of the snapshot last diffed against `known`, while the subscription has
     /// not changed since: the same digest again has nothing to send.
@@ -135,6 +139,7 @@ impl DeltaStream {
                 state.wildcard = false;
             } else {
                 state.names.remove(name.as_str());
+                state.answered.remove(name.as_str());
                 state.known.remove(name.as_str());
             }
         }
@@ -153,20 +158,45 @@ impl DeltaStream {
         let Some(snapshot) = view.of_type(type_url) else {
             return Ok(());
         };
+        let generation = self.core.generation().cloned();
         let Some(state) = self.types.get_mut(type_url) else {
             return Ok(());
         };
-        if state.checked == Some(snapshot.digest()) {
+        // What an on-demand sidecar fetched by name changes with the generation, not with
+        // the view's own resources: no shortcut for it.
+        let fetched = match generation.as_deref() {
+            Some(generation) if view.key.on_demand() => {
+                on_demand::resolve(generation, &view.key, type_url, &state.names)
+            }
+            _ => on_demand::Fetched::default(),
+        };
+        if fetched.is_empty() && state.checked == Some(snapshot.digest()) {
             return Ok(());
         }
         // By name, either way: what `removed` looks names up in.
-        let current: Vec<&Arc<CachedResource>> = snapshot
+        let mut current: Vec<Arc<CachedResource>> = snapshot
             .select((!state.wildcard).then_some(&state.names))
+            .cloned()
+            .collect();
+        current.extend(fetched.resources.iter().cloned());
+        current.sort_by(|a, b| a.name.cmp(&b.name));
+        current.dedup_by(|a, b| a.name == b.name);
+        // A virtual host asked for by a new alias is sent again with it: Envoy resumes the
+        // request that asked when a response names the alias.
+        let new_aliases: Vec<(Arc<str>, Option<Arc<str>>)> = fetched
+            .aliases
+            .iter()
+            .filter(|(alias, _)| !state.answered.contains(alias))
+            .cloned()
             .collect();
         let changed: Vec<&Arc<CachedResource>> = current
             .iter()
-            .filter(|r| state.known.get(&r.name) != Some(&r.hash))
-            .copied()
+            .filter(|r| {
+                state.known.get(&r.name) != Some(&r.hash)
+                    || new_aliases
+                        .iter()
+                        .any(|(_, to)| to.as_ref() == Some(&r.name))
+            })
             .collect();
         let removed: Vec<Arc<str>> = state
             .known
@@ -174,25 +204,50 @@ impl DeltaStream {
             .filter(|name| current.binary_search_by(|r| r.name.cmp(name)).is_err())
             .cloned()
             .collect();
-        if changed.is_empty() && removed.is_empty() {
+        // Envoy waits for a first answer to each subscription (its initialization: an
+        // on-demand sidecar's wildcard CDS may hold no cluster yet, its VHDS nothing), so
+        // the first is sent even when empty.
+        let first = state.status.sent.is_none();
+        if changed.is_empty() && removed.is_empty() && new_aliases.is_empty() && !first {
             state.checked = Some(snapshot.digest());
             return Ok(());
         }
+        let aliases_of = |name: &str| -> Vec<String> {
+            new_aliases
+                .iter()
+                .filter(|(_, to)| to.as_deref() == Some(name))
+                .map(|(alias, _)| alias.to_string())
+                .collect()
+        };
+        let mut resources: Vec<Resource> = changed
+            .iter()
+            .map(|r| Resource {
+                name: r.name.to_string(),
+                version: format!("{:016x}", r.hash),
+                resource: Some(r.any.clone()),
+                aliases: aliases_of(&r.name),
+                ..Default::default()
+            })
+            .collect();
+        // An alias nothing answers: a resource of that name and alias, without content,
+        // so Envoy stops waiting (and answers the request 404).
+        resources.extend(
+            new_aliases
+                .iter()
+                .filter(|(_, to)| to.is_none())
+                .map(|(alias, _)| Resource {
+                    name: alias.to_string(),
+                    aliases: vec![alias.to_string()],
+                    ..Default::default()
+                }),
+        );
         let system_version = snapshot.version(None);
         let response = DeltaDiscoveryResponse {
             system_version_info: system_version.clone(),
             type_url: type_url.to_string(),
             nonce: self.core.next_nonce(),
             removed_resources: removed.iter().map(|n| n.to_string()).collect(),
-            resources: changed
-                .iter()
-                .map(|r| Resource {
-                    name: r.name.to_string(),
-                    version: format!("{:016x}", r.hash),
-                    resource: Some(r.any.clone()),
-                    ..Default::default()
-                })
-                .collect(),
+            resources,
             ..Default::default()
         };
         tx.send(&response).await.map_err(|_| ())?;
@@ -202,6 +257,9 @@ impl DeltaStream {
         for name in removed {
             state.known.remove(&name);
         }
+        state
+            .answered
+            .extend(new_aliases.into_iter().map(|(alias, _)| alias));
         state.status.sent = Some(system_version);
         state.status.resources = state.known.len();
         state.checked = Some(snapshot.digest());
