@@ -378,6 +378,9 @@ fn captured_traffic_crosses_the_mesh_with_mtls_and_only_where_it_should() {
             "client-0",
             "--namespace",
             "shop",
+            // As injected: delta, fetching on demand what the client calls.
+            "--xds-protocol",
+            "delta",
         ],
         &weir,
         rate_limit,

@@ -115,6 +115,13 @@ fn a_sidecar_fetches_what_it_calls_and_hears_nothing_of_the_rest() {
         envoy.log()
     );
     assert_eq!(mesh_clusters(&envoy), Vec::<String>::new());
+    // Every subscription was answered, the on-demand ones included (Envoy would wait 15 s
+    // for a first answer that never came, and say so).
+    assert!(
+        !envoy.log().contains("initial fetch timed out"),
+        "{}",
+        envoy.log()
+    );
 
     // The first request to a Service never called fetches its route and cluster: 200.
     let started = Instant::now();

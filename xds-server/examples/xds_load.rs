@@ -11,14 +11,17 @@
 //! subscribes like an Envoy sidecar (CDS and LDS wildcard, EDS for every cluster it is
 //! sent, RDS for `outbound`) and ACKs every response. Streams are the replicas of
 //! `--workloads` workloads, each in its own namespace; with `--calls K` each workload's
-//! MeshPolicy lists the K Services it calls (`egress`), so its sidecars subscribe to what
-//! it calls; without, every sidecar is told about every Service. The change (a canary
-//! route on `svc-0`) is timed on the streams whose workload calls `svc-0`; the others
-//! should be sent nothing, and the generator counts what they are sent. The generator measures, for `weir up` only
-//! (from /proc): resident memory per idle stream beyond the shared snapshot, CPU seconds per
-//! push, and the time from writing the changed HTTPRoute to each stream receiving the new
-//! route version (p50/p99/max). That time includes noticing the file (inotify), parsing it
-//! and the 100 ms debounce.
+//! MeshPolicy lists the K Services it calls (`egress`), so its sidecars are sent what it
+//! calls; without, every sidecar is told about every Service. With `--on-demand true`
+//! (delta) no egress list is written: each sidecar asks for the virtual hosts (VHDS) and
+//! clusters of what its workload calls, as Envoy's on-demand filter does on first calls.
+//!
+//! The change (a canary route on `svc-0`) is timed on the streams whose workload calls
+//! `svc-0`; the others should be sent nothing, and the generator counts those that are.
+//! It measures, for `weir up` only (from /proc): resident memory per idle stream beyond
+//! the shared snapshot, CPU seconds per push, and the time from writing the changed
+//! HTTPRoute to each stream receiving the new route version (p50/p99/max). That time
+//! includes noticing the file (inotify), parsing it and the 100 ms debounce.
 
 use std::{
     collections::BTreeSet,
@@ -38,11 +41,12 @@ use envoy_types::pb::envoy::{
         aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
 };
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use weir_xds::envoy::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use weir_xds::envoy::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE};
 
 const STREAMS_PER_CONNECTION: usize = 50;
 
@@ -55,6 +59,9 @@ struct Args {
     workloads: usize,
     /// Services each workload calls (its egress list); 0: every Service, unscoped.
     calls: usize,
+    /// Streams fetch what they call on demand (VHDS, on-demand CDS) instead of workloads
+    /// listing it in an egress list; delta only.
+    on_demand: bool,
     changes: usize,
     delta: bool,
     weir: PathBuf,
@@ -97,6 +104,7 @@ fn parse_args() -> Args {
         services: 100,
         workloads: 1,
         calls: 0,
+        on_demand: false,
         changes: 3,
         delta: false,
         weir: PathBuf::from(
@@ -111,6 +119,7 @@ fn parse_args() -> Args {
             "--services" => args.services = value.parse().expect("--services N"),
             "--workloads" => args.workloads = value.parse().expect("--workloads N"),
             "--calls" => args.calls = value.parse().expect("--calls K"),
+            "--on-demand" => args.on_demand = value.parse().expect("--on-demand true|false"),
             "--changes" => args.changes = value.parse().expect("--changes N"),
             "--weir" => args.weir = PathBuf::from(value),
             "--protocol" => {
@@ -121,13 +130,17 @@ fn parse_args() -> Args {
                 }
             }
             other => panic!(
-                "unknown flag {other}; flags: --streams N --services N --workloads N --calls K --changes N --protocol sotw|delta --weir PATH"
+                "unknown flag {other}; flags: --streams N --services N --workloads N --calls K --on-demand true|false --changes N --protocol sotw|delta --weir PATH"
             ),
         }
     }
     assert!(
         args.workloads >= 1 && args.workloads <= args.streams,
         "--workloads must be between 1 and --streams"
+    );
+    assert!(
+        !args.on_demand || (args.delta && args.calls > 0),
+        "--on-demand true needs --protocol delta and --calls K"
     );
     args
 }
@@ -146,7 +159,7 @@ fn write_workloads(dir: &Path, args: &Args) {
              ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: load-{w}, namespace: {ns}}}\n\
              spec: {{serviceAccountName: load, containers: [{{name: load, image: load}}]}}\n"
         ));
-        if args.calls > 0 {
+        if args.calls > 0 && !args.on_demand {
             let hosts: Vec<String> = args
                 .calls_of(w)
                 .iter()
@@ -226,14 +239,23 @@ fn request(
 
 type RoutesSeen = mpsc::UnboundedSender<(usize, String, Instant)>;
 
-/// What every stream reports: new route versions, and a count of every response.
+/// What every stream reports: new route versions, and a count of every response; and
+/// what it calls.
 #[derive(Clone)]
 struct Reports {
     routes: RoutesSeen,
     responses: Arc<Vec<AtomicU64>>,
+    /// Each workload's calls (every Service, unscoped).
+    calls: Arc<Vec<Vec<usize>>>,
+    /// Streams fetch what they call on demand (delta only).
+    on_demand: bool,
 }
 
 impl Reports {
+    fn calls_of(&self, workload: usize) -> Vec<usize> {
+        self.calls.get(workload).cloned().unwrap_or_default()
+    }
+
     fn response(&self, index: usize) {
         if let Some(count) = self.responses.get(index) {
             count.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +291,9 @@ fn sidecar_node(workload: usize) -> Node {
 /// One simulated incremental sidecar: subscribes, ACKs everything, reports each new
 /// version of the `outbound` route.
 async fn run_delta_stream(channel: Channel, index: usize, workload: usize, reports: Reports) {
+    // On demand, the sidecar asks for the virtual hosts and clusters of what it calls, as
+    // Envoy's on-demand filter does on each first request to a Service.
+    let on_demand = reports.on_demand.then(|| reports.calls_of(workload));
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel(16);
@@ -279,13 +304,20 @@ async fn run_delta_stream(channel: Channel, index: usize, workload: usize, repor
             resource_names_subscribe: names,
             ..Default::default()
         };
-    let _ = tx
-        .send(subscribe(
-            CLUSTER_TYPE,
-            vec![],
-            Some(sidecar_node(workload)),
-        ))
-        .await;
+    let mut node = sidecar_node(workload);
+    if on_demand.is_some() {
+        node.metadata = Some(Struct {
+            fields: [(
+                weir_xds::bootstrap::metadata::ON_DEMAND.to_string(),
+                Value {
+                    kind: Some(Kind::StringValue("true".into())),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        });
+    }
+    let _ = tx.send(subscribe(CLUSTER_TYPE, vec![], Some(node))).await;
     let _ = tx.send(subscribe(LISTENER_TYPE, vec![], None)).await;
     let Ok(response) = client
         .delta_aggregated_resources(ReceiverStream::new(rx))
@@ -327,12 +359,30 @@ async fn run_delta_stream(channel: Channel, index: usize, workload: usize, repor
                 let _ = tx
                     .send(subscribe(ROUTE_TYPE, vec!["outbound".into()], None))
                     .await;
+                if let Some(calls) = &on_demand {
+                    let mut hosts = vec!["outbound".to_string()];
+                    hosts.extend(calls.iter().map(|s| format!("outbound/svc-{s}.bench")));
+                    let _ = tx.send(subscribe(VIRTUAL_HOST_TYPE, hosts, None)).await;
+                    let clusters = calls.iter().map(|s| format!("bench/svc-{s}/80")).collect();
+                    let _ = tx.send(subscribe(CLUSTER_TYPE, clusters, None)).await;
+                }
             }
             ROUTE_TYPE => {
                 if let Some(route) = response.resources.iter().find(|r| r.name == "outbound") {
                     let _ = reports
                         .routes
                         .send((index, route.version.clone(), Instant::now()));
+                }
+            }
+            VIRTUAL_HOST_TYPE => {
+                if let Some(host) = response
+                    .resources
+                    .iter()
+                    .find(|r| r.name == "outbound/bench.svc-0.80")
+                {
+                    let _ = reports
+                        .routes
+                        .send((index, host.version.clone(), Instant::now()));
                 }
             }
             _ => {}
@@ -541,6 +591,8 @@ async fn main() {
     let reports = Reports {
         routes: seen_tx.clone(),
         responses: Arc::new((0..args.streams).map(|_| AtomicU64::new(0)).collect()),
+        calls: Arc::new((0..args.workloads).map(|w| args.calls_of(w)).collect()),
+        on_demand: args.on_demand,
     };
     // `weir up` listens once it has loaded the directory (seconds, for thousands of objects).
     let mut attempts = 0;

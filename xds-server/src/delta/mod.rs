@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::{
     cache::{Resource as CachedResource, TYPE_ORDER, is_wildcard_type},
+    envoy::VIRTUAL_HOST_TYPE,
     grpc::Outbox,
     registry::TypeStatus,
     stream::{StreamCore, XdsStream},
@@ -35,8 +36,9 @@ struct TypeState {
     names: BTreeSet<Arc<str>>,
     /// Resource name → the version (content hash) the proxy holds.
     known: BTreeMap<Arc<str>, u64>,
-    /// Names of virtual hosts asked for on demand (VHDS aliases) that have been answered.
-    answered: BTreeSet<Arc<str>>,
+    /// Virtual hosts asked for on demand (VHDS aliases) that have been answered, and
+    /// whether with a virtual host (`false`: nothing had that name then).
+    answered: BTreeMap<Arc<str>, bool>,
     requested: bool,
     /// The digest of the snapshot last diffed against `known`, while the subscription has
     /// not changed since: the same digest again has nothing to send.
@@ -129,6 +131,8 @@ impl DeltaStream {
             if name == "*" {
                 state.wildcard = true;
             } else {
+                // Asked for again: answered again (a request may be waiting on it).
+                state.answered.remove(name.as_str());
                 state
                     .names
                     .insert(snapshot.map_or_else(|| Arc::from(name.as_str()), |s| s.intern(&name)));
@@ -182,11 +186,15 @@ impl DeltaStream {
         current.sort_by(|a, b| a.name.cmp(&b.name));
         current.dedup_by(|a, b| a.name == b.name);
         // A virtual host asked for by a new alias is sent again with it: Envoy resumes the
-        // request that asked when a response names the alias.
+        // request that asked when a response names the alias. So is one that did not exist
+        // when asked for and does now (a Service created after its first call).
         let new_aliases: Vec<(Arc<str>, Option<Arc<str>>)> = fetched
             .aliases
             .iter()
-            .filter(|(alias, _)| !state.answered.contains(alias))
+            .filter(|(alias, to)| match state.answered.get(alias) {
+                None => true,
+                Some(found) => !found && to.is_some(),
+            })
             .cloned()
             .collect();
         let changed: Vec<&Arc<CachedResource>> = current
@@ -241,6 +249,22 @@ impl DeltaStream {
                     ..Default::default()
                 }),
         );
+        if first && type_url == VIRTUAL_HOST_TYPE {
+            // Envoy's VHDS watches its route table's name as a namespace (subscribing to
+            // nothing by name) and starts routing once an answer in that namespace
+            // arrives; an empty response reaches no watch, so the first one carries an
+            // empty resource `<table>/` for each on-demand table.
+            resources.extend(
+                view.config
+                    .route_tables
+                    .iter()
+                    .filter(|table| table.on_demand)
+                    .map(|table| Resource {
+                        name: format!("{}/", table.name),
+                        ..Default::default()
+                    }),
+            );
+        }
         let system_version = snapshot.version(None);
         let response = DeltaDiscoveryResponse {
             system_version_info: system_version.clone(),
@@ -257,9 +281,11 @@ impl DeltaStream {
         for name in removed {
             state.known.remove(&name);
         }
-        state
-            .answered
-            .extend(new_aliases.into_iter().map(|(alias, _)| alias));
+        state.answered.extend(
+            new_aliases
+                .into_iter()
+                .map(|(alias, to)| (alias, to.is_some())),
+        );
         state.status.sent = Some(system_version);
         state.status.resources = state.known.len();
         state.checked = Some(snapshot.digest());

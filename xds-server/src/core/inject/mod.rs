@@ -513,6 +513,9 @@ fn bootstrap_container(config: &InjectConfig, with_probes: bool) -> Value {
             format!("--inbound-port={}", ports::INBOUND),
             format!("--outbound-port={}", ports::OUTBOUND),
             "--capture",
+            // Delta xDS: the sidecar fetches the Services its workload calls on demand
+            // rather than being sent the whole mesh (docs/xds.md, "Scoping").
+            "--xds-protocol=delta",
             format!("--agent-socket={AGENT_DIR}/agent.sock"),
             format!("--output={BOOTSTRAP_DIR}/envoy.yaml"),
         ],
