@@ -187,6 +187,7 @@ fn parse_status(value: &serde_json::Value) -> Option<ProxyStatus> {
                     "listeners" => "listeners",
                     "secrets" => "secrets",
                     "routes" => "routes",
+                    "virtualHosts" => "virtualHosts",
                     _ => return None,
                 };
                 Some((name, serde_json::from_value(status.clone()).ok()?))

@@ -43,6 +43,18 @@ fn base(gateway_port: u16, marker: &Backend, seed: u64) -> String {
     )
 }
 
+/// The Services of a generated configuration: (name, namespace).
+fn generated_services(text: &str) -> Vec<(String, String)> {
+    text.split("kind: Service\nmetadata: {name: ")
+        .skip(1)
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once(", namespace: ")?;
+            let (ns, _) = rest.split_once('}')?;
+            Some((name.to_string(), ns.to_string()))
+        })
+        .collect()
+}
+
 /// The NACKs the proxies report, one line each.
 fn nacks(weir: &WeirUp) -> Vec<String> {
     let (_, body) = weir.get("/debug/proxies").unwrap();
@@ -113,6 +125,11 @@ fn envoy_accepts_every_generated_valid_configuration() {
             (reached(gateway_addr, &path, "marker.test") && reached(outbound, "/", &host))
                 .then_some(())
         });
+        // The sidecar fetches on demand: call every generated Service once, so each one's
+        // virtual hosts and cluster reach Envoy (and would be NACKed if it refused them).
+        for (name, ns) in generated_services(&generated) {
+            let _ = request(outbound, "GET", "/", &format!("{name}.{ns}"), &[]);
+        }
         let rejected = nacks(&weir);
         assert!(
             taken.is_some() && rejected.is_empty(),

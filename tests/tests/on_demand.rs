@@ -165,6 +165,9 @@ fn a_sidecar_fetches_what_it_calls_and_hears_nothing_of_the_rest() {
         404
     );
     let expected: Vec<String> = (0..CALLED).map(|i| format!("shop/svc-{i}/80")).collect();
+    // Everything it was sent it took: no NACK of any type.
+    let (_, proxies) = weir.get("/debug/proxies").unwrap();
+    assert!(!proxies.contains("\"message\""), "a NACK: {proxies}");
     assert_eq!(
         mesh_clusters(&envoy),
         expected,

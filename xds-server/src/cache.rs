@@ -343,7 +343,11 @@ impl Generation {
                 let mut answer = OnDemandHosts::default();
                 for host in &hosts {
                     let name = crate::translate::vhds_name(host);
-                    let resource = Resource::new(&name, pack_any(envoy::to_virtual_host(host)));
+                    // Envoy keys the virtual hosts VHDS gave it by their own name, and
+                    // removes by resource name: the two must be one.
+                    let mut proto = envoy::to_virtual_host(host);
+                    proto.name = name.clone();
+                    let resource = Resource::new(&name, pack_any(proto));
                     if host.domains.iter().any(|d| d == authority) {
                         answer.matched = Some(resource.name.clone());
                     }

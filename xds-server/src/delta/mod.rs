@@ -253,7 +253,8 @@ impl DeltaStream {
             // Envoy's VHDS watches its route table's name as a namespace (subscribing to
             // nothing by name) and starts routing once an answer in that namespace
             // arrives; an empty response reaches no watch, so the first one carries an
-            // empty resource `<table>/` for each on-demand table.
+            // empty resource `<table>/` for each on-demand table (as an unresolved alias:
+            // Envoy refuses a resource without content unless it names aliases).
             resources.extend(
                 view.config
                     .route_tables
@@ -261,6 +262,7 @@ impl DeltaStream {
                     .filter(|table| table.on_demand)
                     .map(|table| Resource {
                         name: format!("{}/", table.name),
+                        aliases: vec![format!("{}/", table.name)],
                         ..Default::default()
                     }),
             );
