@@ -216,3 +216,65 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// On demand (no egress list): nothing of the mesh up front; each Service the workload
+    /// calls, asked for by any spelling of its name, answers with virtual hosts holding
+    /// that authority whose routes send only to clusters that exist; nothing else answers.
+    #[test]
+    fn on_demand_sends_nothing_up_front_and_every_call_resolves(
+        mesh in mesh(),
+        calls in prop::collection::vec((0usize..14, 0usize..4, any::<bool>()), 0..6),
+    ) {
+        let mesh = Mesh { egress: Vec::new(), ..mesh };
+        let mut yaml = mesh.yaml();
+        // No MeshPolicy egress at all: drop the client's policy.
+        yaml = yaml.replace(", egress: {hosts: []}", "");
+        let mut index = DirectoryIndex::default();
+        index.load_file("mesh.yaml", &yaml);
+        let (state, _) = index.state();
+        let own = NAMESPACES[mesh.own];
+        let proxy = format!("sidecar~client-0.{own}").parse().unwrap();
+        let options = ProxyOptions { capture: mesh.capture, on_demand: true, ..ProxyOptions::default() };
+        let config = translate(&state, &proxy, &options);
+        let outbound = config.route_tables.iter().find(|t| t.name == "outbound").unwrap();
+        prop_assert!(outbound.on_demand && outbound.virtual_hosts.is_empty());
+        prop_assert!(config.clusters.iter().all(|c| c.name.matches('/').count() != 2),
+            "a Service cluster was sent up front: {:?}", config.clusters);
+
+        let key = weir_xds::translate::view_key(&state, &proxy, &options);
+        let (all_clusters, _) = weir_xds::translate::translate_shared(&state);
+        let exists: BTreeSet<&str> = all_clusters.iter().map(|c| c.name.as_str()).collect();
+        for (service, spelling, with_port) in calls {
+            let ns = if service < mesh.services.len() { mesh.ns(service) } else { "shop" };
+            let host = match spelling {
+                0 if ns == own => format!("s{service}"),
+                0 | 1 => format!("s{service}.{ns}"),
+                2 => format!("s{service}.{ns}.svc"),
+                _ => format!("s{service}.{ns}.svc.cluster.local"),
+            };
+            let authority = if with_port { format!("{host}:80") } else { host };
+            let hosts = weir_xds::translate::on_demand_hosts(&state, &key, &authority);
+            if service >= mesh.services.len() {
+                prop_assert!(hosts.is_none(), "{authority} names no Service but resolved");
+                continue;
+            }
+            let hosts = hosts.unwrap_or_default();
+            prop_assert_eq!(hosts.len(), mesh.ports(service).len());
+            prop_assert!(hosts.iter().any(|h| h.domains.contains(&authority)),
+                "no virtual host answers {}", authority);
+            for host in &hosts {
+                for route in &host.routes {
+                    if let weir_xds::model::RouteAction::Forward { backends, .. } = &route.action {
+                        for backend in backends {
+                            prop_assert!(exists.contains(backend.cluster.as_str()),
+                                "{} routes to {} which does not exist", authority, backend.cluster);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
