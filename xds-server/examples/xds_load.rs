@@ -185,7 +185,14 @@ fn write_config(dir: &Path, services: usize, weight: u32) {
             i / 250, i % 250, i / 250, i % 250, i / 250, i % 250
         ));
     }
-    std::fs::write(dir.join("services.yaml"), yaml).expect("writing services");
+    // Written once, whole (a rename): rewriting it in place on every change let `weir up`
+    // read it half-written, a generation without most Services.
+    let services_file = dir.join("services.yaml");
+    if !services_file.exists() {
+        let tmp = dir.join(".services.tmp");
+        std::fs::write(&tmp, yaml).expect("writing services");
+        std::fs::rename(tmp, services_file).expect("placing services");
+    }
     let route = format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: canary, namespace: bench}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: svc-0, port: 80}}]\n  rules:\n  - backendRefs: [{{name: svc-0, port: 80, weight: {}}}, {{name: svc-1, port: 80, weight: {weight}}}]\n",
         100 - weight
