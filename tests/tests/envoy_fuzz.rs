@@ -127,9 +127,14 @@ fn envoy_accepts_every_generated_valid_configuration() {
         });
         // The sidecar fetches on demand: call every generated Service once, so each one's
         // virtual hosts and cluster reach Envoy (and would be NACKed if it refused them).
-        for (name, ns) in generated_services(&generated) {
-            let _ = request(outbound, "GET", "/", &format!("{name}.{ns}"), &[]);
-        }
+        // At once: some answer only after a generated timeout or retries.
+        std::thread::scope(|calls| {
+            for (name, ns) in generated_services(&generated) {
+                calls.spawn(move || {
+                    let _ = request(outbound, "GET", "/", &format!("{name}.{ns}"), &[]);
+                });
+            }
+        });
         let rejected = nacks(&weir);
         assert!(
             taken.is_some() && rejected.is_empty(),
