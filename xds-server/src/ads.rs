@@ -32,7 +32,7 @@ use tonic::{Status, Streaming, server::NamedService};
 use tracing::debug;
 
 use crate::{
-    cache::{SnapshotCache, TYPE_ORDER, is_wildcard_type},
+    cache::{SnapshotCache, is_wildcard_type},
     delta::DeltaStream,
     grpc::{DELTA_PATH, Outbox, ResponseBody, SERVICE, SOTW_PATH, decode},
     identity::{Gatekeeper, PeerIdentity},
@@ -143,18 +143,17 @@ impl XdsStream for SotwStream {
         self.handle_request(request, tx).await
     }
 
-    async fn push_all(&mut self, tx: &Outbox) -> Result<(), ()> {
-        let responses = self.core.responses();
-        for type_url in TYPE_ORDER {
-            if self.types.get(type_url).is_some_and(|t| t.requested) {
-                self.send(type_url, false, tx).await?;
-            }
-        }
-        // Most streams have nothing new in most generations: nothing to report either.
-        if self.core.responses() != responses {
-            self.publish_status();
-        }
-        Ok(())
+    fn requested(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|t| t.requested)
+    }
+
+    async fn push_type(&mut self, type_url: &'static str, tx: &Outbox) -> Result<(), ()> {
+        self.send(type_url, false, tx).await
+    }
+
+    fn publish_status(&self) {
+        self.core
+            .publish(self.types.iter().map(|(t, s)| (*t, &s.status)));
     }
 
     fn core(&self) -> &StreamCore {
@@ -195,7 +194,7 @@ impl SotwStream {
             request
                 .resource_names
                 .iter()
-                .map(|n| snapshot.map_or_else(|| Arc::from(n.as_str()), |s| s.intern(n)))
+                .map(|n| crate::cache::intern(snapshot, n))
                 .collect::<BTreeSet<Arc<str>>>()
         });
         if subscription != state.subscription {
@@ -250,11 +249,6 @@ impl SotwStream {
         state.checked = Some(snapshot.digest());
         self.core.pushed(type_url, &mut state.pending);
         Ok(())
-    }
-
-    fn publish_status(&self) {
-        self.core
-            .publish(self.types.iter().map(|(t, s)| (*t, &s.status)));
     }
 }
 

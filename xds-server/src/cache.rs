@@ -47,6 +47,11 @@ pub fn is_wildcard_type(type_url: &str) -> bool {
     type_url == CLUSTER_TYPE || type_url == LISTENER_TYPE
 }
 
+/// `name` as [`TypeSnapshot::intern`] gives it, or a new one without a snapshot.
+pub fn intern(snapshot: Option<&Arc<TypeSnapshot>>, name: &str) -> Arc<str> {
+    snapshot.map_or_else(|| Arc::from(name), |s| s.intern(name))
+}
+
 /// One encoded resource.
 #[derive(Debug)]
 pub struct Resource {

@@ -251,9 +251,40 @@ pub(crate) trait XdsStream: Send + 'static {
         tx: &Outbox,
     ) -> impl std::future::Future<Output = Result<(), Status>> + Send;
 
-    /// Sends what a new generation changed; an error means the stream is gone.
-    fn push_all(&mut self, tx: &Outbox)
-    -> impl std::future::Future<Output = Result<(), ()>> + Send;
+    /// Whether the proxy has asked for `type_url`.
+    fn requested(&self, type_url: &str) -> bool;
+
+    /// Sends `type_url` if what the proxy should hold of it changed; an error means the
+    /// stream is gone.
+    fn push_type(
+        &mut self,
+        type_url: &'static str,
+        tx: &Outbox,
+    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+
+    /// Publishes the stream's per-type status for `proxy-status`.
+    fn publish_status(&self);
+
+    /// Sends what a new generation changed, type by type in push order; an error means
+    /// the stream is gone.
+    fn push_all(
+        &mut self,
+        tx: &Outbox,
+    ) -> impl std::future::Future<Output = Result<(), ()>> + Send {
+        async move {
+            let responses = self.core().responses();
+            for type_url in TYPE_ORDER {
+                if self.requested(type_url) {
+                    self.push_type(type_url, tx).await?;
+                }
+            }
+            // Most streams have nothing new in most generations: nothing to report either.
+            if self.core().responses() != responses {
+                self.publish_status();
+            }
+            Ok(())
+        }
+    }
 
     /// The shared part.
     fn core(&self) -> &StreamCore;

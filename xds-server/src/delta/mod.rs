@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::{
-    cache::{Resource as CachedResource, TYPE_ORDER, is_wildcard_type},
+    cache::{Resource as CachedResource, is_wildcard_type},
     envoy::VIRTUAL_HOST_TYPE,
     grpc::Outbox,
     registry::TypeStatus,
@@ -64,18 +64,17 @@ impl XdsStream for DeltaStream {
         self.handle_request(request, tx).await
     }
 
-    async fn push_all(&mut self, tx: &Outbox) -> Result<(), ()> {
-        let responses = self.core.responses();
-        for type_url in TYPE_ORDER {
-            if self.types.get(type_url).is_some_and(|t| t.requested) {
-                self.send(type_url, tx).await?;
-            }
-        }
-        // Most streams have nothing new in most generations: nothing to report either.
-        if self.core.responses() != responses {
-            self.publish_status();
-        }
-        Ok(())
+    fn requested(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|t| t.requested)
+    }
+
+    async fn push_type(&mut self, type_url: &'static str, tx: &Outbox) -> Result<(), ()> {
+        self.send(type_url, tx).await
+    }
+
+    fn publish_status(&self) {
+        self.core
+            .publish(self.types.iter().map(|(t, s)| (*t, &s.status)));
     }
 
     fn core(&self) -> &StreamCore {
@@ -133,9 +132,7 @@ impl DeltaStream {
             } else {
                 // Asked for again: answered again (a request may be waiting on it).
                 state.answered.remove(name.as_str());
-                state
-                    .names
-                    .insert(snapshot.map_or_else(|| Arc::from(name.as_str()), |s| s.intern(&name)));
+                state.names.insert(crate::cache::intern(snapshot, &name));
             }
         }
         for name in request.resource_names_unsubscribe {
@@ -293,10 +290,5 @@ impl DeltaStream {
         state.checked = Some(snapshot.digest());
         self.core.pushed(type_url, &mut state.pending);
         Ok(())
-    }
-
-    fn publish_status(&self) {
-        self.core
-            .publish(self.types.iter().map(|(t, s)| (*t, &s.status)));
     }
 }
