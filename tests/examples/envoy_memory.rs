@@ -49,21 +49,12 @@ fn measure(services: usize, scoping: &str) -> (u64, usize) {
     .unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
     let outbound: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let port = outbound.port().to_string();
-    let mut args = vec![
-        "--role",
-        "sidecar",
-        "--name",
-        "client-0",
-        "--namespace",
-        "shop",
-        "--outbound-port",
-        &port,
-    ];
-    if scoping == "on-demand" {
-        args.extend(["--xds-protocol", "delta"]);
-    }
-    let envoy = Envoy::start(&weir, &args);
+    let protocol: &[&str] = if scoping == "on-demand" {
+        &["--xds-protocol", "delta"]
+    } else {
+        &[]
+    };
+    let envoy = Envoy::client_sidecar(&weir, outbound, protocol);
     for i in 0..CALLED {
         let host = format!("svc-{i}.shop");
         let ok = eventually(Duration::from_secs(30), || {

@@ -134,21 +134,7 @@ impl GatewayAndSidecar {
             &["--role", "gateway", "--name", "edge", "--namespace", "shop"],
         );
         let outbound: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let sidecar = Envoy::start(
-            weir,
-            &[
-                "--role",
-                "sidecar",
-                "--name",
-                "client-0",
-                "--namespace",
-                "shop",
-                "--outbound-port",
-                &outbound.port().to_string(),
-                "--xds-protocol",
-                "delta",
-            ],
-        );
+        let sidecar = Envoy::client_sidecar(weir, outbound, &["--xds-protocol", "delta"]);
         GatewayAndSidecar {
             gateway,
             sidecar,
@@ -158,6 +144,24 @@ impl GatewayAndSidecar {
 }
 
 impl Envoy {
+    /// The sidecar of [`CLIENT_POD`] (`shop/client-0`), its outbound listener on `outbound`,
+    /// with more bootstrap arguments (`--xds-protocol delta`, ports...).
+    pub fn client_sidecar(weir: &WeirUp, outbound: SocketAddr, extra: &[&str]) -> Envoy {
+        let port = outbound.port().to_string();
+        let mut args = vec![
+            "--role",
+            "sidecar",
+            "--name",
+            "client-0",
+            "--namespace",
+            "shop",
+            "--outbound-port",
+            &port,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(weir, &args)
+    }
+
     /// Starts Envoy for `weir` with the bootstrap `weir bootstrap <args> --xds-addr <xds>`
     /// prints, next to its agent proving the identity of the proxy it names, and waits
     /// until its admin endpoint answers.

@@ -31,24 +31,17 @@ fn sidecar_routes_outbound_by_authority_follows_gamma_routes_and_forwards_inboun
     fs::write(dir.path().join("pods.yaml"), weir_tests::envoy::CLIENT_POD).unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
     let (outbound, inbound) = (free_port(), free_port());
-    let envoy = Envoy::start(
+    let outbound: SocketAddr = ([127, 0, 0, 1], outbound).into();
+    let envoy = Envoy::client_sidecar(
         &weir,
+        outbound,
         &[
-            "--role",
-            "sidecar",
-            "--name",
-            "client-0",
-            "--namespace",
-            "shop",
-            "--outbound-port",
-            &outbound.to_string(),
             "--inbound-port",
             &inbound.to_string(),
             "--app-port",
             &app.port.to_string(),
         ],
     );
-    let outbound: SocketAddr = ([127, 0, 0, 1], outbound).into();
     let inbound: SocketAddr = ([127, 0, 0, 1], inbound).into();
     let backend_for = |host: &str| {
         request(outbound, "GET", "/", host, &[])

@@ -87,21 +87,7 @@ fn a_sidecar_fetches_what_it_calls_and_hears_nothing_of_the_rest() {
     fs::write(&config, mesh(&backends, "")).unwrap();
     let weir = WeirUp::start(dir.path(), &[]);
     let outbound: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let envoy = Envoy::start(
-        &weir,
-        &[
-            "--role",
-            "sidecar",
-            "--name",
-            "client-0",
-            "--namespace",
-            "shop",
-            "--outbound-port",
-            &outbound.port().to_string(),
-            "--xds-protocol",
-            "delta",
-        ],
-    );
+    let envoy = Envoy::client_sidecar(&weir, outbound, &["--xds-protocol", "delta"]);
     // Up (the outbound listener is there) before anything was called: no mesh cluster.
     let up = eventually(Duration::from_secs(20), || {
         request(outbound, "GET", "/", "nothing.shop", &[])

@@ -197,15 +197,15 @@ pub struct Generation {
 
 #[derive(Debug)]
 struct SharedResources {
-    clusters: Vec<Arc<Resource>>,
+    /// Every Service port's cluster, encoded, by name: what an unscoped view holds, what
+    /// a scoped one picks from, what an on-demand sidecar may fetch.
+    clusters: TypeSnapshot,
     endpoints: Arc<TypeSnapshot>,
     config: ProxyConfig,
-    /// Cluster name → index in `clusters` and `config.clusters`, and of its load assignment
-    /// in `config.load_assignments`: a scoped view picks its few by lookup, not by a scan
-    /// of the mesh.
+    /// Cluster name → index in `config.clusters`, and of its load assignment in
+    /// `config.load_assignments`: a scoped view picks its few by lookup, not by a scan of
+    /// the mesh.
     by_name: HashMap<Arc<str>, (usize, Option<usize>)>,
-    /// Every Service port's cluster, by name: what an on-demand sidecar may fetch.
-    on_demand_clusters: TypeSnapshot,
 }
 
 /// The answer to an on-demand sidecar's request for an authority: the virtual hosts of the
@@ -262,18 +262,13 @@ impl Generation {
                     (Arc::from(c.name.as_str()), (i, assignment))
                 })
                 .collect();
-            let on_demand_clusters = TypeSnapshot::from_resources(
-                clusters
-                    .iter()
-                    .map(|c| Resource::new(&c.name, pack_any(envoy::to_cluster(c)))),
-            );
             Arc::new(SharedResources {
                 by_name,
-                clusters: clusters
-                    .iter()
-                    .filter_map(|c| on_demand_clusters.get(&c.name).cloned())
-                    .collect(),
-                on_demand_clusters,
+                clusters: TypeSnapshot::from_resources(
+                    clusters
+                        .iter()
+                        .map(|c| Resource::new(&c.name, pack_any(envoy::to_cluster(c)))),
+                ),
                 endpoints: Arc::new(TypeSnapshot::from_resources(
                     assignments
                         .iter()
@@ -290,18 +285,9 @@ impl Generation {
 
     /// What `proxy` sees in this generation (its view, keyed once per generation).
     pub fn proxy_view(&self, proxy: &ProxyId, options: &ProxyOptions) -> Arc<ViewSnapshot> {
-        let lock = || {
-            self.proxies
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
-        let memo = (proxy.clone(), options.clone());
-        if let Some(view) = lock().get(&memo) {
-            return view.clone();
-        }
-        let view = self.view(&self.view_key(proxy, options));
-        lock().insert(memo, view.clone());
-        view
+        memoized(&self.proxies, (proxy.clone(), options.clone()), || {
+            self.view(&self.view_key(proxy, options))
+        })
     }
 
     /// What proxies with this view key see; computed once per generation and key, however
@@ -323,7 +309,7 @@ impl Generation {
 
     /// A Service port's cluster, for an on-demand sidecar that names it.
     pub fn on_demand_cluster(&self, name: &str) -> Option<Arc<Resource>> {
-        self.shared().on_demand_clusters.get(name).cloned()
+        self.shared().clusters.get(name).cloned()
     }
 
     /// The virtual hosts an on-demand sidecar with view `key` asked for by `authority`
@@ -334,36 +320,27 @@ impl Generation {
             key.options.capture,
             authority.to_string(),
         );
-        let lock = || {
-            self.on_demand_hosts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
-        if let Some(hosts) = lock().get(&memo) {
-            return hosts.clone();
-        }
-        let hosts = match crate::translate::on_demand_hosts(&self.state, key, authority) {
-            None => OnDemandHosts::default(),
-            Some(hosts) => {
-                let mut answer = OnDemandHosts::default();
-                for host in &hosts {
-                    let name = crate::translate::vhds_name(host);
-                    // Envoy keys the virtual hosts VHDS gave it by their own name, and
-                    // removes by resource name: the two must be one.
-                    let mut proto = envoy::to_virtual_host(host);
-                    proto.name = name.clone();
-                    let resource = Resource::new(&name, pack_any(proto));
-                    if host.domains.iter().any(|d| d == authority) {
-                        answer.matched = Some(resource.name.clone());
-                    }
-                    answer.resources.push(resource);
-                }
-                answer
+        memoized(&self.on_demand_hosts, memo, || {
+            Arc::new(self.encode_on_demand_hosts(key, authority))
+        })
+    }
+
+    fn encode_on_demand_hosts(&self, key: &ViewKey, authority: &str) -> OnDemandHosts {
+        let mut answer = OnDemandHosts::default();
+        let hosts = crate::translate::on_demand_hosts(&self.state, key, authority);
+        for host in hosts.iter().flatten() {
+            let name = crate::translate::vhds_name(host);
+            // Envoy keys the virtual hosts VHDS gave it by their own name, and removes by
+            // resource name: the two must be one.
+            let mut proto = envoy::to_virtual_host(host);
+            proto.name = name.clone();
+            let resource = Resource::new(&name, pack_any(proto));
+            if host.domains.iter().any(|d| d == authority) {
+                answer.matched = Some(resource.name.clone());
             }
-        };
-        let hosts = Arc::new(hosts);
-        lock().insert(memo, hosts.clone());
-        hosts
+            answer.resources.push(resource);
+        }
+        answer
     }
 
     fn compute_view(&self, key: &ViewKey) -> ViewSnapshot {
@@ -375,7 +352,7 @@ impl Generation {
         // A scoped view holds the shared clusters its routes send to; others hold them all.
         let (shared_clusters, mut shared_config) = match view_clusters(key, &view) {
             None => (
-                shared.clusters.clone(),
+                shared.clusters.select(None).cloned().collect(),
                 ProxyConfig {
                     clusters: shared.config.clusters.clone(),
                     load_assignments: shared.config.load_assignments.clone(),
@@ -385,8 +362,13 @@ impl Generation {
             Some(needed) => {
                 let mut resources = Vec::new();
                 let mut config = ProxyConfig::default();
-                for (i, assignment) in needed.iter().filter_map(|n| shared.by_name.get(*n)) {
-                    resources.push(shared.clusters[*i].clone());
+                for name in needed {
+                    let (Some(resource), Some((i, assignment))) =
+                        (shared.clusters.get(name), shared.by_name.get(name))
+                    else {
+                        continue;
+                    };
+                    resources.push(resource.clone());
                     config.clusters.push(shared.config.clusters[*i].clone());
                     if let Some(a) = assignment {
                         config
@@ -435,6 +417,21 @@ impl Generation {
             key: key.clone(),
         }
     }
+}
+
+/// The value under `key` in `memo`, computed (outside the lock) and kept if absent.
+fn memoized<K: std::hash::Hash + Eq, V: Clone>(
+    memo: &Mutex<HashMap<K, V>>,
+    key: K,
+    compute: impl FnOnce() -> V,
+) -> V {
+    let lock = || memo.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(value) = lock().get(&key) {
+        return value.clone();
+    }
+    let value = compute();
+    lock().insert(key, value.clone());
+    value
 }
 
 /// The current generation, and a signal when it changes.
