@@ -34,7 +34,13 @@ impl Quantity {
     /// The value in milli-units (`"1.5"` is 1500, `"2Ki"` is 2,048,000), rounding finer
     /// fractions up like the API server. Saturates at `i128` range, far beyond real values.
     pub fn to_milli(&self) -> Result<i128, QuantityError> {
-        parse_milli(&self.0)
+        parse_scaled(&self.0, 3)
+    }
+
+    /// The value in units of 10^-`decimals` (3: milli-units, 6: micro-units), rounded up
+    /// as [`Quantity::to_milli`] is; for callers that need more precision than milli-units.
+    pub fn to_scaled(&self, decimals: u32) -> Result<i128, QuantityError> {
+        parse_scaled(&self.0, decimals as i32)
     }
 
     /// The value in milli-units as an `i64`, capped at `i64`'s range as Kubernetes'
@@ -65,7 +71,7 @@ impl FromStr for Quantity {
     type Err = QuantityError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        parse_milli(text)?;
+        parse_scaled(text, 3)?;
         Ok(Quantity(text.to_string()))
     }
 }
@@ -76,7 +82,8 @@ impl fmt::Display for Quantity {
     }
 }
 
-fn parse_milli(text: &str) -> Result<i128, QuantityError> {
+/// The value of `text` in units of 10^-`decimals`, rounded up (away from zero).
+fn parse_scaled(text: &str, decimals: i32) -> Result<i128, QuantityError> {
     let err = |why| QuantityError {
         text: text.to_string(),
         why,
@@ -138,8 +145,8 @@ fn parse_milli(text: &str) -> Result<i128, QuantityError> {
         }
         _ => return Err(err("unknown suffix")),
     }
-    // Milli-units: one more factor of 10^3.
-    exp10 += 3;
+    // In units of 10^-decimals.
+    exp10 += decimals;
     let mut value = mantissa
         .checked_mul(1i128 << exp2)
         .ok_or_else(|| err("too large"))?;
@@ -255,6 +262,15 @@ mod tests {
             serde_json::from_value(serde_json::json!("100m")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(q.to_milli(), Ok(100));
         assert!(serde_json::from_value::<Quantity>(serde_json::json!("lots")).is_err());
+    }
+
+    #[test]
+    fn finer_scales_keep_what_milli_units_round_up() {
+        let q: Quantity = "1470u".parse().unwrap();
+        assert_eq!(q.to_milli(), Ok(2));
+        assert_eq!(q.to_scaled(6), Ok(1470));
+        assert_eq!(q.to_scaled(9), Ok(1_470_000));
+        assert_eq!("1.5".parse::<Quantity>().unwrap().to_scaled(0), Ok(2));
     }
 
     #[test]

@@ -66,10 +66,15 @@ mod tests {
 
     /// A Pods metric at 70 % of a pod's 10 requests/s.
     fn policy(extra: &str) -> ScalingPolicy {
+        policy_at("\"7\"", extra)
+    }
+
+    /// A Pods metric with this target (`averageValue`).
+    fn policy_at(target: &str, extra: &str) -> ScalingPolicy {
         serde_yaml::from_str(&format!(
             "apiVersion: weir.io/v1alpha1\nkind: ScalingPolicy\nmetadata: {{name: web, namespace: shop}}\n\
              spec:\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  minReplicas: 1\n  maxReplicas: 100\n\
-             \x20 metrics:\n  - type: Pods\n    pods: {{metric: {{name: rps}}, target: {{type: AverageValue, averageValue: \"7\"}}}}\n{extra}"
+             \x20 metrics:\n  - type: Pods\n    pods: {{metric: {{name: rps}}, target: {{type: AverageValue, averageValue: {target}}}}}\n{extra}"
         ))
         .unwrap()
     }
@@ -166,5 +171,30 @@ mod tests {
                 .forecast_replicas
                 .is_none()
         );
+    }
+
+    #[test]
+    fn targets_finer_than_milli_units_keep_their_value() {
+        // 1470u is 2m in milli-units (rounded up, as Kubernetes' MilliValue rounds): the
+        // replay would run pods at 95 % of 2.1m instead of 70 %.
+        let micro = policy_at("1470u", "");
+        let (scaled, unit) = model::fine_grained(&micro);
+        let target = scaled.spec.metrics[0]
+            .pods
+            .as_ref()
+            .unwrap()
+            .target
+            .average_value
+            .clone();
+        let target = target.unwrap().to_milli().unwrap() as f64 / unit;
+        assert!((target - 0.00147).abs() < 1e-12, "{target}");
+        // 0.1 rps at 1.47m per pod: 69 pods, not 50.
+        let opts = ModelOptions {
+            capacity_per_pod: 0.0021,
+            initial_replicas: Some(69),
+            ..options()
+        };
+        let replay = replay(&micro, &trace(&[(0, 0.1)], 1800), &opts, |_| {}).unwrap();
+        assert_eq!(replay.rows.last().unwrap().desired, 69);
     }
 }

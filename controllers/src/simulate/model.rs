@@ -383,23 +383,26 @@ pub fn fine_grained(policy: &ScalingPolicy) -> (ScalingPolicy, f64) {
     let Some(target) = target else {
         return (fine, 1000.0);
     };
+    // In nano-units, the finest a quantity is written in: milli-units would round a
+    // target of 1470u up to 2m.
     let smallest = [&target.value, &target.average_value]
         .into_iter()
         .flatten()
-        .filter_map(|q| q.to_milli().ok())
-        .filter(|m| *m > 0)
+        .filter_map(|q| q.to_scaled(9).ok())
+        .filter(|n| *n > 0)
         .min()
-        .unwrap_or(1_000_000);
+        .unwrap_or(1_000_000_000_000);
     let mut factor: i128 = 1;
-    while smallest * factor < 1_000_000 && factor < 1_000_000_000 {
+    while smallest * factor < 1_000_000_000_000 && factor < 1_000_000_000 {
         factor *= 10;
     }
     for q in [&mut target.value, &mut target.average_value]
         .into_iter()
         .flatten()
     {
-        if let Ok(milli) = q.to_milli() {
-            *q = weir_crds::Quantity::from_milli(milli * factor);
+        if let Ok(nano) = q.to_scaled(9) {
+            let milli = nano * factor;
+            *q = weir_crds::Quantity::from_milli((milli + 999_999).div_euclid(1_000_000));
         }
     }
     (fine, 1000.0 * factor as f64)
