@@ -577,20 +577,22 @@ fn forecast_is_reported_beside_the_plain_decision_and_followed_when_enabled() {
     let report_only = state::parse(&example).unwrap().recommend().unwrap();
     assert_eq!(report_only.desired_replicas, 5);
     let forecast = report_only.forecast.as_ref().unwrap();
-    // Demand climbs 0.8 a minute and is 4.8 now: two minutes ahead about 6.4, over the
-    // tolerance band (1.1) 5.8, so 6.
+    // Demand climbs 0.8 a minute and is 4.8 now: two minutes ahead about 6.4. It has
+    // risen over each of the last three minutes, a ramp: sized at target (7), not within
+    // the tolerance band (6.4 / 1.1 would give 6).
     assert_eq!(
         (forecast.desired_replicas, forecast.plain_desired_replicas),
-        (6, 5)
+        (7, 5)
     );
     let metric = forecast.metrics[0].as_ref().unwrap();
     assert!((metric.peak - 6.4).abs() < 0.2, "{metric:?}");
+    assert!((metric.rise * 60.0 - 0.8).abs() < 1e-9, "{metric:?}");
     let enabled = state::parse(&example.replace("enabled: false", "enabled: true"))
         .unwrap()
         .recommend()
         .unwrap();
-    assert_eq!(enabled.desired_replicas, 6);
-    assert_eq!(enabled.record, Some(6));
+    assert_eq!(enabled.desired_replicas, 7);
+    assert_eq!(enabled.record, Some(7));
     // A falling history releases no pods while the demand now is above it: the forecast
     // never lowers the decision below what the demand measured now needs.
     let falling = example

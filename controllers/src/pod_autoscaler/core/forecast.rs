@@ -32,8 +32,11 @@ use super::seasonal::{self, Fitted};
 pub const TARGET_BUCKETS: i64 = 4032;
 /// The shortest bucket (the controller's sync period).
 pub const MIN_STEP_SECONDS: i64 = 15;
-/// Observations kept for [`Forecaster::newest`].
-const RECENT_OBSERVATIONS: usize = 16;
+/// Observations kept for [`Forecaster::newest`] and [`Forecaster::rise`] (six minutes of
+/// 15-second syncs: three metric windows of a minute, with room to spare).
+const RECENT_OBSERVATIONS: usize = 24;
+/// How far apart point values (no window) are compared to tell a ramp.
+const POINT_RAMP_SPAN_SECONDS: i64 = 60;
 /// Buckets needed before the forecast says anything.
 pub const MIN_BUCKETS: usize = 8;
 /// Recent lead-time errors the headroom is a quantile of (about a day at 5 minutes).
@@ -60,6 +63,9 @@ pub struct MetricForecast {
     /// The demand at the end of the metric's window: on the way up, extrapolated along
     /// the rise since the last sync (a window average lags a rise by half its window).
     pub current: f64,
+    /// How fast the demand has been rising, per second, when it rose over each of the
+    /// last three metric windows (a ramp, not a step); 0 otherwise.
+    pub rise: f64,
     /// The forecast's peak over the lead time.
     pub peak: f64,
     /// Added to the peak: the quantile of recent lead-time errors.
@@ -243,6 +249,36 @@ impl Forecaster {
         }
     }
 
+    /// The demand's rise per second when the window averages one, two and three windows
+    /// back each rose to the next (a ramp): the smallest of the three rises over a window.
+    /// A step moves a window average over one window only, so it is not taken for a ramp.
+    /// Point values (a window of 0) are compared a minute apart.
+    fn rise(&self, demand: f64, horizon: &Horizon) -> f64 {
+        let window = if horizon.window > 0 {
+            horizon.window
+        } else {
+            POINT_RAMP_SPAN_SECONDS
+        };
+        let now = horizon.now - horizon.window / 2;
+        let at = |back: i64| {
+            self.recent
+                .iter()
+                .rev()
+                .find(|(time, _)| *time <= now - back * window)
+                .filter(|(time, _)| now - back * window - *time < window / 2)
+                .map(|(_, v)| *v)
+        };
+        let (Some(a), Some(b), Some(c)) = (at(1), at(2), at(3)) else {
+            return 0.0;
+        };
+        let rises = [demand - a, a - b, b - c];
+        if rises.iter().all(|r| *r > 0.0) {
+            rises.iter().copied().fold(f64::INFINITY, f64::min) / window as f64
+        } else {
+            0.0
+        }
+    }
+
     fn lead_buckets(&self, lead_seconds: i64) -> usize {
         usize::try_from((lead_seconds.max(1) + self.model.step - 1) / self.model.step).unwrap_or(1)
     }
@@ -267,6 +303,7 @@ impl Forecaster {
         Some(MetricForecast {
             demand,
             current,
+            rise: self.rise(demand, horizon),
             peak,
             headroom,
             hold,
@@ -458,6 +495,51 @@ mod tests {
         f.observe(0, 100.0, TUNING);
         f.observe(5 * 300 + 3900, f64::NAN, TUNING);
         assert_eq!(f.buckets(), 18);
+    }
+
+    /// `rise` at the last of `points` (sync time, 60-second window average), the others
+    /// observed at the syncs before.
+    fn rise_after(points: &[(i64, f64)]) -> f64 {
+        let mut f = Forecaster::new(14 * 86_400);
+        let (&(now, demand), before) = points.split_last().unwrap();
+        for (t, v) in before {
+            f.observe(t - 30, *v, TUNING);
+        }
+        f.rise(
+            demand,
+            &Horizon {
+                window: 60,
+                ..horizon(now)
+            },
+        )
+    }
+
+    #[test]
+    fn a_ramp_is_told_from_a_step_and_from_noise() {
+        let syncs = |shape: &dyn Fn(i64) -> f64| -> Vec<(i64, f64)> {
+            (0..40).map(|i| (i * 15, shape(i * 15))).collect()
+        };
+        // Demand climbing 1 a minute: window averages climb alike.
+        let ramp = rise_after(&syncs(&|t| 10.0 + t as f64 / 60.0));
+        assert!((ramp - 1.0 / 60.0).abs() < 1e-9, "{ramp}");
+        // A step from 10 to 20 three minutes ago moved the window averages over one
+        // window only: not a ramp, then or since.
+        for at in [420, 480, 540] {
+            let step = rise_after(&syncs(&|t| {
+                if t < at {
+                    10.0
+                } else {
+                    10.0 + 10.0 * ((t - at) as f64 / 60.0).min(1.0)
+                }
+            }));
+            assert_eq!(step, 0.0, "step at {at}");
+        }
+        // Flat, and alternating noise, are not ramps either.
+        assert_eq!(rise_after(&syncs(&|_| 10.0)), 0.0);
+        assert_eq!(
+            rise_after(&syncs(&|t| if (t / 60) % 2 == 0 { 9.0 } else { 11.0 })),
+            0.0
+        );
     }
 
     #[test]

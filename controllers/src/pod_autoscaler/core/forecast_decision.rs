@@ -96,9 +96,12 @@ fn downscale_window(spec: &ScalingPolicySpec, settings: &ControllerSettings) -> 
 
 /// The forecast's report (without the normalized counts) and its proposal. With a fitted
 /// model for some metric, the forecast replaces the plain proposal: per metric, the need
-/// is the larger of the forecast's peak over the lead time and the newest measured rate,
-/// plus the headroom; the proposal is the largest need over `1 + tolerance` (the
-/// band HPA allows above target before it acts). It goes below the current count only to
+/// is the larger of the forecast's peak over the lead time and the newest measured rate
+/// (carried along its rise over the lead time when the demand is ramping up), plus the
+/// headroom; the proposal is the largest need over `1 + tolerance` (the band HPA allows
+/// above target before it acts), or, on a ramp that takes the need beyond that band, the
+/// whole need (HPA sizes a rise at target, and a ramp outgrows the band's slack while pods
+/// start). It goes below the current count only to
 /// the metrics' hold (the forecast's peak over the stabilization window, never below the
 /// demand measured now, plus the headroom), and only when that is below the current count
 /// by more than the tolerance. Without a model, the plain proposal stands.
@@ -130,17 +133,24 @@ pub(super) fn forecast_decision(
     let fitted = metrics.iter().flatten();
     let need = fitted
         .clone()
-        .map(|f| f.peak.max(f.current) + f.headroom)
+        .map(|f| f.peak.max(f.current + f.rise * lead as f64) + f.headroom)
         .fold(None, |acc: Option<f64>, n| {
             Some(acc.map_or(n, |a| a.max(n)))
         });
+    let ramp = fitted.clone().any(|f| f.rise > 0.0);
     let hold = fitted
         .map(|f| f.hold.max(f.demand + f.headroom))
         .fold(0.0, f64::max);
     let proposed = match need {
         None => proposal,
         Some(need) => {
-            let up = (need / band).ceil() as i32;
+            // On a ramp the whole need, as HPA sizes on a rise beyond its band; otherwise
+            // the band's slack is left to the headroom.
+            let up = if ramp && need > f64::from(current) * band {
+                need.ceil() as i32
+            } else {
+                (need / band).ceil() as i32
+            };
             let floor = ((hold / band).ceil() as i32).min(current);
             let proposed = up.max(floor);
             if proposed < current && hold / band > f64::from(current) * (1.0 - tolerances.down) {
