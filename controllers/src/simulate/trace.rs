@@ -114,14 +114,22 @@ fn from_rows(rows: Vec<(u64, f64, usize)>, unit: ValueUnit, source: &str) -> Res
 }
 
 /// Parses a CSV trace: header `timestamp_seconds,value`, integer seconds from the start,
-/// non-negative values.
+/// non-negative values. What spreadsheets and dataframe exports add is taken in stride: a
+/// byte-order mark, CRLF line ends, blank lines, spaces and double quotes around fields.
 pub fn parse_csv(text: &str, unit: ValueUnit, source: &str) -> Result<Trace, String> {
+    let field = |f: &str| f.trim().trim_matches('"').trim().to_owned();
     let mut lines = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
-        Some((_, header)) if header.trim().replace(' ', "") == "timestamp_seconds,value" => {}
+        Some((_, header))
+            if header
+                .split(',')
+                .map(field)
+                .eq(["timestamp_seconds", "value"]) => {}
         Some((i, header)) => {
             return Err(format!(
                 "{source}:{}: the header must be `timestamp_seconds,value`, not {header:?}",
@@ -133,12 +141,13 @@ pub fn parse_csv(text: &str, unit: ValueUnit, source: &str) -> Result<Trace, Str
     let mut rows = Vec::new();
     for (i, line) in lines {
         let n = i + 1;
-        let mut fields = line.split(',').map(str::trim);
+        let mut fields = line.split(',').map(field);
         let (Some(t), Some(v), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(format!(
                 "{source}:{n}: expected two fields `timestamp_seconds,value`, got {line:?}"
             ));
         };
+        let (t, v) = (t.as_str(), v.as_str());
         let t: u64 = t.parse().map_err(|_| {
             format!("{source}:{n}: timestamp_seconds: {t:?} is not a whole number of seconds")
         })?;
@@ -232,6 +241,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(per_second.points, vec![(0, 5.0), (15, 7.0)]);
+        // A spreadsheet's export: byte-order mark, CRLF, quotes, spaces, a blank line.
+        let exported = parse_csv(
+            "\u{feff}\"timestamp_seconds\", \"value\"\r\n0, \"5\"\r\n\r\n15,7\r\n",
+            ValueUnit::PerSecond,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(exported.points, per_second.points);
     }
 
     #[test]
