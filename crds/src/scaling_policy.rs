@@ -394,6 +394,14 @@ pub struct Forecast {
     #[serde(default = "default_headroom_percentile")]
     #[schemars(range(min = 50, max = 100))]
     pub headroom_percentile: i32,
+    /// How eagerly pods are released: this percentile of the same errors is added to the
+    /// forecast's peak over the scale-down stabilization window, and fewer pods than that
+    /// are not kept. Defaults to `headroomPercentile`. Higher keeps pods through a lull
+    /// inside a burst that lasts, at the cost of replica-hours where spikes do not last;
+    /// replay your traffic with `weir simulate` to choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 50, max = 100))]
+    pub release_percentile: Option<i32>,
 }
 
 fn default_forecast_horizon() -> i32 {

@@ -8,8 +8,9 @@
 //! The decision provisions the forecast's peak over the lead time plus a **headroom**: a
 //! quantile of the forecast's own recent errors at that same lead (what the peak turned out
 //! to be, minus what was forecast for it), never a constant. It releases pods when the
-//! forecast's peak over the scale-down stabilization window, headroom included, stays
-//! below what runs: the forecast stands in for HPA's look back at its last five minutes.
+//! forecast's peak over the scale-down stabilization window plus a **release headroom** (a
+//! quantile of the same errors, by default the same one) stays below what runs: the
+//! forecast stands in for HPA's look back at its last five minutes.
 //!
 //! Why our own model rather than a crate: the forecasting crates on crates.io fit a series
 //! in one go (augurs' ETS and MSTL, for example) and refit from scratch on every new point;
@@ -70,8 +71,9 @@ pub struct MetricForecast {
     pub peak: f64,
     /// Added to the peak: the quantile of recent lead-time errors.
     pub headroom: f64,
-    /// The forecast's peak over the scale-down stabilization window, headroom included:
-    /// fewer replicas than this are not released.
+    /// The forecast's peak over the scale-down stabilization window plus the release
+    /// headroom (the `releasePercentile` of the same errors): fewer replicas than this
+    /// are not released.
     pub hold: f64,
     /// The season found in the history, in seconds (`None`: none stood out).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +92,9 @@ pub struct Tuning {
     pub lead: i64,
     /// The headroom's quantile of recent errors (0..1).
     pub quantile: f64,
+    /// The quantile of the same errors added to the peak over the stabilization window
+    /// when pods are released (0..1).
+    pub release_quantile: f64,
 }
 
 /// What is asked of [`Forecaster::predict`].
@@ -119,9 +124,13 @@ struct Model {
     lead: usize,
     /// The headroom's quantile.
     quantile: f64,
+    /// The release headroom's quantile.
+    release_quantile: f64,
     /// That quantile of `errors` (or of the model's one-step errors while they are few),
     /// at least 0; recomputed when a bucket completes.
     headroom: f64,
+    /// Likewise at `release_quantile`.
+    release_headroom: f64,
     /// (bucket index the forecast was made before, its peak over the lead).
     pending: VecDeque<(i64, f64)>,
     /// Actual peak minus forecast peak over the lead, oldest first.
@@ -152,7 +161,9 @@ impl Forecaster {
                 since_fit: 0,
                 lead: 1,
                 quantile: 0.9,
+                release_quantile: 0.9,
                 headroom: 0.0,
+                release_headroom: 0.0,
                 pending: VecDeque::new(),
                 errors: VecDeque::new(),
             }),
@@ -214,6 +225,7 @@ impl Forecaster {
                 let lead = self.lead_buckets(tuning.lead);
                 let model = Arc::make_mut(&mut self.model);
                 model.quantile = tuning.quantile.clamp(0.0, 1.0);
+                model.release_quantile = tuning.release_quantile.clamp(0.0, 1.0);
                 model.push(index, sum / f64::from(count), lead);
             }
             None => {}
@@ -298,8 +310,8 @@ impl Forecaster {
         let peak = fitted.peak(from, ahead(horizon.now + horizon.lead.max(0)));
         let headroom = model.headroom;
         let current = self.newest(demand, horizon).max(demand);
-        let hold =
-            fitted.peak(from, ahead(horizon.now + horizon.hold.max(horizon.lead))) + headroom;
+        let hold = fitted.peak(from, ahead(horizon.now + horizon.hold.max(horizon.lead)))
+            + model.release_headroom;
         Some(MetricForecast {
             demand,
             current,
@@ -386,13 +398,19 @@ impl Model {
             self.pending
                 .push_back((self.next, fitted.peak(1, self.lead)));
         }
-        self.headroom = match &self.fitted {
+        (self.headroom, self.release_headroom) = match &self.fitted {
             _ if self.errors.len() >= MIN_ERRORS => {
-                let errors: Vec<f64> = self.errors.iter().copied().collect();
-                Data::new(errors).quantile(self.quantile).max(0.0)
+                let mut errors = Data::new(self.errors.iter().copied().collect::<Vec<f64>>());
+                (
+                    errors.quantile(self.quantile).max(0.0),
+                    errors.quantile(self.release_quantile).max(0.0),
+                )
             }
-            Some(fitted) => fitted.headroom(self.quantile, RECENT_ERRORS),
-            None => 0.0,
+            Some(fitted) => (
+                fitted.headroom(self.quantile, RECENT_ERRORS),
+                fitted.headroom(self.release_quantile, RECENT_ERRORS),
+            ),
+            None => (0.0, 0.0),
         };
     }
 }
@@ -415,6 +433,7 @@ mod tests {
     const TUNING: Tuning = Tuning {
         lead: 120,
         quantile: 0.9,
+        release_quantile: 0.9,
     };
 
     fn horizon(now: i64) -> Horizon {
@@ -564,7 +583,7 @@ mod tests {
     fn the_headroom_is_a_quantile_of_lead_time_errors() {
         // A steady 10 with a burst to 20 one bucket in ten: the 0.95 quantile of the
         // errors covers the burst, the median does not.
-        let at = |quantile| {
+        let at = |quantile, release_quantile| {
             let mut f = Forecaster::new(14 * 86_400);
             for i in 0..400 {
                 let v = if i % 10 == 0 { 20.0 } else { 10.0 };
@@ -574,6 +593,7 @@ mod tests {
                     Tuning {
                         lead: 300,
                         quantile,
+                        release_quantile,
                     },
                 );
             }
@@ -586,8 +606,17 @@ mod tests {
             )
             .unwrap()
         };
-        let (high, median) = (at(0.95), at(0.5));
+        let (high, median) = (at(0.95, 0.95), at(0.5, 0.5));
         assert!(high.peak + high.headroom >= 19.0, "{high:?}");
         assert!(median.headroom < high.headroom, "{median:?} {high:?}");
+        // The release headroom is its own quantile: pods asked for at the median are kept
+        // through the burst's quantile.
+        let keep = at(0.5, 0.95);
+        assert_eq!(keep.headroom, median.headroom, "{keep:?}");
+        assert_eq!(keep.hold, high.hold, "{keep:?} {high:?}");
+        assert!(
+            keep.hold >= 19.0 && median.hold < keep.hold,
+            "{median:?} {keep:?}"
+        );
     }
 }

@@ -47,7 +47,7 @@ pub fn forecast_lead(settings: &Forecast, pods: &[Pod], readings: &[MetricReadin
 }
 
 /// How the forecast is scored for a policy: at its lead ([`forecast_lead`]), with its
-/// `headroomPercentile`.
+/// `headroomPercentile` and `releasePercentile` (the headroom's when unset).
 pub fn forecast_tuning(
     settings: &Forecast,
     pods: &[Pod],
@@ -56,6 +56,11 @@ pub fn forecast_tuning(
     forecast::Tuning {
         lead: forecast_lead(settings, pods, readings),
         quantile: f64::from(settings.headroom_percentile) / 100.0,
+        release_quantile: f64::from(
+            settings
+                .release_percentile
+                .unwrap_or(settings.headroom_percentile),
+        ) / 100.0,
     }
 }
 
@@ -102,8 +107,8 @@ fn downscale_window(spec: &ScalingPolicySpec, settings: &ControllerSettings) -> 
 /// above target before it acts), or, on a ramp that takes the need beyond that band, the
 /// whole need (HPA sizes a rise at target, and a ramp outgrows the band's slack while pods
 /// start). It goes below the current count only to
-/// the metrics' hold (the forecast's peak over the stabilization window, never below the
-/// demand measured now, plus the headroom), and only when that is below the current count
+/// the metrics' hold (the forecast's peak over the stabilization window plus the release
+/// headroom, never below the demand measured now plus the headroom), and only when that is below the current count
 /// by more than the tolerance. Without a model, the plain proposal stands.
 pub(super) fn forecast_decision(
     settings: &Forecast,
