@@ -117,7 +117,9 @@ fn from_rows(rows: Vec<(u64, f64, usize)>, unit: ValueUnit, source: &str) -> Res
 /// non-negative values. What spreadsheets and dataframe exports add is taken in stride: a
 /// byte-order mark, CRLF line ends, blank lines, spaces and double quotes around fields.
 pub fn parse_csv(text: &str, unit: ValueUnit, source: &str) -> Result<Trace, String> {
-    let field = |f: &str| f.trim().trim_matches('"').trim().to_owned();
+    fn field(f: &str) -> &str {
+        f.trim().trim_matches('"').trim()
+    }
     let mut lines = text
         .strip_prefix('\u{feff}')
         .unwrap_or(text)
@@ -147,7 +149,6 @@ pub fn parse_csv(text: &str, unit: ValueUnit, source: &str) -> Result<Trace, Str
                 "{source}:{n}: expected two fields `timestamp_seconds,value`, got {line:?}"
             ));
         };
-        let (t, v) = (t.as_str(), v.as_str());
         let t: u64 = t.parse().map_err(|_| {
             format!("{source}:{n}: timestamp_seconds: {t:?} is not a whole number of seconds")
         })?;
