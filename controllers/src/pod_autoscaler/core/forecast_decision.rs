@@ -106,10 +106,10 @@ fn downscale_window(spec: &ScalingPolicySpec, settings: &ControllerSettings) -> 
 /// headroom; the proposal is the largest need over `1 + tolerance` (the band HPA allows
 /// above target before it acts), or, on a ramp that takes the need beyond that band, the
 /// whole need (HPA sizes a rise at target, and a ramp outgrows the band's slack while pods
-/// start). It goes below the current count only to
-/// the metrics' hold (the forecast's peak over the stabilization window plus the release
-/// headroom, never below the demand measured now plus the headroom), and only when that is below the current count
-/// by more than the tolerance. Without a model, the plain proposal stands.
+/// start). It goes below the current count only to the metrics' hold (the forecast's peak
+/// over the stabilization window plus the release headroom, never below the demand
+/// measured now plus the headroom), and only when that is below the current count by more
+/// than the tolerance. Without a model, the plain proposal stands.
 pub(super) fn forecast_decision(
     settings: &Forecast,
     decision: &Recommendation,
