@@ -26,7 +26,9 @@ use crate::{
     identity::PeerIdentity,
 };
 
-/// How often a CA-issued serving certificate is checked for renewal.
+/// The longest a CA-issued serving certificate goes unchecked for renewal: the renewal
+/// is timed from its lifetime (half of it), and checked at least this often in case the
+/// wall clock jumped.
 const RENEWAL_CHECK: Duration = Duration::from_secs(10);
 
 fn issue(
@@ -60,9 +62,14 @@ pub fn ca_serving_certificate(
     let (renewed, token) = (slot.clone(), shutdown.clone());
     tasks.spawn(async move {
         loop {
+            // Timed from the certificate, not a fixed period: a lifetime shorter than
+            // twice the check period would otherwise expire before it was renewed.
+            let wait = current
+                .until_renewal(Timestamp::now())
+                .clamp(Duration::from_secs(1), RENEWAL_CHECK);
             tokio::select! {
                 () = token.cancelled() => return,
-                () = tokio::time::sleep(RENEWAL_CHECK) => {}
+                () = tokio::time::sleep(wait) => {}
             }
             if !current.renewal_due(Timestamp::now()) {
                 continue;

@@ -94,6 +94,16 @@ pub fn valid_trust_domain(td: &str) -> bool {
 const CLOCK_SKEW: k8s_openapi::jiff::SignedDuration =
     k8s_openapi::jiff::SignedDuration::from_secs(60);
 
+/// When a certificate valid from `not_before` (the clock-skew allowance before its issue
+/// included) to `not_after` is due for renewal: half its lifetime since issue, so a failed
+/// renewal has the other half to succeed. The allowance does not count: with a lifetime
+/// shorter than twice it, counting it would make the certificate due the moment it is
+/// issued.
+fn renew_at(not_before: Timestamp, not_after: Timestamp) -> Timestamp {
+    let issued = not_before + CLOCK_SKEW;
+    issued + not_after.duration_since(issued) / 2
+}
+
 /// A certificate a workload presents, with its key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WorkloadCertificate {
@@ -123,8 +133,7 @@ impl WorkloadCertificate {
     /// Due for rotation: half its lifetime since issue is gone (so a failed renewal has
     /// the other half to succeed). The clock-skew allowance before issue does not count.
     pub fn rotation_due(&self, now: Timestamp) -> bool {
-        let issued = self.not_before + CLOCK_SKEW;
-        now >= issued + self.not_after.duration_since(issued) / 2
+        now >= renew_at(self.not_before, self.not_after)
     }
 }
 
@@ -472,10 +481,15 @@ impl fmt::Debug for ServerCertificate {
 }
 
 impl ServerCertificate {
-    /// Whether it is past half its lifetime at `now`, and due for renewal.
+    /// Whether it is past half its lifetime since issue at `now`, and due for renewal.
     pub fn renewal_due(&self, now: Timestamp) -> bool {
-        let half = (self.not_after.as_second() - self.not_before.as_second()) / 2;
-        now.as_second() >= self.not_before.as_second() + half
+        now >= renew_at(self.not_before, self.not_after)
+    }
+
+    /// How long from `now` until it is due for renewal (zero once it is).
+    pub fn until_renewal(&self, now: Timestamp) -> Duration {
+        Duration::try_from(renew_at(self.not_before, self.not_after).duration_since(now))
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -691,6 +705,27 @@ mod tests {
         let half = now() + k8s_openapi::jiff::SignedDuration::from_mins(30);
         assert!(cert.rotation_due(half));
         assert!(!cert.rotation_due(half - k8s_openapi::jiff::SignedDuration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_short_lived_serving_certificate_is_renewed_at_half_its_lifetime_not_at_once() {
+        // 6 s: shorter than twice the clock-skew allowance, which must not count, or the
+        // certificate would be due the moment it is issued.
+        let ca = CertificateAuthority::generate("cluster.local", now()).unwrap();
+        let names = ["xds.weir".to_string()];
+        let cert = ca
+            .issue_server(&names, Duration::from_secs(6), now())
+            .unwrap();
+        assert!(!cert.renewal_due(now()));
+        assert_eq!(cert.until_renewal(now()), Duration::from_secs(3));
+        let half = now() + k8s_openapi::jiff::SignedDuration::from_secs(3);
+        assert!(cert.renewal_due(half));
+        assert_eq!(cert.until_renewal(half), Duration::ZERO);
+        assert_eq!(
+            cert.until_renewal(half + jiff_hours(1)),
+            Duration::ZERO,
+            "past due is zero, not negative"
+        );
     }
 
     #[test]
