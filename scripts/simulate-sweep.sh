@@ -10,7 +10,9 @@
 # HPA's minutes at no more replica-hours (the issue's goal), the two ratios, then
 # under-provisioned minutes, replica-hours and scale events for the forecast and for HPA.
 # WEIR (default target/release/weir, built if missing), TRACES (the real traces' folder),
-# JOBS (parallel replays, default 2).
+# JOBS (parallel replays, default 2), NAB (optional: the `data` folder of a checkout of
+# github.com/numenta/NAB; adds its ten Twitter-volume traces and two EC2 network traces,
+# replayed as they are, date-times and all, at a capacity where the mean needs ~15 pods).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 weir=${WEIR:-$root/target/release/weir}
@@ -24,10 +26,10 @@ python3 "$root/examples/simulate/traces.py" "$work"
 one() {
   local trace=$1 cap=$2 name
   name=$(basename "$trace" .csv)-$cap
-  # The target, 0.7 × capacity, in micro-units (Kubernetes quantities take no finer).
-  local micro
-  micro=$(python3 -c "print(int(round(0.7 * $cap * 1e6)))")
-  sed "s/averageValue: 700m/averageValue: ${micro}u/" "$root/examples/simulate/policy.yaml" > "$work/$name.yaml"
+  # The target, 0.7 × capacity, in nano-units (the finest a quantity is written in).
+  local nano
+  nano=$(python3 -c "print(int(round(0.7 * $cap * 1e9)))")
+  sed "s/averageValue: 700m/averageValue: ${nano}n/" "$root/examples/simulate/policy.yaml" > "$work/$name.yaml"
   if [ -n "$extra" ]; then
     sed -i "s/forecast: {enabled: true}/forecast: {enabled: true, $extra}/" "$work/$name.yaml"
   fi
@@ -53,4 +55,17 @@ export root weir work extra
   echo "$work/web.csv 0.12"; echo "$work/web.csv 0.03"
   echo "$work/events.csv 3.6"; echo "$work/events.csv 0.9"
   echo "$work/social.csv 0.0084"; echo "$work/social.csv 0.0021"
+  if [ -n "${NAB:-}" ]; then
+    for trace in "$NAB"/realTweets/Twitter_volume_*.csv "$NAB"/realAWSCloudwatch/ec2_network_in_257a54.csv \
+      "$NAB/realAWSCloudwatch/iio_us-east-1_i-a2eb1cd9_NetworkIn.csv"; do
+      # The capacity at which the mean load needs about 15 pods at the 70 % target.
+      python3 - "$trace" <<'PY'
+import csv, datetime, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+t = [datetime.datetime.fromisoformat(r["timestamp"]).timestamp() for r in rows]
+mean = sum(float(r["value"]) for r in rows[:-1]) / (t[-1] - t[0])
+print(sys.argv[1], f"{mean / (0.7 * 15):.6g}")
+PY
+    done
+  fi
 } | xargs -P "${JOBS:-2}" -L1 bash -c 'one "$0" "$1"' | sort -k2,2 -k3,3gr

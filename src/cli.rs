@@ -110,8 +110,9 @@ pub struct SimulateArgs {
     /// the forecast on).
     #[arg(long)]
     pub policy: PathBuf,
-    /// The demand trace: CSV `timestamp_seconds,value`, or a Prometheus range-query JSON
-    /// answer (`.json`).
+    /// The demand trace: CSV `timestamp_seconds,value` (seconds from the start) or
+    /// `timestamp,value` (date-times, e.g. `2015-02-26 21:42:53` as UTC), or a Prometheus
+    /// range-query JSON answer (`.json`).
     #[arg(long)]
     pub trace: PathBuf,
     /// Requests per second one ready pod serves.

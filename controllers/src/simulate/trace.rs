@@ -1,7 +1,9 @@
-//! Demand traces for `weir simulate`: CSV (`timestamp_seconds,value`) or a Prometheus
-//! range-query JSON export, as a step function of load (requests per second) over time.
+//! Demand traces for `weir simulate`: CSV (`timestamp_seconds,value`, or
+//! `timestamp,value` with date-times) or a Prometheus range-query JSON export, as a step
+//! function of load (requests per second) over time.
 //! Pure: text in, [`Trace`] out; errors name the file, line and field.
 
+use k8s_openapi::jiff::{Timestamp, civil::DateTime, tz::TimeZone};
 use serde::Deserialize;
 
 /// What a CSV `value` holds.
@@ -82,8 +84,10 @@ impl Trace {
     }
 }
 
-/// Builds a trace from `(time, value)` rows of `source`; `value` per `unit`.
-fn from_rows(rows: Vec<(u64, f64, usize)>, unit: ValueUnit, source: &str) -> Result<Trace, String> {
+/// Builds a trace from `(time, value)` rows of `source`, times in seconds and strictly
+/// increasing (the parsers check, naming the field as their format does); `value` per
+/// `unit`.
+fn from_rows(rows: Vec<(u64, f64)>, unit: ValueUnit, source: &str) -> Result<Trace, String> {
     if rows.len() < 2 {
         return Err(format!(
             "{source}: a trace needs at least two rows (the step is the gap to the next row)"
@@ -91,13 +95,7 @@ fn from_rows(rows: Vec<(u64, f64, usize)>, unit: ValueUnit, source: &str) -> Res
     }
     let first = rows[0].0;
     let mut points = Vec::with_capacity(rows.len());
-    for (i, (t, value, line)) in rows.iter().enumerate() {
-        if i > 0 && *t <= rows[i - 1].0 {
-            return Err(format!(
-                "{source}:{line}: timestamp_seconds {t} is not after the previous row's {}",
-                rows[i - 1].0
-            ));
-        }
+    for (i, (t, value)) in rows.iter().enumerate() {
         let step = match rows.get(i + 1) {
             Some(next) => next.0 - t,
             None => t - rows[i - 1].0,
@@ -113,9 +111,58 @@ fn from_rows(rows: Vec<(u64, f64, usize)>, unit: ValueUnit, source: &str) -> Res
     Ok(Trace::from_rates(points, end))
 }
 
-/// Parses a CSV trace: header `timestamp_seconds,value`, integer seconds from the start,
-/// non-negative values. What spreadsheets and dataframe exports add is taken in stride: a
-/// byte-order mark, CRLF line ends, blank lines, spaces and double quotes around fields.
+/// How a CSV trace gives its times (its header's first column).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TimeColumn {
+    /// `timestamp_seconds`: whole seconds (from the start, or since the epoch).
+    Seconds,
+    /// `timestamp`: date-times, as monitoring tools export them.
+    DateTime,
+}
+
+impl TimeColumn {
+    fn name(self) -> &'static str {
+        match self {
+            TimeColumn::Seconds => "timestamp_seconds",
+            TimeColumn::DateTime => "timestamp",
+        }
+    }
+
+    /// Seconds since the epoch, or from whatever the trace counts from.
+    fn seconds(self, field: &str) -> Result<i64, String> {
+        match self {
+            TimeColumn::Seconds => field
+                .parse::<u64>()
+                .ok()
+                .and_then(|t| i64::try_from(t).ok())
+                .ok_or_else(|| format!("{field:?} is not a whole number of seconds")),
+            // With an offset (RFC 3339, `Z` or `+02:00`) as it says; without one (CloudWatch
+            // and most CSV exports: `2015-02-26 21:42:53`) as UTC, so a daylight-saving
+            // change cannot make an hour vanish or repeat.
+            TimeColumn::DateTime => field
+                .parse::<Timestamp>()
+                .or_else(|_| {
+                    field
+                        .parse::<DateTime>()
+                        .and_then(|d| d.to_zoned(TimeZone::UTC))
+                        .map(|z| z.timestamp())
+                })
+                .map(Timestamp::as_second)
+                .map_err(|_| {
+                    format!(
+                        "{field:?} is not a date-time (2015-02-26 21:42:53, taken as UTC, or \
+                         RFC 3339 with an offset)"
+                    )
+                }),
+        }
+    }
+}
+
+/// Parses a CSV trace: header `timestamp_seconds,value` (whole seconds from the start) or
+/// `timestamp,value` (date-times: `2015-02-26 21:42:53` as UTC, or RFC 3339 with an
+/// offset), non-negative values. What spreadsheets and dataframe exports add is taken in
+/// stride: a byte-order mark, CRLF line ends, blank lines, spaces and double quotes
+/// around fields.
 pub fn parse_csv(text: &str, unit: ValueUnit, source: &str) -> Result<Trace, String> {
     fn field(f: &str) -> &str {
         f.trim().trim_matches('"').trim()
@@ -126,38 +173,52 @@ pub fn parse_csv(text: &str, unit: ValueUnit, source: &str) -> Result<Trace, Str
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
-    match lines.next() {
-        Some((_, header))
-            if header
-                .split(',')
-                .map(field)
-                .eq(["timestamp_seconds", "value"]) => {}
+    let column = match lines.next() {
         Some((i, header)) => {
-            return Err(format!(
-                "{source}:{}: the header must be `timestamp_seconds,value`, not {header:?}",
-                i + 1
-            ));
+            let mut names = header.split(',').map(field);
+            match (names.next(), names.next(), names.next()) {
+                (Some("timestamp_seconds"), Some("value"), None) => TimeColumn::Seconds,
+                (Some("timestamp"), Some("value"), None) => TimeColumn::DateTime,
+                _ => {
+                    return Err(format!(
+                        "{source}:{}: the header must be `timestamp_seconds,value` or \
+                         `timestamp,value`, not {header:?}",
+                        i + 1
+                    ));
+                }
+            }
         }
         None => return Err(format!("{source}: empty file")),
-    }
-    let mut rows = Vec::new();
+    };
+    let name = column.name();
+    let mut rows: Vec<(u64, f64)> = Vec::new();
+    let mut first: Option<i64> = None;
+    let mut previous: Option<(i64, &str)> = None;
     for (i, line) in lines {
         let n = i + 1;
         let mut fields = line.split(',').map(field);
         let (Some(t), Some(v), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(format!(
-                "{source}:{n}: expected two fields `timestamp_seconds,value`, got {line:?}"
+                "{source}:{n}: expected two fields `{name},value`, got {line:?}"
             ));
         };
-        let t: u64 = t.parse().map_err(|_| {
-            format!("{source}:{n}: timestamp_seconds: {t:?} is not a whole number of seconds")
-        })?;
+        let seconds = column
+            .seconds(t)
+            .map_err(|e| format!("{source}:{n}: {name}: {e}"))?;
+        if let Some((_, shown)) = previous.filter(|(before, _)| seconds <= *before) {
+            return Err(format!(
+                "{source}:{n}: {name} {t} is not after the previous row's {shown}"
+            ));
+        }
+        previous = Some((seconds, t));
+        let start = *first.get_or_insert(seconds);
         let v: f64 = v
             .parse()
             .ok()
             .filter(|v: &f64| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| format!("{source}:{n}: value: {v:?} is not a non-negative number"))?;
-        rows.push((t, v, n));
+        // Seconds from the first row: date-times since the epoch become the same.
+        rows.push(((seconds - start) as u64, v));
     }
     from_rows(rows, unit, source)
 }
@@ -203,7 +264,7 @@ pub fn parse_prometheus_json(text: &str, source: &str) -> Result<Trace, String> 
             export.data.result.len()
         ));
     };
-    let mut rows = Vec::with_capacity(series.values.len());
+    let mut rows: Vec<(u64, f64)> = Vec::with_capacity(series.values.len());
     for (i, (t, v)) in series.values.iter().enumerate() {
         let value: f64 = v
             .parse()
@@ -212,7 +273,13 @@ pub fn parse_prometheus_json(text: &str, source: &str) -> Result<Trace, String> 
             .ok_or_else(|| {
                 format!("{source}: data.result[0].values[{i}]: {v:?} is not a non-negative number")
             })?;
-        rows.push((t.round() as u64, value, i));
+        let t = t.round() as u64;
+        if let Some(&(before, _)) = rows.last().filter(|(before, _)| t <= *before) {
+            return Err(format!(
+                "{source}: data.result[0].values[{i}]: time {t} is not after the previous one's {before}"
+            ));
+        }
+        rows.push((t, value));
     }
     from_rows(rows, ValueUnit::PerSecond, source)
 }
@@ -250,6 +317,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(exported.points, per_second.points);
+        // Date-times, as CloudWatch and most monitoring exports give them: without an
+        // offset as UTC, with one as it says; the same trace either way.
+        for text in [
+            "timestamp,value\n2015-02-26 21:42:53,600\n2015-02-26 21:43:53,1200\n2015-02-26 21:44:53,600\n",
+            "timestamp,value\n2015-02-26T21:42:53Z,600\n2015-02-26T22:43:53+01:00,1200\n2015-02-26T21:44:53Z,600\n",
+        ] {
+            let dated = parse_csv(text, ValueUnit::PerInterval, "t.csv").unwrap();
+            assert_eq!(dated.points, trace.points, "{text}");
+            assert_eq!(dated.end, trace.end);
+        }
     }
 
     #[test]
@@ -270,6 +347,22 @@ mod tests {
                 "t.csv:3: timestamp_seconds 5 is not after",
             ),
             ("timestamp_seconds,value\n0,1\n", "at least two rows"),
+            (
+                "timestamp,value\n2015-02-26 21:42:53,1\n2015-02-30 00:00:00,2\n",
+                "t.csv:3: timestamp: \"2015-02-30 00:00:00\" is not a date-time",
+            ),
+            (
+                "timestamp,value\n2015-02-26 21:42:53,1\n2015-02-26 21:42:53,2\n",
+                "t.csv:3: timestamp 2015-02-26 21:42:53 is not after the previous row's 2015-02-26 21:42:53",
+            ),
+            (
+                "timestamp,value\n2015-02-26 21:42:53,1\n2015-02-26 21:47:53\n",
+                "t.csv:3: expected two fields `timestamp,value`",
+            ),
+            (
+                "timestamp,value\n0,1\n60,2\n",
+                "t.csv:2: timestamp: \"0\" is not a date-time",
+            ),
         ] {
             let err = parse_csv(text, ValueUnit::PerInterval, "t.csv").unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
@@ -286,6 +379,12 @@ mod tests {
             parse_prometheus_json(two, "p.json")
                 .unwrap_err()
                 .contains("2 series")
+        );
+        let backwards = r#"{"status":"success","data":{"resultType":"matrix","result":[{"values":[[60,"1"],[0,"2"]]}]}}"#;
+        assert!(
+            parse_prometheus_json(backwards, "p.json")
+                .unwrap_err()
+                .contains("values[1]: time 0 is not after the previous one's 60")
         );
         let bad = r#"{"status":"success","data":{"resultType":"matrix","result":[{"values":[[0,"1"],[60,"NaN"]]}]}}"#;
         assert!(
