@@ -84,10 +84,10 @@ impl Trace {
     }
 }
 
-/// Builds a trace from `(time, value)` rows of `source`, times in seconds and strictly
-/// increasing (the parsers check, naming the field as their format does); `value` per
-/// `unit`.
-fn from_rows(rows: Vec<(u64, f64)>, unit: ValueUnit, source: &str) -> Result<Trace, String> {
+/// Builds a trace from `(time, value)` rows of `source`, times in seconds (from any
+/// origin: the trace starts at the first row) and strictly increasing (the parsers check,
+/// naming the field as their format does); `value` per `unit`.
+fn from_rows(rows: Vec<(i64, f64)>, unit: ValueUnit, source: &str) -> Result<Trace, String> {
     if rows.len() < 2 {
         return Err(format!(
             "{source}: a trace needs at least two rows (the step is the gap to the next row)"
@@ -104,15 +104,15 @@ fn from_rows(rows: Vec<(u64, f64)>, unit: ValueUnit, source: &str) -> Result<Tra
             ValueUnit::PerSecond => *value,
             ValueUnit::PerInterval => value / step as f64,
         };
-        points.push((t - first, rate));
+        points.push(((t - first) as u64, rate));
     }
     let last_step = rows[rows.len() - 1].0 - rows[rows.len() - 2].0;
-    let end = points[points.len() - 1].0 + last_step;
+    let end = points[points.len() - 1].0 + last_step as u64;
     Ok(Trace::from_rates(points, end))
 }
 
 /// How a CSV trace gives its times (its header's first column).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum TimeColumn {
     /// `timestamp_seconds`: whole seconds (from the start, or since the epoch).
     Seconds,
@@ -191,8 +191,7 @@ pub fn parse_csv(text: &str, unit: ValueUnit, source: &str) -> Result<Trace, Str
         None => return Err(format!("{source}: empty file")),
     };
     let name = column.name();
-    let mut rows: Vec<(u64, f64)> = Vec::new();
-    let mut first: Option<i64> = None;
+    let mut rows: Vec<(i64, f64)> = Vec::new();
     let mut previous: Option<(i64, &str)> = None;
     for (i, line) in lines {
         let n = i + 1;
@@ -211,14 +210,12 @@ pub fn parse_csv(text: &str, unit: ValueUnit, source: &str) -> Result<Trace, Str
             ));
         }
         previous = Some((seconds, t));
-        let start = *first.get_or_insert(seconds);
         let v: f64 = v
             .parse()
             .ok()
             .filter(|v: &f64| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| format!("{source}:{n}: value: {v:?} is not a non-negative number"))?;
-        // Seconds from the first row: date-times since the epoch become the same.
-        rows.push(((seconds - start) as u64, v));
+        rows.push((seconds, v));
     }
     from_rows(rows, unit, source)
 }
@@ -264,7 +261,7 @@ pub fn parse_prometheus_json(text: &str, source: &str) -> Result<Trace, String> 
             export.data.result.len()
         ));
     };
-    let mut rows: Vec<(u64, f64)> = Vec::with_capacity(series.values.len());
+    let mut rows: Vec<(i64, f64)> = Vec::with_capacity(series.values.len());
     for (i, (t, v)) in series.values.iter().enumerate() {
         let value: f64 = v
             .parse()
@@ -273,7 +270,7 @@ pub fn parse_prometheus_json(text: &str, source: &str) -> Result<Trace, String> 
             .ok_or_else(|| {
                 format!("{source}: data.result[0].values[{i}]: {v:?} is not a non-negative number")
             })?;
-        let t = t.round() as u64;
+        let t = t.round() as i64;
         if let Some(&(before, _)) = rows.last().filter(|(before, _)| t <= *before) {
             return Err(format!(
                 "{source}: data.result[0].values[{i}]: time {t} is not after the previous one's {before}"
