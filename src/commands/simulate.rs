@@ -115,11 +115,25 @@ fn png(svg: &str) -> anyhow::Result<Vec<u8>> {
     let fonts = options.fontdb_mut();
     fonts.load_system_fonts();
     let dejavu = "DejaVu Sans";
-    if fonts
-        .faces()
-        .any(|face| face.families.iter().any(|(name, _)| name == dejavu))
-    {
-        // fontdb's default sans-serif is Arial, which Linux machines seldom have.
+    let dejavu_file = fonts.faces().find_map(|face| match &face.source {
+        usvg::fontdb::Source::File(path)
+            if face.families.iter().any(|(name, _)| name == dejavu)
+                && face.weight == usvg::fontdb::Weight::NORMAL
+                && face.style == usvg::fontdb::Style::Normal =>
+        {
+            Some(path.clone())
+        }
+        _ => None,
+    });
+    if let Some(path) = dejavu_file {
+        // Without fontdb's `memmap` (left off: it maps files with `unsafe`), a face on
+        // file is read from disk again for every label; the one face the plot uses is
+        // read once instead. fontdb's default sans-serif is Arial, which Linux machines
+        // seldom have.
+        if let Ok(data) = std::fs::read(&path) {
+            *fonts = usvg::fontdb::Database::new();
+            fonts.load_font_data(data);
+        }
         fonts.set_sans_serif_family(dejavu);
     }
     if fonts.is_empty() {

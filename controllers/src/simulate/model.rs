@@ -101,6 +101,8 @@ struct Cluster {
     ready_at: Vec<u64>,
     pods: Vec<Pod>,
     next_name: usize,
+    /// Pods were added, removed or became ready since the reading was last rebuilt.
+    changed: bool,
 }
 
 impl Cluster {
@@ -116,6 +118,7 @@ impl Cluster {
             containers: vec![Container::default()],
         });
         self.next_name += 1;
+        self.changed = true;
     }
 
     /// Removes `n` pods, the latest to become ready first.
@@ -126,22 +129,23 @@ impl Cluster {
                 .unwrap_or(0);
             self.ready_at.swap_remove(latest);
             self.pods.swap_remove(latest);
+            self.changed = true;
         }
     }
 
     /// Sets `readings[0]` to `milli` for every ready pod (and only those), at `now`.
-    fn report(&self, readings: &mut [MetricReading], milli: i64, now: u64, window: SignedDuration) {
+    /// Call after [`Cluster::refresh`] at `now`.
+    fn report(
+        &mut self,
+        readings: &mut [MetricReading],
+        milli: i64,
+        now: u64,
+        window: SignedDuration,
+    ) {
         let Some(MetricReading::Pods(map)) = readings.first_mut() else {
             return;
         };
-        let ready = self.ready_at.iter().filter(|r| **r <= now).count();
-        if map.len() != ready
-            || self
-                .pods
-                .iter()
-                .zip(&self.ready_at)
-                .any(|(p, r)| (*r <= now) != map.contains_key(&p.name))
-        {
+        if std::mem::take(&mut self.changed) {
             map.clear();
             for (pod, _) in self
                 .pods
@@ -175,6 +179,7 @@ impl Cluster {
             if is_ready && pod.ready != Some(true) {
                 pod.ready = Some(true);
                 pod.ready_since = Some(at(*ready_at));
+                self.changed = true;
             }
             ready += i32::from(is_ready);
         }
@@ -244,6 +249,7 @@ pub fn replay_observed(
         ready_at: Vec::new(),
         pods: Vec::new(),
         next_name: 0,
+        changed: true,
     };
     let initial = options
         .initial_replicas

@@ -19,6 +19,10 @@ pub struct PodSample {
     pub window: SignedDuration,
 }
 
+/// Samples by pod name. Names are borrowed from the reading: a decision copies no names
+/// (the simulator makes hundreds of thousands of decisions).
+pub type Samples<'a> = BTreeMap<&'a str, PodSample>;
+
 /// The ratio band within which no scaling happens: `[1 - down, 1 + up]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerances {
@@ -40,11 +44,11 @@ const NO_READY_METRICS: &str = "did not receive metrics for targeted pods (pods 
 
 /// Pods sorted as upstream's `groupPods` sorts them.
 #[derive(Debug, Default)]
-struct PodGroups {
+struct PodGroups<'a> {
     ready: usize,
-    unready: BTreeSet<String>,
-    missing: BTreeSet<String>,
-    ignored: BTreeSet<String>,
+    unready: BTreeSet<&'a str>,
+    missing: BTreeSet<&'a str>,
+    ignored: BTreeSet<&'a str>,
 }
 
 /// Deleted, Failed and Succeeded pods are ignored; Pending pods are unready; pods without a
@@ -52,25 +56,25 @@ struct PodGroups {
 /// initialization period if it is not Ready or its sample predates a full window since it
 /// became Ready; after it, if it is not Ready and never was (its readiness flipped within
 /// the initial readiness delay of its start).
-fn group_pods(
-    pods: &[Pod],
-    metrics: &BTreeMap<String, PodSample>,
+fn group_pods<'a>(
+    pods: &'a [Pod],
+    metrics: &Samples<'_>,
     cpu: bool,
     settings: &ControllerSettings,
     now: Timestamp,
-) -> PodGroups {
+) -> PodGroups<'a> {
     let mut groups = PodGroups::default();
     for pod in pods {
         if pod.deleting || matches!(pod.phase, PodPhase::Failed | PodPhase::Succeeded) {
-            groups.ignored.insert(pod.name.clone());
+            groups.ignored.insert(pod.name.as_str());
             continue;
         }
         if pod.phase == PodPhase::Pending {
-            groups.unready.insert(pod.name.clone());
+            groups.unready.insert(pod.name.as_str());
             continue;
         }
-        let Some(sample) = metrics.get(&pod.name) else {
-            groups.missing.insert(pod.name.clone());
+        let Some(sample) = metrics.get(pod.name.as_str()) else {
+            groups.missing.insert(pod.name.as_str());
             continue;
         };
         if cpu {
@@ -86,7 +90,7 @@ fn group_pods(
                 _ => true,
             };
             if unready {
-                groups.unready.insert(pod.name.clone());
+                groups.unready.insert(pod.name.as_str());
                 continue;
             }
         }
@@ -97,13 +101,13 @@ fn group_pods(
 
 /// Groups the pods and keeps the samples of the ready ones (upstream's preamble of both
 /// calculations); an error when there are no pods or no ready samples.
-fn usable_samples(
-    pods: &[Pod],
-    mut metrics: BTreeMap<String, PodSample>,
+fn usable_samples<'a>(
+    pods: &'a [Pod],
+    mut metrics: Samples<'a>,
     cpu: bool,
     settings: &ControllerSettings,
     now: Timestamp,
-) -> Result<(PodGroups, BTreeMap<String, PodSample>), String> {
+) -> Result<(PodGroups<'a>, Samples<'a>), String> {
     if pods.is_empty() {
         return Err(NO_PODS.into());
     }
@@ -116,11 +120,11 @@ fn usable_samples(
 }
 
 /// Requests of `resource` per pod (all containers, or the named one), in milli-units.
-pub(crate) fn pod_requests(
-    pods: &[Pod],
+pub(crate) fn pod_requests<'a>(
+    pods: &'a [Pod],
     container: Option<&str>,
     resource: &str,
-) -> Result<BTreeMap<String, i64>, String> {
+) -> Result<BTreeMap<&'a str, i64>, String> {
     let mut requests = BTreeMap::new();
     for pod in pods {
         let mut sum = 0i64;
@@ -135,7 +139,7 @@ pub(crate) fn pod_requests(
                 sum += request;
             }
         }
-        requests.insert(pod.name.clone(), sum);
+        requests.insert(pod.name.as_str(), sum);
     }
     Ok(requests)
 }
@@ -143,8 +147,8 @@ pub(crate) fn pod_requests(
 /// (ratio, utilization percent, average raw value) over the pods with both a sample and a
 /// request, as upstream's `GetResourceUtilizationRatio`.
 fn utilization_ratio(
-    metrics: &BTreeMap<String, PodSample>,
-    requests: &BTreeMap<String, i64>,
+    metrics: &Samples<'_>,
+    requests: &BTreeMap<&str, i64>,
     target_utilization: i32,
 ) -> Result<(f64, i32, i64), String> {
     let (mut total, mut requested, mut entries) = (0i64, 0i64, 0i64);
@@ -168,7 +172,7 @@ fn utilization_ratio(
 }
 
 /// (ratio, average) as upstream's `GetMetricUsageRatio`.
-fn usage_ratio(metrics: &BTreeMap<String, PodSample>, target_milli: i64) -> (f64, i64) {
+fn usage_ratio(metrics: &Samples<'_>, target_milli: i64) -> (f64, i64) {
     let total = metrics
         .values()
         .fold(0i64, |sum, s| sum.saturating_add(s.milli));
@@ -200,13 +204,13 @@ pub struct UtilizationResult {
 /// Upstream's `GetResourceReplicas`: utilization of requests, with the rebalancing of
 /// missing and unready pods.
 #[allow(clippy::too_many_arguments)]
-pub fn resource_replicas(
+pub fn resource_replicas<'a>(
     current: i32,
     target_utilization: i32,
     resource: &str,
     container: Option<&str>,
-    pods: &[Pod],
-    metrics: BTreeMap<String, PodSample>,
+    pods: &'a [Pod],
+    metrics: Samples<'a>,
     tolerances: Tolerances,
     settings: &ControllerSettings,
     now: Timestamp,
@@ -250,14 +254,14 @@ pub fn resource_replicas(
 /// while scaling up, and the ratio is recomputed; the change is dropped if the new ratio
 /// lands within tolerance, flips direction, or the count would move against it.
 #[allow(clippy::too_many_arguments)]
-fn rebalance(
+fn rebalance<'a>(
     current: i32,
     ratio: f64,
-    groups: &PodGroups,
-    mut metrics: BTreeMap<String, PodSample>,
+    groups: &PodGroups<'a>,
+    mut metrics: Samples<'a>,
     missing: impl Fn(&str) -> Option<i64>,
     tolerances: Tolerances,
-    recompute: impl Fn(&BTreeMap<String, PodSample>) -> Result<f64, String>,
+    recompute: impl Fn(&Samples<'a>) -> Result<f64, String>,
     now: Timestamp,
 ) -> Result<i32, String> {
     let scale_up_with_unready = !groups.unready.is_empty() && ratio > 1.0;
@@ -269,12 +273,12 @@ fn rebalance(
     }
     for pod in &groups.missing {
         if let Some(value) = missing(pod) {
-            metrics.insert(pod.clone(), assumed(value, now));
+            metrics.insert(*pod, assumed(value, now));
         }
     }
     if scale_up_with_unready {
         for pod in &groups.unready {
-            metrics.insert(pod.clone(), assumed(0, now));
+            metrics.insert(*pod, assumed(0, now));
         }
     }
     let new_ratio = recompute(&metrics)?;
@@ -314,12 +318,12 @@ pub struct AverageResult {
 
 /// Upstream's `calcPlainMetricReplicas`.
 #[allow(clippy::too_many_arguments)]
-pub fn plain_replicas(
+pub fn plain_replicas<'a>(
     current: i32,
     target_milli: i64,
     cpu: bool,
-    pods: &[Pod],
-    metrics: BTreeMap<String, PodSample>,
+    pods: &'a [Pod],
+    metrics: Samples<'a>,
     tolerances: Tolerances,
     settings: &ControllerSettings,
     now: Timestamp,

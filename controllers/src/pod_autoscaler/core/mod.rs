@@ -328,13 +328,14 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
     let outcomes: Vec<MetricOutcome> = metrics
         .iter()
         .enumerate()
-        .map(|(i, metric)| {
-            let reading = input
-                .readings
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| MetricReading::Failed("no reading for this metric".into()));
-            metric_outcome(metric, reading, input, tolerances)
+        .map(|(i, metric)| match input.readings.get(i) {
+            Some(reading) => metric_outcome(metric, reading, input, tolerances),
+            None => metric_outcome(
+                metric,
+                &MetricReading::Failed("no reading for this metric".into()),
+                input,
+                tolerances,
+            ),
         })
         .collect();
     let mut decision = Recommendation {
@@ -571,13 +572,13 @@ pub(super) fn milli(q: Option<&Quantity>, field: &str) -> Result<i64, String> {
     Ok(m)
 }
 
-fn pod_samples(
-    reading: MetricReading,
+fn pod_samples<'a>(
+    reading: &'a MetricReading,
     container: Option<&str>,
-) -> Result<BTreeMap<String, PodSample>, String> {
+) -> Result<calculator::Samples<'a>, String> {
     match reading {
         MetricReading::Pods(pods) => pods
-            .into_iter()
+            .iter()
             .map(|(name, r)| {
                 let milli = match container {
                     None => r.milli,
@@ -586,7 +587,7 @@ fn pod_samples(
                     })?,
                 };
                 Ok((
-                    name,
+                    name.as_str(),
                     PodSample {
                         milli,
                         timestamp: r.timestamp,
@@ -598,23 +599,23 @@ fn pod_samples(
         MetricReading::Value(_) => {
             Err("the reading is one value but this metric needs one per pod".into())
         }
-        MetricReading::Failed(e) => Err(e),
+        MetricReading::Failed(e) => Err(e.clone()),
     }
 }
 
-fn single_value(reading: MetricReading) -> Result<i64, String> {
+fn single_value(reading: &MetricReading) -> Result<i64, String> {
     match reading {
-        MetricReading::Value(v) => Ok(v),
+        MetricReading::Value(v) => Ok(*v),
         MetricReading::Pods(_) => {
             Err("the reading is per pod but this metric needs one value".into())
         }
-        MetricReading::Failed(e) => Err(e),
+        MetricReading::Failed(e) => Err(e.clone()),
     }
 }
 
 fn metric_outcome(
     metric: &MetricSpec,
-    reading: MetricReading,
+    reading: &MetricReading,
     input: &Input<'_>,
     tolerances: Tolerances,
 ) -> MetricOutcome {
@@ -636,7 +637,7 @@ fn metric_outcome(
 
 fn evaluate(
     metric: &MetricSpec,
-    reading: MetricReading,
+    reading: &MetricReading,
     input: &Input<'_>,
     tolerances: Tolerances,
     outcome: &mut MetricOutcome,
