@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpStream},
     time::Duration,
 };
@@ -48,6 +48,12 @@ impl HttpResponse {
 }
 
 /// One HTTP/1.1 request on a new connection.
+///
+/// The response is read as its head frames it (`Content-Length`, chunked, or up to the
+/// close when it has neither), not up to the close: after a local reply Envoy waits for
+/// the client to close first, up to its `delayed_close_timeout` (1 s), so reading to the
+/// end cost a second per request that a proxy answered itself (404 before a route
+/// arrives).
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -63,24 +69,82 @@ pub fn request(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
+    read_response(&mut BufReader::new(stream), method)
+}
+
+/// One response from `reader`, read as its head frames it.
+fn read_response(reader: &mut impl BufRead, method: &str) -> std::io::Result<HttpResponse> {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {raw:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {status_line:?}")))?;
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other("connection closed"));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let body = if method == "HEAD" || status == 204 || status == 304 || status / 100 == 1 {
+        Vec::new()
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        read_chunked(reader)?
+    } else if let Some(length) = headers.get("content-length") {
+        let length: usize = length
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("bad content-length {length:?}")))?;
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        body
+    } else {
+        let mut body = Vec::new();
+        reader.read_to_end(&mut body)?;
+        body
+    };
     Ok(HttpResponse {
         status,
         headers,
-        body: body.to_string(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// A chunked body (RFC 9112 section 7.1), trailers skipped.
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line)?;
+        let size = size_line.trim_end().split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| std::io::Error::other(format!("bad chunk size {size_line:?}")))?;
+        if size == 0 {
+            // Trailers, up to the empty line that ends the message.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = String::new();
+        reader.read_line(&mut crlf)?;
+    }
 }
 
 /// One keep-alive connection through the caller's sidecar.
@@ -104,31 +168,6 @@ impl KeepAlive {
     /// One request; the status, or an error if the connection broke.
     pub fn get(&mut self, host: &str) -> std::io::Result<u16> {
         write!(self.writer, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line)?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::other("connection closed"));
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        Ok(status)
+        read_response(&mut self.reader, "GET").map(|response| response.status)
     }
 }
