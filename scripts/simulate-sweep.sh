@@ -34,7 +34,12 @@ one() {
     sed -i "s/forecast: {enabled: true}/forecast: {enabled: true, $extra}/" "$work/$name.yaml"
   fi
   "$weir" simulate --policy "$work/$name.yaml" --trace "$trace" --capacity-per-pod "$cap" \
-    --compare hpa --out "$work/out-$name" >/dev/null 2>"$work/$name.err" || { cat "$work/$name.err" >&2; return 1; }
+    --compare hpa --out "$work/out-$name" >/dev/null 2>"$work/$name.err" || {
+    # A case that fails says so in the table, not only on stderr.
+    local status=$?
+    echo "FAIL $(basename "$trace" .csv) $cap: weir simulate exited $status: $(tr '\n' ' ' < "$work/$name.err")"
+    return 1
+  }
   python3 - "$work/out-$name/summary.json" "$(basename "$trace" .csv) $cap" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))["policies"]
