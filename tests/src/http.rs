@@ -171,3 +171,52 @@ impl KeepAlive {
         read_response(&mut self.reader, "GET").map(|response| response.status)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str, method: &str) -> HttpResponse {
+        read_response(&mut std::io::Cursor::new(raw.as_bytes()), method)
+            .unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+    }
+
+    #[test]
+    fn a_body_is_read_as_the_head_frames_it() {
+        // Content-Length: what follows the body is left unread (the next response).
+        let r = parse(
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nX-A: b\r\n\r\nnoHTTP/1.1 200 OK\r\n",
+            "GET",
+        );
+        assert_eq!((r.status, r.body.as_str()), (404, "no"));
+        assert_eq!(r.headers["x-a"], "b");
+        // Chunked, with an extension and a trailer.
+        let r = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\na\r\n0123456789\r\n0\r\nT: v\r\n\r\nnext",
+            "GET",
+        );
+        assert_eq!(r.body, "abc0123456789");
+        // Neither: up to the close.
+        assert_eq!(
+            parse("HTTP/1.0 200 OK\r\n\r\nall of it", "GET").body,
+            "all of it"
+        );
+        // No body after HEAD or 204, whatever the length says.
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", "HEAD").body,
+            ""
+        );
+        assert_eq!(parse("HTTP/1.1 204 No Content\r\n\r\n", "GET").body, "");
+    }
+
+    #[test]
+    fn a_broken_response_is_an_error() {
+        let mut cut =
+            std::io::Cursor::new(&b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort"[..]);
+        assert!(read_response(&mut cut, "GET").is_err());
+        let mut garbage = std::io::Cursor::new(&b"hello\r\n\r\n"[..]);
+        assert!(read_response(&mut garbage, "GET").is_err());
+        let mut closed = std::io::Cursor::new(&b"HTTP/1.1 200 OK\r\nX: y\r\n"[..]);
+        assert!(read_response(&mut closed, "GET").is_err());
+    }
+}
