@@ -15,8 +15,9 @@ python3 scripts/check-layout.py
 export PATH="$PWD/.venv/bin:$PATH"
 # The end-to-end tests run the binary built here, in one build with the tests: the same
 # dependencies, compiled once. A release build would compile the whole tree a second time
-# (10-18 minutes cold on two cores) for a suite that takes the same time with either binary
-# (433 s with the release one, 446 s with this one). WEIR_BIN names another binary.
+# (10-18 minutes cold on two cores) to save about 15 s of tests: the test binaries' times
+# summed to 132-137 s with the release one and 150-151 s with this one, two runs each of
+# `WEIR_BIN=target/<profile>/weir cargo test --workspace`. WEIR_BIN names another binary.
 cargo build --workspace --locked --bins --tests --examples
 export WEIR_BIN="${WEIR_BIN:-$PWD/target/debug/weir}"
 
