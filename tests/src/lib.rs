@@ -94,24 +94,57 @@ pub fn weir() -> Command {
     Command::new(weir_bin())
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, and never handed out before in
-/// this process: the kernel may offer a port again once its listener is closed, and two
-/// components of one test given the same port would fight over it.
+/// A TCP port that was free a moment ago on every address, and never handed out before in
+/// this process: two components of one test given the same port would fight over it.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("finding a free port: {e}"));
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if given.insert(port) {
+    free_ports_apart(&[])
+}
+
+/// A port `p` such that `p` and `p + offset`, for each offset, were free a moment ago and
+/// none of them was handed out before in this process: for a component that listens on a
+/// port and a port derived from it (a second gateway Envoy with `--gateway-port-offset`).
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`). Inside it,
+/// a port found free is soon taken again by any process's outgoing connection or port-0
+/// bind: CI once saw a gateway Envoy fail to listen on `p + 7` because an outgoing
+/// connection held it. Below it, only listeners that ask for the port by number compete.
+/// Each test process starts its walk at a place set by its pid, so consecutive test
+/// binaries do not reuse each other's ports while old connections linger.
+pub fn free_ports_apart(offsets: &[u16]) -> u16 {
+    use std::sync::{Mutex, PoisonError};
+    static GIVEN: Mutex<(Option<u16>, std::collections::BTreeSet<u16>)> =
+        Mutex::new((None, std::collections::BTreeSet::new()));
+    const LOWEST: u16 = 20_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(LOWEST);
+    assert!(
+        span >= 2_000,
+        "ip_local_port_range starts at {ephemeral}: tests need ports {LOWEST}..{ephemeral} outside it"
+    );
+    let mut guard = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let (cursor, given) = &mut *guard;
+    let start = *cursor.get_or_insert_with(|| {
+        LOWEST + (std::process::id().wrapping_mul(193) % u32::from(span)) as u16
+    });
+    for step in 0..span {
+        let port = LOWEST + (start - LOWEST + step) % span;
+        let ports: Option<Vec<u16>> = std::iter::once(Some(port))
+            .chain(offsets.iter().map(|o| port.checked_add(*o)))
+            .collect();
+        let Some(ports) = ports else { continue };
+        let free = ports
+            .iter()
+            .all(|p| !given.contains(p) && TcpListener::bind(("0.0.0.0", *p)).is_ok());
+        if free {
+            given.extend(&ports);
+            *cursor = Some(LOWEST + (port - LOWEST + 1) % span);
             return port;
         }
     }
+    panic!("no free port between {LOWEST} and {ephemeral}")
 }
 
 /// Copies a directory tree (the examples, into a scratch directory tests may edit).

@@ -13,7 +13,7 @@ use std::{
 use weir_tests::{
     WeirUp,
     envoy::{Backend, Envoy, request, service_manifest},
-    eventually, free_port,
+    eventually, free_port, free_ports_apart,
     redis::Redis,
 };
 
@@ -54,8 +54,9 @@ fn status(gateway: SocketAddr) -> u16 {
 fn two_envoys_share_one_limit_through_redis_and_fail_open_without_it() {
     let mut redis = Redis::start();
     let backend = Backend::start("api");
-    let port = free_port();
     let offset = 7;
+    // The second Envoy listens on `port + offset`: both must be free.
+    let port = free_ports_apart(&[offset]);
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("app.yaml"), config(port, &backend, 50)).unwrap();
     let rate_limit: SocketAddr = ([127, 0, 0, 1], free_port()).into();
