@@ -63,8 +63,10 @@ const PER_PACKAGE_CARGO_VARS: &[&str] = &[
 pub fn weir_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        // Relative to the workspace root, where it is typed: a test runs in its package's
+        // directory.
         if let Some(bin) = std::env::var_os("WEIR_BIN") {
-            return PathBuf::from(bin);
+            return workspace_root().join(bin);
         }
         let mut build = escargot::CargoBuild::new()
             .bin("weir")
