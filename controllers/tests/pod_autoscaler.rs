@@ -618,6 +618,53 @@ fn forecast_is_reported_beside_the_plain_decision_and_followed_when_enabled() {
     assert_eq!(e.field, "samples[0].history[0]");
 }
 
+#[test]
+fn a_rise_the_forecast_sized_is_not_paced_unless_the_policy_states_scale_up() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/recommend/forecast-rising-load.yaml"
+    ))
+    .unwrap()
+    .replace("enabled: false", "enabled: true")
+    .replace("currentReplicas: 4", "currentReplicas: 2");
+    let recommend = |yaml: &str| state::parse(yaml).unwrap().recommend().unwrap();
+    // HPA's pace without `behavior` allows max(2 × 2, 4) = 4 now; the forecast's 7 is
+    // applied at once.
+    let r = recommend(&example);
+    assert_eq!(r.desired_replicas, 7);
+    assert_eq!(r.forecast.as_ref().unwrap().plain_desired_replicas, 4);
+    assert_eq!(condition(&r, "ScalingLimited"), ("False", "DesiredWithinRange"));
+    // maxReplicas still bounds it.
+    let r = recommend(&example.replace("maxReplicas: 20", "maxReplicas: 6"));
+    assert_eq!(r.desired_replicas, 6);
+    assert_eq!(condition(&r, "ScalingLimited"), ("True", "TooManyReplicas"));
+    // Stated scale-down rules leave the rise unpaced; stated scale-up rules pace it.
+    let with_behavior = |behavior: &str| {
+        example.replace(
+            "  forecast:",
+            &format!("  behavior: {behavior}\n  forecast:"),
+        )
+    };
+    let r = recommend(&with_behavior(
+        "{scaleDown: {stabilizationWindowSeconds: 60}}",
+    ));
+    assert_eq!(r.desired_replicas, 7);
+    let r = recommend(&with_behavior(
+        "{scaleUp: {policies: [{type: Percent, value: 100, periodSeconds: 15}]}}",
+    ));
+    assert_eq!(r.desired_replicas, 4);
+    assert_eq!(condition(&r, "ScalingLimited"), ("True", "ScaleUpLimit"));
+    // Without a model yet (one point of history), the plain proposal keeps HPA's pace.
+    let young = example
+        .lines()
+        .filter(|l| !l.contains("demand:") || l.contains("10:00:00Z"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let r = recommend(&young);
+    assert!(r.forecast.as_ref().unwrap().metrics[0].is_none());
+    assert_eq!(r.desired_replicas, 4);
+}
+
 // ---- Parity with current upstream's edge cases ----
 
 #[test]

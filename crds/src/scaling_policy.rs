@@ -276,7 +276,8 @@ pub struct MetricTarget {
 #[serde(rename_all = "camelCase")]
 pub struct ScalingBehavior {
     /// Rules for scaling up. Default: no stabilization; add 100 % or 4 pods per 15 s,
-    /// whichever is more.
+    /// whichever is more. With `forecast.enabled`, a rise the forecast sized is not paced
+    /// unless these are stated (maxReplicas still bounds it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_up: Option<ScalingRules>,
     /// Rules for scaling down. Default: 300 s stabilization; remove up to 100 % per 15 s.
@@ -373,7 +374,9 @@ pub enum FallbackAction {
 /// Forecast-driven scaling: each metric's demand is learned from its history (a daily or
 /// weekly season when there is one) and projected over the lead time; the policy
 /// provisions the forecast's peak plus a headroom taken from the forecast's own recent
-/// errors, and releases pods as soon as the forecast says the load stays low.
+/// errors, at once (HPA's pace of 100 % or 4 pods per 15 s applies only when
+/// `behavior.scaleUp` states it), and releases pods as soon as the forecast says the load
+/// stays low.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Forecast {

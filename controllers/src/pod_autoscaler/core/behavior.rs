@@ -131,9 +131,12 @@ fn window(seconds: Option<i32>) -> SignedDuration {
 }
 
 /// The v2 path: stabilize within both directions' windows, then apply the rate policies.
+/// `up` is `None` for a rise without rules: no stabilization and no rate limit, only
+/// maxReplicas (the forecast's scale-up when the policy states no `scaleUp`; see
+/// [`super::forecast_decision`]).
 #[allow(clippy::too_many_arguments)]
 pub fn with_behaviors(
-    up: &ScalingRules,
+    up: Option<&ScalingRules>,
     down: &ScalingRules,
     current: i32,
     desired: i32,
@@ -154,14 +157,14 @@ pub fn with_behaviors(
 /// Upstream's `stabilizeRecommendationWithBehaviors`: the lowest recommendation within the
 /// scale-up window bounds a rise, the highest within the scale-down window bounds a fall.
 fn stabilize(
-    up: &ScalingRules,
+    up: Option<&ScalingRules>,
     down: &ScalingRules,
     current: i32,
     desired: i32,
     history: &History,
     now: Timestamp,
 ) -> (i32, &'static str, &'static str) {
-    let up_cutoff = now - window(up.stabilization_window_seconds);
+    let up_cutoff = now - window(up.and_then(|u| u.stabilization_window_seconds));
     let down_cutoff = now - window(down.stabilization_window_seconds);
     let mut up_recommendation = desired;
     let mut down_recommendation = desired;
@@ -262,7 +265,7 @@ fn rate_limit(
 /// Upstream's `convertDesiredReplicasWithBehaviorRate`.
 #[allow(clippy::too_many_arguments)]
 fn rate_limited(
-    up: &ScalingRules,
+    up: Option<&ScalingRules>,
     down: &ScalingRules,
     current: i32,
     desired: i32,
@@ -272,7 +275,9 @@ fn rate_limited(
     now: Timestamp,
 ) -> (i32, &'static str, &'static str) {
     if desired > current {
-        let limit = scale_up_limit(up, current, history, now).max(current);
+        let limit = up.map_or(i32::MAX, |up| {
+            scale_up_limit(up, current, history, now).max(current)
+        });
         let (allowed, reason, message) = upper_bound(max, limit);
         if desired > allowed {
             return (allowed, reason, message);
@@ -304,7 +309,9 @@ fn rate_limited(
 }
 
 /// The legacy path: the highest recommendation within the downscale stabilization window,
-/// then the bounds, with scale-up capped at max(2 × current, 4).
+/// then the bounds, with scale-up capped at max(2 × current, 4) when `rise_limited` (the
+/// forecast's scale-up is not; see [`super::forecast_decision`]).
+#[allow(clippy::too_many_arguments)]
 pub fn legacy(
     current: i32,
     desired: i32,
@@ -313,6 +320,7 @@ pub fn legacy(
     downscale_stabilization: SignedDuration,
     history: &History,
     now: Timestamp,
+    rise_limited: bool,
 ) -> Normalized {
     let cutoff = now - downscale_stabilization;
     let stabilized = history
@@ -328,7 +336,7 @@ pub fn legacy(
             "ScaleDownStabilized",
             "recent recommendations were higher than current one, applying the highest recent recommendation",
         ),
-        legacy_bounds(current, stabilized, min, max),
+        legacy_bounds(current, stabilized, min, max, rise_limited),
     )
 }
 
@@ -355,8 +363,13 @@ fn legacy_bounds(
     desired: i32,
     min: i32,
     max: i32,
+    rise_limited: bool,
 ) -> (i32, &'static str, &'static str) {
-    let scale_up_limit = (2.0 * f64::from(current)).max(4.0) as i32;
+    let scale_up_limit = if rise_limited {
+        (2.0 * f64::from(current)).max(4.0) as i32
+    } else {
+        i32::MAX
+    };
     let (maximum, reason, message) = upper_bound(max, scale_up_limit);
     if desired < min {
         return (

@@ -35,7 +35,9 @@ use weir_crds::{
 
 use calculator::{PodSample, Tolerances};
 use forecast_decision::forecast_decision;
-pub use forecast_decision::{ForecastReport, forecast_lead, forecast_tuning, observed_at};
+pub use forecast_decision::{
+    ForecastReport, forecast_lead, forecast_scale_up_unlimited, forecast_tuning, observed_at,
+};
 
 /// A pod's phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -459,11 +461,14 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
     ));
     decision.proposed_replicas = Some(proposal);
     decision.record = Some(proposal);
-    let normalize = |proposal: i32, history: &History| match &spec.behavior {
+    // `rise_limited`: false only for the forecast's proposal when the policy states no
+    // `scaleUp` (see [`forecast_decision`]).
+    let normalize = |proposal: i32, history: &History, rise_limited: bool| match &spec.behavior {
         Some(behavior_spec) => {
             let (up, down) =
                 behavior::effective_rules(behavior_spec, input.settings.downscale_stabilization);
-            behavior::with_behaviors(&up, &down, current, proposal, min, max, history, input.now)
+            let up = rise_limited.then_some(&up);
+            behavior::with_behaviors(up, &down, current, proposal, min, max, history, input.now)
         }
         None => behavior::legacy(
             current,
@@ -473,9 +478,10 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
             input.settings.downscale_stabilization,
             history,
             input.now,
+            rise_limited,
         ),
     };
-    let mut normalized = normalize(proposal, input.history);
+    let mut normalized = normalize(proposal, input.history, true);
     if let Some(settings) = &spec.forecast {
         let (report, forecast_proposal) = forecast_decision(settings, &decision, proposal, input);
         // Forecast-aware scale-down: the forecast's hold (its peak over the stabilization
@@ -492,12 +498,12 @@ pub fn recommend(input: &Input<'_>) -> Recommendation {
                 .collect(),
             ..input.history.clone()
         };
-        let history = if report.metrics.iter().any(Option::is_some) {
-            &recent
-        } else {
-            input.history
-        };
-        let forecast_normalized = normalize(forecast_proposal, history);
+        let modelled = report.metrics.iter().any(Option::is_some);
+        let history = if modelled { &recent } else { input.history };
+        // A rise the forecast sized is applied at once unless the policy states its own
+        // `scaleUp` rules.
+        let rise_limited = !(modelled && forecast_scale_up_unlimited(spec));
+        let forecast_normalized = normalize(forecast_proposal, history, rise_limited);
         decision.forecast = Some(ForecastReport {
             desired_replicas: forecast_normalized.replicas,
             plain_desired_replicas: normalized.replicas,
