@@ -633,7 +633,10 @@ fn a_rise_the_forecast_sized_is_not_paced_unless_the_policy_states_scale_up() {
     let r = recommend(&example);
     assert_eq!(r.desired_replicas, 7);
     assert_eq!(r.forecast.as_ref().unwrap().plain_desired_replicas, 4);
-    assert_eq!(condition(&r, "ScalingLimited"), ("False", "DesiredWithinRange"));
+    assert_eq!(
+        condition(&r, "ScalingLimited"),
+        ("False", "DesiredWithinRange")
+    );
     // maxReplicas still bounds it.
     let r = recommend(&example.replace("maxReplicas: 20", "maxReplicas: 6"));
     assert_eq!(r.desired_replicas, 6);
