@@ -106,33 +106,25 @@ pub fn free_port() -> u16 {
 /// none of them was handed out before in this process: for a component that listens on a
 /// port and a port derived from it (a second gateway Envoy with `--gateway-port-offset`).
 ///
-/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`). Inside it,
-/// a port found free is soon taken again by any process's outgoing connection or port-0
-/// bind: CI once saw a gateway Envoy fail to listen on `p + 7` because an outgoing
-/// connection held it. Below it, only listeners that ask for the port by number compete.
-/// Each test process starts its walk at a place set by its pid, so consecutive test
-/// binaries do not reuse each other's ports while old connections linger.
+/// Ports come from outside the kernel's ephemeral range (`ip_local_port_range`): below it
+/// (from 20000) or, where it starts too low, above it. Inside it, a port found free is soon
+/// taken again by any process's outgoing connection or port-0 bind: CI once saw a gateway
+/// Envoy fail to listen on `p + 7` because an outgoing connection held it. Outside it, only
+/// listeners that ask for the port by number compete. (Where the range leaves no room,
+/// ports come from 20000 up all the same.) Each test process starts its walk at a place
+/// set by its pid, so consecutive test binaries do not reuse each other's ports while old
+/// connections linger.
 pub fn free_ports_apart(offsets: &[u16]) -> u16 {
     use std::sync::{Mutex, PoisonError};
-    static GIVEN: Mutex<(Option<u16>, std::collections::BTreeSet<u16>)> =
+    static GIVEN: Mutex<(Option<u32>, std::collections::BTreeSet<u16>)> =
         Mutex::new((None, std::collections::BTreeSet::new()));
-    const LOWEST: u16 = 20_000;
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let span = ephemeral.saturating_sub(LOWEST);
-    assert!(
-        span >= 2_000,
-        "ip_local_port_range starts at {ephemeral}: tests need ports {LOWEST}..{ephemeral} outside it"
-    );
+    let (lowest, highest) = ports_outside_the_ephemeral_range();
+    let span = highest - lowest + 1;
     let mut guard = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
     let (cursor, given) = &mut *guard;
-    let start = *cursor.get_or_insert_with(|| {
-        LOWEST + (std::process::id().wrapping_mul(193) % u32::from(span)) as u16
-    });
+    let start = *cursor.get_or_insert_with(|| std::process::id().wrapping_mul(193) % span);
     for step in 0..span {
-        let port = LOWEST + (start - LOWEST + step) % span;
+        let port = u16::try_from(lowest + (start + step) % span).unwrap_or(u16::MAX);
         let ports: Option<Vec<u16>> = std::iter::once(Some(port))
             .chain(offsets.iter().map(|o| port.checked_add(*o)))
             .collect();
@@ -142,11 +134,36 @@ pub fn free_ports_apart(offsets: &[u16]) -> u16 {
             .all(|p| !given.contains(p) && TcpListener::bind(("0.0.0.0", *p)).is_ok());
         if free {
             given.extend(&ports);
-            *cursor = Some(LOWEST + (port - LOWEST + 1) % span);
+            *cursor = Some((u32::from(port) - lowest + 1) % span);
             return port;
         }
     }
-    panic!("no free port between {LOWEST} and {ephemeral}")
+    panic!("no free port between {lowest} and {highest}")
+}
+
+/// The ports [`free_ports_apart`] walks: (lowest, highest), inclusive.
+fn ports_outside_the_ephemeral_range() -> (u32, u32) {
+    ports_outside(
+        &std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default(),
+    )
+}
+
+/// The ports outside `ip_local_port_range` ("low high"): below it from 20000 when there
+/// is room, else above it, else 20000 up anyway.
+fn ports_outside(ip_local_port_range: &str) -> (u32, u32) {
+    const LOWEST: u32 = 20_000;
+    const ROOM: u32 = 2_000;
+    let range: Vec<u32> = ip_local_port_range
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    match range[..] {
+        [low, _] if low >= LOWEST + ROOM => (LOWEST, low - 1),
+        [_, high] if high + ROOM <= 65_535 => (high + 1, 65_535),
+        [_, _] => (LOWEST, 65_535),
+        // Linux's default range when the file cannot be read.
+        _ => (LOWEST, 32_767),
+    }
 }
 
 /// Copies a directory tree (the examples, into a scratch directory tests may edit).
@@ -384,4 +401,33 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_from_outside_the_ephemeral_range() {
+        assert_eq!(ports_outside("32768\t60999\n"), (20_000, 32_767));
+        assert_eq!(ports_outside("1024 40000"), (40_001, 65_535));
+        assert_eq!(ports_outside("1024 65535"), (20_000, 65_535));
+        assert_eq!(ports_outside(""), (20_000, 32_767));
+    }
+
+    #[test]
+    fn ports_apart_are_free_and_never_handed_out_twice() {
+        let (lowest, highest) = ports_outside_the_ephemeral_range();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let port = free_ports_apart(&[7]);
+            assert!((lowest..=highest).contains(&u32::from(port)), "{port}");
+            assert!(
+                seen.insert(port) && seen.insert(port + 7),
+                "{port} handed out again"
+            );
+            let single = free_port();
+            assert!(seen.insert(single), "{single} handed out again");
+        }
+    }
 }
