@@ -141,11 +141,14 @@ pub fn free_ports_apart(offsets: &[u16]) -> u16 {
     panic!("no free port between {lowest} and {highest}")
 }
 
-/// The ports [`free_ports_apart`] walks: (lowest, highest), inclusive.
+/// The ports [`free_ports_apart`] walks: (lowest, highest), inclusive; read once.
 fn ports_outside_the_ephemeral_range() -> (u32, u32) {
-    ports_outside(
-        &std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default(),
-    )
+    static RANGE: OnceLock<(u32, u32)> = OnceLock::new();
+    *RANGE.get_or_init(|| {
+        ports_outside(
+            &std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default(),
+        )
+    })
 }
 
 /// The ports outside `ip_local_port_range` ("low high"): below it from 20000 when there
