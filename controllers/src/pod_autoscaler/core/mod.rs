@@ -34,10 +34,8 @@ use weir_crds::{
 };
 
 use calculator::{PodSample, Tolerances};
-use forecast_decision::forecast_decision;
-pub use forecast_decision::{
-    ForecastReport, forecast_lead, forecast_scale_up_unlimited, forecast_tuning, observed_at,
-};
+pub use forecast_decision::{ForecastReport, forecast_lead, forecast_tuning, observed_at};
+use forecast_decision::{forecast_decision, forecast_scale_up_unlimited};
 
 /// A pod's phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
