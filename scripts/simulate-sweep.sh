@@ -12,7 +12,11 @@
 # WEIR (default target/release/weir, built if missing), TRACES (the real traces' folder),
 # JOBS (parallel replays, default 2), NAB (optional: the `data` folder of a checkout of
 # github.com/numenta/NAB; adds its ten Twitter-volume traces and two EC2 network traces,
-# replayed as they are, date-times and all, at a capacity where the mean needs ~15 pods).
+# replayed as they are, date-times and all, at a capacity where the mean needs ~15 pods),
+# WEB_DATASETS (optional: a checkout of github.com/reconfigurable-ml-pipeline/web-service-datasets;
+# adds the NASA web server's July and August 1995 and a Twitter stream, each at 1-minute
+# and 5-minute steps, built by examples/simulate/web_service_traces.py, at capacities where
+# the mean needs ~15 and ~60 pods).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 weir=${WEIR:-$root/target/release/weir}
@@ -60,6 +64,20 @@ export root weir work extra
   echo "$work/web.csv 0.12"; echo "$work/web.csv 0.03"
   echo "$work/events.csv 3.6"; echo "$work/events.csv 0.9"
   echo "$work/social.csv 0.0084"; echo "$work/social.csv 0.0021"
+  if [ -n "${WEB_DATASETS:-}" ]; then
+    python3 "$root/examples/simulate/web_service_traces.py" "$WEB_DATASETS" "$work/web-service"
+    for trace in "$work"/web-service/*.csv; do
+      # The capacities at which the mean load needs about 15 and about 60 pods.
+      python3 - "$trace" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+t = [int(r["timestamp_seconds"]) for r in rows]
+mean = sum(float(r["value"]) for r in rows[:-1]) / (t[-1] - t[0])
+for pods in (15, 60):
+    print(sys.argv[1], f"{mean / (0.7 * pods):.6g}")
+PY
+    done
+  fi
   if [ -n "${NAB:-}" ]; then
     for trace in "$NAB"/realTweets/Twitter_volume_*.csv "$NAB"/realAWSCloudwatch/ec2_network_in_257a54.csv \
       "$NAB/realAWSCloudwatch/iio_us-east-1_i-a2eb1cd9_NetworkIn.csv"; do
