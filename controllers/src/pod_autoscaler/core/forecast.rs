@@ -95,6 +95,9 @@ pub struct Tuning {
     /// The quantile of the same errors added to the peak over the stabilization window
     /// when pods are released (0..1).
     pub release_quantile: f64,
+    /// The metric's window, in seconds (0 for a point value): what the newest rate is
+    /// read through ([`Forecaster::newest`]).
+    pub window: i64,
 }
 
 /// What is asked of [`Forecaster::predict`].
@@ -137,14 +140,26 @@ struct Model {
     errors: VecDeque<f64>,
 }
 
+/// One sync's value as [`Forecaster`] keeps it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Observed {
+    /// When the value describes (a window's middle), in seconds.
+    time: i64,
+    /// The value (a window average, or a point value).
+    demand: f64,
+    /// The rate in the sync interval before it ([`Forecaster::newest`]).
+    rate: f64,
+}
+
 /// A metric's demand history and its fitted model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Forecaster {
     model: Arc<Model>,
     /// The bucket being filled: (index, sum, count).
     partial: Option<(i64, f64, u32)>,
-    /// The last values observed, and when (about two metric windows of syncs).
-    recent: VecDeque<(i64, f64)>,
+    /// The last values observed, when, and the newest rate read at each (about two metric
+    /// windows of syncs).
+    recent: VecDeque<Observed>,
 }
 
 impl Forecaster {
@@ -212,7 +227,8 @@ impl Forecaster {
         if self.recent.len() >= RECENT_OBSERVATIONS {
             self.recent.pop_front();
         }
-        self.recent.push_back((time, demand));
+        let rate = self.rate_at(time, demand, tuning.window);
+        self.recent.push_back(Observed { time, demand, rate });
         let bucket = time.div_euclid(self.model.step);
         match self.partial {
             Some((index, ref mut sum, ref mut count)) if index == bucket => {
@@ -238,24 +254,32 @@ impl Forecaster {
 
     /// The rate in the newest sync interval, from successive window averages: an average
     /// over `w` moves by (newest − oldest part) × s / w between syncs `s` apart, so the
-    /// newest part is the oldest part plus (w / s) × the move; the oldest part is taken as
-    /// the average one window back. A rise shows in full one sync after it starts, where
-    /// the average shows a quarter of it (60 s window, 15 s syncs).
+    /// newest part is the oldest part plus (w / s) × the move. The oldest part, the sync
+    /// interval leaving the window, was the newest one a window back: its rate as read
+    /// then, kept between that sync's window average and this one's so that errors in it
+    /// cannot build up from window to window. A rise shows in full one sync after it
+    /// starts, where the average shows a quarter of it (60 s window, 15 s syncs); a fall
+    /// likewise, and once the window holds only the lower level, the rate stays there (the
+    /// average one window back, taken for the oldest part until 2026-12-08, still held the
+    /// higher level and echoed it for a window).
     fn newest(&self, demand: f64, horizon: &Horizon) -> f64 {
-        let window = horizon.window;
-        let now = horizon.now - window / 2;
-        let Some(&(previous_time, previous)) = self.recent.back() else {
+        self.rate_at(horizon.now - horizon.window / 2, demand, horizon.window)
+    }
+
+    /// [`Self::newest`] for a value observed at `now` (a window's middle), before it joins
+    /// `recent`.
+    fn rate_at(&self, now: i64, demand: f64, window: i64) -> f64 {
+        let Some(previous) = self.recent.back() else {
             return demand;
         };
-        let sync = now - previous_time;
-        let back = self
-            .recent
-            .iter()
-            .rev()
-            .find(|(time, _)| *time <= now - window);
+        let sync = now - previous.time;
+        let back = self.recent.iter().rev().find(|o| o.time <= now - window);
         match back {
-            Some(&(time, oldest)) if window > 0 && sync > 0 && now - time <= 2 * window => {
-                oldest + (demand - previous) * window as f64 / sync as f64
+            Some(back) if window > 0 && sync > 0 && now - back.time <= 2 * window => {
+                let oldest = back
+                    .rate
+                    .clamp(back.demand.min(demand), back.demand.max(demand));
+                (oldest + (demand - previous.demand) * window as f64 / sync as f64).max(0.0)
             }
             _ => demand,
         }
@@ -276,9 +300,9 @@ impl Forecaster {
             self.recent
                 .iter()
                 .rev()
-                .find(|(time, _)| *time <= now - back * window)
-                .filter(|(time, _)| now - back * window - *time < window / 2)
-                .map(|(_, v)| *v)
+                .find(|o| o.time <= now - back * window)
+                .filter(|o| now - back * window - o.time < window / 2)
+                .map(|o| o.demand)
         };
         let (Some(a), Some(b), Some(c)) = (at(1), at(2), at(3)) else {
             return 0.0;
@@ -434,6 +458,7 @@ mod tests {
         lead: 120,
         quantile: 0.9,
         release_quantile: 0.9,
+        window: 0,
     };
 
     fn horizon(now: i64) -> Horizon {
@@ -562,6 +587,36 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_rate_follows_a_step_at_once_and_does_not_echo_it() {
+        // Demand 10, then 20 from 600 s, then 10 again from 900 s, read as 60-second window
+        // averages every 15 s.
+        let level = |t: i64| if (600..900).contains(&t) { 20.0 } else { 10.0 };
+        let average = |t: i64| (t - 60..t).map(level).sum::<f64>() / 60.0;
+        let tuning = Tuning {
+            window: 60,
+            ..TUNING
+        };
+        let mut f = Forecaster::new(14 * 86_400);
+        let mut newest = Vec::new();
+        for sync in (15..=1200).step_by(15) {
+            let horizon = Horizon {
+                window: 60,
+                ..horizon(sync)
+            };
+            newest.push((sync, f.newest(average(sync), &horizon)));
+            f.observe(sync - 30, average(sync), tuning);
+        }
+        for (sync, rate) in newest.into_iter().filter(|(sync, _)| *sync > 120) {
+            // The rate in the 15 s before the sync.
+            let expected = level(sync - 1);
+            assert!(
+                (rate - expected).abs() < 1e-9,
+                "at {sync} s: newest {rate}, demand in the last sync interval {expected}"
+            );
+        }
+    }
+
+    #[test]
     fn a_falling_series_never_forecasts_negative_demand() {
         let mut f = Forecaster::new(14 * 86_400);
         for i in 0..40 {
@@ -594,6 +649,7 @@ mod tests {
                         lead: 300,
                         quantile,
                         release_quantile,
+                        window: 0,
                     },
                 );
             }

@@ -61,6 +61,7 @@ pub fn forecast_tuning(
                 .release_percentile
                 .unwrap_or(settings.headroom_percentile),
         ) / 100.0,
+        window: metric_window(readings),
     }
 }
 
