@@ -416,7 +416,7 @@ fn default_forecast_history() -> i32 {
 }
 
 fn default_headroom_percentile() -> i32 {
-    55
+    57
 }
 
 /// The forecast at the last sync (`status.forecast`), so users see why.
