@@ -92,7 +92,8 @@ fn run(series: &[f64], period: usize, (alpha, beta, gamma): (f64, f64, f64)) -> 
         period: (period > 1).then_some(period),
         level,
         trend,
-        phase: period % season.len(),
+        // Where the first value stepped over below falls in the season.
+        phase: first.len() % season.len(),
         season,
         spread: 0.0,
         seen: 0,
@@ -166,23 +167,16 @@ impl Fitted {
         let error = actual - forecast;
         self.errors.push(error);
         let bound = CLIP * self.spread.max(MIN_SPREAD * forecast.abs());
-        let used = if self.seen >= CLIP_AFTER && error.abs() > bound {
-            forecast + bound.copysign(error)
+        let clipping = self.seen >= CLIP_AFTER;
+        let (used, size, weight) = if !clipping {
+            // The first errors set the size as their plain mean.
+            (actual, error.abs(), 1.0 / (self.seen + 1) as f64)
+        } else if error.abs() > bound {
+            (forecast + bound.copysign(error), bound, SPREAD_WEIGHT)
         } else {
-            actual
+            (actual, error.abs(), SPREAD_WEIGHT)
         };
-        let size = if self.seen >= CLIP_AFTER {
-            error.abs().min(bound)
-        } else {
-            error.abs()
-        };
-        self.spread = if self.seen == 0 {
-            size
-        } else if self.seen < CLIP_AFTER {
-            self.spread + (size - self.spread) / (self.seen + 1) as f64
-        } else {
-            self.spread + SPREAD_WEIGHT * (size - self.spread)
-        };
+        self.spread += weight * (size - self.spread);
         self.seen += 1;
         let previous = self.level;
         self.level = alpha * (used - self.season[s]) + (1.0 - alpha) * (self.level + self.trend);
