@@ -55,6 +55,25 @@ print(f"{ok} {sys.argv[2]:28s} under {u:5.2f} rh {r:5.3f} | forecast {f['under_p
 PY
 }
 export -f one
+
+# capacities "PODS..." TRACE...: one line per trace and pod count, the capacity per pod at
+# which the trace's mean load needs that many pods at the 70 % target. Reads seconds
+# (`timestamp_seconds`) or date-times (`timestamp`, as NAB writes them).
+capacities() {
+  python3 - "$@" <<'PY'
+import csv, datetime, sys
+pods = [int(p) for p in sys.argv[1].split()]
+for path in sys.argv[2:]:
+    rows = list(csv.DictReader(open(path)))
+    if "timestamp_seconds" in rows[0]:
+        t = [int(r["timestamp_seconds"]) for r in rows]
+    else:
+        t = [datetime.datetime.fromisoformat(r["timestamp"]).timestamp() for r in rows]
+    mean = sum(float(r["value"]) for r in rows[:-1]) / (t[-1] - t[0])
+    for n in pods:
+        print(path, f"{mean / (0.7 * n):.6g}")
+PY
+}
 export root weir work extra
 {
   echo "$traces/aws_elb_requests_5min.csv 0.02"; echo "$traces/aws_elb_requests_5min.csv 0.005"
@@ -66,29 +85,10 @@ export root weir work extra
   echo "$work/social.csv 0.0084"; echo "$work/social.csv 0.0021"
   if [ -n "${WEB_DATASETS:-}" ]; then
     python3 "$root/examples/simulate/web_service_traces.py" "$WEB_DATASETS" "$work/web-service"
-    for trace in "$work"/web-service/*.csv; do
-      # The capacities at which the mean load needs about 15 and about 60 pods.
-      python3 - "$trace" <<'PY'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-t = [int(r["timestamp_seconds"]) for r in rows]
-mean = sum(float(r["value"]) for r in rows[:-1]) / (t[-1] - t[0])
-for pods in (15, 60):
-    print(sys.argv[1], f"{mean / (0.7 * pods):.6g}")
-PY
-    done
+    capacities "15 60" "$work"/web-service/*.csv
   fi
   if [ -n "${NAB:-}" ]; then
-    for trace in "$NAB"/realTweets/Twitter_volume_*.csv "$NAB"/realAWSCloudwatch/ec2_network_in_257a54.csv \
-      "$NAB/realAWSCloudwatch/iio_us-east-1_i-a2eb1cd9_NetworkIn.csv"; do
-      # The capacity at which the mean load needs about 15 pods at the 70 % target.
-      python3 - "$trace" <<'PY'
-import csv, datetime, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-t = [datetime.datetime.fromisoformat(r["timestamp"]).timestamp() for r in rows]
-mean = sum(float(r["value"]) for r in rows[:-1]) / (t[-1] - t[0])
-print(sys.argv[1], f"{mean / (0.7 * 15):.6g}")
-PY
-    done
+    capacities 15 "$NAB"/realTweets/Twitter_volume_*.csv "$NAB"/realAWSCloudwatch/ec2_network_in_257a54.csv \
+      "$NAB/realAWSCloudwatch/iio_us-east-1_i-a2eb1cd9_NetworkIn.csv"
   fi
 } | xargs -P "${JOBS:-2}" -L1 bash -c 'one "$0" "$1"' | sort -k2,2 -k3,3gr

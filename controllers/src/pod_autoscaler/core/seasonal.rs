@@ -24,7 +24,8 @@ const CLIP: f64 = 4.0;
 /// reconciler test's load, flat for ten minutes, never let its pods go after it dropped.
 /// With 5 % they went after 165 s instead of within the lead (150 s); 10 % keeps that.
 const MIN_SPREAD: f64 = 0.1;
-/// Errors seen before the clip applies.
+/// Errors seen before the clip applies (`errors` holds them all until then: it is only
+/// trimmed past [`MAX_ERRORS`], to half of that).
 const CLIP_AFTER: usize = 8;
 /// The weight of each new error in the running size.
 const SPREAD_WEIGHT: f64 = 0.05;
@@ -41,8 +42,6 @@ pub struct Fitted {
     phase: usize,
     /// A running mean of the one-step errors' size (their clipped absolute values).
     spread: f64,
-    /// One-step errors seen (the clip starts after [`CLIP_AFTER`]).
-    seen: usize,
     /// One-step errors over the fit (actual − forecast), oldest first.
     pub errors: Vec<f64>,
     /// The smoothing weights chosen (level, trend, season).
@@ -96,7 +95,6 @@ fn run(series: &[f64], period: usize, (alpha, beta, gamma): (f64, f64, f64)) -> 
         phase: first.len() % season.len(),
         season,
         spread: 0.0,
-        seen: 0,
         errors: Vec::with_capacity(series.len()),
         weights: (alpha, beta, gamma),
     };
@@ -165,19 +163,18 @@ impl Fitted {
         let s = self.phase;
         let forecast = self.level + self.trend + self.season[s];
         let error = actual - forecast;
+        let seen = self.errors.len();
         self.errors.push(error);
         let bound = CLIP * self.spread.max(MIN_SPREAD * forecast.abs());
-        let clipping = self.seen >= CLIP_AFTER;
-        let (used, size, weight) = if !clipping {
+        let (used, size, weight) = if seen < CLIP_AFTER {
             // The first errors set the size as their plain mean.
-            (actual, error.abs(), 1.0 / (self.seen + 1) as f64)
+            (actual, error.abs(), 1.0 / (seen + 1) as f64)
         } else if error.abs() > bound {
             (forecast + bound.copysign(error), bound, SPREAD_WEIGHT)
         } else {
             (actual, error.abs(), SPREAD_WEIGHT)
         };
         self.spread += weight * (size - self.spread);
-        self.seen += 1;
         let previous = self.level;
         self.level = alpha * (used - self.season[s]) + (1.0 - alpha) * (self.level + self.trend);
         self.trend = beta * (self.level - previous) + (1.0 - beta) * self.trend;
